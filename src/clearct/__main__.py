@@ -1,0 +1,5 @@
+import sys
+
+from clearct.cli import main
+
+sys.exit(main())

@@ -1,0 +1,133 @@
+"""Command line: a thin layer that turns flags (and ``--config FILE.yaml``) into a config model and calls the
+Python API function registered for the command in :data:`clearct.config.COMMANDS`.
+
+Building the parser imports only pydantic and the config models, so ``--help`` never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from clearct import __version__
+from clearct.config import COMMANDS, CommandConfig
+
+
+def _flag_kwargs(annotation: Any) -> dict[str, Any]:
+    """argparse options for a field type: choices for Literal, booleans as --x/--no-x, lists as 'a,b'."""
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _flag_kwargs(args[0])
+    if origin is typing.Literal:
+        return {"choices": list(typing.get_args(annotation)), "metavar": "{" + ",".join(map(str, args)) + "}"}
+    if annotation is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if origin is list:
+        return {"metavar": "A,B,…"}
+    if annotation in (int, float):
+        return {"type": annotation}
+    return {}
+
+
+def _add_command(sub: argparse._SubParsersAction, name: str, model: type[CommandConfig], help_text: str) -> None:
+    parser = sub.add_parser(name, help=help_text, description=help_text, argument_default=argparse.SUPPRESS)
+    for field_name, info in model.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        kwargs = _flag_kwargs(info.annotation)
+        default = "" if info.is_required() else f" (default: {info.default})"
+        help_line = (info.description or "") + default
+        if extra.get("positional"):
+            kwargs.pop("action", None)
+            parser.add_argument(field_name, nargs="?", help=help_line, **kwargs)
+        else:
+            flag = "--" + field_name.replace("_", "-")
+            parser.add_argument(flag, dest=field_name, help=help_line, **kwargs)
+    parser.add_argument("--config", type=Path, help="YAML file with the same fields (flags override it)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clearct",
+        description="CLEAR for CT: contrastive slice encoders + attention-MIL for whole-scan prediction.",
+    )
+    parser.add_argument("--version", action="version", version=f"clearct {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (model, _target, help_text) in COMMANDS.items():
+        _add_command(sub, name, model, help_text)
+    return parser
+
+
+def load_config(command: str, flags: dict[str, Any], config_file: Path | None = None) -> CommandConfig:
+    """Merge a YAML file (either the command's fields or a mapping with a section per command) with flags."""
+    import yaml
+
+    model = COMMANDS[command][0]
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            loaded = yaml.safe_load(Path(config_file).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise SystemExit(f"clearct: error: {config_file}: cannot read config ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise SystemExit(f"clearct: error: {config_file}: a config file must hold a mapping")
+        # a file written by `clearct init` has one section per command; a plain file holds the fields directly
+        section = loaded.get(command, loaded)
+        values = {k: v for k, v in section.items() if k not in COMMANDS or k in model.model_fields}
+    values.update(flags)
+    return model(**values)
+
+
+def _is_positional(model: type[CommandConfig], field: str) -> bool:
+    info = model.model_fields.get(field)
+    extra = info.json_schema_extra if info is not None else None
+    return isinstance(extra, dict) and bool(extra.get("positional"))
+
+
+def _format_validation(command: str, exc: ValidationError) -> str:
+    model = COMMANDS[command][0]
+    parts = []
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "config"
+        name = field if _is_positional(model, field) else "--" + field.replace("_", "-")
+        parts.append(f"{name}: {err['msg']}")
+    return f"clearct {command}: error: " + "; ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = vars(parser.parse_args(argv))
+    command = ns.pop("command", None)
+    if command is None:
+        parser.print_help()
+        return 0
+    config_file = ns.pop("config", None)
+    try:
+        cfg = load_config(command, ns, config_file)
+    except ValidationError as exc:
+        print(_format_validation(command, exc), file=sys.stderr)
+        return 2
+    module_name, func_name = COMMANDS[command][1].split(":")
+    from clearct.common.errors import ClearctError
+
+    try:
+        func = getattr(importlib.import_module(module_name), func_name)
+        result = func(cfg)
+    except ClearctError as exc:
+        print(f"clearct {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"clearct {command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result) if isinstance(result, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

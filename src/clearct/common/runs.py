@@ -1,0 +1,42 @@
+"""Run folders: every command writes its resolved config.yaml and a log into ``--out``."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clearct import __version__
+from clearct.common.atomic import atomic_write_text
+
+LOG = logging.getLogger("clearct")
+
+
+def start_run(out: str | Path, command: str, config: Any) -> Path:
+    """Create ``out``, write ``config.yaml`` (the resolved config) and attach ``<command>.log`` to the logger."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
+    header = f"# clearct {__version__} {command} — resolved configuration\n"
+    atomic_write_text(out / "config.yaml", header + yaml.safe_dump({command: data}, sort_keys=False))
+    log_path = out / f"{command}.log"
+    if not any(getattr(h, "baseFilename", None) == str(log_path.resolve()) for h in LOG.handlers):
+        handler = logging.FileHandler(log_path)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        LOG.addHandler(handler)
+    LOG.setLevel(logging.INFO)
+    LOG.info("clearct %s %s, python %s, %s", __version__, command, sys.version.split()[0], platform.platform())
+    return out
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

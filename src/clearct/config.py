@@ -1,0 +1,131 @@
+"""One pydantic model per command. The CLI builds its flags from these models, and ``--config FILE.yaml`` fills
+the same fields, so a YAML file and the command line are two spellings of one configuration.
+
+Conventions: a field marked ``positional`` is a positional argument; list fields accept ``a,b,c`` on the command
+line; every model forbids unknown keys so a typo in a YAML file is an error, not a silent default.
+This module must not import torch (``clearct --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+def _positional(description: str) -> dict:
+    return {"description": description, "json_schema_extra": {"positional": True}}
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class CommandConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class InfoConfig(CommandConfig):
+    path: Path = Field(**_positional("CT scan: DICOM folder, NIfTI file, PNG slice folder or .npz"))
+    series: str | None = Field(None, description="SeriesInstanceUID to read when a folder holds several series")
+    spacing: float | None = Field(None, description="slice spacing in mm for PNG folders without a DL_info table")
+
+
+class SynthConfig(CommandConfig):
+    out: Path = Field(**_positional("output folder for the synthetic cohort"))
+    patients: int = Field(20, ge=1, description="number of patients (one scan each)")
+    seed: int = Field(0, description="random seed; the same seed gives identical files")
+    format: Literal["dicom", "nifti", "png"] = Field("dicom", description="file format of the scans")
+    size: int = Field(128, ge=32, description="in-plane size in pixels (Y = X)")
+    slices: int = Field(48, ge=4, description="number of axial slices per scan")
+
+
+class PretrainConfig(CommandConfig):
+    scans: Path = Field(..., description="scans.csv of the pretraining cohort")
+    lesions: Path | None = Field(None, description="lesions.csv with key-slice boxes (needed for --method lecl)")
+    arch: str = Field("vit_conv_small", description="encoder architecture from the registry (clearct encoders)")
+    method: Literal["moco", "lecl", "drasclr"] = Field("lecl", description="moco: plain MoCo v3; lecl: LECL")
+    lam: float = Field(1.0, ge=0, description="λ, weight of the lesion term in LECL (0 gives LECL-0)")
+    variant: Literal["paper", "official"] = Field(
+        "paper", description="paper: eq. 2 (λ·ψ); official: the authors' code (ψ^λ inside the sum)"
+    )
+    epochs: int = Field(100, ge=1, description="training epochs")
+    batch_size: int = Field(256, ge=2, description="global batch size (split over torchrun ranks)")
+    image_size: int = Field(224, ge=32, description="input size of the encoder in pixels")
+    windows: list[str] = Field(["lung", "abdomen"], description="HU windows drawn per sample: presets or name:lo:hi")
+    out: Path = Field(..., description="run folder (checkpoints, log, encoder.safetensors, encoder.json)")
+    resume: bool = Field(False, description="continue from the last checkpoint in --out")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    seed: int = Field(0, description="random seed")
+    workers: int = Field(2, ge=0, description="data-loader worker processes")
+
+    _split = field_validator("windows", mode="before")(_split_list)
+
+
+class ExtractConfig(CommandConfig):
+    scans: Path = Field(..., description="scans.csv of the cohort to embed")
+    encoder: str = Field(..., description="registry name, timm:<name>, random:<arch>, a baseline, or a pretraining run folder")
+    weights: Path | None = Field(None, description="local weights file for the encoder")
+    windows: list[str] = Field(["lung", "abdomen"], description="HU windows, each slice is embedded once per window")
+    out: Path = Field(..., description="folder for the <scan_id>.h5 feature files")
+    batch_size: int = Field(64, ge=1, description="slices per forward pass")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    workers: int = Field(2, ge=0, description="scans read and preprocessed ahead of the forward pass")
+    overwrite: bool = Field(False, description="recompute feature files that exist with other settings")
+
+    _split = field_validator("windows", mode="before")(_split_list)
+
+
+class CrossvalConfig(CommandConfig):
+    features: Path = Field(..., description="folder of <scan_id>.h5 feature files")
+    labels: Path = Field(..., description="labels.csv (patient_id or scan_id + one column per target)")
+    targets: list[str] = Field(..., description="label columns to predict, comma separated")
+    task: Literal["multilabel", "multiclass", "binary", "regression", "survival"] = Field(
+        "multilabel", description="prediction task"
+    )
+    folds: int = Field(5, ge=2, description="number of cross-validation folds")
+    nested: bool = Field(False, description="nested cross-validation (outer folds × inner folds)")
+    out: Path = Field(..., description="output folder (predictions, metrics, fold models, plots)")
+    seed: int = Field(0, description="random seed")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+
+
+class DeployConfig(CommandConfig):
+    model: Path = Field(..., description="a crossval output folder (its fold models form the ensemble)")
+    features: Path = Field(..., description="folder of feature files of the external cohort")
+    labels: Path = Field(..., description="labels.csv of the external cohort")
+    out: Path = Field(..., description="output folder")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+
+
+class PredictConfig(CommandConfig):
+    scan_path: Path = Field(**_positional("one scan: DICOM folder, NIfTI file, PNG folder or .npz"))
+    model: Path = Field(..., description="a crossval output folder")
+    encoder: str = Field(..., description="the encoder the model's features came from (name or run folder)")
+    weights: Path | None = Field(None, description="local weights file for the encoder")
+    out: Path = Field(..., description="output folder for prediction.json and attention.png")
+    series: str | None = Field(None, description="SeriesInstanceUID when the folder holds several series")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+
+
+class DemoConfig(CommandConfig):
+    out: Path = Field(Path("clearct-demo"), description="output folder of the demo")
+    size: Literal["small", "full"] = Field("small", description="small: ≤10 min on 2 CPU cores; full: for a GPU")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    seed: int = Field(0, description="random seed")
+
+
+COMMANDS: dict[str, tuple[type[CommandConfig], str, str]] = {
+    # name: (config model, "module:function" that runs it, one-line help)
+    "info": (InfoConfig, "clearct.io.info:run_info", "print what clearct reads from a scan"),
+    "synth": (SynthConfig, "clearct.synth.cohort:run_synth", "write a synthetic phantom CT cohort"),
+    "pretrain": (PretrainConfig, "clearct.pretrain.train:run_pretrain", "pretrain a slice encoder (MoCo v3 / LECL)"),
+    "extract": (ExtractConfig, "clearct.extract.run:run_extract", "embed every slice with a frozen encoder"),
+    "crossval": (CrossvalConfig, "clearct.mil.crossval:run_crossval", "cross-validate attention-MIL models"),
+    "deploy": (DeployConfig, "clearct.mil.deploy:run_deploy", "apply a fold ensemble to an external cohort"),
+    "predict": (PredictConfig, "clearct.mil.predict:run_predict", "predict one scan with a trained model"),
+    "demo": (DemoConfig, "clearct.report.demo:run_demo", "run the whole pipeline on a synthetic cohort"),
+}
