@@ -118,6 +118,11 @@ class DemoConfig(CommandConfig):
     seed: int = Field(0, description="random seed")
 
 
+class InitConfig(CommandConfig):
+    path: Path = Field(Path("clearct.yaml"), **_positional("where to write the commented YAML config"))
+    overwrite: bool = Field(False, description="replace an existing file")
+
+
 COMMANDS: dict[str, tuple[type[CommandConfig], str, str]] = {
     # name: (config model, "module:function" that runs it, one-line help)
     "info": (InfoConfig, "clearct.io.info:run_info", "print what clearct reads from a scan"),
@@ -128,4 +133,5 @@ COMMANDS: dict[str, tuple[type[CommandConfig], str, str]] = {
     "deploy": (DeployConfig, "clearct.mil.deploy:run_deploy", "apply a fold ensemble to an external cohort"),
     "predict": (PredictConfig, "clearct.mil.predict:run_predict", "predict one scan with a trained model"),
     "demo": (DemoConfig, "clearct.report.demo:run_demo", "run the whole pipeline on a synthetic cohort"),
+    "init": (InitConfig, "clearct.config_template:run_init", "write a commented YAML config for every command"),
 }
