@@ -62,7 +62,26 @@ class PretrainConfig(CommandConfig):
     seed: int = Field(0, description="random seed")
     workers: int = Field(2, ge=0, description="data-loader worker processes")
 
+    # --- method drasclr only (clearct.pretrain.drasclr; defaults follow the DrasCLR paper / authors' code) ---
+    drasclr_patch_size: int = Field(32, ge=8, description="drasclr: patch side in voxels")
+    drasclr_voxel_mm: float = Field(1.0, gt=0, description="drasclr: patch voxel size in mm (isotropic)")
+    drasclr_grid_mm: float = Field(20.0, gt=0, description="drasclr: step of the patch-centre grid in mm")
+    drasclr_mask: Literal["lung", "body"] = Field("lung", description="drasclr: region the patches lie in")
+    drasclr_window: str = Field("lung:-1024:240", description="drasclr: HU window name:lo:hi, scaled to [-1, 1]")
+    drasclr_channels: list[int] = Field([8, 16, 32, 64], description="drasclr: CNN widths, stem first")
+    drasclr_embed_dim: int = Field(128, ge=2, description="drasclr: patch embedding size")
+    drasclr_proj_dim: int = Field(128, ge=2, description="drasclr: MoCo projection size")
+    drasclr_experts: int = Field(8, ge=1, description="drasclr: expert kernels per conditional convolution")
+    drasclr_queue: int = Field(1024, ge=1, description="drasclr: queued negatives per location bin")
+    drasclr_location_bins: int = Field(4, ge=1, description="drasclr: location bins per axis (queue per bin)")
+    drasclr_neighbours: int = Field(2, ge=1, description="drasclr: nearest patches in the neighbour loss")
+    drasclr_beta: float = Field(1.0, ge=0, description="drasclr: weight of the neighbour loss")
+    drasclr_tau: float = Field(0.2, gt=0, description="drasclr: InfoNCE temperature")
+    drasclr_momentum: float = Field(0.999, ge=0, le=1, description="drasclr: key-encoder momentum")
+    drasclr_lr: float = Field(0.01, gt=0, description="drasclr: SGD learning rate (cosine decay)")
+
     _split = field_validator("windows", mode="before")(_split_list)
+    _split_drasclr = field_validator("drasclr_channels", mode="before")(_split_list)
 
 
 class ExtractConfig(CommandConfig):
