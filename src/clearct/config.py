@@ -67,7 +67,7 @@ class PretrainConfig(CommandConfig):
     drasclr_voxel_mm: float = Field(1.0, gt=0, description="drasclr: patch voxel size in mm (isotropic)")
     drasclr_grid_mm: float = Field(20.0, gt=0, description="drasclr: step of the patch-centre grid in mm")
     drasclr_mask: Literal["lung", "body"] = Field("lung", description="drasclr: region the patches lie in")
-    drasclr_window: str = Field("lung:-1024:240", description="drasclr: HU window name:lo:hi, scaled to [-1, 1]")
+    drasclr_window: list[float] = Field([-1024.0, 240.0], description="drasclr: lung HU window lo,hi → [-1, 1]")
     drasclr_channels: list[int] = Field([8, 16, 32, 64], description="drasclr: CNN widths, stem first")
     drasclr_embed_dim: int = Field(128, ge=2, description="drasclr: patch embedding size")
     drasclr_proj_dim: int = Field(128, ge=2, description="drasclr: MoCo projection size")
@@ -81,7 +81,14 @@ class PretrainConfig(CommandConfig):
     drasclr_lr: float = Field(0.01, gt=0, description="drasclr: SGD learning rate (cosine decay)")
 
     _split = field_validator("windows", mode="before")(_split_list)
-    _split_drasclr = field_validator("drasclr_channels", mode="before")(_split_list)
+    _split_drasclr = field_validator("drasclr_channels", "drasclr_window", mode="before")(_split_list)
+
+    @field_validator("drasclr_window")
+    @classmethod
+    def _window_pair(cls, value: list[float]) -> list[float]:
+        if len(value) != 2 or value[0] >= value[1]:
+            raise ValueError("drasclr_window takes two HU values lo,hi with lo < hi")
+        return value
 
 
 class ExtractConfig(CommandConfig):
