@@ -108,15 +108,35 @@ class ExtractConfig(CommandConfig):
 class CrossvalConfig(CommandConfig):
     features: Path = Field(..., description="folder of <scan_id>.h5 feature files")
     labels: Path = Field(..., description="labels.csv (patient_id or scan_id + one column per target)")
-    targets: list[str] = Field(..., description="label columns to predict, comma separated")
+    targets: list[str] = Field(..., description="label columns to predict, comma separated (survival: time,event)")
     task: Literal["multilabel", "multiclass", "binary", "regression", "survival"] = Field(
         "multilabel", description="prediction task"
     )
     folds: int = Field(5, ge=2, description="number of cross-validation folds")
     nested: bool = Field(False, description="nested cross-validation (outer folds × inner folds)")
     out: Path = Field(..., description="output folder (predictions, metrics, fold models, plots)")
+    model: Literal["abmil", "gated", "meanpool", "mlp"] = Field(
+        "abmil", description="abmil: attention MIL (eq. 3); gated: gated attention; meanpool / mlp: baselines"
+    )
+    epochs: int = Field(32, ge=1, description="maximum training epochs per fold")
+    lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(128, ge=1, description="bags per optimizer step (lowered by --min-steps on small cohorts)")
+    min_steps: int = Field(2000, ge=0, description="floor on optimizer steps per model: the batch shrinks to reach it")
+    bag_size: int = Field(512, ge=1, description="instances drawn at random per training bag (evaluation: whole bags)")
+    patience: int = Field(8, ge=1, description="early stopping: epochs without a better validation loss")
+    val_frac: float = Field(0.2, gt=0, lt=1, description="share of each training part used for early stopping")
+    test_frac: float = Field(0.0, ge=0, lt=1, description="share of patients held out as a fixed test set")
+    split_column: str | None = Field(None, description="labels.csv column marking the held-out test set (value test)")
+    splits: Path | None = Field(None, description="reuse the folds of an earlier splits.json")
+    window_embedding: bool = Field(False, description="add a learned embedding of each instance's HU window")
+    regression_loss: Literal["l1", "mse"] = Field("l1", description="loss of the regression task")
+    bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
+    resume: bool = Field(True, description="reuse fold models already trained in --out with the same settings")
     seed: int = Field(0, description="random seed")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+
+    _split = field_validator("targets", mode="before")(_split_list)
 
 
 class DeployConfig(CommandConfig):
@@ -124,6 +144,19 @@ class DeployConfig(CommandConfig):
     features: Path = Field(..., description="folder of feature files of the external cohort")
     labels: Path = Field(..., description="labels.csv of the external cohort")
     out: Path = Field(..., description="output folder")
+    allow_overlap: bool = Field(False, description="deploy even when deployment patients were in training")
+    bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
+    seed: int = Field(0, description="random seed of the bootstrap")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+
+
+class AttentionConfig(CommandConfig):
+    model: Path = Field(..., description="a crossval output folder")
+    features: Path = Field(..., description="folder of <scan_id>.h5 feature files")
+    out: Path = Field(..., description="output folder for attention.csv and one figure per scan")
+    scans: Path | None = Field(None, description="scans.csv: adds a montage of the top attended slices from the CT")
+    lesions: Path | None = Field(None, description="lesions.csv: marks the known lesion slices")
+    top_k: int = Field(6, ge=1, description="slices in the montage")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
 
 
@@ -134,6 +167,8 @@ class PredictConfig(CommandConfig):
     weights: Path | None = Field(None, description="local weights file for the encoder")
     out: Path = Field(..., description="output folder for prediction.json and attention.png")
     series: str | None = Field(None, description="SeriesInstanceUID when the folder holds several series")
+    top_k: int = Field(6, ge=1, description="slices in the attention montage")
+    batch_size: int = Field(64, ge=1, description="slices per encoder forward pass")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
 
 
@@ -158,6 +193,7 @@ COMMANDS: dict[str, tuple[type[CommandConfig], str, str]] = {
     "crossval": (CrossvalConfig, "clearct.mil.crossval:run_crossval", "cross-validate attention-MIL models"),
     "deploy": (DeployConfig, "clearct.mil.deploy:run_deploy", "apply a fold ensemble to an external cohort"),
     "predict": (PredictConfig, "clearct.mil.predict:run_predict", "predict one scan with a trained model"),
+    "attention": (AttentionConfig, "clearct.mil.attention:run_attention", "attention over slices per scan, figures"),
     "demo": (DemoConfig, "clearct.report.demo:run_demo", "run the whole pipeline on a synthetic cohort"),
     "init": (InitConfig, "clearct.config_template:run_init", "write a commented YAML config for every command"),
 }
