@@ -1,0 +1,1 @@
+"""Evaluation: patient-level splits, metrics with bootstrap CIs, ROC/PR figures."""

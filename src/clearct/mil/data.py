@@ -1,0 +1,139 @@
+"""Bags in memory: one per feature file, joined with its label row.
+
+Every problem with the input (a label row without a feature file, a feature file without a label row, an
+unknown label value, NaN in the features, an empty bag, an unreadable file) is reported once as one line naming
+the file; the affected rows are left out, the rest goes on, and :class:`Issues` counts them for the summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from clearct.common.errors import ClearctError
+from clearct.extract.h5 import read_features
+from clearct.io.tables import LabelTable
+from clearct.mil.tasks import TaskSpec, parse_label
+
+LOG = logging.getLogger("clearct")
+
+
+@dataclass
+class Bag:
+    """One scan: its instances (float16 to halve memory; batches are cast to float32) and its label."""
+
+    scan_id: str
+    patient_id: str
+    feats: np.ndarray  # (N, D) float16 or float32
+    window: np.ndarray  # (N,) int64
+    slice_index: np.ndarray  # (N,) int32
+    z_mm: np.ndarray  # (N,) float32
+    y: np.ndarray  # (k,) float32; empty when unlabelled (predict)
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return int(self.feats.shape[0])
+
+
+@dataclass
+class Issues:
+    """Input problems: each is printed as one line (stderr and the log) and counted by kind."""
+
+    lines: list[str] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, kind: str, message: str, n: int = 1) -> None:
+        self.counts[kind] += n
+        self.lines.append(message)
+        LOG.warning(message)
+        print(f"clearct: warning: {message}", file=sys.stderr)
+
+    def summary(self) -> dict[str, int]:
+        return dict(self.counts)
+
+
+@dataclass
+class Cohort:
+    """The usable bags plus what the feature files agree on (encoder, windows, dimension)."""
+
+    bags: list[Bag]
+    embed_dim: int
+    windows: list[list]
+    encoder: dict
+    issues: Issues
+
+
+def _names(ids: list[str], limit: int = 5) -> str:
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None, *, labels_path: Path | None = None,
+                dtype: type = np.float16, issues: Issues | None = None) -> Cohort:
+    """Read every ``*.h5`` in ``features`` and join it with ``labels`` (by patient_id or scan_id).
+
+    ``labels=None`` loads unlabelled bags (prediction). Raises ClearctError only when nothing usable remains or the
+    files disagree on the encoder or the embedding size.
+    """
+    features = Path(features)
+    issues = issues or Issues()
+    files = sorted(features.glob("*.h5")) if features.is_dir() else []
+    if not files:
+        raise ClearctError("no <scan_id>.h5 feature files found", features)
+    rows: dict[str, list[str]] = {}
+    if labels is not None:
+        for i, rid in enumerate(labels.ids):
+            rows[rid] = [labels.columns[t][i] for t in spec.targets]
+    bags: list[Bag] = []
+    first = None
+    used_ids: set[str] = set()
+    unlabelled: list[str] = []
+    broken: set[str] = set()  # stems of files already reported (their label rows are not reported again)
+    for path in tqdm(files, desc="reading features", unit="scan", leave=False):
+        try:
+            f = read_features(path)
+        except ClearctError as exc:
+            kind = "nan_features" if "NaN" in str(exc) else "unreadable_features"
+            issues.add(kind, f"{exc}; scan left out")
+            broken.add(path.stem)
+            continue
+        if len(f) == 0:
+            issues.add("empty_bag", f"{path}: empty bag (0 instances); scan left out")
+            broken.update((path.stem, f.patient_id))
+            continue
+        meta = {"encoder": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size}
+        if first is None:
+            first = (f.embed_dim, [list(w) for w in f.windows], meta, path)
+        elif f.embed_dim != first[0] or meta["encoder"] != first[2]["encoder"]:
+            raise ClearctError(f"features from {f.encoder} ({f.embed_dim}-d) do not match {first[3].name} "
+                               f"({first[2]['encoder']}, {first[0]}-d)", path)
+        y = np.zeros(0, np.float32)
+        if labels is not None:
+            key = f.patient_id if labels.id_column == "patient_id" else f.scan_id
+            if key not in rows:
+                unlabelled.append(f.scan_id)
+                continue
+            used_ids.add(key)
+            try:
+                y = parse_label(spec, rows[key])
+            except ValueError as exc:
+                issues.add("unknown_label", f"{labels_path}: {labels.id_column} {key}: {exc}; scan {f.scan_id} left out")
+                continue
+        bags.append(Bag(f.scan_id, f.patient_id, f.feats.astype(dtype, copy=False), f.window.astype(np.int64),
+                        f.slice_index.astype(np.int32), f.z_mm.astype(np.float32), y, path))
+    if unlabelled:
+        issues.add("features_without_labels", f"{labels_path}: no label row for {len(unlabelled)} feature file(s) "
+                   f"({_names(unlabelled)}); left out", len(unlabelled))
+    if labels is not None:
+        missing = [i for i in labels.ids if i not in used_ids and i not in broken]
+        if missing:
+            issues.add("labels_without_features", f"{labels_path}: {len(missing)} label row(s) have no feature file "
+                       f"in {features} ({_names(missing)}); left out", len(missing))
+    if not bags:
+        raise ClearctError("no usable scans (see the warnings above)", features)
+    return Cohort(bags, first[0], first[1], first[2], issues)

@@ -1,0 +1,182 @@
+"""Tasks: how label strings become targets, how many outputs a model has, which loss trains it and how its raw
+outputs become the scores that are evaluated.
+
+=========== ============================ ========= =============================== ===========================
+task        labels.csv columns           outputs   loss                            score per output
+=========== ============================ ========= =============================== ===========================
+multilabel  one 0/1 column per target    T         BCE, pos_weight = neg/pos       sigmoid probability
+binary      one column, two values       1         CE with class weights (2 logits) P(second class)
+multiclass  one column, K values         K         CE with class weights           softmax probability
+regression  one numeric column per target T        L1 (or MSE) on z-scored targets value in label units
+survival    time, event (1/0) columns    1         Cox partial likelihood          risk (log hazard ratio)
+=========== ============================ ========= =============================== ===========================
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from clearct.mil import losses
+
+TASKS = ("multilabel", "binary", "multiclass", "regression", "survival")
+_TRUE = {"1", "1.0", "true", "yes", "y", "pos", "positive"}
+_FALSE = {"0", "0.0", "false", "no", "n", "neg", "negative"}
+
+
+@dataclass
+class TaskSpec:
+    """A task with its label vocabulary; stored in every model's JSON so deploy parses labels the same way."""
+
+    kind: str
+    targets: list[str]
+    classes: list[str] = field(default_factory=list)  # binary / multiclass: class names in output order
+    y_mean: list[float] = field(default_factory=list)  # regression: standardisation of the training labels
+    y_std: list[float] = field(default_factory=list)
+
+    @property
+    def n_out(self) -> int:
+        return {"multilabel": len(self.targets), "binary": 2, "multiclass": len(self.classes),
+                "regression": len(self.targets), "survival": 1}[self.kind]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Names of the evaluated score columns."""
+        if self.kind == "multiclass":
+            return list(self.classes)
+        if self.kind == "survival":
+            return ["risk"]
+        return list(self.targets)
+
+    @property
+    def is_classification(self) -> bool:
+        return self.kind in ("multilabel", "binary", "multiclass")
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "targets": self.targets, "classes": self.classes,
+                "y_mean": self.y_mean, "y_std": self.y_std}
+
+    @classmethod
+    def from_json(cls, d: dict) -> TaskSpec:
+        return cls(**d)
+
+
+def make_task(kind: str, targets: list[str], columns: dict[str, list[str]]) -> TaskSpec:
+    """Check the target columns against the task and fix the class vocabulary from the labels."""
+    if kind not in TASKS:
+        raise ValueError(f"unknown task {kind!r}")
+    if kind in ("binary", "multiclass") and len(targets) != 1:
+        raise ValueError(f"task {kind} takes one target column, got {len(targets)}")
+    if kind == "survival" and len(targets) != 2:
+        raise ValueError("task survival takes two target columns: time,event")
+    spec = TaskSpec(kind, list(targets))
+    if kind in ("binary", "multiclass"):
+        values = sorted({v for v in columns[targets[0]] if v and v.lower() not in ("na", "nan")}, key=_class_key)
+        if kind == "binary" and len(values) != 2:
+            raise ValueError(f"binary target {targets[0]!r} needs exactly two values, found {values[:6]}")
+        spec.classes = values
+    return spec
+
+
+def _class_key(v: str) -> tuple:
+    try:
+        return (0, float(v), v)
+    except ValueError:
+        return (1, 0.0, v)
+
+
+def parse_label(spec: TaskSpec, values: list[str]) -> np.ndarray:
+    """Label strings of one row (in ``spec.targets`` order) → float32 vector; raises ValueError naming the
+    offending value (unknown class, non-0/1 multi-label value, non-numeric, negative time …)."""
+    if spec.kind == "multilabel":
+        out = []
+        for t, v in zip(spec.targets, values):
+            low = v.lower()
+            if low not in _TRUE | _FALSE:
+                raise ValueError(f"{t}={v!r} is not 0/1")
+            out.append(1.0 if low in _TRUE else 0.0)
+        return np.asarray(out, np.float32)
+    if spec.kind in ("binary", "multiclass"):
+        if values[0] not in spec.classes:
+            raise ValueError(f"{spec.targets[0]}={values[0]!r} is not one of {', '.join(spec.classes)}")
+        return np.asarray([spec.classes.index(values[0])], np.float32)
+    nums = []
+    for t, v in zip(spec.targets, values):
+        try:
+            x = float(v)
+        except ValueError:
+            raise ValueError(f"{t}={v!r} is not a number") from None
+        if not math.isfinite(x):
+            raise ValueError(f"{t}={v!r} is not a finite number")
+        nums.append(x)
+    if spec.kind == "survival" and (nums[0] < 0 or nums[1] not in (0.0, 1.0)):
+        raise ValueError(f"survival needs time ≥ 0 and event 0/1, got {values}")
+    return np.asarray(nums, np.float32)
+
+
+def eval_labels(spec: TaskSpec, y: np.ndarray) -> np.ndarray:
+    """Parsed labels (n, k) → the matrix evaluated against the scores (one column per output name)."""
+    if spec.kind == "binary":
+        return y[:, :1]
+    if spec.kind == "multiclass":
+        return np.eye(len(spec.classes), dtype=np.float32)[y[:, 0].astype(int)]
+    return y
+
+
+def fit_normalisation(spec: TaskSpec, y_train: np.ndarray) -> None:
+    """Regression: remember mean and sd of the training labels (the model learns z-scores)."""
+    if spec.kind == "regression":
+        spec.y_mean = [float(m) for m in y_train.mean(0)]
+        spec.y_std = [float(s) if s > 0 else 1.0 for s in y_train.std(0)]
+
+
+@dataclass
+class LossFn:
+    """The training loss of a task with its weights fitted on the training labels."""
+
+    spec: TaskSpec
+    weight: torch.Tensor | None = None
+    regression: str = "l1"
+
+    def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        k = self.spec.kind
+        weight = None if self.weight is None else self.weight.to(out.device)
+        if k == "multilabel":
+            return losses.weighted_bce(out, y, weight)
+        if k in ("binary", "multiclass"):
+            return losses.weighted_ce(out, y[:, 0], weight)
+        if k == "survival":
+            return losses.cox_partial_likelihood(out[:, 0], y[:, 0], y[:, 1])
+        mean = torch.tensor(self.spec.y_mean, device=out.device)
+        std = torch.tensor(self.spec.y_std, device=out.device)
+        return losses.regression_loss(out, (y - mean) / std, self.regression)
+
+
+def make_loss(spec: TaskSpec, y_train: np.ndarray, regression: str = "l1") -> LossFn:
+    """Positive-class weights (multi-label) or inverse-frequency class weights (CE), from the training labels."""
+    weight = None
+    if spec.kind == "multilabel":
+        pos = y_train.sum(0)
+        weight = torch.tensor((len(y_train) - pos) / np.maximum(pos, 1.0), dtype=torch.float32)
+    elif spec.kind in ("binary", "multiclass"):
+        counts = np.bincount(y_train[:, 0].astype(int), minlength=spec.n_out).astype(np.float64)
+        w = len(y_train) / (spec.n_out * np.maximum(counts, 1.0))
+        weight = torch.tensor(w, dtype=torch.float32)
+    return LossFn(spec, weight, regression)
+
+
+def scores_from_outputs(spec: TaskSpec, out: torch.Tensor) -> torch.Tensor:
+    """Raw model outputs (B, n_out) → evaluated scores (B, len(output_names))."""
+    k = spec.kind
+    if k == "multilabel":
+        return torch.sigmoid(out)
+    if k == "binary":
+        return torch.softmax(out, dim=1)[:, 1:]
+    if k == "multiclass":
+        return torch.softmax(out, dim=1)
+    if k == "regression":
+        return out * torch.tensor(spec.y_std, device=out.device) + torch.tensor(spec.y_mean, device=out.device)
+    return out

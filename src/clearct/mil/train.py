@@ -1,0 +1,171 @@
+"""One training loop for every task and model kind, and whole-bag inference.
+
+Defaults follow the paper (AdamW, lr 1e-4, 32 epochs, batch 128 bags, early stopping with patience 8 on an inner
+validation split) with one guard for small cohorts: **a floor on optimizer steps**. The batch is shrunk to
+``max(1, n_train · epochs // min_steps)`` bags when the configured batch would give fewer than ``min_steps``
+updates in total (128 training bags × 32 epochs at batch 128 is 32 steps, too few for lr 1e-4 to learn anything;
+with the default ``min_steps=2000`` the same cohort trains with batch 2, i.e. 2048 steps). The compute per epoch
+is unchanged — only the number of updates grows. Training bags are random subsets of at most ``bag_size``
+instances drawn uniformly (never steered by lesion annotations); evaluation always uses whole bags.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from clearct.common.device import autocast_for
+from clearct.mil.data import Bag
+from clearct.mil.models import build_model
+from clearct.mil.tasks import LossFn, TaskSpec, scores_from_outputs
+
+LOG = logging.getLogger("clearct")
+
+
+@dataclass
+class TrainSettings:
+    model: str = "abmil"
+    epochs: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    batch_size: int = 128
+    min_steps: int = 2000
+    bag_size: int = 512
+    patience: int = 8
+    hidden: int = 256
+    dropout: float = 0.25
+    window_embedding: bool = False
+    regression_loss: str = "l1"
+    eval_instances: int = 32768  # instances per inference batch (whole bags, padded)
+
+
+def effective_batch_size(n_train: int, s: TrainSettings) -> int:
+    """The batch size after the floor on optimizer steps (see the module docstring)."""
+    return max(1, min(s.batch_size, (n_train * s.epochs) // max(s.min_steps, 1)))
+
+
+def collate(bags: Sequence[Bag], rows: Sequence[np.ndarray | None] | None = None,
+            device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pad bags (or the chosen ``rows`` of each) into x (B, N, D) float32, mask (B, N), window (B, N), y (B, k)."""
+    rows = rows or [None] * len(bags)
+    parts = [(b.feats, b.window) if r is None else (b.feats[r], b.window[r]) for b, r in zip(bags, rows)]
+    n_max = max(len(w) for _, w in parts)
+    dim = bags[0].feats.shape[1]
+    x = np.zeros((len(bags), n_max, dim), np.float32)
+    window = np.zeros((len(bags), n_max), np.int64)
+    mask = np.zeros((len(bags), n_max), bool)
+    for i, (f, w) in enumerate(parts):
+        x[i, : len(w)] = f
+        window[i, : len(w)] = w
+        mask[i, : len(w)] = True
+    y = np.stack([b.y for b in bags]).astype(np.float32)
+    return (torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device), torch.from_numpy(window).to(device),
+            torch.from_numpy(y).to(device))
+
+
+def _length_batches(bags: Sequence[Bag], max_instances: int) -> list[list[int]]:
+    """Group bags of similar length so padded inference batches stay under ``max_instances`` rows."""
+    order = sorted(range(len(bags)), key=lambda i: len(bags[i]))
+    batches, current = [], []
+    for i in order:
+        if current and (len(current) + 1) * len(bags[i]) > max_instances:
+            batches.append(current)
+            current = []
+        current.append(i)
+    return batches + ([current] if current else [])
+
+
+@torch.inference_mode()
+def infer(model: torch.nn.Module, bags: Sequence[Bag], device: torch.device,
+          max_instances: int = 32768) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """Whole-bag forward pass: raw outputs (n, n_out) on the CPU and the attention over each bag's instances."""
+    model.eval()
+    outs: list[torch.Tensor | None] = [None] * len(bags)
+    attn: list[np.ndarray | None] = [None] * len(bags)
+    for batch in _length_batches(bags, max_instances):
+        x, mask, window, _ = collate([bags[i] for i in batch], device=device)
+        with autocast_for(device):
+            out, a = model(x, mask, window)
+        for j, i in enumerate(batch):
+            outs[i] = out[j].float().cpu()
+            attn[i] = a[j, : len(bags[i])].float().cpu().numpy()
+    return torch.stack(outs), attn
+
+
+def predict_scores(model: torch.nn.Module, spec: TaskSpec, bags: Sequence[Bag], device: torch.device,
+                   max_instances: int = 32768) -> tuple[np.ndarray, list[np.ndarray]]:
+    out, attn = infer(model, bags, device, max_instances)
+    return scores_from_outputs(spec, out).numpy(), attn
+
+
+def new_model(spec: TaskSpec, in_dim: int, n_windows: int, s: TrainSettings) -> torch.nn.Module:
+    return build_model(s.model, in_dim, spec.n_out, n_windows=n_windows, window_embedding=s.window_embedding,
+                       hidden=s.hidden, dropout=s.dropout)
+
+
+def train_model(spec: TaskSpec, loss_fn: LossFn, train: Sequence[Bag], val: Sequence[Bag], s: TrainSettings, *,
+                n_windows: int, seed: int, device: torch.device, desc: str = "train") -> tuple[torch.nn.Module, list]:
+    """Train one model; early stopping keeps the weights of the epoch with the lowest validation loss.
+
+    Returns the model (best epoch, eval mode, on ``device``) and the per-epoch history
+    ``[{"epoch", "train_loss", "val_loss", "steps"}]``.
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = new_model(spec, train[0].feats.shape[1], n_windows, s).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    batch = effective_batch_size(len(train), s)
+    steps_per_epoch = math.ceil(len(train) / batch)
+    LOG.info("%s: %d training bags, %d validation bags, batch %d (%d steps/epoch)", desc, len(train), len(val),
+             batch, steps_per_epoch)
+    best, best_state, stale, history, steps = math.inf, None, 0, [], 0
+    bar = tqdm(range(1, s.epochs + 1), desc=desc, unit="epoch", leave=False)
+    for epoch in bar:
+        model.train()
+        total = 0.0
+        order = rng.permutation(len(train))
+        for start in range(0, len(train), batch):
+            chosen = order[start : start + batch]
+            bags = [train[i] for i in chosen]
+            rows = [np.sort(rng.choice(len(b), s.bag_size, replace=False)) if len(b) > s.bag_size else None
+                    for b in bags]
+            x, mask, window, y = collate(bags, rows, device)
+            with autocast_for(device):
+                out, _ = model(x, mask, window)
+            loss = loss_fn(out.float(), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(bags)
+            steps += 1
+        val_loss = validation_loss(model, loss_fn, val, device, s.eval_instances) if val else math.nan
+        history.append({"epoch": epoch, "train_loss": total / len(train), "val_loss": val_loss, "steps": steps})
+        LOG.info("%s epoch %d: train loss %.4f, val loss %.4f", desc, epoch, total / len(train), val_loss)
+        bar.set_postfix(train=f"{total / len(train):.3f}", val=f"{val_loss:.3f}")
+        if not val:
+            continue
+        if val_loss < best - 1e-6:
+            best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
+        else:
+            stale += 1
+            if stale >= s.patience:
+                LOG.info("%s: early stop after epoch %d (best val loss %.4f)", desc, epoch, best)
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval(), history
+
+
+def validation_loss(model: torch.nn.Module, loss_fn: LossFn, val: Sequence[Bag], device: torch.device,
+                    max_instances: int = 32768) -> float:
+    """Loss of the whole validation part at once on whole bags (one risk set for the Cox loss)."""
+    out, _ = infer(model, val, device, max_instances)
+    y = torch.from_numpy(np.stack([b.y for b in val]).astype(np.float32))
+    return float(loss_fn(out, y))
