@@ -75,3 +75,31 @@ def test_patch_embeddings_write_a_valid_feature_file(tmp_path):
     # batching does not change the embeddings (eval mode: BatchNorm uses running statistics)
     one_batch = embed_volume_patches(vol, encoder, batch_size=n, device="cpu")
     assert np.allclose(one_batch.feats, feats.feats, atol=1e-5)
+
+
+def test_crossval_runs_on_drasclr_patch_features(tmp_path):
+    from clearct.config import CrossvalConfig
+    from clearct.mil.crossval import run_crossval
+
+    cfg = tiny_config(tmp_path)
+    enc_spec, patch = specs_from_config(cfg)
+    torch.manual_seed(0)
+    encoder = DrasCLREncoder(enc_spec, patch)
+    feats_dir = tmp_path / "feats"
+    rows = ["patient_id,disease"]
+    for s in range(8):
+        vol = chest_phantom(z=24, seed=s)
+        if s % 2:  # "disease": dense consolidation in the lower half of the lungs
+            lower = np.zeros(vol.hu.shape, dtype=bool)
+            lower[: vol.hu.shape[0] // 2] = True
+            vol.hu[vol.meta["truth"] & lower] = -100
+        write_features(feats_dir / f"{vol.scan_id}.h5", embed_volume_patches(vol, encoder, device="cpu"))
+        rows.append(f"{vol.patient_id},{s % 2}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    cv = CrossvalConfig(features=feats_dir, labels=tmp_path / "labels.csv", targets=["disease"], task="binary",
+                        folds=2, epochs=3, min_steps=0, batch_size=4, bootstrap=0, out=tmp_path / "cv",
+                        device="cpu")
+    assert run_crossval(cv) in (0, None)
+    predictions = (tmp_path / "cv" / "predictions.csv").read_text().splitlines()
+    assert len(predictions) == 1 + 8 and all(f"p{s}" in "\n".join(predictions) for s in range(8))
+    assert (tmp_path / "cv" / "metrics.csv").is_file()
