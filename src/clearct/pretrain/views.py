@@ -1,0 +1,109 @@
+"""The two views of one CT slice for MoCo v3 / LECL, drawn with an explicit numpy Generator (reproducible).
+
+Geometry
+- lesion slice (LECL): view 1 (query side) is the full slice; view 2 (momentum side) is a square crop centred on
+  the lesion box centre with side uniform in [√crop_min·S, S] (S = the shorter image side; i.e. area fraction in
+  [crop_min, 1]), shifted to stay inside the image.
+- any other slice (and every slice for plain MoCo): two independent RandomResizedCrops (area [crop_min, 1], aspect
+  3/4..4/3), as MoCo v3.
+
+Augmentations (MoCo v3 / BYOL, asymmetric, adapted to grey CT; no colour jitter or grayscale)
+- one HU window per sample, drawn from the configured windows (both views share it);
+- window jitter with p = 0.8 per view: level shifted by U(−0.1, 0.1)·width and width scaled by U(0.8, 1.25) before
+  clipping — brightness/contrast jitter done in HU, so nothing saturates twice;
+- horizontal flip p = 0.5; Gaussian blur σ ~ U(0.1, 2.0) px with p = 1.0 (view 1) / 0.1 (view 2);
+  solarize (x ≥ 0.5 → 1 − x) with p = 0 (view 1) / 0.2 (view 2);
+- grey → 3 channels, then the encoder's mean/std normalisation.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as TF
+
+from clearct.preprocess import window_hu
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the slice
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """How views are made: output size, windows (lo, hi) drawn per sample, crop scale, normalisation."""
+
+    size: int
+    windows: tuple[tuple[float, float], ...]
+    crop_min: float = 0.08
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    jitter_p: float = 0.8
+    blur_p: tuple[float, float] = (1.0, 0.1)
+    solarize_p: tuple[float, float] = (0.0, 0.2)
+
+
+Crop = tuple[int, int, int, int]  # top, left, height, width
+
+
+def random_resized_crop(rng: np.random.Generator, height: int, width: int, crop_min: float) -> Crop:
+    """RandomResizedCrop's box (area in [crop_min, 1], log-uniform aspect 3/4..4/3, centre crop fallback)."""
+    area = height * width
+    for _ in range(10):
+        target = area * rng.uniform(crop_min, 1.0)
+        ratio = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
+        w = int(round(math.sqrt(target * ratio)))
+        h = int(round(math.sqrt(target / ratio)))
+        if 0 < w <= width and 0 < h <= height:
+            return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+    side = min(height, width)
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+def lesion_crop(rng: np.random.Generator, height: int, width: int, box: Box, crop_min: float) -> Crop:
+    """Square crop centred on the box centre, side U(√crop_min·S, S), shifted to lie inside the image."""
+    full = min(height, width)
+    side = int(round(rng.uniform(math.sqrt(crop_min) * full, full)))
+    side = max(1, min(side, full))
+    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+    left = int(round(min(max(cx - side / 2, 0), width - side)))
+    top = int(round(min(max(cy - side / 2, 0), height - side)))
+    return top, left, side, side
+
+
+def _render(
+    hu: torch.Tensor, crop: Crop, window: tuple[float, float], spec: ViewSpec, rng: np.random.Generator, view: int
+) -> torch.Tensor:
+    lo, hi = window
+    if rng.random() < spec.jitter_p:
+        width = hi - lo
+        centre = (lo + hi) / 2 + rng.uniform(-0.1, 0.1) * width
+        width *= rng.uniform(0.8, 1.25)
+        lo, hi = centre - width / 2, centre + width / 2
+    x = window_hu(hu, lo, hi)[None]  # (1, H, W) in [0, 1]
+    x = TF.resized_crop(x, *crop, [spec.size, spec.size], antialias=True)
+    if rng.random() < 0.5:
+        x = TF.horizontal_flip(x)
+    if rng.random() < spec.blur_p[view]:
+        sigma = float(rng.uniform(0.1, 2.0))
+        x = TF.gaussian_blur(x, kernel_size=2 * math.ceil(3 * sigma) + 1, sigma=sigma)
+    if rng.random() < spec.solarize_p[view]:
+        x = torch.where(x >= 0.5, 1.0 - x, x)
+    x = x.clamp(0.0, 1.0).expand(3, -1, -1)
+    return TF.normalize(x, list(spec.mean), list(spec.std))
+
+
+def make_views(
+    hu: np.ndarray | torch.Tensor, spec: ViewSpec, rng: np.random.Generator, box: Box | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two (3, size, size) float32 views of one HU slice (Y, X); ``box`` given → the LECL full-slice / lesion-crop pair."""
+    hu = torch.as_tensor(np.asarray(hu))
+    height, width = hu.shape
+    window = spec.windows[int(rng.integers(len(spec.windows)))]
+    if box is None:
+        crops = [random_resized_crop(rng, height, width, spec.crop_min) for _ in range(2)]
+    else:
+        crops = [(0, 0, height, width), lesion_crop(rng, height, width, box, spec.crop_min)]
+    v1, v2 = (_render(hu, crop, window, spec, rng, view) for view, crop in enumerate(crops))
+    return v1, v2
