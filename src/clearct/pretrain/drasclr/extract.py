@@ -23,8 +23,11 @@ from clearct.pretrain.drasclr.patches import plan_patches, sample_patches
 def embed_volume_patches(
     volume: CTVolume, encoder: DrasCLREncoder, *, batch_size: int = 64, device: str | torch.device | None = None
 ) -> ScanFeatures:
-    """Mask the scan, cut the encoder's patch grid, and embed every patch (no augmentation, eval mode)."""
-    device = device if isinstance(device, torch.device) else resolve_device(device or "auto")
+    """Mask the scan, cut the encoder's patch grid, and embed every patch (no augmentation, eval mode).
+
+    ``device=None`` keeps the encoder where it is, as :func:`clearct.extract.embed_volume` does.
+    """
+    device = next(encoder.parameters()).device if device is None else resolve_device(str(device))
     spec = encoder.patch
     scan = plan_patches(volume, spec)
     encoder = encoder.to(device).eval()
