@@ -61,6 +61,24 @@ class PretrainConfig(CommandConfig):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     seed: int = Field(0, description="random seed")
     workers: int = Field(2, ge=0, description="data-loader worker processes")
+    # --- methods moco and lecl (MoCo v3 recipe; see docs/pretraining.md) ---
+    lr: float = Field(1e-4, gt=0, description="base learning rate; AdamW uses lr × batch-size / 256 (MoCo v3 rule)")
+    warmup_epochs: float = Field(10.0, ge=0, description="epochs of linear lr warmup before the cosine decay")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
+    tau: float = Field(0.2, gt=0, description="temperature τ of the contrastive loss")
+    momentum: float = Field(0.99, ge=0, le=1, description="key-encoder momentum m0 at the start (half-cosine to 1)")
+    crop_min: float = Field(0.08, gt=0, le=1, description="smallest crop area fraction (lesion crop side ≥ √crop_min·W)")
+    proj_dim: int = Field(256, ge=2, description="output size of the projector and predictor")
+    mlp_dim: int = Field(4096, ge=2, description="hidden size of the projector and predictor")
+    lesion_own_positive: bool = Field(
+        False, description="also count the query's own positive key in the LECL lesion sum"
+    )
+    cache_dir: Path | None = Field(None, description="slice cache folder, shared between runs (default: RUN/slice-cache)")
+    log_every: int = Field(10, ge=1, description="write pretrain-log.csv every N steps")
+    stop_after: int | None = Field(
+        None, ge=1, description="end this invocation after N more epochs (checkpointed; --resume continues)"
+    )
+    amp: bool = Field(True, description="bf16 autocast on CUDA (no effect on CPU)")
 
     # --- method drasclr only (clearct.pretrain.drasclr; defaults follow the DrasCLR paper / authors' code) ---
     drasclr_patch_size: int = Field(32, ge=8, description="drasclr: patch side in voxels")

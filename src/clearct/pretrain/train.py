@@ -1,0 +1,296 @@
+"""``clearct pretrain`` → :func:`run_pretrain`: MoCo v3 / LECL training loop, checkpoints, resume, export, torchrun.
+
+Run folder: ``config.yaml`` + ``pretrain.log`` (start_run), ``slice-cache/`` (unless ``--cache-dir``),
+``checkpoint.pt`` (after every epoch, atomic: model incl. momentum branch and heads, optimizer, epoch, step, RNG
+states), ``pretrain-log.csv`` (epoch, step, loss, lr, momentum, images/s), TensorBoard events when tensorboard is
+installed, and at the end ``encoder.safetensors`` + ``encoder.json`` (the query trunk) through
+:func:`clearct.encoders.save_encoder_run`. ``--method drasclr`` is handed to :mod:`clearct.pretrain.drasclr`.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from clearct import __version__
+from clearct.common.atomic import atomic_path
+from clearct.common.device import autocast_for, resolve_device
+from clearct.common.errors import ClearctError
+from clearct.pretrain.distributed import DistInfo, convert_global_batchnorm, init_distributed, is_distributed
+from clearct.pretrain.losses import Variant
+from clearct.pretrain.moco import MoCo
+from clearct.pretrain.schedules import learning_rate, momentum
+
+LOG = logging.getLogger("clearct")
+CHECKPOINT = "checkpoint.pt"
+LOG_CSV = "pretrain-log.csv"
+LOG_FIELDS = ["epoch", "step", "loss", "lr", "momentum", "images_per_s"]
+# settings a resumed run must share with the checkpoint (the others — epochs, workers, device … — may change)
+RESUME_KEYS = ("arch", "method", "lam", "variant", "batch_size", "image_size", "windows", "tau", "proj_dim",
+               "mlp_dim", "seed")
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """The loss options of :meth:`MoCo.forward` (LECL λ and variant; λ = 0 and no lesion crops for plain MoCo)."""
+
+    lam: float = 0.0
+    variant: Variant = "paper"
+    include_own_positive: bool = False
+
+
+def build_moco(trunk: nn.Module, *, dim: int, mlp_dim: int, tau: float, distributed: bool) -> MoCo:
+    """MoCo v3 around ``trunk``; under torchrun every BatchNorm uses the statistics of the global batch."""
+    model = MoCo(trunk, int(trunk.embed_dim), dim=dim, mlp_dim=mlp_dim, tau=tau)
+    return convert_global_batchnorm(model) if distributed else model
+
+
+def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel under torchrun (gradients averaged over ranks), the model itself otherwise."""
+    if not is_distributed():
+        return model
+    ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x1: torch.Tensor, x2: torch.Tensor,
+    lesion: torch.Tensor | None, *, lr: float, m: float, loss_spec: LossSpec, device: torch.device,
+    amp: bool = True,
+) -> torch.Tensor:
+    """One optimisation step at learning rate ``lr`` and key-encoder momentum ``m``; returns this rank's loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    with autocast_for(device, enabled=amp):
+        loss = model(x1, x2, m, lesion, lam=loss_spec.lam, variant=loss_spec.variant,
+                     include_own_positive=loss_spec.include_own_positive)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+def _rng_state() -> dict:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(tuple(tuple(s) if isinstance(s, list) else s for s in state["python"]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, model: MoCo, optimizer: torch.optim.Optimizer, *, epoch: int, step: int,
+                    settings: dict) -> None:
+    """Everything needed to continue after ``epoch`` completed epochs, written atomically."""
+    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
+             "rng": _rng_state(), "settings": settings, "clearct_version": __version__}
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: Path, model: MoCo, optimizer: torch.optim.Optimizer, settings: dict) -> tuple[int, int]:
+    """Restore a checkpoint (weights_only); returns (completed epochs, global step)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or foreign file
+        raise ClearctError(f"cannot read the checkpoint: {exc}", path) from exc
+    differ = [k for k in RESUME_KEYS if state["settings"].get(k) != settings.get(k)]
+    if differ:
+        pairs = ", ".join(f"{k}: {state['settings'].get(k)!r} → {settings.get(k)!r}" for k in differ)
+        raise ClearctError(f"--resume with different settings ({pairs})", path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    _set_rng_state(state["rng"])
+    return int(state["epoch"]), int(state["step"])
+
+
+class MetricsLog:
+    """``pretrain-log.csv`` (+ TensorBoard when installed), kept consistent with the checkpoint on resume."""
+
+    def __init__(self, out: Path, *, resume_step: int | None):
+        self.path = out / LOG_CSV
+        rows = []
+        if resume_step is not None and self.path.exists():
+            with open(self.path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= resume_step]
+        with atomic_path(self.path, suffix=".csv") as tmp, open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, LOG_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(out / "tensorboard"))
+        except ImportError:
+            self.tb = None
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, LOG_FIELDS).writerow(row)
+        if self.tb is not None:
+            for key in ("loss", "lr", "momentum", "images_per_s"):
+                self.tb.add_scalar(f"pretrain/{key}", row[key], row["step"])
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _mean_over_ranks(x: torch.Tensor) -> float:
+    if is_distributed():
+        x = x.clone()
+        dist.all_reduce(x)
+        x /= dist.get_world_size()
+    return float(x)
+
+
+def _settings(cfg) -> dict:
+    return cfg.model_dump(mode="json", include=set(RESUME_KEYS))
+
+
+def _build_data(cfg, out: Path, info: DistInfo, encoder: nn.Module):
+    """Slice cache (built by rank 0, reused by the others), slice index with lesion boxes, dataset, loader."""
+    from clearct.io import read_lesions_table, read_scans_table
+    from clearct.preprocess import parse_windows
+    from clearct.pretrain.cache import build_cache, build_index
+    from clearct.pretrain.data import PretrainSlices, make_loader
+    from clearct.pretrain.views import ViewSpec
+
+    windows = parse_windows(cfg.windows)
+    records = read_scans_table(cfg.scans)
+    lesions = []
+    if cfg.method == "lecl":
+        if cfg.lesions is None:
+            raise ClearctError("--method lecl needs --lesions lesions.csv (or use --method moco)", cfg.scans)
+        lesions = read_lesions_table(cfg.lesions)
+    cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "slice-cache"
+    if info.is_main:
+        cache = build_cache(records, cache_dir)
+    if is_distributed():
+        dist.barrier()
+    if not info.is_main:
+        cache = build_cache(records, cache_dir, progress=False)
+    index = build_index(cache, lesions, source=cfg.lesions or "")
+    if cfg.batch_size % info.world_size:
+        raise ClearctError(f"--batch-size {cfg.batch_size} is not divisible by {info.world_size} ranks")
+    if len(index) < cfg.batch_size:
+        raise ClearctError(f"the cohort has {len(index)} slices, fewer than one batch of {cfg.batch_size}", cfg.scans)
+    spec = ViewSpec(size=cfg.image_size, windows=tuple((w.lo, w.hi) for w in windows), crop_min=cfg.crop_min,
+                    mean=tuple(encoder.mean), std=tuple(encoder.std))
+    dataset = PretrainSlices(cache, index, spec, lesion_crops=cfg.method == "lecl", seed=cfg.seed)
+    loader = make_loader(dataset, local_batch=cfg.batch_size // info.world_size, rank=info.rank,
+                         world_size=info.world_size, workers=cfg.workers, seed=cfg.seed,
+                         pin_memory=torch.cuda.is_available())
+    summary = {"scans": len(cache.scans), "skipped_scans": cache.skipped, "slices": len(index),
+               "lesion_slices": index.num_lesion_slices, "cache_dir": str(cache_dir)}
+    return windows, loader, summary
+
+
+def run_pretrain(cfg) -> int:
+    """``clearct pretrain``: MoCo v3 or LECL on the slices of ``--scans``; exports the query encoder to ``--out``."""
+    if cfg.method == "drasclr":
+        from clearct.pretrain.drasclr import run_drasclr
+
+        return run_drasclr(cfg)
+    from clearct.common.runs import start_run
+    from clearct.encoders import create_encoder, save_encoder_run
+
+    device = resolve_device(cfg.device)
+    info = init_distributed(device.type)
+    if device.type == "cuda" and info.world_size > 1:
+        device = torch.device("cuda", info.local_rank)
+        torch.cuda.set_device(device)
+    out = start_run(cfg.out, "pretrain", cfg) if info.is_main else Path(cfg.out)
+    try:
+        torch.manual_seed(cfg.seed)
+        encoder = create_encoder(cfg.arch)
+        if getattr(encoder, "is_3d", False):
+            raise ClearctError(f"--arch {cfg.arch} is a 3D encoder; MoCo v3 / LECL pretrain 2D slice encoders")
+        windows, loader, data_summary = _build_data(cfg, out, info, encoder)
+        model = build_moco(encoder, dim=cfg.proj_dim, mlp_dim=cfg.mlp_dim, tau=cfg.tau,
+                           distributed=is_distributed()).to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=0.0, weight_decay=cfg.weight_decay)
+        start_epoch, step = 0, 0
+        if cfg.resume and (out / CHECKPOINT).exists():
+            start_epoch, step = load_checkpoint(out / CHECKPOINT, model, optimizer, _settings(cfg))
+            LOG.info("pretrain: resumed after epoch %d (step %d)", start_epoch, step)
+        elif cfg.resume:
+            LOG.info("pretrain: --resume but no %s yet, starting from scratch", CHECKPOINT)
+        last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
+        loss = _train(cfg, model, optimizer, loader, info, device, out, start_epoch, last, step)
+        if info.is_main and last == cfg.epochs:
+            trunk = model.trunk.eval().cpu()
+            extra = {"method": cfg.method, "training": cfg.model_dump(mode="json"), "data": data_summary,
+                     "epochs_trained": cfg.epochs, "final_loss": loss, "world_size": info.world_size,
+                     "clearct_version": __version__}
+            save_encoder_run(out, trunk, arch=cfg.arch, windows=[(w.name, w.lo, w.hi) for w in windows],
+                             info=extra)
+            LOG.info("pretrain: exported the query encoder to %s", out)
+        if is_distributed():
+            dist.barrier()
+    finally:
+        if is_distributed():
+            dist.destroy_process_group()
+    return 0
+
+
+def _train(cfg, model, optimizer, loader, info: DistInfo, device, out: Path, start: int, stop: int,
+           step: int) -> float | None:
+    net = wrap_ddp(model, device)
+    net.train()
+    steps_per_epoch = len(loader)
+    loss_spec = LossSpec(lam=cfg.lam if cfg.method == "lecl" else 0.0, variant=cfg.variant,
+                         include_own_positive=cfg.lesion_own_positive)
+    metrics = MetricsLog(out, resume_step=step) if info.is_main else None
+    lesion_term = cfg.method == "lecl"
+    last_loss = None
+    for epoch in range(start, stop):
+        loader.sampler.set_epoch(epoch)
+        bar = tqdm(loader, desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main)
+        tick = time.perf_counter()
+        for i, (x1, x2, lesion) in enumerate(bar):
+            e = epoch + i / steps_per_epoch
+            lr = learning_rate(e, base_lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs,
+                               warmup_epochs=cfg.warmup_epochs)
+            m = momentum(e, m0=cfg.momentum, epochs=cfg.epochs)
+            x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
+            lesion = lesion.to(device) if lesion_term else None
+            loss = train_step(net, optimizer, x1, x2, lesion, lr=lr, m=m, loss_spec=loss_spec, device=device,
+                              amp=cfg.amp)
+            step += 1
+            if step % cfg.log_every == 0 or i == steps_per_epoch - 1:
+                last_loss = _mean_over_ranks(loss.float())
+                now = time.perf_counter()
+                rate = cfg.batch_size * (i + 1) / (now - tick)
+                if metrics is not None:
+                    metrics.write({"epoch": round(e + 1 / steps_per_epoch, 6), "step": step, "loss": last_loss,
+                                   "lr": lr, "momentum": m, "images_per_s": round(rate, 2)})
+                    bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
+        if info.is_main:
+            save_checkpoint(out / CHECKPOINT, model, optimizer, epoch=epoch + 1, step=step, settings=_settings(cfg))
+            LOG.info("pretrain: epoch %d/%d done, step %d, loss %s", epoch + 1, cfg.epochs, step, last_loss)
+        if is_distributed():
+            dist.barrier()
+    if metrics is not None:
+        metrics.close()
+    return last_loss
