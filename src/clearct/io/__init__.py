@@ -1,5 +1,6 @@
 """CT readers → CTVolume (DICOM series, NIfTI, DeepLesion PNG folders, npz) and cohort tables."""
 
+from clearct.io.read import read_ct
 from clearct.io.tables import (
     LabelTable,
     LesionBox,
@@ -15,6 +16,7 @@ __all__ = [
     "LabelTable",
     "LesionBox",
     "ScanRecord",
+    "read_ct",
     "read_labels_table",
     "read_lesions_table",
     "read_scans_table",

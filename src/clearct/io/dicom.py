@@ -1,0 +1,357 @@
+"""DICOM CT reader: a folder of single-frame CT files or an Enhanced (multi-frame) CT file → CTVolume.
+
+Slices are grouped by SeriesInstanceUID, ordered by ImagePositionPatient projected on the slice normal (never by
+file name or InstanceNumber), rescaled to HU, padding mapped to −1024 and oriented to the contract. Compressed
+transfer syntaxes (JPEG 2000, JPEG lossless, RLE …) decode through pydicom's pixel handlers and the pylibjpeg
+plugins. Only technical attributes reach ``meta``; names, birth dates and patient ids never do.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from clearct.common.errors import ClearctError
+from clearct.io.orient import to_contract
+from clearct.io.volume import CTVolume
+
+CT_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.2": "CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.1": "Enhanced CT Image Storage",
+    "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
+}
+PADDING_HU = -1024
+_TILT_DEGREES = 0.5  # below this the stacking direction counts as the slice normal
+_UNEVEN_TOLERANCE = 0.01  # relative deviation of a gap from the median gap
+_DUPLICATE_MM = 1e-3
+
+
+@dataclass
+class Frame:
+    """One 2D image (a file, or one frame of a multi-frame file) with its geometry and rescale."""
+
+    path: Path
+    ds: Dataset
+    index: int | None  # frame number in a multi-frame file, None for single-frame files
+    position: np.ndarray  # ImagePositionPatient (3,)
+    orientation: np.ndarray  # ImageOrientationPatient (6,)
+    pixel_spacing: tuple[float, float]  # (row spacing, column spacing)
+    slope: float
+    intercept: float
+
+    @property
+    def name(self) -> str:
+        return self.path.name if self.index is None else f"{self.path.name}[frame {self.index}]"
+
+
+@dataclass
+class _Scan:
+    """Everything read from the files of a path before a series is chosen."""
+
+    frames: dict[str, list[Frame]] = field(default_factory=lambda: defaultdict(list))
+    other_modalities: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    warnings: list[str] = field(default_factory=list)
+    n_seen: int = 0
+
+
+def _read_header(path: Path) -> Dataset | None:
+    """The parsed file (pixels still encoded), or None when it is not DICOM at all."""
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError:
+        if path.suffix.lower() != ".dcm":
+            return None  # a README or licence beside the slices: not ours to complain about
+        raise
+
+
+def _lookup(ds: Dataset, index: int | None, group: str, keyword: str) -> Any:
+    """An attribute from the per-frame, then shared functional group, then the top level (single-frame)."""
+    if index is not None:
+        for seq_name in ("PerFrameFunctionalGroupsSequence", "SharedFunctionalGroupsSequence"):
+            seq = ds.get(seq_name)
+            if not seq:
+                continue
+            item = seq[index] if seq_name.startswith("PerFrame") else seq[0]
+            sub = item.get(group)
+            if sub and keyword in sub[0]:
+                return sub[0].get(keyword)
+    return ds.get(keyword)
+
+
+def frames_of(path: Path, ds: Dataset) -> list[Frame]:
+    """The image frames of one CT file (one for classic CT, NumberOfFrames for Enhanced CT)."""
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    multi = "PerFrameFunctionalGroupsSequence" in ds or n_frames > 1
+    frames = []
+    for i in range(n_frames) if multi else [None]:
+        ipp = _lookup(ds, i, "PlanePositionSequence", "ImagePositionPatient")
+        iop = _lookup(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient")
+        spacing = _lookup(ds, i, "PixelMeasuresSequence", "PixelSpacing")
+        slope = _lookup(ds, i, "PixelValueTransformationSequence", "RescaleSlope")
+        intercept = _lookup(ds, i, "PixelValueTransformationSequence", "RescaleIntercept")
+        if ipp is None or iop is None or spacing is None:
+            missing = [k for k, v in (("ImagePositionPatient", ipp), ("ImageOrientationPatient", iop),
+                                      ("PixelSpacing", spacing)) if v is None]
+            raise ValueError(f"no {', '.join(missing)}")
+        frames.append(
+            Frame(
+                path=path,
+                ds=ds,
+                index=i,
+                position=np.asarray(ipp, dtype=np.float64),
+                orientation=np.asarray(iop, dtype=np.float64),
+                pixel_spacing=(float(spacing[0]), float(spacing[1])),
+                slope=float(slope if slope is not None else 1.0),
+                intercept=float(intercept if intercept is not None else 0.0),
+            )
+        )
+    return frames
+
+
+def _sop_class(ds: Dataset) -> str:
+    uid = str(ds.get("SOPClassUID", "") or "")
+    file_meta = getattr(ds, "file_meta", None)
+    return uid or str(file_meta.get("MediaStorageSOPClassUID", "") if file_meta is not None else "")
+
+
+def scan_files(files: list[Path]) -> _Scan:
+    """Parse every file once: CT frames by series, counts of other modalities, warnings for unreadable files."""
+    scan = _Scan()
+    for path in files:
+        try:
+            ds = _read_header(path)
+            if ds is None:
+                continue
+            scan.n_seen += 1
+            modality = str(ds.get("Modality", "") or "")
+            is_ct = _sop_class(ds) in CT_SOP_CLASSES or (not _sop_class(ds) and modality == "CT")
+            if not is_ct or "PixelData" not in ds:
+                scan.other_modalities[modality or _sop_class(ds) or "unknown"] += 1
+                continue
+            scan.frames[str(ds.get("SeriesInstanceUID", ""))].extend(frames_of(path, ds))
+        except Exception as exc:  # a broken file must not stop the others
+            scan.warnings.append(f"skipped unreadable file {path.name}: {type(exc).__name__}: {exc}")
+    return scan
+
+
+def _describe_series(frames: dict[str, list[Frame]]) -> str:
+    parts = []
+    for uid, fr in frames.items():
+        desc = str(fr[0].ds.get("SeriesDescription", "") or "")
+        parts.append(f"{uid} ({len(fr)} slices{', ' + repr(desc) if desc else ''})")
+    return "; ".join(parts)
+
+
+def choose_series(scan: _Scan, series: str | None, where: Path) -> tuple[str, list[Frame]]:
+    """The one series to read; a ClearctError that lists what is there when the choice is not clear."""
+    if not scan.frames:
+        if scan.other_modalities:
+            found = ", ".join(f"{m} ×{n}" for m, n in scan.other_modalities.items())
+            raise ClearctError(f"no CT images (found {found}); clearct reads CT only", where)
+        reasons = "; ".join(scan.warnings) if scan.warnings else "no DICOM files"
+        raise ClearctError(f"no readable CT image: {reasons}", where)
+    if series is not None:
+        if series not in scan.frames:
+            raise ClearctError(f"series {series} not found; series here: {_describe_series(scan.frames)}", where)
+        return series, scan.frames[series]
+    if len(scan.frames) > 1:
+        raise ClearctError(
+            f"{len(scan.frames)} CT series in one folder, pick one with --series: {_describe_series(scan.frames)}",
+            where,
+        )
+    return next(iter(scan.frames.items()))
+
+
+def _decode(frame: Frame, cache: dict[int, np.ndarray]) -> np.ndarray:
+    key = id(frame.ds)
+    if key not in cache:
+        cache[key] = frame.ds.pixel_array
+    arr = cache[key]
+    return arr if frame.index is None or arr.ndim == 2 else arr[frame.index]
+
+
+def _padding_mask(stored: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """Stored values that mean 'outside the scanned field' (PixelPaddingValue … PixelPaddingRangeLimit)."""
+    pad = ds.get("PixelPaddingValue")
+    if pad is None:
+        return None
+    limit = ds.get("PixelPaddingRangeLimit")
+    if limit is None:
+        return stored == pad
+    lo, hi = min(pad, limit), max(pad, limit)
+    return (stored >= lo) & (stored <= hi)
+
+
+def to_hu(stored: np.ndarray, frame: Frame) -> np.ndarray:
+    """Stored pixel values → int16 HU: rescale, padding → −1024, clip to the int16 range."""
+    hu = stored.astype(np.float32) * frame.slope + frame.intercept
+    mask = _padding_mask(stored, frame.ds)
+    if mask is not None:
+        hu[mask] = PADDING_HU
+    return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
+
+
+def _geometry(frames: list[Frame], where: Path) -> tuple[list[Frame], np.ndarray, list[str]]:
+    """Frames sorted along the slice normal, their positions along it (mm), and geometry warnings."""
+    iop = frames[0].orientation
+    if any(not np.allclose(f.orientation, iop, atol=1e-3) for f in frames):
+        raise ClearctError("slices of the series have different ImageOrientationPatient", where)
+    normal = np.cross(iop[:3], iop[3:])
+    dist = np.array([f.position @ normal for f in frames])
+    order = np.argsort(dist, kind="stable")
+    frames = [frames[i] for i in order]
+    dist = dist[order]
+    warnings: list[str] = []
+    gaps = np.diff(dist)
+    dup = np.flatnonzero(gaps < _DUPLICATE_MM)
+    if dup.size:
+        a, b = frames[dup[0]], frames[dup[0] + 1]
+        raise ClearctError(
+            f"{dup.size} duplicate slice position(s), e.g. {a.name} and {b.name} at {dist[dup[0]]:.3f} mm "
+            "along the normal (two acquisitions mixed in one series?)",
+            where,
+        )
+    if gaps.size:
+        med = float(np.median(gaps))
+        if np.any(np.abs(gaps - med) > _UNEVEN_TOLERANCE * med):
+            warnings.append(
+                f"uneven slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm (median {med:.3f}); "
+                "z_mm holds the true positions, spacing_mm[0] the median"
+            )
+        step = frames[-1].position - frames[0].position
+        cos = abs(step @ normal) / np.linalg.norm(step)
+        tilt = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+        if tilt > _TILT_DEGREES:
+            warnings.append(f"gantry tilt {tilt:.1f}°: slices are sheared, not resampled")
+    return frames, dist, warnings
+
+
+def _affine(frames: list[Frame], slice_gap: float) -> np.ndarray:
+    """LPS affine of the (slice, row, column) array."""
+    iop = frames[0].orientation
+    drow, dcol = frames[0].pixel_spacing
+    if len(frames) > 1:
+        step = (frames[-1].position - frames[0].position) / (len(frames) - 1)
+    else:
+        step = np.cross(iop[:3], iop[3:]) * slice_gap
+    affine = np.eye(4)
+    affine[:3, 0] = step
+    affine[:3, 1] = iop[3:] * drow  # down the rows
+    affine[:3, 2] = iop[:3] * dcol  # along a row
+    affine[:3, 3] = frames[0].position
+    return affine
+
+
+def _single_gap(ds: Dataset) -> float | None:
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        value = ds.get(key)
+        if value not in (None, "") and float(value) > 0:
+            return float(value)
+    return None
+
+
+def technical_meta(ds: Dataset) -> dict[str, Any]:
+    """Technical facts about the acquisition; deliberately no PHI (names, dates, ids, institution)."""
+    keys = {
+        "series_description": "SeriesDescription",
+        "kernel": "ConvolutionKernel",
+        "slice_thickness_mm": "SliceThickness",
+        "manufacturer": "Manufacturer",
+        "model": "ManufacturerModelName",
+        "kvp": "KVP",
+        "body_part": "BodyPartExamined",
+        "contrast": "ContrastBolusAgent",
+    }
+    meta: dict[str, Any] = {}
+    for name, keyword in keys.items():
+        value = ds.get(keyword)
+        if value in (None, ""):
+            continue
+        if isinstance(value, pydicom.multival.MultiValue):
+            value = "\\".join(str(v) for v in value)
+        meta[name] = float(value) if name in ("slice_thickness_mm", "kvp") else str(value)
+    file_meta = getattr(ds, "file_meta", None)
+    if file_meta is not None and "TransferSyntaxUID" in file_meta:
+        meta["transfer_syntax"] = str(file_meta.TransferSyntaxUID.name)
+    return meta
+
+
+def dicom_files(path: Path) -> list[Path]:
+    """The candidate files of a DICOM input: the file itself, or every non-hidden file below the folder."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR")
+
+
+def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
+    """Read a DICOM CT series (folder, single file, or Enhanced CT multi-frame file) as a CTVolume."""
+    path = Path(path)
+    scan = scan_files(dicom_files(path))
+    uid, frames = choose_series(scan, series, path)
+    frames, dist, warnings = _geometry(frames, path)
+    warnings = scan.warnings + warnings
+    if scan.other_modalities:
+        found = ", ".join(f"{m} ×{n}" for m, n in scan.other_modalities.items())
+        warnings.append(f"ignored non-CT-image files: {found}")
+    if len(scan.frames) > 1:
+        warnings.append(f"read series {uid}; the folder holds {len(scan.frames)} CT series")
+
+    cache: dict[int, np.ndarray] = {}
+    slices, kept = [], []
+    for i, frame in enumerate(frames):
+        try:
+            slices.append(to_hu(_decode(frame, cache), frame))
+            kept.append(i)
+        except Exception as exc:  # undecodable pixels: drop the slice, keep the series
+            warnings.append(f"skipped unreadable file {frame.name}: {type(exc).__name__}: {exc}")
+    if not slices:
+        raise ClearctError(f"no slice could be decoded: {'; '.join(warnings)}", path)
+    if len(kept) < len(frames):
+        frames, dist = [frames[i] for i in kept], dist[kept]
+        gaps = np.diff(dist)
+        if gaps.size and np.ptp(gaps) > _UNEVEN_TOLERANCE * np.median(gaps):
+            warnings.append("uneven slice spacing after skipping unreadable slices")
+    shapes = {s.shape for s in slices}
+    if len(shapes) > 1:
+        raise ClearctError(f"slices differ in size {sorted(shapes)}", path)
+
+    gaps = np.diff(dist)
+    gap = round(float(np.median(gaps)), 6) if gaps.size else _single_gap(frames[0].ds)
+    if gap is None:
+        gap = 1.0
+        warnings.append("single slice without SliceThickness/SpacingBetweenSlices: z spacing set to 1 mm")
+    oriented = to_contract(np.stack(slices), _affine(frames, gap))
+    spacing = list(oriented.spacing_mm)
+    z_mm = oriented.slice_z_mm()
+    axis, flipped = oriented.input_axis_to_z()
+    if axis == 0:  # an axial series: true slice positions (uneven gaps survive) and the plane spacing
+        rows, cols = slices[0].shape
+        iop, (drow, dcol) = frames[0].orientation, frames[0].pixel_spacing
+        centre = iop[3:] * drow * (rows - 1) / 2 + iop[:3] * dcol * (cols - 1) / 2
+        true_z = np.array([f.position[2] for f in frames]) + centre[2]
+        z_mm = true_z[::-1] if flipped else true_z
+        spacing[0] = gap
+    meta = {
+        "format": "dicom",
+        "series_uid": uid,
+        "sop_class": CT_SOP_CLASSES.get(_sop_class(frames[0].ds), _sop_class(frames[0].ds)),
+        "n_files": len({f.path for f in frames}),
+        "source_orientation": oriented.source_axcodes,
+        **technical_meta(frames[0].ds),
+        "warnings": warnings,
+    }
+    return CTVolume(
+        hu=oriented.data,
+        spacing_mm=tuple(spacing),
+        z_mm=z_mm,
+        scan_id=path.stem if path.is_file() else path.name,
+        source=str(path),
+        meta=meta,
+    )

@@ -1,0 +1,106 @@
+"""DeepLesion PNG slice folder reader: ``NNN.png`` uint16 slices, HU = value − 32768.
+
+Spacing comes from a DL_info-style table (``dl_info=`` or a ``DL_info.csv`` beside or up to three folders
+above the slice folder; row ``File_name`` = ``<folder>_<NNN>.png``, ``Spacing_mm_px_`` = "x, y, z" mm), else
+from ``spacing`` (slice spacing, mm), else 1 mm with a warning. DeepLesion does not record the z direction:
+slices are ordered by file number and ``z_mm`` = number × slice spacing. The PNGs are stored in display
+orientation (rows anterior → posterior, columns right → left), the contract's.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from clearct.common.errors import ClearctError
+from clearct.io.volume import CTVolume
+
+HU_OFFSET = 32768
+_SLICE_NAME = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
+
+
+def slice_files(folder: Path) -> list[tuple[int, Path]]:
+    """(number, path) of the ``NNN.png`` files in ``folder``, by number."""
+    found = []
+    for p in folder.iterdir():
+        m = _SLICE_NAME.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def find_dl_info(folder: Path) -> Path | None:
+    """A DL_info.csv beside the slice folder or in one of the three folders above it."""
+    for parent in [folder, *list(folder.parents)[:3]]:
+        candidate = parent / "DL_info.csv"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def dl_info_spacing(table: Path, folder_name: str) -> tuple[float, float, float] | None:
+    """(z, y, x) mm for ``folder_name`` from a DL_info table, or None when the table has no row for it."""
+    try:
+        with table.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                name = (row.get("File_name") or "").strip()
+                if name.rsplit("_", 1)[0] == folder_name:
+                    x, y, z = (float(v) for v in row["Spacing_mm_px_"].split(","))
+                    return z, y, x
+    except (KeyError, ValueError, OSError) as exc:
+        raise ClearctError(f"cannot read spacing from DL_info table: {exc}", table) from exc
+    return None
+
+
+def _read_slice(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            values = np.asarray(img)
+    except Exception as exc:
+        raise ClearctError(f"not a readable PNG: {type(exc).__name__}: {exc}", path) from exc
+    if values.ndim != 2 or values.dtype.kind not in "ui" or values.min() < 0 or values.max() > 65535:
+        raise ClearctError(f"expected a 16-bit greyscale slice, got {values.dtype} {values.shape}", path)
+    return (values.astype(np.int32) - HU_OFFSET).clip(-32768, 32767).astype(np.int16)
+
+
+def read_png_folder(
+    path: Path | str, *, dl_info: Path | str | None = None, spacing: float | None = None
+) -> CTVolume:
+    """Read a DeepLesion-style folder of ``NNN.png`` slices as a CTVolume."""
+    folder = Path(path)
+    files = slice_files(folder)
+    if not files:
+        raise ClearctError("no NNN.png slices in the folder", folder)
+    warnings: list[str] = []
+    table = Path(dl_info) if dl_info is not None else find_dl_info(folder)
+    sp = dl_info_spacing(table, folder.name) if table is not None else None
+    if sp is None:
+        where = f"{table.name} has no row for {folder.name}" if table is not None else "no DL_info table"
+        z = float(spacing) if spacing else 1.0
+        sp = (z, 1.0, 1.0)
+        warnings.append(f"{where}: in-plane spacing unknown (1 mm assumed)")
+        if not spacing:
+            warnings.append("slice spacing unknown (1 mm assumed); pass --spacing")
+    slices = [_read_slice(p) for _, p in files]
+    if len({s.shape for s in slices}) > 1:
+        raise ClearctError(f"slices differ in size {sorted({s.shape for s in slices})}", folder)
+    numbers = np.array([n for n, _ in files])
+    if np.any(np.diff(numbers) != 1):
+        warnings.append(f"slice numbers are not contiguous ({numbers[0]}…{numbers[-1]}, {len(numbers)} files)")
+    return CTVolume(
+        hu=np.stack(slices),
+        spacing_mm=sp,
+        z_mm=numbers * sp[0],
+        scan_id=folder.name,
+        source=str(folder),
+        meta={
+            "format": "png",
+            "first_slice_number": int(numbers[0]),
+            "dl_info": str(table) if table is not None else None,
+            "warnings": warnings,
+        },
+    )
