@@ -145,7 +145,7 @@ def _describe_series(frames: dict[str, list[Frame]]) -> str:
     parts = []
     for uid, fr in frames.items():
         desc = str(fr[0].ds.get("SeriesDescription", "") or "")
-        parts.append(f"{uid} ({len(fr)} slices{', ' + repr(desc) if desc else ''})")
+        parts.append(f"{uid or '(no SeriesInstanceUID)'} ({len(fr)} slices{', ' + repr(desc) if desc else ''})")
     return "; ".join(parts)
 
 
