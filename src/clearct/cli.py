@@ -43,7 +43,7 @@ def _add_command(sub: argparse._SubParsersAction, name: str, model: type[Command
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         kwargs = _flag_kwargs(info.annotation)
         default = "" if info.is_required() else f" (default: {info.default})"
-        help_line = (info.description or "") + default
+        help_line = ((info.description or "") + default).replace("%", "%%")  # argparse formats help with %
         if extra.get("positional"):
             kwargs.pop("action", None)
             parser.add_argument(field_name, nargs="?", help=help_line, **kwargs)
