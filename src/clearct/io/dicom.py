@@ -131,6 +131,8 @@ def scan_files(files: list[Path]) -> _Scan:
                 continue
             scan.n_seen += 1
             modality = str(ds.get("Modality", "") or "")
+            if not modality and not _sop_class(ds):
+                raise ValueError("no SOP class and no modality (damaged header)")
             is_ct = _sop_class(ds) in CT_SOP_CLASSES or (not _sop_class(ds) and modality == "CT")
             if not is_ct or "PixelData" not in ds:
                 scan.other_modalities[modality or _sop_class(ds) or "unknown"] += 1
@@ -198,19 +200,20 @@ def to_hu(stored: np.ndarray, frame: Frame) -> np.ndarray:
     return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
 
 
-def _geometry(frames: list[Frame], where: Path) -> tuple[list[Frame], np.ndarray, list[str]]:
-    """Frames sorted along the slice normal, their positions along it (mm), and geometry warnings."""
+def _normal(frames: list[Frame]) -> np.ndarray:
+    iop = frames[0].orientation
+    return np.cross(iop[:3], iop[3:])
+
+
+def sort_frames(frames: list[Frame], where: Path) -> tuple[list[Frame], np.ndarray]:
+    """Frames sorted along the slice normal and their positions along it (mm); duplicates are an error."""
     iop = frames[0].orientation
     if any(not np.allclose(f.orientation, iop, atol=1e-3) for f in frames):
         raise ClearctError("slices of the series have different ImageOrientationPatient", where)
-    normal = np.cross(iop[:3], iop[3:])
-    dist = np.array([f.position @ normal for f in frames])
+    dist = np.array([f.position @ _normal(frames) for f in frames])
     order = np.argsort(dist, kind="stable")
-    frames = [frames[i] for i in order]
-    dist = dist[order]
-    warnings: list[str] = []
-    gaps = np.diff(dist)
-    dup = np.flatnonzero(gaps < _DUPLICATE_MM)
+    frames, dist = [frames[i] for i in order], dist[order]
+    dup = np.flatnonzero(np.diff(dist) < _DUPLICATE_MM)
     if dup.size:
         a, b = frames[dup[0]], frames[dup[0] + 1]
         raise ClearctError(
@@ -218,19 +221,27 @@ def _geometry(frames: list[Frame], where: Path) -> tuple[list[Frame], np.ndarray
             "along the normal (two acquisitions mixed in one series?)",
             where,
         )
-    if gaps.size:
-        med = float(np.median(gaps))
-        if np.any(np.abs(gaps - med) > _UNEVEN_TOLERANCE * med):
-            warnings.append(
-                f"uneven slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm (median {med:.3f}); "
-                "z_mm holds the true positions, spacing_mm[0] the median"
-            )
-        step = frames[-1].position - frames[0].position
-        cos = abs(step @ normal) / np.linalg.norm(step)
-        tilt = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
-        if tilt > _TILT_DEGREES:
-            warnings.append(f"gantry tilt {tilt:.1f}°: slices are sheared, not resampled")
-    return frames, dist, warnings
+    return frames, dist
+
+
+def geometry_warnings(frames: list[Frame], dist: np.ndarray) -> list[str]:
+    """Uneven slice gaps and gantry tilt (stacking direction off the slice normal)."""
+    gaps = np.diff(dist)
+    if not gaps.size:
+        return []
+    warnings = []
+    med = float(np.median(gaps))
+    if np.any(np.abs(gaps - med) > _UNEVEN_TOLERANCE * med):
+        warnings.append(
+            f"uneven slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm (median {med:.3f}); "
+            "z_mm holds the true positions, spacing_mm[0] the median"
+        )
+    step = frames[-1].position - frames[0].position
+    cos = abs(step @ _normal(frames)) / np.linalg.norm(step)
+    tilt = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+    if tilt > _TILT_DEGREES:
+        warnings.append(f"gantry tilt {tilt:.1f}°: slices are sheared, not resampled")
+    return warnings
 
 
 def _affine(frames: list[Frame], slice_gap: float) -> np.ndarray:
@@ -295,8 +306,8 @@ def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
     path = Path(path)
     scan = scan_files(dicom_files(path))
     uid, frames = choose_series(scan, series, path)
-    frames, dist, warnings = _geometry(frames, path)
-    warnings = scan.warnings + warnings
+    frames, dist = sort_frames(frames, path)
+    warnings = list(scan.warnings)
     if scan.other_modalities:
         found = ", ".join(f"{m} ×{n}" for m, n in scan.other_modalities.items())
         warnings.append(f"ignored non-CT-image files: {found}")
@@ -313,11 +324,8 @@ def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
             warnings.append(f"skipped unreadable file {frame.name}: {type(exc).__name__}: {exc}")
     if not slices:
         raise ClearctError(f"no slice could be decoded: {'; '.join(warnings)}", path)
-    if len(kept) < len(frames):
-        frames, dist = [frames[i] for i in kept], dist[kept]
-        gaps = np.diff(dist)
-        if gaps.size and np.ptp(gaps) > _UNEVEN_TOLERANCE * np.median(gaps):
-            warnings.append("uneven slice spacing after skipping unreadable slices")
+    frames, dist = [frames[i] for i in kept], dist[kept]
+    warnings += geometry_warnings(frames, dist)
     shapes = {s.shape for s in slices}
     if len(shapes) > 1:
         raise ClearctError(f"slices differ in size {sorted(shapes)}", path)
