@@ -2,7 +2,7 @@
 
 MoCo v3 relies on BatchNorm statistics over the *global* batch (SyncBatchNorm). torch's SyncBatchNorm runs only on
 accelerators, so :class:`GlobalBatchNorm` computes the batch mean and variance with autograd-aware all-reduces
-(``torch.distributed.nn.functional.all_reduce``, whose backward all-reduces the gradients). On CPU (gloo) and on GPU
+(whose backward all-reduces the gradients). On CPU (gloo) and on GPU
 (nccl) alike, N ranks × batch b then give the same forward values and, after DDP's gradient averaging, the same
 gradients as one process with batch N·b.
 """
@@ -51,16 +51,24 @@ def gather_keys(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts)
 
 
-def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
-    if not is_distributed():
-        return x
-    if torch.is_grad_enabled() and x.requires_grad:
-        from torch.distributed.nn.functional import all_reduce
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks; the gradient of every rank's input is the sum of the output gradients of all ranks."""
 
-        return all_reduce(x)
-    x = x.clone()
-    dist.all_reduce(x)
-    return x
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+def _all_reduce_sum(x: torch.Tensor) -> torch.Tensor:
+    return _AllReduceSum.apply(x) if is_distributed() else x
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -101,6 +109,8 @@ def convert_global_batchnorm(module: nn.Module) -> nn.Module:
             new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                   child.track_running_stats, **factory)
             new.load_state_dict(child.state_dict())
+            for theirs, ours in zip(child.parameters(), new.parameters()):
+                ours.requires_grad_(theirs.requires_grad)  # the momentum branch stays frozen
             new.train(child.training)
             setattr(module, name, new)
         else:
