@@ -1,0 +1,158 @@
+"""NIfTI, DeepLesion PNG and npz readers, and read_ct's dispatch, on files the tests write."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+
+from clearct.common.errors import ClearctError
+from clearct.io import read_ct
+from clearct.io.read import input_kind
+
+
+def _contract_volume() -> np.ndarray:
+    """(Z, Y, X) = (S, P, L) HU with no symmetry, so any wrong flip or transpose shows."""
+    z, y, x = np.meshgrid(np.arange(4), np.arange(5), np.arange(6), indexing="ij")
+    return (z * 100 + y * 10 + x - 1000).astype(np.int16)
+
+
+def test_nifti_ras_and_lps_affines_give_the_same_hu(tmp_path: Path) -> None:
+    hu = _contract_volume()
+    zs, ys, xs = 2.5, 0.8, 0.7
+    # RAS-ordered array: i → right, j → anterior, k → superior
+    ras = np.transpose(hu[:, ::-1, ::-1], (2, 1, 0))
+    nib.save(nib.Nifti1Image(ras, np.diag([xs, ys, zs, 1.0])), tmp_path / "ras.nii.gz")
+    # LPS-ordered array: i → left, j → posterior, k → superior (RAS affine with negative x, y)
+    lps = np.transpose(hu, (2, 1, 0))
+    affine = np.diag([-xs, -ys, zs, 1.0])
+    affine[:3, 3] = [10.0, 20.0, -50.0]
+    nib.save(nib.Nifti1Image(lps, affine), tmp_path / "lps.nii")
+    a, b = read_ct(tmp_path / "ras.nii.gz"), read_ct(tmp_path / "lps.nii")
+    np.testing.assert_array_equal(a.hu, hu)
+    np.testing.assert_array_equal(b.hu, hu)
+    assert a.spacing_mm == b.spacing_mm == pytest.approx((zs, ys, xs))
+    assert (a.meta["source_orientation"], b.meta["source_orientation"]) == ("RAS", "LPS")
+    np.testing.assert_allclose(b.z_mm, -50 + zs * np.arange(4))
+    # reversed slice order in the file (k → inferior) still reads inferior → superior
+    nib.save(nib.Nifti1Image(ras[:, :, ::-1].copy(), np.diag([xs, ys, -zs, 1.0])), tmp_path / "down.nii.gz")
+    np.testing.assert_array_equal(read_ct(tmp_path / "down.nii.gz").hu, hu)
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.float32, np.float64, np.int16])
+def test_nifti_any_dtype_becomes_int16(tmp_path: Path, dtype) -> None:
+    hu = _contract_volume()
+    data = np.transpose(hu, (2, 1, 0)).astype(dtype)
+    nib.save(nib.Nifti1Image(data, np.diag([-1.0, -1.0, 1.0, 1.0])), tmp_path / "v.nii.gz")
+    vol = read_ct(tmp_path / "v.nii.gz")
+    assert vol.hu.dtype == np.int16
+    np.testing.assert_array_equal(vol.hu, hu)
+
+
+def test_nifti_scaled_storage_is_unscaled(tmp_path: Path) -> None:
+    hu = _contract_volume()
+    img = nib.Nifti1Image(np.transpose(hu, (2, 1, 0)).astype(np.float32), np.diag([-1.0, -1.0, 1.0, 1.0]))
+    img.set_data_dtype(np.uint16)  # nibabel stores with slope/intercept
+    nib.save(img, tmp_path / "scaled.nii")
+    np.testing.assert_array_equal(read_ct(tmp_path / "scaled.nii").hu, hu)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        (np.random.default_rng(0).random((4, 5, 6)).astype(np.float32), "normalised image, not HU"),
+        (np.full((4, 5, 6), np.nan, np.float32), "NaN"),
+        (np.full((4, 5, 6), 70000, np.int32), "int16 HU range"),
+        (np.zeros((4, 5, 6, 2), np.int16), "3D volume"),
+    ],
+)
+def test_nifti_values_that_are_not_hu(tmp_path: Path, values: np.ndarray, message: str) -> None:
+    path = tmp_path / "bad.nii.gz"
+    nib.save(nib.Nifti1Image(values, np.eye(4)), path)
+    with pytest.raises(ClearctError, match=message) as err:
+        read_ct(path)
+    assert str(path) in str(err.value)
+
+
+def test_broken_nifti_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "cut.nii.gz"
+    path.write_bytes(b"\x1f\x8b garbage")
+    with pytest.raises(ClearctError, match="not a readable NIfTI"):
+        read_ct(path)
+
+
+def _write_pngs(folder: Path, hu: np.ndarray, first: int = 1) -> None:
+    folder.mkdir(parents=True)
+    for k, sl in enumerate(hu):
+        Image.fromarray((sl.astype(np.int32) + 32768).astype(np.uint16)).save(folder / f"{first + k:03d}.png")
+
+
+def test_deeplesion_png_folder_with_dl_info_above(tmp_path: Path) -> None:
+    hu = _contract_volume()
+    hu[0, 0, 0] = -32768  # extremes survive the offset through a signed type
+    hu[0, 0, 1] = 32767
+    folder = tmp_path / "Images_png" / "000001_02_01"
+    _write_pngs(folder, hu, first=101)
+    (tmp_path / "DL_info.csv").write_text(
+        "File_name,Patient_index,Spacing_mm_px_,Patient_age\n"
+        '000009_01_01_010.png,9,"0.5, 0.5, 1.0",50\n'
+        '000001_02_01_103.png,1,"0.781250, 0.700000, 5.000000",61\n'
+    )
+    vol = read_ct(folder)
+    np.testing.assert_array_equal(vol.hu, hu)
+    assert vol.spacing_mm == pytest.approx((5.0, 0.7, 0.78125))
+    np.testing.assert_allclose(vol.z_mm, [505, 510, 515, 520])
+    assert vol.warnings == [] and vol.meta["first_slice_number"] == 101
+    assert "61" not in repr(vol.meta)  # the table's age stays in the table
+
+
+def test_png_folder_without_table_uses_spacing_or_warns(tmp_path: Path) -> None:
+    hu = _contract_volume()
+    folder = tmp_path / "scan"
+    _write_pngs(folder, hu)
+    (folder / "003.png").rename(folder / "009.png")
+    vol = read_ct(folder)
+    assert vol.spacing_mm == (1.0, 1.0, 1.0)
+    assert any("pass --spacing" in w for w in vol.warnings)
+    assert any("not contiguous" in w for w in vol.warnings)
+    vol = read_ct(folder, spacing=2.5)
+    assert vol.spacing_mm[0] == 2.5 and not any("pass --spacing" in w for w in vol.warnings)
+    np.testing.assert_allclose(vol.z_mm, [2.5, 5, 10, 22.5])
+
+
+def test_png_that_is_not_16_bit(tmp_path: Path) -> None:
+    folder = tmp_path / "rgb"
+    folder.mkdir()
+    Image.new("RGB", (4, 4)).save(folder / "001.png")
+    with pytest.raises(ClearctError, match="16-bit greyscale"):
+        read_ct(folder)
+
+
+def test_npz_with_and_without_spacing(tmp_path: Path) -> None:
+    hu = _contract_volume()
+    np.savez_compressed(tmp_path / "a.npz", hu=hu, spacing=np.array([2.0, 0.7, 0.7]))
+    vol = read_ct(tmp_path / "a.npz")
+    np.testing.assert_array_equal(vol.hu, hu)
+    assert vol.spacing_mm == (2.0, 0.7, 0.7) and vol.warnings == []
+    np.testing.assert_allclose(vol.z_mm, [0, 2, 4, 6])
+    np.savez(tmp_path / "b.npz", ct=hu.astype(np.float32), z_mm=np.array([1.0, 2.0, 4.0, 8.0]))
+    vol = read_ct(tmp_path / "b.npz", spacing=3.0)
+    assert vol.spacing_mm[0] == 3.0 and vol.meta["array_key"] == "ct"
+    np.testing.assert_allclose(vol.z_mm, [1, 2, 4, 8])
+    assert any("no 'spacing' key" in w for w in vol.warnings)
+    np.savez(tmp_path / "c.npz", volume=hu)
+    with pytest.raises(ClearctError, match="expected key hu or ct, found \\['volume'\\]"):
+        read_ct(tmp_path / "c.npz")
+
+
+def test_input_kind_dispatch(tmp_path: Path) -> None:
+    (tmp_path / "png").mkdir()
+    (tmp_path / "png" / "001.png").touch()
+    (tmp_path / "dcm").mkdir()
+    for name in ("a.nii", "a.nii.gz", "a.npz", "slice"):
+        (tmp_path / name).touch()
+    kinds = [input_kind(tmp_path / n) for n in ("a.nii", "a.nii.gz", "a.npz", "slice", "png", "dcm")]
+    assert kinds == ["nifti", "nifti", "npz", "dicom", "png", "dicom"]

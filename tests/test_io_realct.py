@@ -1,0 +1,71 @@
+"""Readers against real scanner output in ../shared/realct (skipped when absent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clearct.cli import main
+from clearct.io import read_ct
+from clearct.io.info import describe_volume
+
+pytestmark = pytest.mark.realct
+
+
+def test_totalsegmentator_dicom_series(realct: Path) -> None:
+    vol = read_ct(realct / "totalsegmentator" / "example_ct_dicom")  # JPEG 2000 lossless, names out of order
+    assert vol.shape == (20, 512, 512)
+    assert np.all(np.diff(vol.z_mm) > 0)
+    np.testing.assert_allclose(vol.z_mm[[0, -1]], [-804.5, -766.5])
+    assert vol.spacing_mm == pytest.approx((2.0, 0.9765625, 0.9765625))
+    assert vol.hu.min() == -1024 and 1830 <= vol.hu.max() <= 1845
+    assert vol.meta["kernel"].startswith("Br38f") and vol.meta["kvp"] == 120.0
+    assert vol.warnings == []
+
+
+def test_totalsegmentator_labels_align_voxel_for_voxel(realct: Path) -> None:
+    ct = read_ct(realct / "totalsegmentator" / "example_ct_dicom")
+    seg = read_ct(realct / "totalsegmentator" / "example_seg_dicom.nii.gz")  # rows flipped in the file
+    assert seg.shape == ct.shape
+    np.testing.assert_allclose(seg.z_mm, ct.z_mm)
+    liver = seg.hu == 5
+    assert liver.sum() > 100_000
+    assert abs(np.median(ct.hu[liver]) - 92) <= 2
+    # the check can tell: with the file's raw row order the "liver" would average about −75 HU
+    assert ct.hu[liver[:, ::-1]].mean() < 0 < ct.hu[liver].mean()
+
+
+def test_nifti_ct_int32_and_its_crop(realct: Path) -> None:
+    full = read_ct(realct / "totalsegmentator" / "example_ct.nii.gz")
+    assert full.shape == (112, 101, 122) and full.meta["source_dtype"] == "int32"
+    assert full.spacing_mm == pytest.approx((3.0, 3.0, 3.0))
+    assert (full.hu.min(), full.hu.max()) == (-1207, 3382)
+    small = read_ct(realct / "totalsegmentator" / "example_ct_sm.nii.gz")
+    np.testing.assert_array_equal(small.hu, full.hu[82:112])  # same voxels, z order kept
+
+
+def test_dcmqi_padding_is_mapped_to_air(realct: Path) -> None:
+    vol = read_ct(realct / "dcmqi_ct3slice")  # the DICOM-SEG beside the slices is ignored
+    assert vol.shape == (3, 512, 512)
+    assert vol.hu.min() == -1024
+    assert vol.spacing_mm == pytest.approx((1.0, 0.810547, 0.810547))
+    assert any("SEG" in w for w in vol.warnings)
+
+
+def test_clearct_info_on_the_dicom_folder(realct: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = realct / "totalsegmentator" / "example_ct_dicom"
+    assert main(["info", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "[20, 512, 512]" in out and "[2.0, 0.976562, 0.976562]" in out
+    assert "[-804.5, -766.5]" in out and "JPEG 2000" in out and "warnings                none" in out
+    facts = describe_volume(read_ct(folder))
+    assert facts["z_ascending"] and facts["hu_range"][0] == -1024
+
+
+def test_clearct_info_lists_series_when_ambiguous(realct: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(realct)]) == 2  # two CT series below the root
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "2 CT series" in err and "(20 slices, 'CT Body 3.0')" in err and "(3 slices)" in err
