@@ -41,6 +41,26 @@ class SynthConfig(CommandConfig):
     format: Literal["dicom", "nifti", "png"] = Field("dicom", description="file format of the scans")
     size: int = Field(128, ge=32, description="in-plane size in pixels (Y = X)")
     slices: int = Field(48, ge=4, description="number of axial slices per scan")
+    scan_range: Literal["mixed", "chest", "cap"] = Field(
+        "mixed", description="chest-only scans, chest-abdomen-pelvis (cap) scans, or half of each (mixed)"
+    )
+    location_prevalence: float = Field(0.35, ge=0, le=1, description="chance per lesion location (Task 1 labels)")
+    lung_prevalence: float = Field(0.3, ge=0, le=1, description="chance per lung abnormality (Task 2 labels)")
+    primary_tumour: float = Field(0.4, ge=0, le=1, description="share of patients with a primary lung tumour")
+    stage_high_share: float = Field(0.5, ge=0, le=1, description="share of tumour patients with high stage (Task 3)")
+    lesion_size_mm: list[float] = Field([10.0, 50.0], description="lesion diameter range min,max in mm (harder: 5,20)")
+    lesion_contrast: float = Field(1.0, gt=0, description="scales lesion-minus-organ HU difference (harder: 0.3)")
+    unannotated: float = Field(0.3, ge=0, le=1, description="share of scans without lesions.csv boxes")
+    acquisition: Literal["standard", "external"] = Field(
+        "standard", description="acquisition preset; external = other scanner (noise, kernel, thickness, offset)"
+    )
+    noise_hu: float | None = Field(None, ge=0, description="noise SD in HU (default from the preset: 12 / 22)")
+    kernel: Literal["soft", "standard", "sharp"] | None = Field(None, description="reconstruction kernel override")
+    thickness_factor: float | None = Field(None, ge=1, description="slice thickness / spacing override (≥ 1)")
+    hu_offset: float | None = Field(None, description="HU calibration offset override")
+    workers: int = Field(2, ge=1, description="worker processes (one patient each)")
+
+    _split_sizes = field_validator("lesion_size_mm", mode="before")(_split_list)
 
 
 class PretrainConfig(CommandConfig):
@@ -175,6 +195,7 @@ class AttentionConfig(CommandConfig):
     scans: Path | None = Field(None, description="scans.csv: adds a montage of the top attended slices from the CT")
     lesions: Path | None = Field(None, description="lesions.csv: marks the known lesion slices")
     top_k: int = Field(6, ge=1, description="slices in the montage")
+    figures: int = Field(50, ge=0, description="draw figures for the first N scans (attention.csv covers all)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
 
 

@@ -1,0 +1,263 @@
+"""Findings with known truth: located lesions (Task 1), lung abnormalities (Task 2) and stage (Task 3).
+
+Each finding is painted onto the canvas after the anatomy; what was drawn is returned as data, so the label
+tables are written from what is in the image, never from what was merely intended.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.ndimage import distance_transform_edt, gaussian_filter
+
+from clearct.synth import canvas as C
+from clearct.synth.anatomy import Anatomy, Torso, hilum, smooth_field
+from clearct.synth.canvas import Canvas
+
+LOCATIONS = ("bone", "abdomen", "mediastinum", "liver", "lung", "kidney", "soft_tissue", "pelvis")
+LUNG_FINDINGS = ("emphysema", "effusion", "atelectasis", "fibrosis", "opacity", "calcification", "nodule")
+_LUNG = (C.LUNG, C.LUNG_VESSEL)
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Prevalences and difficulty of the findings (see docs/synth.md)."""
+
+    location_prevalence: float = 0.35
+    lung_prevalence: float = 0.3
+    primary_tumour: float = 0.4
+    stage_high_share: float = 0.5
+    lesion_size_mm: tuple[float, float] = (10.0, 50.0)
+    lesion_contrast: float = 1.0
+
+
+@dataclass
+class Lesion:
+    location: str
+    center_mm: tuple[float, float, float]
+    diameter_mm: float
+    lesion_hu: float
+    host_hu: float
+    host_codes: tuple[int, ...]
+    key_slice: int = -1
+    box: tuple[int, int, int, int] = (0, 0, 0, 0)  # x1, y1, x2, y2 in pixels (x2, y2 exclusive)
+
+
+@dataclass
+class Findings:
+    lesions: list[Lesion] = field(default_factory=list)
+    lung: dict[str, int] = field(default_factory=lambda: dict.fromkeys(LUNG_FINDINGS, 0))
+    primary_tumour: int = 0
+    stage_high: int = 0
+
+    @property
+    def locations(self) -> dict[str, int]:
+        present = {les.location for les in self.lesions}
+        return {loc: int(loc in present) for loc in LOCATIONS}
+
+
+def _hosts(cv: Canvas, anat: Anatomy, loc: str) -> tuple[tuple[int, ...], np.ndarray]:
+    """Organ codes a lesion of this location lives in, and the candidate centre voxels."""
+    z = cv.coords()[0]
+    codes = {
+        "lung": _LUNG, "liver": (C.LIVER,), "kidney": (C.KIDNEY,), "bone": (C.MARROW,),
+        "mediastinum": (C.MEDIASTINUM,), "abdomen": (C.VISCERAL_FAT, C.BOWEL), "soft_tissue": (C.FAT,),
+        "pelvis": (C.VISCERAL_FAT, C.BOWEL, C.BLADDER),
+    }[loc]
+    cand = np.isin(cv.organ, codes)
+    if loc == "abdomen":
+        cand &= z > anat.iliac_crest
+    elif loc == "pelvis":
+        cand &= z <= anat.iliac_crest
+    elif loc == "lung":
+        cand &= cv.organ == C.LUNG
+    elif loc == "mediastinum":  # between the lungs, not the neck above them
+        x = cv.coords()[2]
+        cand &= (z > anat.dome_left) & (z < anat.lung_apex - 50.0) & (np.abs(x - anat.shift_x) < 45.0)
+    return codes, cand
+
+
+# Nominal lesion HU per location (the host's nominal HU comes from the canvas).
+_LESION_HU = {"lung": 35.0, "liver": 45.0, "kidney": 25.0, "mediastinum": 45.0, "abdomen": 45.0,
+              "pelvis": 45.0, "soft_tissue": 40.0}
+
+
+def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator, anat: Anatomy,
+                 knobs: Knobs, lesion_hu: float | None = None) -> Lesion | None:
+    """Put one ellipsoidal lesion in the location's organ; None when the organ is not in the scan range."""
+    codes, cand = _hosts(cv, anat, loc)
+    idx = np.flatnonzero(cand)
+    if idx.size == 0:
+        return None
+    dz = abs(cv.z[1] - cv.z[0]) if cv.z.size > 1 else 1.0
+    px = cv.x[1] - cv.x[0]
+    for attempt in range(12):
+        k, i, j = np.unravel_index(idx[rng.integers(idx.size)], cv.hu.shape)
+        center = np.array([cv.x[j] + rng.uniform(-0.5, 0.5) * px, cv.y[i] + rng.uniform(-0.5, 0.5) * px,
+                           cv.z[k] + rng.uniform(-0.25, 0.25) * dz])
+        d = diameter * (0.85 ** attempt)
+        axes = d / 2 * np.array([1.0, rng.uniform(0.75, 1.25), rng.uniform(0.75, 1.25)])
+        box, w = cv.ellipsoid(center, axes, edge=1.0)
+        inside = np.isin(cv.organ[box], codes)
+        if (w * inside).sum() >= 0.7 * w.sum() and (w > 0.5).any():
+            break
+    else:
+        return None
+    host = float(np.median(cv.hu[box][inside & (w > 0.5)]))
+    if lesion_hu is None:
+        lesion_hu = _LESION_HU.get(loc) or (45.0 if rng.random() < 0.6 else host + 450.0)  # bone: lytic/sclerotic
+    value = host + knobs.lesion_contrast * (lesion_hu - host)
+    texture = gaussian_filter(rng.standard_normal(w.shape).astype(np.float32), 1.0)
+    texture *= 0.12 * abs(value - host) / max(float(texture.std()), 1e-6)
+    weight = w * inside
+    cv.paint(box, weight, value + texture, C.LESION)
+    lab = (weight > 0.5)
+    area = lab.sum(axis=(1, 2))
+    key = int(np.argmax(area))
+    rows, cols = np.nonzero(lab[key])
+    les = Lesion(loc, tuple(map(float, center)), float(d), float(value), host, codes)
+    les.key_slice = box[0].start + key
+    les.box = (box[2].start + int(cols.min()), box[1].start + int(rows.min()),
+               box[2].start + int(cols.max()) + 1, box[1].start + int(rows.max()) + 1)
+    return les
+
+
+def draw_findings(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, knobs: Knobs) -> Findings:
+    """Sample and paint every finding for one patient (lung abnormalities first, then the located lesions)."""
+    out = Findings()
+    spacing = (abs(cv.z[1] - cv.z[0]) if cv.z.size > 1 else 5.0, cv.y[1] - cv.y[0], cv.x[1] - cv.x[0])
+    has_lung = bool((cv.organ == C.LUNG).any())
+    wanted = {name: has_lung and rng.random() < knobs.lung_prevalence for name in LUNG_FINDINGS}
+    out.primary_tumour = int(has_lung and rng.random() < knobs.primary_tumour)
+    out.stage_high = int(out.primary_tumour and rng.random() < knobs.stage_high_share)
+    side = int(rng.choice((-1, 1)))
+    if out.stage_high and rng.random() < 0.4:
+        wanted["effusion"] = True
+    for name in LUNG_FINDINGS:
+        if wanted[name]:
+            out.lung[name] = int(_LUNG_DRAW[name](cv, t, anat, rng, spacing, side))
+    lo, hi = knobs.lesion_size_mm
+    for loc in LOCATIONS:
+        if rng.random() >= knobs.location_prevalence:
+            continue
+        for _ in range(1 + int(rng.random() < 0.3)):
+            size = np.exp(rng.uniform(np.log(lo), np.log(hi)))
+            if loc in ("bone", "kidney"):
+                size = min(size, 30.0 * anat.scale)
+            les = place_lesion(cv, loc, size, rng, anat, knobs)
+            if les is not None:
+                out.lesions.append(les)
+    if out.primary_tumour:
+        size = rng.uniform(30.0, 50.0) if out.stage_high else rng.uniform(max(lo, 10.0), 25.0)
+        les = place_lesion(cv, "lung", size, rng, anat, knobs, lesion_hu=40.0)
+        if les is not None:
+            out.lesions.append(les)
+        if out.stage_high and rng.random() < 0.6:
+            node = place_lesion(cv, "mediastinum", rng.uniform(18.0, 30.0), rng, anat, knobs)
+            if node is not None:
+                out.lesions.append(node)
+    if any(les.location == "lung" for les in out.lesions):
+        out.lung["nodule"] = 1  # every solid lung lesion is a nodule/mass in the Task 2 sense
+    return out
+
+
+# --- lung abnormalities: each returns whether it drew anything ---------------------------------------------------
+def _lung_mask(cv: Canvas) -> np.ndarray:
+    return np.isin(cv.organ, _LUNG)
+
+
+def _emphysema(cv, t, anat, rng, spacing, side) -> bool:
+    z = cv.coords()[0]
+    upper = _lung_mask(cv) & (z > anat.dome_right + 0.4 * (anat.lung_apex - anat.dome_right))
+    holes = upper & (smooth_field(rng, cv.hu.shape, 4.0, spacing) > 0.6)
+    cv.paint(cv.full, holes, -975.0)
+    idx = np.flatnonzero(upper)
+    for _ in range(3 if idx.size else 0):  # a few bullae
+        k, i, j = np.unravel_index(idx[rng.integers(idx.size)], cv.hu.shape)
+        cv.paint(*cv.ellipsoid((cv.x[j], cv.y[i], cv.z[k]), rng.uniform(8, 16, 3), 1.0), -995.0, inside=_LUNG)
+    return bool(holes.any())
+
+
+def _posterior_edge(lung: np.ndarray, cv: Canvas) -> np.ndarray:
+    """y (mm) of the most posterior lung voxel in every (z, x) column, broadcast as (Z,1,X)."""
+    last = lung.shape[1] - 1 - np.argmax(lung[:, ::-1, :], axis=1)
+    return np.where(lung.any(axis=1), cv.y[last], -np.inf)[:, None, :]
+
+
+def _effusion(cv, t, anat, rng, spacing, side) -> bool:
+    z, y, x = cv.coords()
+    lung = _lung_mask(cv) & ((x - t.x0) * side > 0)
+    if not lung.any():
+        return False
+    base = z[lung.any(axis=(1, 2))].min()
+    depth = rng.uniform(25.0, 55.0) * np.clip(1 - (z - base) / 180.0, 0, 1)
+    fluid = lung & (y >= _posterior_edge(lung, cv) - depth)
+    cv.paint(cv.full, fluid, rng.uniform(5.0, 20.0), C.EFFUSION)
+    return bool(fluid.any())
+
+
+def _atelectasis(cv, t, anat, rng, spacing, side) -> bool:
+    """Dependent / compressive atelectasis: a dense band along the posterior lower lung."""
+    z, y, x = cv.coords()
+    lung = _lung_mask(cv) & ((x - t.x0) * side > 0)
+    if not lung.any():
+        return False
+    base = z[lung.any(axis=(1, 2))].min()
+    band = lung & (z < base + rng.uniform(80.0, 130.0))
+    band &= y >= _posterior_edge(lung, cv) - rng.uniform(12.0, 22.0)
+    cv.paint(cv.full, band, 45.0, C.LUNG)
+    return bool(band.any())
+
+
+def _fibrosis(cv, t, anat, rng, spacing, side) -> bool:
+    """Subpleural basal reticulation: a net of thin dense lines near the lung surface."""
+    z = cv.coords()[0]
+    lung = _lung_mask(cv)
+    depth = distance_transform_edt(lung, sampling=spacing)
+    region = lung & (depth < 14.0) & (z < anat.dome_right + 0.55 * (anat.lung_apex - anat.dome_right))
+    net = region & (np.abs(smooth_field(rng, cv.hu.shape, 2.5, spacing)) < 0.25)
+    cv.paint(cv.full, net, -200.0)
+    return bool(net.any())
+
+
+def _opacity(cv, t, anat, rng, spacing, side) -> bool:
+    """Ground-glass opacity: patchy haze that raises lung attenuation but keeps vessels visible."""
+    lung = _lung_mask(cv)
+    idx = np.flatnonzero(lung)
+    k, i, j = np.unravel_index(idx[rng.integers(idx.size)], cv.hu.shape)
+    box, w = cv.ellipsoid((cv.x[j], cv.y[i], cv.z[k]), rng.uniform(35.0, 70.0, 3), 5.0)
+    patch = w * lung[box] * (smooth_field(rng, w.shape, 6.0, spacing) > -0.3)
+    cv.hu[box] += patch * 300.0
+    return bool((patch > 0.5).any())
+
+
+def _calcification(cv, t, anat, rng, spacing, side) -> bool:
+    """Calcified granulomas in the lung and a calcified hilar node."""
+    lung_idx = np.flatnonzero(cv.organ == C.LUNG)
+    drawn = False
+    for _ in range(int(rng.integers(2, 5))):
+        k, i, j = np.unravel_index(lung_idx[rng.integers(lung_idx.size)], cv.hu.shape)
+        box, w = cv.ellipsoid((cv.x[j], cv.y[i], cv.z[k]), np.full(3, rng.uniform(2.5, 5.0)), 0.8)
+        cv.paint(box, w, rng.uniform(500.0, 900.0), inside=_LUNG)
+        drawn |= bool((w > 0.5).any())
+    node = hilum(t, anat, side) + (0.0, 12.0, -10.0)
+    cv.paint(*cv.ellipsoid(node, (6.0, 6.0, 6.0), 0.8), 700.0, inside=(C.MEDIASTINUM, C.LUNG, C.LUNG_VESSEL))
+    return drawn
+
+
+def _nodule(cv, t, anat, rng, spacing, side) -> bool:
+    """One to three small solid nodules (6–12 mm), centred on a slice so they are seen."""
+    codes, cand = _hosts(cv, anat, "lung")
+    idx = np.flatnonzero(cand)
+    drawn = False
+    for _ in range(int(rng.integers(1, 4))):
+        k, i, j = np.unravel_index(idx[rng.integers(idx.size)], cv.hu.shape)
+        box, w = cv.ellipsoid((cv.x[j], cv.y[i], cv.z[k]), np.full(3, rng.uniform(3.0, 6.0)), 0.8)
+        cv.paint(box, w, 35.0, inside=codes)
+        drawn |= bool((w > 0.5).any())
+    return drawn
+
+
+_LUNG_DRAW = {"emphysema": _emphysema, "effusion": _effusion, "atelectasis": _atelectasis, "fibrosis": _fibrosis,
+              "opacity": _opacity, "calcification": _calcification, "nodule": _nodule}
