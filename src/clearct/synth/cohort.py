@@ -2,7 +2,8 @@
 
 OUT/scans/… (one scan per patient), OUT/scans.csv, OUT/labels.csv (one row per patient_id: the 8 lesion
 locations, the 7 lung abnormalities, stage_high, primary_tumour, scan_range), OUT/lesions.csv (key-slice boxes
-of annotated scans) and, for ``--format png``, OUT/DL_info.csv. A rerun into the same folder with the same
+of annotated scans) and, for ``--format png``, OUT/scans/DL_info.csv
+(DeepLesion layout, found by the PNG reader beside the slice folders). A rerun into the same folder with the same
 settings reuses finished scans (each scan's truth is stored next to it as JSON), so an interrupted run resumes.
 """
 
@@ -27,7 +28,7 @@ from clearct.common.errors import ClearctError
 from clearct.common.runs import start_run
 from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS, Knobs
 from clearct.synth.noise import KERNELS, PRESETS, acquisition
-from clearct.synth.phantom import make_phantom
+from clearct.synth.phantom import Phantom, make_phantom
 from clearct.synth.writers import scan_relpath, write_scan
 
 LOG = logging.getLogger("clearct")
@@ -71,6 +72,16 @@ def _check(patients: int, fmt: str, size: int, slices: int, knobs: Knobs, scan_r
         raise ClearctError("; ".join(problems))
 
 
+def render_patient(seed: int, index: int, *, size: int = 128, slices: int = 48, scan_range: str = "mixed",
+                   acq: dict[str, Any] | None = None, knobs: dict[str, Any] | None = None,
+                   with_findings: bool = True) -> Phantom:
+    """Patient ``index`` of the cohort with ``seed``: exactly what generate_cohort writes (tests re-render it)."""
+    pid, sid = patient_ids(seed, index)
+    return make_phantom(np.random.SeedSequence(seed, spawn_key=(index,)), patient_id=pid, scan_id=sid, size=size,
+                        slices=slices, chest_share=SCAN_RANGES[scan_range], knobs=Knobs(**(knobs or {})),
+                        acq=acquisition(**(acq or {"preset": "standard"})), with_findings=with_findings)
+
+
 def _one_patient(job: dict[str, Any]) -> dict[str, Any]:
     """Render and write one patient (runs in a worker process); returns the rows of the cohort tables."""
     out, fmt = Path(job["out"]), job["format"]
@@ -81,9 +92,7 @@ def _one_patient(job: dict[str, Any]) -> dict[str, Any]:
         truth = json.loads(truth_path.read_text())
         if truth.get("settings") == job["settings"]:
             return truth  # finished in an earlier run with the same settings
-    ph = make_phantom(np.random.SeedSequence(job["entropy"], spawn_key=(job["index"],)), patient_id=pid,
-                      scan_id=sid, size=job["size"], slices=job["slices"], chest_share=job["chest_share"],
-                      knobs=Knobs(**job["knobs"]), acq=acquisition(**job["acq"]))
+    ph = render_patient(job["entropy"], job["index"], **job["render"])
     write_scan(ph.volume, out / rel, fmt, uid_key=f"clearct-synth-{job['entropy']}-{sid}")
     f = ph.findings
     labels = {"patient_id": pid, **f.locations, **f.lung, "stage_high": f.stage_high,
@@ -108,19 +117,23 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def _dl_info(truths: list[dict[str, Any]]) -> str:
-    """DeepLesion's DL_info.csv layout (a subset of its columns), one row per annotated lesion."""
+    """DeepLesion's DL_info.csv layout (a subset of its columns): one row per annotated lesion; a scan without
+    annotated lesions gets one row with empty lesion fields, so every folder's spacing can be looked up."""
     rows = []
     for t in truths:
         dz, px, _ = t["spacing_mm"]
-        for les in t["lesions"] if t["annotated"] else []:
-            rows.append({
-                "File_name": f"{t['scan']['scan_id']}/{les['slice_index'] + 1:03d}.png",
-                "Patient_index": t["scan"]["patient_id"], "Key_slice_index": les["slice_index"] + 1,
-                "Bounding_boxes": f"{les['x1']}, {les['y1']}, {les['x2']}, {les['y2']}",
-                "Coarse_lesion_type": LOCATIONS.index(les["label"]) + 1, "Slice_range": f"1, {t['slices']}",
-                "Spacing_mm_px_": f"{px}, {px}, {dz}", "Image_size": f"{t['size'][1]}, {t['size'][0]}",
-                "DICOM_windows": "-1024, 3071",
-            })
+        sid = t["scan"]["scan_id"]
+        geometry = {"Patient_index": t["scan"]["patient_id"], "Slice_range": f"1, {t['slices']}",
+                    "Spacing_mm_px_": f"{px}, {px}, {dz}", "Image_size": f"{t['size'][1]}, {t['size'][0]}",
+                    "DICOM_windows": "-1024, 3071"}
+        lesions = t["lesions"] if t["annotated"] else []
+        for les in lesions:
+            rows.append({**geometry, "File_name": f"{sid}_{les['slice_index'] + 1:03d}.png",
+                         "Key_slice_index": les["slice_index"] + 1,
+                         "Bounding_boxes": f"{les['x1']}, {les['y1']}, {les['x2']}, {les['y2']}",
+                         "Coarse_lesion_type": LOCATIONS.index(les["label"]) + 1})
+        if not lesions:
+            rows.append({**geometry, "File_name": f"{sid}_001.png"})
     columns = ["File_name", "Patient_index", "Key_slice_index", "Bounding_boxes", "Coarse_lesion_type",
                "Slice_range", "Spacing_mm_px_", "Image_size", "DICOM_windows"]
     return _csv(rows, columns)
@@ -155,9 +168,9 @@ def generate_cohort(out: str | Path, *, patients: int = 20, seed: int = 0, forma
     jobs = []
     for i in range(patients):
         pid, sid = patient_ids(seed, i)
+        render = {"size": size, "slices": slices, "scan_range": scan_range, "knobs": asdict(knobs), "acq": acq}
         jobs.append({"out": str(out), "format": format, "patient_id": pid, "scan_id": sid, "index": i,
-                     "entropy": seed, "size": size, "slices": slices, "chest_share": SCAN_RANGES[scan_range],
-                     "knobs": asdict(knobs), "acq": acq, "settings": settings, "annotated": bool(annotated[i])})
+                     "entropy": seed, "render": render, "settings": settings, "annotated": bool(annotated[i])})
     start = time.perf_counter()
     workers = max(1, min(workers, patients, os.cpu_count() or 1))
     bar = tqdm(total=patients, desc="synth", unit="scan", disable=not progress)
@@ -178,7 +191,7 @@ def generate_cohort(out: str | Path, *, patients: int = 20, seed: int = 0, forma
     lesion_rows = [les for t in truths if t["annotated"] for les in t["lesions"]]
     atomic_write_text(out / "lesions.csv", _csv(lesion_rows, LESION_COLUMNS))
     if format == "png":
-        atomic_write_text(out / "DL_info.csv", _dl_info(truths))
+        atomic_write_text(out / "scans" / "DL_info.csv", _dl_info(truths))
     seconds = time.perf_counter() - start
     prevalence = {c: float(np.mean([t["labels"][c] for t in truths])) for c in LABEL_COLUMNS[1:-1]}
     summary = {"out": str(out), "patients": patients, "format": format, "seconds": round(seconds, 2),

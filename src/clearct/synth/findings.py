@@ -62,7 +62,7 @@ def _hosts(cv: Canvas, anat: Anatomy, loc: str) -> tuple[tuple[int, ...], np.nda
     z = cv.coords()[0]
     codes = {
         "lung": _LUNG, "liver": (C.LIVER,), "kidney": (C.KIDNEY,), "bone": (C.MARROW,),
-        "mediastinum": (C.MEDIASTINUM,), "abdomen": (C.VISCERAL_FAT, C.BOWEL), "soft_tissue": (C.FAT,),
+        "mediastinum": (C.MEDIASTINUM,), "abdomen": (C.VISCERAL_FAT, C.BOWEL), "soft_tissue": (C.FAT, C.MUSCLE),
         "pelvis": (C.VISCERAL_FAT, C.BOWEL, C.BLADDER),
     }[loc]
     cand = np.isin(cv.organ, codes)
@@ -70,8 +70,8 @@ def _hosts(cv: Canvas, anat: Anatomy, loc: str) -> tuple[tuple[int, ...], np.nda
         cand &= z > anat.iliac_crest
     elif loc == "pelvis":
         cand &= z <= anat.iliac_crest
-    elif loc == "lung":
-        cand &= cv.organ == C.LUNG
+    elif loc in ("lung", "soft_tissue"):  # centred in lung parenchyma / subcutaneous fat
+        cand &= cv.organ == codes[0]
     elif loc == "mediastinum":  # between the lungs, not the neck above them
         x = cv.coords()[2]
         cand &= (z > anat.dome_left) & (z < anat.lung_apex - 50.0) & (np.abs(x - anat.shift_x) < 45.0)
@@ -100,7 +100,8 @@ def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator
         axes = d / 2 * np.array([1.0, rng.uniform(0.75, 1.25), rng.uniform(0.75, 1.25)])
         box, w = cv.ellipsoid(center, axes, edge=1.0)
         inside = np.isin(cv.organ[box], codes)
-        if (w * inside).sum() >= 0.7 * w.sum() and (w > 0.5).any():
+        outside_body = np.isin(cv.organ[box], (C.AIR, C.TABLE))
+        if (w * inside).sum() >= 0.7 * w.sum() and (w * outside_body).sum() < 0.01 * w.sum() and (w > 0.5).any():
             break
     else:
         return None
