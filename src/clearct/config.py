@@ -74,7 +74,9 @@ class PretrainConfig(CommandConfig):
     )
     epochs: int = Field(100, ge=1, description="training epochs")
     batch_size: int = Field(256, ge=2, description="global batch size (split over torchrun ranks)")
-    image_size: int = Field(224, ge=32, description="input size of the encoder in pixels")
+    image_size: int | None = Field(
+        None, ge=32, description="view size in pixels; must equal the encoder's input size (default: that size)"
+    )
     windows: list[str] = Field(["lung", "abdomen"], description="HU windows drawn per sample: presets or name:lo:hi")
     out: Path = Field(..., description="run folder (checkpoints, log, encoder.safetensors, encoder.json)")
     resume: bool = Field(False, description="continue from the last checkpoint in --out")

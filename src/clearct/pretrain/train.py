@@ -225,6 +225,11 @@ def run_pretrain(cfg) -> int:
         encoder = create_encoder(cfg.arch)
         if getattr(encoder, "is_3d", False):
             raise ClearctError(f"--arch {cfg.arch} is a 3D encoder; MoCo v3 / LECL pretrain 2D slice encoders")
+        if cfg.image_size is None:
+            cfg = cfg.model_copy(update={"image_size": int(encoder.input_size)})
+        elif cfg.image_size != encoder.input_size:
+            raise ClearctError(f"--image-size {cfg.image_size} differs from the input size {encoder.input_size} of "
+                               f"--arch {cfg.arch} (extraction renders slices at the encoder's size)")
         windows, loader, data_summary = _build_data(cfg, out, info, encoder)
         model = build_moco(encoder, dim=cfg.proj_dim, mlp_dim=cfg.mlp_dim, tau=cfg.tau,
                            distributed=is_distributed()).to(device)

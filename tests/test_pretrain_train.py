@@ -1,0 +1,101 @@
+"""End to end on a small synthetic cohort (CPU): LECL run + export + load, exact resume, CLI errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clearct.cli import main
+from clearct.common.errors import ClearctError
+from clearct.config import PretrainConfig
+from clearct.encoders import create_encoder
+from clearct.pretrain.schedules import learning_rate, momentum
+from clearct.pretrain.train import CHECKPOINT, LOG_CSV, run_pretrain
+from clearct.synth import generate_cohort
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cohort")
+    generate_cohort(out, patients=3, size=64, slices=8, format="nifti", unannotated=0.0, progress=False, workers=1)
+    return out
+
+
+def _cfg(cohort, out, **kw):
+    base = {"scans": cohort / "scans.csv", "lesions": cohort / "lesions.csv", "arch": "vit_conv_test",
+            "method": "lecl", "lam": 1.0, "epochs": 2, "batch_size": 8, "out": out,
+            "workers": 0, "proj_dim": 16, "mlp_dim": 32, "warmup_epochs": 1, "log_every": 1, "device": "cpu",
+            "windows": ["lung", "abdomen"], "cache_dir": cohort / "cache"}
+    return PretrainConfig(**{**base, **kw})
+
+
+@pytest.mark.slow
+def test_lecl_two_epochs_export_loads_through_create_encoder(cohort, tmp_path):
+    run = tmp_path / "run"
+    code = main(["pretrain", "--scans", str(cohort / "scans.csv"), "--lesions", str(cohort / "lesions.csv"),
+                 "--arch", "vit_conv_test", "--method", "lecl", "--lam", "3", "--epochs", "2", "--batch-size", "8",
+                 "--image-size", "64", "--workers", "2", "--proj-dim", "16", "--mlp-dim", "32",
+                 "--warmup-epochs", "1", "--log-every", "1", "--device", "cpu", "--out", str(run)])
+    assert code == 0
+    manifest = json.loads((run / "encoder.json").read_text())
+    assert manifest["arch"] == "vit_conv_test"
+    assert [w[0] for w in manifest["windows"]] == ["lung", "abdomen"]
+    data = manifest["info"]["data"]
+    assert data["scans"] == 3 and data["slices"] == 24 and data["lesion_slices"] > 0
+    assert manifest["info"]["training"]["lam"] == 3.0 and manifest["info"]["method"] == "lecl"
+
+    encoder = create_encoder(run)
+    assert encoder.embed_dim == manifest["embed_dim"]
+    # the exported weights are the query trunk of the last checkpoint
+    trunk = {k[len("trunk."):]: v for k, v in
+             torch.load(run / CHECKPOINT, weights_only=True)["model"].items() if k.startswith("trunk.")}
+    for key, value in encoder.state_dict().items():
+        torch.testing.assert_close(value, trunk[key], msg=key)
+    fresh = create_encoder("vit_conv_test")
+    assert any(not torch.equal(v, fresh.state_dict()[k]) for k, v in encoder.state_dict().items())
+    with torch.no_grad():
+        feats = encoder.eval()(torch.randn(2, 3, 64, 64))
+    assert feats.shape == (2, encoder.embed_dim) and torch.isfinite(feats).all()
+
+    with open(run / LOG_CSV) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]  # 24 slices / 8 = 3 steps per epoch, 2 epochs
+    for r in rows:  # lr and momentum follow the per-step schedules (value at the step's start)
+        e = (int(r["step"]) - 1) / 3
+        assert float(r["lr"]) == pytest.approx(learning_rate(e, base_lr=1e-4, batch_size=8, epochs=2,
+                                                             warmup_epochs=1))
+        assert float(r["momentum"]) == pytest.approx(momentum(e, m0=0.99, epochs=2))
+        assert float(r["images_per_s"]) > 0 and torch.isfinite(torch.tensor(float(r["loss"])))
+
+
+@pytest.mark.slow
+def test_resume_equals_an_uninterrupted_run(cohort, tmp_path):
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run_pretrain(_cfg(cohort, straight, method="moco", lesions=None))
+    run_pretrain(_cfg(cohort, split, method="moco", lesions=None, stop_after=1))
+    assert (split / CHECKPOINT).exists() and not (split / "encoder.safetensors").exists()
+    assert torch.load(split / CHECKPOINT, weights_only=True)["epoch"] == 1
+    run_pretrain(_cfg(cohort, split, method="moco", lesions=None, resume=True))
+    a, b = load_file(straight / "encoder.safetensors"), load_file(split / "encoder.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ca = torch.load(straight / CHECKPOINT, weights_only=True)
+    cb = torch.load(split / CHECKPOINT, weights_only=True)
+    assert ca["step"] == cb["step"] == 6
+    assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
+    assert (straight / LOG_CSV).read_text().count("\n") == (split / LOG_CSV).read_text().count("\n") == 7
+
+
+def test_bad_settings_are_one_line_errors(cohort, tmp_path):
+    with pytest.raises(ClearctError, match="needs --lesions"):
+        run_pretrain(_cfg(cohort, tmp_path / "a", lesions=None))
+    with pytest.raises(ClearctError, match="fewer than one batch of 32"):
+        run_pretrain(_cfg(cohort, tmp_path / "b", batch_size=32))
+    with pytest.raises(ClearctError, match="--image-size 32 differs from the input size 64"):
+        run_pretrain(_cfg(cohort, tmp_path / "b", image_size=32))
+    run_pretrain(_cfg(cohort, tmp_path / "c", method="moco", epochs=1, stop_after=1))
+    with pytest.raises(ClearctError, match=r"--resume with different settings \(batch_size: 8 → 4\)"):
+        run_pretrain(_cfg(cohort, tmp_path / "c", method="moco", epochs=1, batch_size=4, resume=True))
