@@ -1,0 +1,49 @@
+"""Slice encoders: one registry serves every command (pretrain, extract, predict).
+
+``create_encoder(name_or_run_dir, *, weights=None)`` returns an ``nn.Module`` mapping (B, 3, H, W) → (B, D) with the
+attributes ``embed_dim``, ``input_size``, ``mean``, ``std``, ``is_3d``, ``encoder_name`` and ``weights_sha256``.
+Names: see :func:`list_encoders` and docs/encoders.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from clearct.common.errors import ClearctError
+from clearct.encoders.registry import RANDOM_INIT, build, list_encoders, register_encoder
+from clearct.encoders.run import load_encoder_run, save_encoder_run
+
+RANDOM_PREFIX = "random:"
+
+
+def create_encoder(name_or_run_dir: str | Path, *, weights: str | Path | None = None) -> nn.Module:
+    """A registry encoder, a clearct run folder, ``timm:<model>`` or ``random:<arch>``.
+
+    ``weights`` (a local .safetensors file or torch checkpoint) is loaded strictly; without it the encoder is
+    randomly initialised. Nothing is ever downloaded.
+    """
+    spec = str(name_or_run_dir)
+    path = Path(spec)
+    if path.is_dir():
+        if weights is not None:
+            raise ClearctError("a run folder brings its own weights; leave out --weights", path)
+        return load_encoder_run(path)
+    if spec.startswith(RANDOM_PREFIX):
+        if weights is not None:
+            raise ClearctError(f"{spec} asks for random initialisation; leave out --weights")
+        return build(spec[len(RANDOM_PREFIX) :])
+    if "/" in spec or "\\" in spec:
+        raise ClearctError("no such encoder run folder", path)
+    return build(spec, weights=weights)
+
+
+__all__ = [
+    "RANDOM_INIT",
+    "create_encoder",
+    "list_encoders",
+    "load_encoder_run",
+    "register_encoder",
+    "save_encoder_run",
+]

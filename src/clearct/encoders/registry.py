@@ -1,0 +1,111 @@
+"""The one encoder registry: name → builder of an ``nn.Module`` mapping (B, 3, H, W) → (B, D).
+
+Every encoder carries the attributes the other stages read: ``embed_dim``, ``input_size``, ``mean``, ``std``,
+``is_3d``, ``encoder_name`` and ``weights_sha256`` (``"random-init"`` unless loaded from a file).
+
+A builder is a function with keyword arguments only; :func:`create_encoder` passes each of these when the builder
+declares it: ``weights`` (a builder that reads its own weight format, e.g. a foundation baseline), ``variant``
+(the text after ``family:`` for family entries such as ``timm:<model>``) and ``info`` (the ``encoder.json`` of a run
+folder, for architectures whose shape is stored there). Builders without ``weights`` get local weights loaded by
+:func:`clearct.encoders.weights.load_weights` (strict, with clear errors).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from clearct.common.errors import ClearctError
+
+RANDOM_INIT = "random-init"
+REQUIRED = ("embed_dim", "input_size", "mean", "std", "is_3d", "encoder_name", "weights_sha256")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered builder; ``family`` entries (``timm:``) take the rest of the name as ``variant``."""
+
+    name: str
+    build: Callable[..., nn.Module]
+    family: bool = False
+
+    def accepts(self, arg: str) -> bool:
+        return arg in inspect.signature(self.build).parameters
+
+
+_REGISTRY: dict[str, Entry] = {}
+
+
+def register_encoder(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a builder under ``name``; a name ending in ``:`` registers a family (``timm:``)."""
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        key = name[:-1] if name.endswith(":") else name
+        if key in _REGISTRY and _REGISTRY[key].build is not fn:
+            raise ValueError(f"encoder {name!r} is registered twice")
+        _REGISTRY[key] = Entry(key, fn, family=name.endswith(":"))
+        return fn
+
+    return wrap
+
+
+def _load_builtin() -> None:
+    """Import the modules whose decorators fill the registry (once; cheap: no optional packages)."""
+    from clearct.encoders import builtin  # noqa: F401
+
+
+def list_encoders() -> list[str]:
+    """Registered names, families shown as ``family:<name>``."""
+    _load_builtin()
+    return sorted(f"{e.name}:<name>" if e.family else e.name for e in _REGISTRY.values())
+
+
+def lookup(name: str) -> tuple[Entry, str | None]:
+    """The entry for ``name`` and the variant (the part after ``family:``), or a ClearctError listing names."""
+    _load_builtin()
+    if name in _REGISTRY and not _REGISTRY[name].family:
+        return _REGISTRY[name], None
+    family, sep, variant = name.partition(":")
+    if sep and family in _REGISTRY and _REGISTRY[family].family and variant:
+        return _REGISTRY[family], variant
+    raise ClearctError(f"unknown encoder {name!r}; known: {', '.join(list_encoders())}, or a run folder")
+
+
+def describe(module: nn.Module, **attrs: Any) -> nn.Module:
+    """Set the registry attributes on ``module`` (those not given keep the module's own values)."""
+    for key, value in attrs.items():
+        setattr(module, key, value)
+    if not hasattr(module, "is_3d"):
+        module.is_3d = False
+    if not hasattr(module, "weights_sha256"):
+        module.weights_sha256 = RANDOM_INIT
+    return module
+
+
+def build(name: str, *, weights: str | Path | None = None, info: dict | None = None) -> nn.Module:
+    """Build the registered encoder ``name`` (random init unless ``weights``) and check its attributes."""
+    from clearct.encoders.weights import load_weights
+
+    entry, variant = lookup(name)
+    kwargs: dict[str, Any] = {}
+    if variant is not None:
+        kwargs["variant"] = variant
+    if info is not None and entry.accepts("info"):
+        kwargs["info"] = info
+    own_weights = entry.accepts("weights")
+    if own_weights:
+        kwargs["weights"] = weights
+    module = describe(entry.build(**kwargs))
+    if not getattr(module, "encoder_name", None):
+        module.encoder_name = name
+    if weights is not None and not own_weights:
+        load_weights(module, weights)
+    missing = [a for a in REQUIRED if not hasattr(module, a)]
+    if missing:
+        raise TypeError(f"encoder {name!r} lacks the registry attributes {missing}")
+    return module

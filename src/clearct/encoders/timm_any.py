@@ -1,0 +1,47 @@
+"""``timm:<model>``: any timm architecture as a pooled-feature encoder (random init or local weights).
+
+``pretrained=False`` always: weights come only from a local file through ``create_encoder(..., weights=...)``.
+The output is what timm's ``num_classes=0`` forward gives (the pooled pre-logits features); input size and
+normalisation come from the model's ``pretrained_cfg``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import timm
+from torch import nn
+
+from clearct.common.errors import ClearctError
+from clearct.encoders.registry import describe, register_encoder
+
+
+def timm_model(name: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(name, pretrained=False, num_classes=0, **kwargs)`` with one-line errors."""
+    if name not in timm.list_models(name):
+        raise ClearctError(f"timm has no model {name!r} (timm {timm.__version__}; see timm.list_models())")
+    return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+
+
+def describe_timm(model: nn.Module, encoder_name: str, embed_dim: int) -> nn.Module:
+    """Registry attributes from the model's pretrained_cfg; classifier keys of full checkpoints are ignored."""
+    cfg = getattr(model, "pretrained_cfg", {}) or {}
+    classifier = cfg.get("classifier") or "head"
+    prefixes = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    return describe(
+        model,
+        encoder_name=encoder_name,
+        embed_dim=int(embed_dim),
+        input_size=int(cfg.get("input_size", (3, 224, 224))[-1]),
+        mean=tuple(float(m) for m in cfg.get("mean", (0.485, 0.456, 0.406))),
+        std=tuple(float(s) for s in cfg.get("std", (0.229, 0.224, 0.225))),
+        ignore_prefixes=tuple(f"{p}." for p in prefixes),
+    )
+
+
+@register_encoder("timm:")
+def timm_encoder(*, variant: str) -> nn.Module:
+    """Any timm model by name, classifier removed (``num_classes=0``)."""
+    model = timm_model(variant)
+    dim = getattr(model, "head_hidden_size", None) or model.num_features
+    return describe_timm(model, f"timm:{variant}", dim)
