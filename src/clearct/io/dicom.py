@@ -193,11 +193,14 @@ def _padding_mask(stored: np.ndarray, ds: Dataset) -> np.ndarray | None:
 
 def to_hu(stored: np.ndarray, frame: Frame) -> np.ndarray:
     """Stored pixel values → int16 HU: rescale, padding → −1024, clip to the int16 range."""
-    hu = stored.astype(np.float32) * frame.slope + frame.intercept
+    if frame.slope == 1.0 and frame.intercept.is_integer():  # the usual case: exact and faster in integers
+        hu = stored.astype(np.int32) + int(frame.intercept)
+    else:
+        hu = np.rint(stored.astype(np.float32) * frame.slope + frame.intercept)
     mask = _padding_mask(stored, frame.ds)
     if mask is not None:
         hu[mask] = PADDING_HU
-    return np.clip(np.rint(hu), -32768, 32767).astype(np.int16)
+    return np.clip(hu, -32768, 32767).astype(np.int16)
 
 
 def _normal(frames: list[Frame]) -> np.ndarray:
