@@ -78,7 +78,7 @@ def fit_job(job: Job, by_patient: dict[str, list[Bag]], spec: TaskSpec, settings
     return model, meta
 
 
-def _predictions(spec: TaskSpec, bags: list[Bag], scores: np.ndarray, thresholds: np.ndarray,
+def predictions_from(spec: TaskSpec, bags: list[Bag], scores: np.ndarray, thresholds: np.ndarray,
                  fold: np.ndarray) -> Predictions:
     y = np.stack([b.y for b in bags])
     return Predictions(spec.kind, spec.output_names, np.array([b.patient_id for b in bags]),
@@ -109,7 +109,7 @@ def _holdout_from_column(labels, column: str, cohort: Cohort, path: Path) -> lis
     return sorted({b.patient_id for b in cohort.bags if key(b) in marked})
 
 
-def _print_table(rows: list[dict]) -> None:
+def print_table(rows: list[dict]) -> None:
     main = [r for r in rows if r["metric"] in ("auroc", "c_index", "mae")]
     for r in main:
         print(f"{r['set']:8s} {r['target']:20s} {r['metric']:8s} {r['value']:.3f} "
@@ -176,16 +176,16 @@ def run_crossval(cfg) -> int:
         cv_s.append(np.mean(cv_scores[k], axis=0))
         cv_t.append(np.broadcast_to(np.mean(cv_thr[k], axis=0), cv_s[-1].shape))
         cv_f.append(np.full(len(bags), k))
-    sets = {"cv": _predictions(spec, cv_bags, np.concatenate(cv_s), np.concatenate(cv_t), np.concatenate(cv_f))}
+    sets = {"cv": predictions_from(spec, cv_bags, np.concatenate(cv_s), np.concatenate(cv_t), np.concatenate(cv_f))}
     if holdout_bags:
-        sets["holdout"] = _predictions(spec, holdout_bags, np.mean(hold_scores, axis=0),
+        sets["holdout"] = predictions_from(spec, holdout_bags, np.mean(hold_scores, axis=0),
                                        np.mean(hold_thr, axis=0), np.zeros(len(holdout_bags), int))
     rows = evaluate_and_write(out, sets, n_boot=cfg.bootstrap, seed=cfg.seed)
     summary = {"scans_used": len(cohort.bags), "patients": len(patients), "holdout_patients": len(splits.holdout),
                "jobs": len(splits.jobs), "issues": issues.summary(), "encoder": cohort.encoder,
                "windows": cohort.windows}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    _print_table(rows)
+    print_table(rows)
     left_out = sum(issues.counts.values())
     print(f"crossval: {len(cohort.bags)} scans of {len(patients)} patients used, {left_out} left out "
           f"({', '.join(f'{k} {v}' for k, v in issues.counts.items()) or 'none'}); results in {out}")

@@ -7,6 +7,7 @@ the file; the affected rows are left out, the rest goes on, and :class:`Issues` 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections import Counter
@@ -52,7 +53,7 @@ class Issues:
         self.counts[kind] += n
         self.lines.append(message)
         LOG.warning(message)
-        print(f"clearct: warning: {message}", file=sys.stderr)
+        tqdm.write(f"clearct: warning: {message}", file=sys.stderr)  # keeps progress bars intact
 
     def summary(self) -> dict[str, int]:
         return dict(self.counts)
@@ -101,6 +102,9 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
             kind = "nan_features" if "NaN" in str(exc) else "unreadable_features"
             issues.add(kind, f"{exc}; scan left out")
             broken.add(path.stem)
+            with contextlib.suppress(ClearctError):  # the ids, when the header is intact (NaN in feats)
+                head = read_features(path, load_feats=False)
+                broken.update((head.scan_id, head.patient_id))
             continue
         if len(f) == 0:
             issues.add("empty_bag", f"{path}: empty bag (0 instances); scan left out")

@@ -25,12 +25,13 @@ class PlantedBag:
 
 def planted_bags(n_bags: int, *, dim: int = 64, instances: tuple[int, int] = (30, 80), targets: int = 1,
                  planted: tuple[int, int] = (3, 6), shift: float = 3.0, windows: int = 1, prevalence: float = 0.5,
-                 seed: int = 0, dtype: type = np.float32) -> list[PlantedBag]:
+                 seed: int = 0, dtype: type = np.float32, prefix: str = "", direction_seed: int = 0) -> list[PlantedBag]:
     """``n_bags`` bags, one per patient (``p0000``…); ``instances`` and ``planted`` are inclusive ranges of
     slices per bag and of planted slices per positive target. With ``windows`` > 1 each slice appears once per
-    window (rows ordered by slice, then window) and the signal is planted in every window of the slice."""
+    window (rows ordered by slice, then window) and the signal is planted in every window of the slice.
+    ``prefix`` starts every id (a second cohort with new patients). The signal directions come from ``direction_seed``, so cohorts drawn with other ``seed`` values carry the same signal."""
     rng = np.random.default_rng(seed)
-    directions = rng.normal(size=(targets, dim))
+    directions = np.random.default_rng(direction_seed).normal(size=(targets, dim))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     names = [("lung", -1500.0, 500.0), ("abdomen", -175.0, 275.0), ("bone", -500.0, 1300.0)][:windows]
     names += [(f"w{i}", 0.0, 1.0) for i in range(len(names), windows)]
@@ -45,11 +46,11 @@ def planted_bags(n_bags: int, *, dim: int = 64, instances: tuple[int, int] = (30
             feats[rows] += shift * directions[t]
             hit.append(rows)
         slices = np.unique(np.concatenate(hit)) if hit else np.zeros(0, np.int64)
-        pid = f"p{i:04d}"
+        pid = f"{prefix}p{i:04d}"
         f = ScanFeatures(
             feats=feats.reshape(-1, dim).astype(dtype), slice_index=np.repeat(np.arange(n_slices), windows),
             z_mm=np.repeat(np.arange(n_slices) * 2.5, windows).astype(np.float32),
-            window=np.tile(np.arange(windows), n_slices), scan_id=f"s{i:04d}", patient_id=pid,
+            window=np.tile(np.arange(windows), n_slices), scan_id=f"{prefix}s{i:04d}", patient_id=pid,
             encoder="planted", weights_sha256="random-init", image_size=64, windows=names)
         rows = (slices[:, None] * windows + np.arange(windows)[None, :]).ravel()
         out.append(PlantedBag(f, labels, np.sort(rows)))

@@ -1,0 +1,69 @@
+"""``clearct attention``: the fold ensemble's attention over every scan's instances → ``attention.csv`` and one
+figure per scan (profile over z per window, lesion slices marked, top-k slice montage when the CT is given)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from clearct.common.device import resolve_device
+from clearct.common.errors import ClearctError
+from clearct.common.runs import start_run
+from clearct.evaluate.tables import write_csv
+from clearct.io.tables import read_lesions_table, read_scans_table
+from clearct.mil.data import Bag, Issues, load_cohort
+from clearct.mil.store import Ensemble, load_ensemble
+from clearct.report.attention import attention_figure
+
+LOG = logging.getLogger("clearct")
+
+
+def attention_rows(bag: Bag, attention: np.ndarray, windows: Sequence[Sequence]) -> list[dict]:
+    """``attention.csv`` rows of one scan: scan, slice_index, z_mm, window (name), attention."""
+    return [{"scan_id": bag.scan_id, "slice_index": int(s), "z_mm": float(z), "window": str(windows[w][0]),
+             "attention": float(a)} for s, z, w, a in zip(bag.slice_index, bag.z_mm, bag.window, attention)]
+
+
+def check_encoder(ensemble: Ensemble, encoder: dict, where: Path) -> None:
+    """Features must come from the encoder the models were trained on (name and weights)."""
+    want = ensemble.encoder
+    if (encoder["encoder"], encoder["weights_sha256"]) != (want["encoder"], want["weights_sha256"]):
+        raise ClearctError(f"features come from {encoder['encoder']} ({encoder['weights_sha256'][:12]}) but the "
+                           f"models were trained on {want['encoder']} ({want['weights_sha256'][:12]})", where)
+
+
+def run_attention(cfg) -> int:
+    out = start_run(cfg.out, "attention", cfg)
+    ensemble = load_ensemble(cfg.model, resolve_device(cfg.device))
+    issues = Issues()
+    cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32)
+    check_encoder(ensemble, cohort.encoder, cfg.features)
+    _, attn = ensemble.predict(cohort.bags)
+    lesions: dict[str, list[int]] = {}
+    if cfg.lesions is not None:
+        for box in read_lesions_table(cfg.lesions):
+            lesions.setdefault(box.scan_id, []).append(box.slice_index)
+    paths = {r.scan_id: r.path for r in read_scans_table(cfg.scans)} if cfg.scans is not None else {}
+    rows = []
+    for n, (bag, a) in enumerate(tqdm(list(zip(cohort.bags, attn)), desc="attention", unit="scan", leave=False)):
+        rows += attention_rows(bag, a, ensemble.windows)
+        if n >= cfg.figures:
+            continue
+        hu = None
+        if bag.scan_id in paths:
+            from clearct.io import read_ct
+
+            try:
+                hu = read_ct(paths[bag.scan_id]).hu
+            except ClearctError as exc:
+                issues.add("unreadable_scan", f"{exc}; figure without montage")
+        attention_figure(out / "figures" / f"{bag.scan_id}.png", title=bag.scan_id, z_mm=bag.z_mm,
+                         window=bag.window, slice_index=bag.slice_index, attention=a, windows=ensemble.windows,
+                         lesion_slices=lesions.get(bag.scan_id, []), hu=hu, top_k=cfg.top_k)
+    write_csv(out / "attention.csv", rows)
+    print(f"attention: {len(cohort.bags)} scans → {out / 'attention.csv'} and {out / 'figures'}")
+    return 0

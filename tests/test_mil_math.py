@@ -1,0 +1,146 @@
+"""MIL math: masked attention, losses, splits, metrics against scikit-learn, vectorised bootstrap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as skm
+
+from clearct.evaluate.metrics import (
+    bootstrap_weights,
+    concordance_index,
+    weighted_metrics,
+)
+from clearct.evaluate.splits import iterative_stratification, make_splits
+from clearct.evaluate.tables import Predictions, compute_metrics
+from clearct.mil.losses import cox_partial_likelihood
+from clearct.mil.models import build_model, masked_softmax
+from clearct.mil.tasks import make_task, parse_label
+from clearct.mil.train import TrainSettings, effective_batch_size
+
+
+def test_masked_softmax_gives_padding_zero_attention():
+    scores = torch.tensor([[5.0, 1.0, 100.0, 100.0], [0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, False, False], [False, False, False, False]])
+    w = masked_softmax(scores, mask)
+    assert torch.all(w[0, 2:] == 0) and torch.allclose(w[0].sum(), torch.tensor(1.0))
+    assert torch.all(w[1] == 0)  # a bag of padding only: zeros, not NaN
+
+
+@pytest.mark.parametrize("kind", ["abmil", "gated", "meanpool", "mlp"])
+def test_padding_does_not_change_the_output(kind):
+    torch.manual_seed(0)
+    model = build_model(kind, 16, 3, n_windows=2, window_embedding=True).eval()
+    x = torch.randn(1, 7, 16)
+    win = torch.randint(0, 2, (1, 7))
+    out, a = model(x, torch.ones(1, 7, dtype=torch.bool), win)
+    padded = torch.cat([x, torch.randn(1, 5, 16) * 50], dim=1)
+    mask = torch.tensor([[True] * 7 + [False] * 5])
+    out_p, a_p = model(padded, mask, torch.cat([win, torch.zeros(1, 5, dtype=torch.long)], 1))
+    assert torch.allclose(out, out_p, atol=1e-5)
+    assert torch.all(a_p[0, 7:] == 0) and torch.allclose(a_p[0, :7], a[0], atol=1e-6)
+
+
+def test_cox_partial_likelihood_matches_the_definition():
+    risk = torch.tensor([0.3, -1.0, 2.0, 0.5])
+    time = torch.tensor([5.0, 2.0, 1.0, 8.0])
+    event = torch.tensor([1.0, 0.0, 1.0, 1.0])
+    expected = 0.0
+    for i in range(4):
+        if event[i]:
+            at_risk = time >= time[i]
+            expected -= float(risk[i] - torch.log(torch.exp(risk[at_risk]).sum()))
+    assert float(cox_partial_likelihood(risk, time, event)) == pytest.approx(expected / 3, rel=1e-6)
+
+
+def test_label_parsing_rejects_unknown_values():
+    spec = make_task("multilabel", ["a", "b"], {"a": ["0", "1"], "b": ["1", "0"]})
+    assert parse_label(spec, ["1", "no"]).tolist() == [1.0, 0.0]
+    with pytest.raises(ValueError, match="a='maybe'"):
+        parse_label(spec, ["maybe", "0"])
+    mc = make_task("multiclass", ["stage"], {"stage": ["I", "II", "III", "II"]})
+    assert mc.classes == ["I", "II", "III"] and mc.n_out == 3
+    with pytest.raises(ValueError, match="IV"):
+        parse_label(mc, ["IV"])
+
+
+def test_step_floor_shrinks_the_batch_on_small_cohorts():
+    s = TrainSettings()  # batch 128, 32 epochs, min_steps 2000
+    assert effective_batch_size(128, s) == 2  # 64 steps/epoch × 32 = 2048 ≥ 2000
+    assert effective_batch_size(100_000, s) == 128
+
+
+def test_iterative_stratification_balances_rare_labels():
+    rng = np.random.default_rng(0)
+    y = rng.random((300, 4)) < np.array([0.5, 0.2, 0.05, 0.1])
+    fold = iterative_stratification(y, [1.0] * 5, np.random.default_rng(1))
+    sizes = np.bincount(fold, minlength=5)
+    assert sizes.max() - sizes.min() <= 2
+    per_fold = np.stack([y[fold == k].sum(0) for k in range(5)])
+    assert (per_fold.max(0) - per_fold.min(0) <= 1).all()  # each label spread to within one example
+
+
+def test_splits_never_share_a_patient():
+    patients = [f"p{i}" for i in range(53)]
+    strat = (np.random.default_rng(2).random((53, 2)) < 0.3)
+    for nested in (False, True):
+        s = make_splits(patients, strat, folds=4, seed=0, nested=nested, test_frac=0.2)
+        outer = {j.outer: set(j.test) for j in s.jobs}
+        assert sum(len(t) for t in outer.values()) + len(s.holdout) == 53
+        for j in s.jobs:
+            parts = [set(j.train), set(j.val), set(j.test), set(s.holdout)]
+            assert sum(map(len, parts)) == len(set().union(*parts))  # disjoint
+        assert len(s.jobs) == (16 if nested else 4)
+
+
+def _random_preds(n: int = 120, seed: int = 0) -> Predictions:
+    rng = np.random.default_rng(seed)
+    y = (rng.random((n, 2)) < 0.4).astype(float)
+    s = np.round(np.clip(y * 0.3 + rng.random((n, 2)) * 0.7, 0, 1), 2)  # rounding makes ties
+    return Predictions("multilabel", ["a", "b"], np.array([f"p{i // 2}" for i in range(n)]),
+                       np.array([f"s{i}" for i in range(n)]), np.repeat(np.arange(1, 4), n // 3), y, s,
+                       np.full((n, 2), 0.5))
+
+
+def test_weighted_metrics_equal_scikit_learn():
+    p = _random_preds()
+    rng = np.random.default_rng(5)
+    w = np.vstack([np.ones(len(p.y)), rng.integers(0, 4, size=(3, len(p.y)))]).astype(float)
+    y, s, pred = p.column(0)
+    got = weighted_metrics("multilabel", y, s, pred, w)
+    for b, wb in enumerate(w):
+        assert got["auroc"][b] == pytest.approx(skm.roc_auc_score(y, s, sample_weight=wb))
+        assert got["auprc"][b] == pytest.approx(skm.average_precision_score(y, s, sample_weight=wb))
+        assert got["f1"][b] == pytest.approx(skm.f1_score(y, pred, sample_weight=wb))
+        assert got["accuracy"][b] == pytest.approx(skm.accuracy_score(y, pred, sample_weight=wb))
+
+
+def test_metrics_table_agrees_with_scikit_learn_and_has_cis():
+    p = _random_preds()
+    rows = {(r["target"], r["metric"]): r for r in compute_metrics(p, "cv", n_boot=1000, seed=0)}
+    y, s = p.y[:, 1], p.scores[:, 1]
+    assert rows[("b", "auroc")]["value"] == pytest.approx(skm.roc_auc_score(y, s))
+    assert rows[("b", "auprc")]["value"] == pytest.approx(skm.average_precision_score(y, s))
+    assert rows[("b", "f1")]["value"] == pytest.approx(skm.f1_score(y, s >= 0.5))
+    r = rows[("b", "auroc")]
+    assert r["ci_low"] < r["value"] < r["ci_high"]
+    fold_auc = [skm.roc_auc_score(y[p.folds == k], s[p.folds == k]) for k in (1, 2, 3)]
+    assert r["fold_mean"] == pytest.approx(np.mean(fold_auc))
+    assert rows[("macro", "auroc")]["value"] == pytest.approx(
+        np.mean([skm.roc_auc_score(p.y[:, j], p.scores[:, j]) for j in range(2)]))
+
+
+def test_bootstrap_resamples_whole_patients():
+    groups = np.array(["a", "a", "b", "c", "c", "c"])
+    w = bootstrap_weights(groups, 500, seed=0)
+    assert w.shape == (500, 6)
+    assert (w[:, 0] == w[:, 1]).all() and (w[:, 3] == w[:, 5]).all()
+    assert (w[:, [0, 2, 3]].sum(1) == 3).all()  # three patients drawn per resample
+
+
+def test_concordance_index():
+    time = np.array([1.0, 2.0, 3.0, 4.0])
+    event = np.array([1.0, 1.0, 0.0, 1.0])
+    assert concordance_index(time, event, -time) == 1.0
+    assert concordance_index(time, event, time) == 0.0
