@@ -1,0 +1,99 @@
+"""One scan in memory → its ScanFeatures: windowed slices through a frozen encoder, in bounded chunks.
+
+Rows follow the h5 contract: ordered by (slice_index, window), N = slices × windows for a 2D encoder; a 3D
+encoder (``is_3d``) gives one row with slice_index −1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from clearct.common.device import autocast_for, resolve_device
+from clearct.extract.h5 import ScanFeatures
+from clearct.extract.prefetch import background
+from clearct.io.volume import CTVolume
+from clearct.preprocess import Window, parse_windows, render_slices
+
+
+def feature_windows(encoder: torch.nn.Module, windows: Sequence[Window]) -> list[tuple[str, float, float]]:
+    """The windows a feature file records: the requested ones, or a 3D encoder's own HU range."""
+    if getattr(encoder, "is_3d", False) and getattr(encoder, "hu_window", None) is not None:
+        lo, hi = encoder.hu_window
+        return [("volume", float(lo), float(hi))]
+    return [(w.name, float(w.lo), float(w.hi)) for w in windows]
+
+
+def render_chunks(
+    hu: np.ndarray, windows: Sequence[Window], encoder: torch.nn.Module, rows: int
+) -> Iterator[torch.Tensor]:
+    """Rendered model inputs of about ``rows`` rows each, (slices × windows, 3, S, S), slice-major.
+
+    Only one chunk exists at a time per consumer step, so a 1,000-slice scan never holds all its slices at
+    the encoder's input size at once.
+    """
+    per_chunk = max(1, rows // len(windows))
+    for z0 in range(0, hu.shape[0], per_chunk):
+        x = render_slices(
+            hu[z0 : z0 + per_chunk], windows, encoder.input_size, mean=encoder.mean, std=encoder.std
+        )
+        yield x.reshape(-1, *x.shape[2:])
+
+
+def forward_rows(encoder: torch.nn.Module, x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Frozen forward of one batch: inference mode, bf16 autocast on CUDA, float32 result on the CPU."""
+    with torch.inference_mode(), autocast_for(device):
+        out = encoder(x.to(device, non_blocking=True))
+    return out.float().cpu()
+
+
+def embed_volume(
+    volume: CTVolume,
+    encoder: torch.nn.Module,
+    windows: Sequence[Window] | str | list[str],
+    *,
+    batch_size: int = 64,
+    device: torch.device | str | None = None,
+) -> ScanFeatures:
+    """Embed every slice of ``volume`` once per window (or the whole volume for a 3D encoder).
+
+    ``encoder`` must already sit on ``device`` in eval mode (``device=None`` uses the encoder's own device).
+    Rendering of the next chunk runs in a background thread while the current chunk goes through the encoder.
+    """
+    windows = parse_windows(windows)
+    device = _encoder_device(encoder) if device is None else resolve_device(str(device))
+    z = volume.hu.shape[0]
+    if getattr(encoder, "is_3d", False):
+        feats = forward_rows(encoder, encoder.prepare_volume(volume), device)
+        slice_index = np.array([-1], np.int32)
+        window = np.zeros(1, np.int8)
+        z_mm = np.array([np.mean(volume.z_mm)], np.float32)
+    else:
+        chunks = background(render_chunks(volume.hu, windows, encoder, batch_size))
+        feats = torch.cat([forward_rows(encoder, x, device) for x in chunks])
+        n_w = len(windows)
+        slice_index = np.repeat(np.arange(z, dtype=np.int32), n_w)
+        window = np.tile(np.arange(n_w, dtype=np.int8), z)
+        z_mm = np.repeat(volume.z_mm.astype(np.float32), n_w)
+    if feats.shape[0] != len(slice_index):
+        raise ValueError(f"{encoder.encoder_name} gave {feats.shape[0]} rows for {len(slice_index)} inputs")
+    return ScanFeatures(
+        feats=feats.numpy(),
+        slice_index=slice_index,
+        z_mm=z_mm,
+        window=window,
+        scan_id=volume.scan_id,
+        patient_id=volume.patient_id,
+        encoder=encoder.encoder_name,
+        weights_sha256=encoder.weights_sha256,
+        image_size=int(encoder.input_size),
+        windows=feature_windows(encoder, windows),
+        attrs={"source": str(volume.source), "n_slices": z, "spacing_mm": np.asarray(volume.spacing_mm)},
+    )
+
+
+def _encoder_device(encoder: torch.nn.Module) -> torch.device:
+    param = next(encoder.parameters(), None)
+    return param.device if param is not None else torch.device("cpu")

@@ -1,0 +1,195 @@
+"""``clearct extract``: every scan of a cohort → ``OUT/<scan_id>.h5``, resumable, sharded under torchrun.
+
+Flow per rank: its shard of scans.csv (``RANK``/``WORLD_SIZE``) → skip the scans whose valid feature file has the
+same encoder, weights, windows and image size → read the next scans in threads while the current one is rendered
+and embedded → write each file atomically. A scan that fails is logged and listed in ``failures.csv``; the rest go
+on, and the exit code is 1 when any failed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from clearct.common.atomic import atomic_write_text
+from clearct.common.device import resolve_device
+from clearct.common.errors import ClearctError
+from clearct.common.runs import start_run
+from clearct.config import ExtractConfig
+from clearct.extract.embed import embed_volume, feature_windows
+from clearct.extract.h5 import read_features, write_features
+from clearct.extract.prefetch import read_ahead
+from clearct.io import ScanRecord, read_scans_table
+
+LOG = logging.getLogger("clearct")
+
+
+@dataclass
+class Summary:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    slices: int = 0
+    seconds: float = 0.0
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def merge(self, other: Summary) -> None:
+        self.done += other.done
+        self.skipped += other.skipped
+        self.failed += other.failed
+        self.slices += other.slices
+        self.seconds = max(self.seconds, other.seconds)  # ranks run side by side
+        self.failures += other.failures
+
+    @property
+    def slices_per_s(self) -> float:
+        return self.slices / self.seconds if self.seconds > 0 else 0.0
+
+
+def shard_of_env() -> tuple[int, int]:
+    """(rank, world size) from torchrun's ``RANK``/``WORLD_SIZE``; (0, 1) outside torchrun."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if not 0 <= rank < world:
+        raise ClearctError(f"RANK={rank} is outside WORLD_SIZE={world}")
+    return rank, world
+
+
+def is_done(path: Path, expected: dict[str, object], overwrite: bool) -> bool:
+    """True when ``path`` is a valid feature file made with the ``expected`` settings.
+
+    A missing or unreadable file (e.g. from a crash before the atomic rename existed) is recomputed; a valid
+    file made with other settings is an error unless ``overwrite``, so results of two encoders never mix.
+    """
+    if not path.exists():
+        return False
+    try:
+        have = read_features(path, load_feats=False)
+    except ClearctError as exc:
+        LOG.warning("recomputing %s", exc)
+        return False
+    found = {
+        "encoder": have.encoder,
+        "weights_sha256": have.weights_sha256,
+        "windows": [list(w) for w in have.windows],
+        "image_size": have.image_size,
+    }
+    diff = [f"{k} {found[k]!r} (wanted {expected[k]!r})" for k in expected if found[k] != expected[k]]
+    if diff and not overwrite:
+        raise ClearctError(f"exists with other settings: {'; '.join(diff)}; use --overwrite to recompute it", path)
+    return not diff
+
+
+def run_extract(cfg: ExtractConfig) -> int:
+    """Embed every scan of ``cfg.scans`` with ``cfg.encoder``; returns 1 when any scan failed, else 0."""
+    from clearct.encoders import create_encoder
+    from clearct.io import read_ct
+    from clearct.preprocess import parse_windows
+
+    rank, world = shard_of_env()
+    out = start_run(cfg.out, "extract", cfg)
+    records = read_scans_table(cfg.scans)[rank::world]
+    device = resolve_device(cfg.device)
+    _set_cpu_threads(device)
+    windows = parse_windows(cfg.windows)
+    encoder = create_encoder(cfg.encoder, weights=cfg.weights).to(device).eval()
+    expected = {
+        "encoder": encoder.encoder_name,
+        "weights_sha256": encoder.weights_sha256,
+        "windows": [list(w) for w in feature_windows(encoder, windows)],
+        "image_size": int(encoder.input_size),
+    }
+    LOG.info(
+        "rank %d/%d: %d scans, encoder %s (weights %s), device %s",
+        rank, world, len(records), expected["encoder"], expected["weights_sha256"], device,
+    )
+
+    summary = Summary()
+    todo = [r for r in records if not is_done(out / f"{r.scan_id}.h5", expected, cfg.overwrite)]
+    summary.skipped = len(records) - len(todo)
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), desc=f"extract[{rank}]" if world > 1 else "extract", unit="scan", disable=None)
+    for record, volume in read_ahead(lambda r: read_ct(r.path), todo, cfg.workers):
+        try:
+            if isinstance(volume, Exception):
+                raise volume
+            feats = embed_volume(volume, encoder, windows, batch_size=cfg.batch_size, device=device)
+            feats.scan_id, feats.patient_id = record.scan_id, record.patient_id
+            write_features(out / f"{record.scan_id}.h5", feats)
+        except Exception as exc:
+            _fail(summary, record, exc)
+        else:
+            LOG.info("rank %d wrote %s (%d slices)", rank, record.scan_id, volume.hu.shape[0])
+            summary.done += 1
+            summary.slices += volume.hu.shape[0]
+        bar.update()
+    bar.close()
+    summary.seconds = time.perf_counter() - start
+    return _finish(out, summary, rank, world)
+
+
+def _fail(summary: Summary, record: ScanRecord, exc: Exception) -> None:
+    reason = str(exc) if isinstance(exc, ClearctError) else f"{type(exc).__name__}: {exc}"
+    LOG.error("scan %s failed: %s", record.scan_id, reason)
+    summary.failed += 1
+    summary.failures.append({"scan_id": record.scan_id, "path": str(record.path), "reason": reason})
+
+
+def _finish(out: Path, summary: Summary, rank: int, world: int) -> int:
+    """Merge the ranks' summaries (gloo under torchrun), write failures.csv and the summary, return the exit code."""
+    parts = _gather(summary, world)
+    suffix = ""
+    if parts is None:  # sharded without a process group: each rank reports its own shard
+        parts, suffix = [summary], f".rank{rank}"
+    total = Summary()
+    for part in parts:
+        total.merge(part)
+    if rank == 0 or suffix:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=["scan_id", "path", "reason"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(total.failures)
+        atomic_write_text(out / f"failures{suffix}.csv", buf.getvalue())
+        report = {**asdict(total), "slices_per_s": round(total.slices_per_s, 3), "world_size": world}
+        atomic_write_text(out / f"extract_summary{suffix}.json", json.dumps(report, indent=2) + "\n")
+        line = (
+            f"extract: {total.done} done, {total.skipped} skipped, {total.failed} failed; "
+            f"{total.slices} slices in {total.seconds:.1f} s ({total.slices_per_s:.2f} slices/s)"
+        )
+        LOG.info(line)
+        print(line + (f"; failures listed in {out / f'failures{suffix}.csv'}" if total.failed else ""))
+    return 1 if total.failed else 0
+
+
+def _gather(summary: Summary, world: int) -> list[Summary] | None:
+    if world == 1:
+        return [summary]
+    import torch.distributed as dist
+
+    if not dist.is_available() or "MASTER_ADDR" not in os.environ:
+        return None
+    owned = not dist.is_initialized()
+    if owned:  # the rendezvous happens here, at the end: ranks may finish their shards far apart
+        dist.init_process_group("gloo", timeout=timedelta(days=1))
+    parts: list[Summary | None] = [None] * world
+    dist.all_gather_object(parts, summary)
+    if owned:
+        dist.destroy_process_group()
+    return parts  # type: ignore[return-value]
+
+
+def _set_cpu_threads(device: torch.device) -> None:
+    """One intra-op thread per core for the forward (split between local ranks); torchrun's OMP_NUM_THREADS wins."""
+    if device.type != "cpu" or "OMP_NUM_THREADS" in os.environ:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    torch.set_num_threads(max(1, cores // int(os.environ.get("LOCAL_WORLD_SIZE", 1))))
