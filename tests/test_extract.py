@@ -41,11 +41,25 @@ def cohort(tmp_path_factory) -> Path:
         _phantom_nifti(root / f"s{i}.nii.gz", i, z)
         rows.append((f"s{i}", f"p{i}", f"s{i}.nii.gz"))
     rng = np.random.default_rng(9)
-    np.savez(root / "s3.npz", hu=rng.integers(-1000, 500, size=(6, 36, 44)).astype(np.int16), spacing=[3, 1, 1])
+    np.savez(
+        root / "s3.npz", hu=rng.integers(-1000, 500, size=(6, 36, 44)).astype(np.int16), spacing=[3, 1, 1]
+    )
     rows.append(("s3", "p3", "s3.npz"))
     with open(root / "scans.csv", "w", newline="") as fh:
         csv.writer(fh).writerows([("scan_id", "patient_id", "path"), *rows])
     return root / "scans.csv"
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> Path:
+    """Fixed weights for the test encoder, so separate processes embed with the same network."""
+    from safetensors.torch import save_file
+
+    from clearct.encoders import create_encoder
+
+    path = tmp_path_factory.mktemp("weights") / "vit_conv_test.safetensors"
+    save_file({k: v.contiguous() for k, v in create_encoder(ENCODER).state_dict().items()}, path)
+    return path
 
 
 def _with_corrupt(cohort: Path, tmp_path: Path) -> Path:
@@ -57,7 +71,7 @@ def _with_corrupt(cohort: Path, tmp_path: Path) -> Path:
     return table
 
 
-def _check_contract(path: Path, n_slices: int, windows: list[str]) -> None:
+def _check_contract(path: Path, n_slices: int, windows: list[str], sha: str = "random-init") -> None:
     f = read_features(path)
     w = len(windows)
     assert f.feats.shape[0] == n_slices * w and f.feats.dtype == np.float32
@@ -66,7 +80,7 @@ def _check_contract(path: Path, n_slices: int, windows: list[str]) -> None:
     assert [name for name, _, _ in f.windows] == windows
     for k in range(w):
         assert np.all(np.diff(f.z_mm[f.window == k]) > 0)
-    assert f.encoder == ENCODER and f.weights_sha256 == "random-init" and f.image_size == 64
+    assert f.encoder == ENCODER and f.weights_sha256 == sha and f.image_size == 64
 
 
 def _reference(volume: CTVolume, encoder: torch.nn.Module, windows: list[str]) -> np.ndarray:
@@ -75,26 +89,33 @@ def _reference(volume: CTVolume, encoder: torch.nn.Module, windows: list[str]) -
     with torch.inference_mode():
         for s in range(volume.hu.shape[0]):
             for window in parse_windows(windows):
-                x = render_slices(volume.hu[s : s + 1], [window], encoder.input_size, mean=encoder.mean, std=encoder.std)
+                x = render_slices(
+                    volume.hu[s : s + 1], [window], encoder.input_size, mean=encoder.mean, std=encoder.std
+                )
                 rows.append(encoder(x[:, 0]))
     return torch.cat(rows).numpy()
 
 
-def test_extract_cohort_contract_resume_failures(cohort, tmp_path, capsys):
+def test_extract_cohort_contract_resume_failures(cohort, weights, tmp_path, capsys):
+    from clearct.common.runs import sha256_file
     from clearct.encoders import create_encoder
 
     scans = _with_corrupt(cohort, tmp_path)
     out = tmp_path / "feats"
-    args = ["extract", "--scans", str(scans), "--encoder", ENCODER, "--out", str(out), "--batch-size", "4"]
+    args = ["extract", "--scans", str(scans), "--encoder", ENCODER, "--weights", str(weights)]
+    args += ["--out", str(out), "--batch-size", "4"]
     assert main(args) == 1  # the corrupt scan fails, the others complete
     failures = list(csv.DictReader((out / "failures.csv").read_text().splitlines()))
     assert [f["scan_id"] for f in failures] == ["bad"] and "bad.nii.gz" in failures[0]["reason"]
     assert "1 failed" in capsys.readouterr().out
-    encoder = create_encoder(ENCODER).eval()
+    encoder = create_encoder(ENCODER, weights=weights).eval()
+    sha = sha256_file(weights)
     for scan_id, n in [("s0", 5), ("s1", 7), ("s2", 4), ("s3", 6)]:
-        _check_contract(out / f"{scan_id}.h5", n, ["lung", "abdomen"])
+        _check_contract(out / f"{scan_id}.h5", n, ["lung", "abdomen"], sha)
     volume = read_ct(cohort.parent / "s1.nii.gz")
-    assert np.allclose(read_features(out / "s1.h5").feats, _reference(volume, encoder, ["lung", "abdomen"]), atol=1e-5)
+    assert np.allclose(
+        read_features(out / "s1.h5").feats, _reference(volume, encoder, ["lung", "abdomen"]), atol=1e-5
+    )
     summary = json.loads((out / "extract_summary.json").read_text())
     assert (summary["done"], summary["skipped"], summary["failed"], summary["slices"]) == (4, 0, 1, 22)
 
@@ -108,7 +129,7 @@ def test_extract_cohort_contract_resume_failures(cohort, tmp_path, capsys):
     assert "--overwrite" in capsys.readouterr().err
     assert stamps == {p.name: p.stat().st_mtime_ns for p in out.glob("*.h5")}
     assert main([*args, "--windows", "lung", "--overwrite"]) == 1
-    _check_contract(out / "s0.h5", 5, ["lung"])
+    _check_contract(out / "s0.h5", 5, ["lung"], sha)
 
 
 def test_extract_realct(realct, tmp_path):
@@ -117,7 +138,10 @@ def test_extract_realct(realct, tmp_path):
     nifti = realct / "totalsegmentator" / "example_ct_sm.nii.gz"
     scans.write_text(f"scan_id,patient_id,path\nts_dicom,ts,{dicom}\nts_nifti,ts2,{nifti}\n")
     out = tmp_path / "feats"
-    assert main(["extract", "--scans", str(scans), "--encoder", ENCODER, "--out", str(out), "--workers", "1"]) == 0
+    assert (
+        main(["extract", "--scans", str(scans), "--encoder", ENCODER, "--out", str(out), "--workers", "1"])
+        == 0
+    )
     _check_contract(out / "ts_dicom.h5", 20, ["lung", "abdomen"])
     _check_contract(out / "ts_nifti.h5", 30, ["lung", "abdomen"])
     f = read_features(out / "ts_dicom.h5")
@@ -126,18 +150,36 @@ def test_extract_realct(realct, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_torchrun_ranks_match_single_process(cohort, tmp_path):
+def test_two_torchrun_ranks_match_single_process(cohort, weights, tmp_path):
     single, sharded = tmp_path / "single", tmp_path / "sharded"
-    common = ["extract", "--scans", str(cohort), "--encoder", ENCODER, "--windows", "abdomen"]
+    common = [
+        "extract",
+        "--scans",
+        str(cohort),
+        "--encoder",
+        ENCODER,
+        "--weights",
+        str(weights),
+        "--windows",
+        "abdomen",
+    ]
     assert main([*common, "--out", str(single)]) == 0
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
     cmd += ["-m", "clearct", *common, "--out", str(sharded)]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
-    written = [line.split("wrote ")[1].split()[0] for line in (sharded / "extract.log").read_text().splitlines() if "wrote " in line]
+    written = [
+        line.split("wrote ")[1].split()[0]
+        for line in (sharded / "extract.log").read_text().splitlines()
+        if "wrote " in line
+    ]
     assert sorted(written) == ["s0", "s1", "s2", "s3"]  # every scan exactly once
-    ranks = {line.split("rank ")[1][0] for line in (sharded / "extract.log").read_text().splitlines() if "wrote " in line}
+    ranks = {
+        line.split("rank ")[1][0]
+        for line in (sharded / "extract.log").read_text().splitlines()
+        if "wrote " in line
+    }
     assert ranks == {"0", "1"}
     for scan_id in ["s0", "s1", "s2", "s3"]:
         a, b = read_features(single / f"{scan_id}.h5"), read_features(sharded / f"{scan_id}.h5")
@@ -202,5 +244,10 @@ def test_background_and_read_ahead():
 
     got = list(read_ahead(read, range(5), workers=2))
     assert [i for i, _ in got] == [0, 1, 2, 3, 4]
-    assert isinstance(got[2][1], OSError) and [r for _, r in got if not isinstance(r, Exception)] == [0, 10, 30, 40]
+    assert isinstance(got[2][1], OSError) and [r for _, r in got if not isinstance(r, Exception)] == [
+        0,
+        10,
+        30,
+        40,
+    ]
     assert [r for _, r in read_ahead(lambda i: i + 1, [1, 2], workers=0)] == [2, 3]

@@ -85,7 +85,9 @@ def is_done(path: Path, expected: dict[str, object], overwrite: bool) -> bool:
     }
     diff = [f"{k} {found[k]!r} (wanted {expected[k]!r})" for k in expected if found[k] != expected[k]]
     if diff and not overwrite:
-        raise ClearctError(f"exists with other settings: {'; '.join(diff)}; use --overwrite to recompute it", path)
+        raise ClearctError(
+            f"exists with other settings: {'; '.join(diff)}; use --overwrite to recompute it", path
+        )
     return not diff
 
 
@@ -110,14 +112,21 @@ def run_extract(cfg: ExtractConfig) -> int:
     }
     LOG.info(
         "rank %d/%d: %d scans, encoder %s (weights %s), device %s",
-        rank, world, len(records), expected["encoder"], expected["weights_sha256"], device,
+        rank,
+        world,
+        len(records),
+        expected["encoder"],
+        expected["weights_sha256"],
+        device,
     )
 
     summary = Summary()
     todo = [r for r in records if not is_done(out / f"{r.scan_id}.h5", expected, cfg.overwrite)]
     summary.skipped = len(records) - len(todo)
     start = time.perf_counter()
-    bar = tqdm(total=len(todo), desc=f"extract[{rank}]" if world > 1 else "extract", unit="scan", disable=None)
+    bar = tqdm(
+        total=len(todo), desc=f"extract[{rank}]" if world > 1 else "extract", unit="scan", disable=None
+    )
     for record, volume in read_ahead(lambda r: read_ct(r.path), todo, cfg.workers):
         try:
             if isinstance(volume, Exception):

@@ -19,7 +19,9 @@ from clearct.encoders.baselines.common import FrozenBaseline, load_strict, read_
 from clearct.encoders.baselines.volume3d import pad_or_crop, ras_volume
 from clearct.io.volume import CTVolume
 
-INSTALL_HINT = "install CT-CLIP yourself (github.com/ibrahimethemhamamci/CT-CLIP: pip install -e transformer_maskgit)"
+INSTALL_HINT = (
+    "install CT-CLIP yourself (github.com/ibrahimethemhamamci/CT-CLIP: pip install -e transformer_maskgit)"
+)
 
 
 class CTCLIPImageEncoder(FrozenBaseline):
@@ -40,8 +42,15 @@ class CTCLIPImageEncoder(FrozenBaseline):
         if not torch.cuda.is_available():
             raise ClearctError("ctclip runs on a CUDA GPU only (CTViT on 480×480×240 volumes); no GPU found")
         self.visual_transformer = CTViT(  # CT-CLIP's released configuration
-            dim=512, codebook_size=8192, image_size=480, patch_size=20, temporal_patch_size=10,
-            spatial_depth=4, temporal_depth=4, dim_head=32, heads=8,
+            dim=512,
+            codebook_size=8192,
+            image_size=480,
+            patch_size=20,
+            temporal_patch_size=10,
+            spatial_depth=4,
+            temporal_depth=4,
+            dim_head=32,
+            heads=8,
         )
         self.to_visual_latent = torch.nn.Linear(24 * 24 * 512, 512, bias=False)
 

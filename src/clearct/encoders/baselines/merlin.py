@@ -32,7 +32,9 @@ class MerlinImageEncoder(FrozenBaseline):
         super().__init__()
         i3res = require("merlin.models.i3res", "merlin", "merlin")
         torchvision_models = require("torchvision.models", "merlin", "merlin")
-        self.i3_resnet = i3res.I3ResNet(torchvision_models.resnet152(weights=None), class_nb=1692, conv_class=True)
+        self.i3_resnet = i3res.I3ResNet(
+            torchvision_models.resnet152(weights=None), class_nb=1692, conv_class=True
+        )
 
     def prepare_volume(self, volume: CTVolume) -> torch.Tensor:
         """The model input for one scan, (1, 1, 224, 224, 160)."""

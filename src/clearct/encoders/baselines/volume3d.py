@@ -11,7 +11,10 @@ from clearct.io.volume import CTVolume
 
 
 def ras_volume(
-    volume: CTVolume, spacing_mm: Sequence[float], hu_range: tuple[float, float], out_range: tuple[float, float]
+    volume: CTVolume,
+    spacing_mm: Sequence[float],
+    hu_range: tuple[float, float],
+    out_range: tuple[float, float],
 ) -> torch.Tensor:
     """(1, 1, X, Y, Z) float tensor in RAS voxel order resampled to ``spacing_mm`` (x, y, z), HU clipped to
     ``hu_range`` and mapped linearly onto ``out_range``.
