@@ -206,3 +206,24 @@ def test_cli_writes_a_cohort_and_rejects_bad_input(tmp_path):
                          timeout=60)
     assert bad.returncode == 2
     assert bad.stderr.strip().count("\n") == 0 and "lesion_size_mm" in bad.stderr
+
+
+def test_montage_is_a_png_with_one_row_per_patient(tmp_path):
+    from PIL import Image
+
+    from clearct.synth.montage import draw_montage
+
+    path = draw_montage(tmp_path / "m.png", patients=2, size=48, slices=12, per_patient=2)
+    with Image.open(path) as img:
+        width, height = img.size
+    assert img.format == "PNG" and width > height > 200
+
+
+def test_lower_lesion_contrast_makes_lesions_fainter():
+    knobs = {"location_prevalence": 1.0, "lung_prevalence": 0.0, "primary_tumour": 0.0}
+    render = {**RENDER, "scan_range": "cap"}
+    strong = render_patient(9, 0, **render, knobs=knobs).findings.lesions
+    faint = render_patient(9, 0, **render, knobs={**knobs, "lesion_contrast": 0.3}).findings.lesions
+    assert [les.location for les in strong] == [les.location for les in faint]
+    for a, b in zip(strong, faint):
+        assert abs(b.lesion_hu - b.host_hu) < 0.5 * abs(a.lesion_hu - a.host_hu)
