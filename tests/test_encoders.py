@@ -170,3 +170,47 @@ def test_inconsistent_run_folders_fail_with_one_line(tmp_path):
     empty.mkdir()
     with pytest.raises(ClearctError, match="not an encoder run folder"):
         create_encoder(empty)
+
+
+def test_vit_conv_uses_moco_v3_fixed_sincos_positions_and_returns_the_class_token():
+    torch.manual_seed(0)
+    model = create_encoder("vit_conv_test").eval()
+    # MoCo v3's table, written out independently: per token (i, j) on the h×w grid,
+    # [sin(i·ω), cos(i·ω), sin(j·ω), cos(j·ω)] with ω_k = 1/10000^(k/(D/4)); a zero row for the class token.
+    dim, (gh, gw) = model.embed_dim, model.patch_embed.grid_size
+    omega = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float32) / (dim // 4))
+    ii, jj = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
+    out_i, out_j = ii.flatten()[:, None] * omega, jj.flatten()[:, None] * omega
+    table = torch.cat([out_i.sin(), out_i.cos(), out_j.sin(), out_j.cos()], dim=1)
+    expected = torch.cat([torch.zeros(1, dim), table])[None]
+    torch.testing.assert_close(model.pos_embed, expected)
+    assert not model.pos_embed.requires_grad and model.cls_token.requires_grad
+    x = _inputs(model)
+    with torch.no_grad():
+        tokens = model.forward_features(x)  # (B, 1 + h·w, D), after the final LayerNorm
+        assert torch.equal(model(x), tokens[:, 0])
+
+
+def test_mambaout_returns_the_normed_pooled_stage4_features():
+    torch.manual_seed(0)
+    model = create_encoder("mambaout_test").eval()
+    x = _inputs(model)
+    with torch.no_grad():
+        feats = model.forward_features(x)  # channels-last (B, H, W, C)
+        expected = model.head.norm(feats.mean(dim=(1, 2)))
+        assert torch.equal(model(x), expected)
+    assert model.embed_dim == feats.shape[-1] == 48
+    assert not any(k.startswith("head.pre_logits") for k in model.state_dict())
+
+
+def test_drasclr_runs_load_through_the_registry(tmp_path):
+    from clearct.pretrain.drasclr.model import TEST_ENCODER, TEST_PATCH, DrasCLREncoder
+
+    torch.manual_seed(0)
+    encoder = DrasCLREncoder(TEST_ENCODER, TEST_PATCH).eval()
+    save_encoder_run(tmp_path, encoder, arch="drasclr", windows=[("lung", -1000, 200)], info=encoder.info())
+    loaded = create_encoder(tmp_path).eval()
+    patches, loc = torch.randn(2, 1, 16, 16, 16), torch.rand(2, 3)
+    with torch.no_grad():
+        assert torch.equal(loaded(patches, loc), encoder(patches, loc))
+    assert loaded.is_3d and loaded.embed_dim == TEST_ENCODER.embed_dim

@@ -67,7 +67,7 @@ class SS2D(nn.Module):
         ys = selective_scan(xs.reshape(b, -1, length), dts.reshape(b, -1, length), -torch.exp(self.A_logs.float()),
                             Bs, Cs, self.Ds, self.dt_projs_bias.reshape(-1))
         y = cross_merge(ys.reshape(b, DIRECTIONS, inner, length), h, w)
-        y = self.out_norm(y.transpose(1, 2).float()).reshape(b, h, w, inner)
+        y = self.out_norm(y.transpose(1, 2).to(self.out_norm.weight.dtype)).reshape(b, h, w, inner)
         return self.out_proj(y.to(x.dtype))
 
 

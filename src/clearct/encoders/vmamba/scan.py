@@ -80,39 +80,35 @@ def chunked_scan(u, delta, A, B, C, D, delta_bias, *, chunk: int | None = None) 
     dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
     b, d, length = u.shape
     g, n = B.shape[1], A.shape[1]
-    u, delta = u.to(dtype), delta.to(dtype)
-    dt = F.softplus(delta + delta_bias.to(dtype)[:, None])  # (b, d, l)
-    per_group = d // g
-    # Expand the grouped B, C to channels: (b, d, n, l).
-    Bd = B.to(dtype).repeat_interleave(per_group, dim=1)
-    Cd = C.to(dtype).repeat_interleave(per_group, dim=1)
-    decay = torch.exp(dt[:, :, None, :] * A.to(dtype)[None, :, :, None])  # (b, d, n, l), in (0, 1]
-    x = (dt * u)[:, :, None, :] * Bd  # Δ_t B_t u_t
-
     T = chunk or default_chunk(length)
     chunks = -(-length // T)
-    pad = chunks * T - length
-    if pad:  # decay 1 and input 0 after the end: later positions never feed earlier ones
-        decay = F.pad(decay, (0, pad), value=1.0)
-        x = F.pad(x, (0, pad))
-    # (T, b, d, n, chunks): step t of every chunk is one contiguous slab.
-    decay = decay.reshape(b, d, n, chunks, T).permute(4, 0, 1, 2, 3)
-    x = x.reshape(b, d, n, chunks, T).permute(4, 0, 1, 2, 3)
+    # Everything is laid out (T, ..., chunks) from here on: step t of all chunks is one contiguous slab. Padding
+    # with Δ = 0 gives decay 1 and input 0, so padded positions never feed real ones.
+    dt = _steps_first(F.softplus(delta.to(dtype) + delta_bias.to(dtype)[:, None]), chunks, T)  # (T, b, d, c)
+    us = _steps_first(u.to(dtype), chunks, T)
+    Bs = _steps_first(B.to(dtype), chunks, T)  # (T, b, g, n, c)
+    Cs = _steps_first(C.to(dtype), chunks, T)
+    # Channels split as (group, channel-in-group) so the grouped B, C broadcast rather than being copied.
+    dt_g = dt.view(T, b, g, d // g, 1, chunks)
+    decay = torch.exp(dt_g * A.to(dtype).view(1, 1, g, d // g, n, 1))  # (T, b, g, dg, n, c), in (0, 1]
+    x = (dt * us).view(T, b, g, d // g, 1, chunks) * Bs[:, :, :, None]  # Δ_t B_t u_t
 
-    states = []
-    h = x[0]
-    states.append(h)
+    states = [x[0]]
     for t in range(1, T):
-        h = decay[t] * h + x[t]
-        states.append(h)
-    local = torch.stack(states)  # (T, b, d, n, chunks), each chunk started from zero
+        states.append(decay[t] * states[-1] + x[t])
+    local = torch.stack(states)  # every chunk started from zero
     gain = torch.cumprod(decay, dim=0)  # decay from the chunk start to t, inclusive
 
     carries = [torch.zeros_like(local[0, ..., 0])]
     for c in range(chunks - 1):
         carries.append(gain[-1, ..., c] * carries[-1] + local[-1, ..., c])
-    carry_in = torch.stack(carries, dim=-1)  # (b, d, n, chunks): state entering each chunk
+    hs = local + gain * torch.stack(carries, dim=-1)  # + the state entering each chunk
 
-    hs = local + gain * carry_in
-    hs = hs.permute(1, 2, 3, 4, 0).reshape(b, d, n, chunks * T)[..., :length]
-    return (hs * Cd).sum(dim=2) + D.to(dtype)[:, None] * u
+    y = (hs * Cs[:, :, :, None]).sum(dim=4).reshape(T, b, d, chunks) + D.to(dtype)[:, None] * us
+    return y.permute(1, 2, 3, 0).reshape(b, d, chunks * T)[..., :length]
+
+
+def _steps_first(x: torch.Tensor, chunks: int, T: int) -> torch.Tensor:
+    """(..., L) → (T, ..., chunks), zero-padded to chunks·T and contiguous."""
+    x = F.pad(x, (0, chunks * T - x.shape[-1]))
+    return x.reshape(*x.shape[:-1], chunks, T).movedim(-1, 0).contiguous()
