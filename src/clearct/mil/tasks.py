@@ -104,7 +104,10 @@ def parse_label(spec: TaskSpec, values: list[str]) -> np.ndarray:
             raise ValueError(f"{spec.targets[0]}={values[0]!r} is not one of {', '.join(spec.classes)}")
         return np.asarray([spec.classes.index(values[0])], np.float32)
     nums = []
-    for t, v in zip(spec.targets, values):
+    for i, (t, v) in enumerate(zip(spec.targets, values)):
+        if spec.kind == "survival" and i == 1 and v.lower() in _TRUE | _FALSE:
+            nums.append(1.0 if v.lower() in _TRUE else 0.0)  # event written as true/false, yes/no …
+            continue
         try:
             x = float(v)
         except ValueError:
