@@ -4,24 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from clearct.encoders.vmamba.scan import chunked_scan, cross_merge, cross_scan, selective_scan
-
-
-def naive_scan(u, delta, A, B, C, D, delta_bias):
-    """h_t = exp(Δ_t A) h_{t−1} + Δ_t B_t u_t, y_t = C_t·h_t + D u_t, one position at a time."""
-    b, d, length = u.shape
-    g = B.shape[1]
-    Bd = B.repeat_interleave(d // g, dim=1)  # (b, d, n, l)
-    Cd = C.repeat_interleave(d // g, dim=1)
-    dt = F.softplus(delta + delta_bias[:, None])
-    h = torch.zeros(b, d, A.shape[1], dtype=u.dtype)
-    ys = []
-    for t in range(length):
-        h = torch.exp(dt[:, :, t, None] * A) * h + (dt[:, :, t] * u[:, :, t])[:, :, None] * Bd[:, :, :, t]
-        ys.append((h * Cd[:, :, :, t]).sum(-1) + D * u[:, :, t])
-    return torch.stack(ys, dim=-1)
+from clearct.encoders.vmamba.scan import reference_scan as naive_scan
 
 
 def _random_inputs(b=2, g=2, dg=3, n=3, length=37, seed=0, dtype=torch.float64):

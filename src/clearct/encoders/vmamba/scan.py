@@ -112,3 +112,17 @@ def _steps_first(x: torch.Tensor, chunks: int, T: int) -> torch.Tensor:
     """(..., L) → (T, ..., chunks), zero-padded to chunks·T and contiguous."""
     x = F.pad(x, (0, chunks * T - x.shape[-1]))
     return x.reshape(*x.shape[:-1], chunks, T).movedim(-1, 0).contiguous()
+
+
+def reference_scan(u, delta, A, B, C, D, delta_bias) -> torch.Tensor:
+    """The definition, one position at a time (slow; the yardstick for tests and the benchmark)."""
+    b, d, length = u.shape
+    Bd = B.repeat_interleave(d // B.shape[1], dim=1)  # (b, d, n, l)
+    Cd = C.repeat_interleave(d // C.shape[1], dim=1)
+    dt = F.softplus(delta + delta_bias[:, None])
+    h = torch.zeros(b, d, A.shape[1], dtype=u.dtype, device=u.device)
+    ys = []
+    for t in range(length):
+        h = torch.exp(dt[:, :, t, None] * A) * h + (dt[:, :, t] * u[:, :, t])[:, :, None] * Bd[:, :, :, t]
+        ys.append((h * Cd[:, :, :, t]).sum(-1) + D * u[:, :, t])
+    return torch.stack(ys, dim=-1)
