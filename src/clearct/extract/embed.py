@@ -20,6 +20,9 @@ from clearct.preprocess import Window, parse_windows, render_slices
 
 def feature_windows(encoder: torch.nn.Module, windows: Sequence[Window]) -> list[tuple[str, float, float]]:
     """The windows a feature file records: the requested ones, or a 3D encoder's own HU range."""
+    if getattr(encoder, "instance_kind", None) == "patch3d":
+        spec = encoder.patch
+        return [(spec.window_name, float(spec.window[0]), float(spec.window[1]))]
     if getattr(encoder, "is_3d", False) and getattr(encoder, "hu_window", None) is not None:
         lo, hi = encoder.hu_window
         return [("volume", float(lo), float(hi))]
@@ -57,11 +60,16 @@ def embed_volume(
     batch_size: int = 64,
     device: torch.device | str | None = None,
 ) -> ScanFeatures:
-    """Embed every slice of ``volume`` once per window (or the whole volume for a 3D encoder).
+    """Embed every slice of ``volume`` once per window (or the whole volume for a 3D encoder, or the patch grid
+    of a DrasCLR encoder).
 
     ``encoder`` must already sit on ``device`` in eval mode (``device=None`` uses the encoder's own device).
     Rendering of the next chunk runs in a background thread while the current chunk goes through the encoder.
     """
+    if getattr(encoder, "instance_kind", None) == "patch3d":  # DrasCLR: instances are 3D patches, own windowing
+        from clearct.pretrain.drasclr.extract import embed_volume_patches
+
+        return embed_volume_patches(volume, encoder, batch_size=batch_size, device=device)
     windows = parse_windows(windows)
     device = _encoder_device(encoder) if device is None else resolve_device(str(device))
     z = volume.hu.shape[0]

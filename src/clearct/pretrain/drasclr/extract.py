@@ -49,7 +49,7 @@ def embed_volume_patches(
         encoder=encoder.encoder_name,
         weights_sha256=encoder.weights_sha256,
         image_size=spec.patch_size,
-        windows=[(spec.window_name, *spec.window)],
+        windows=[(spec.window_name, float(spec.window[0]), float(spec.window[1]))],
         extra={"patch_center_mm": scan.center_mm, "patch_loc": scan.loc},
         attrs={"instance_kind": "patch3d", "patch_voxel_mm": spec.voxel_mm, "patch_grid_mm": spec.grid_mm,
                "patch_mask": scan.mask_kind},
