@@ -215,9 +215,15 @@ class PredictConfig(CommandConfig):
 
 class DemoConfig(CommandConfig):
     out: Path = Field(Path("clearct-demo"), description="output folder of the demo")
-    size: Literal["small", "full"] = Field("small", description="small: ≤10 min on 2 CPU cores; full: for a GPU")
+    size: Literal["test", "small", "full"] = Field(
+        "small", description="small: ≤10 min on 2 CPU cores; full: for a GPU; test: seconds, for the test suite"
+    )
+    patients: int | None = Field(None, ge=4, description="training cohort size (default: from --size)")
+    external_patients: int | None = Field(None, ge=2, description="external cohort size (default: from --size)")
+    epochs: int | None = Field(None, ge=1, description="pretraining epochs (default: from --size)")
+    mil_epochs: int | None = Field(None, ge=1, description="ABMIL epochs per fold (default: from --size)")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    seed: int = Field(0, description="random seed")
+    seed: int = Field(0, description="random seed (the external cohort uses seed + 1)")
 
 
 class InitConfig(CommandConfig):

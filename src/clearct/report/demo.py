@@ -1,0 +1,240 @@
+"""``clearct demo``: the whole pipeline on synthetic cohorts, ending in ``DIR/report.html`` and ``DIR/report.md``.
+
+Every stage is the command's own Python function called with its config model (the same code as
+``clearct synth`` … ``clearct predict``), each writing into its own subfolder of ``DIR``. Re-running into the
+same folder resumes: synth reuses finished scans, pretraining is skipped when ``encoder/encoder.json`` holds a
+run with the same settings (and otherwise continues from its checkpoint), extraction skips feature files made
+with the same encoder weights, crossval reloads fold models with the same settings; deploy, attention,
+predict, the figures and the report are always redone (seconds).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from clearct.common.runs import LOG, start_run
+from clearct.config import (
+    AttentionConfig,
+    CrossvalConfig,
+    DemoConfig,
+    DeployConfig,
+    ExtractConfig,
+    PredictConfig,
+    PretrainConfig,
+    SynthConfig,
+)
+
+# Lesion-location columns of clearct synth (Task 1 of the paper); kept literal so this module imports fast.
+ATTENTION_FIGURES = 3  # external scans drawn by the attention stage (figures for the report)
+TARGETS = ["bone", "abdomen", "mediastinum", "liver", "lung", "kidney", "soft_tissue", "pelvis"]
+
+
+@dataclass(frozen=True)
+class DemoSize:
+    """Everything that scales with ``--size``."""
+
+    patients: int  # training cohort (cross-validated)
+    external_patients: int  # second cohort, other seed and the external acquisition preset
+    image_px: int  # synth in-plane size
+    slices: int  # synth slices per scan
+    arch: str  # encoder architecture
+    epochs: int  # pretraining epochs
+    batch_size: int  # pretraining batch
+    lr: float  # pretraining base lr (per 256 images)
+    warmup_epochs: float
+    mlp_dim: int  # MoCo projector / predictor hidden size
+    proj_dim: int
+    folds: int
+    mil_epochs: int
+    min_steps: int
+    bootstrap: int
+    lesion_contrast: float  # synth knobs: stronger, larger lesions make a few epochs enough to learn
+    lesion_size_mm: tuple[float, float]
+    workers: int  # data-loader / read-ahead workers
+
+
+SIZES: dict[str, DemoSize] = {
+    # a few seconds per stage: for tests
+    "test": DemoSize(patients=12, external_patients=6, image_px=64, slices=16, arch="vit_conv_test", epochs=1,
+                     batch_size=32, lr=2e-3, warmup_epochs=0.0, mlp_dim=64, proj_dim=32, folds=2, mil_epochs=2,
+                     min_steps=20, bootstrap=50, lesion_contrast=1.5, lesion_size_mm=(20.0, 50.0), workers=0),
+    # the default: well inside 10 minutes on 2 CPU cores (measured times in docs/getting-started.md)
+    "small": DemoSize(patients=60, external_patients=30, image_px=128, slices=40, arch="vit_conv_test", epochs=4,
+                      batch_size=64, lr=2e-3, warmup_epochs=0.5, mlp_dim=512, proj_dim=128, folds=5, mil_epochs=32,
+                      min_steps=400, bootstrap=500, lesion_contrast=1.5, lesion_size_mm=(15.0, 50.0), workers=1),
+    # a GPU run: the paper's encoder and image size, a DeepLesion-sized slice count per epoch is still far away
+    "full": DemoSize(patients=1000, external_patients=300, image_px=512, slices=64, arch="vit_conv_base",
+                     epochs=30, batch_size=256, lr=1.5e-4, warmup_epochs=3.0, mlp_dim=4096, proj_dim=256, folds=5,
+                     mil_epochs=32, min_steps=2000, bootstrap=1000, lesion_contrast=1.0,
+                     lesion_size_mm=(10.0, 50.0), workers=8),
+}
+
+
+def resolve_size(cfg: DemoConfig) -> DemoSize:
+    """The ``--size`` preset with the explicit overrides of ``cfg`` applied."""
+    size = SIZES[cfg.size]
+    overrides = {k: getattr(cfg, k) for k in ("patients", "external_patients", "epochs", "mil_epochs")
+                 if getattr(cfg, k) is not None}
+    return replace(size, **overrides)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    function: str  # "module:function" as in clearct.config.COMMANDS
+    config: object
+    description: str
+
+
+def demo_stages(cfg: DemoConfig, size: DemoSize, root: Path, predict_scan: Path | None = None) -> list[Stage]:
+    """The stage configs of a demo run into ``root`` (pure: nothing is run or written).
+
+    ``predict_scan`` is the scan given to predict (chosen after synth); without it the predict stage is left out.
+    """
+    synth = {"patients": size.patients, "seed": cfg.seed, "format": "dicom", "size": size.image_px,
+             "slices": size.slices, "scan_range": "cap", "lesion_contrast": size.lesion_contrast,
+             "lesion_size_mm": list(size.lesion_size_mm), "workers": 2}
+    cohort, external, encoder = root / "cohort", root / "external", root / "encoder"
+    feats, feats_ext = root / "features" / "cohort", root / "features" / "external"
+    common = {"device": cfg.device}
+    stages = [
+        Stage("synth", "clearct.synth.cohort:run_synth", SynthConfig(out=cohort, **synth),
+              "training cohort (DICOM)"),
+        # another seed → other patients; the external preset → another scanner; every lesion annotated so the
+        # attention figures can mark all key slices
+        Stage("synth-external", "clearct.synth.cohort:run_synth",
+              SynthConfig(out=external, **{**synth, "patients": size.external_patients, "seed": cfg.seed + 1},
+                          acquisition="external", unannotated=0.0), "external cohort (other scanner)"),
+        Stage("pretrain", "clearct.pretrain.train:run_pretrain",
+              PretrainConfig(scans=cohort / "scans.csv", lesions=cohort / "lesions.csv", arch=size.arch, method="lecl",
+                             lam=1.0, epochs=size.epochs, batch_size=size.batch_size, lr=size.lr,
+                             warmup_epochs=size.warmup_epochs, mlp_dim=size.mlp_dim, proj_dim=size.proj_dim,
+                             out=encoder, resume=True, seed=cfg.seed, workers=size.workers, log_every=5, **common),
+              "LECL (λ = 1) pretraining of the slice encoder"),
+        Stage("extract", "clearct.extract.run:run_extract",
+              ExtractConfig(scans=cohort / "scans.csv", encoder=str(encoder), out=feats, workers=size.workers,
+                            **common), "features of the training cohort, lung + abdomen window"),
+        Stage("extract-external", "clearct.extract.run:run_extract",
+              ExtractConfig(scans=external / "scans.csv", encoder=str(encoder), out=feats_ext,
+                            workers=size.workers, **common), "features of the external cohort"),
+        Stage("crossval", "clearct.mil.crossval:run_crossval",
+              CrossvalConfig(features=feats, labels=cohort / "labels.csv", targets=TARGETS, task="multilabel",
+                             folds=size.folds, out=root / "crossval", epochs=size.mil_epochs,
+                             min_steps=size.min_steps, bootstrap=size.bootstrap, seed=cfg.seed, **common),
+              "ABMIL on lesion location, cross-validated"),
+        Stage("deploy", "clearct.mil.deploy:run_deploy",
+              DeployConfig(model=root / "crossval", features=feats_ext, labels=external / "labels.csv",
+                           out=root / "deploy", bootstrap=size.bootstrap, seed=cfg.seed, **common),
+              "fold ensemble on the external cohort"),
+        Stage("attention", "clearct.mil.attention:run_attention",
+              AttentionConfig(model=root / "crossval", features=feats_ext, out=root / "attention",
+                              scans=external / "scans.csv", lesions=external / "lesions.csv",
+                              figures=ATTENTION_FIGURES, **common), "attention over slices, external cohort"),
+    ]
+    if predict_scan is not None:
+        stages.append(Stage("predict", "clearct.mil.predict:run_predict",
+                            PredictConfig(scan_path=predict_scan, model=root / "crossval", encoder=str(encoder),
+                                          out=root / "predict", **common), "one scan → prediction.json"))
+    return stages
+
+
+def _call(function: str) -> Callable:
+    from importlib import import_module
+
+    module, name = function.split(":")
+    return getattr(import_module(module), name)
+
+
+def _pretrain_done(config: PretrainConfig) -> bool:
+    """encoder.json exists and was trained with the same settings (device and loader workers aside)."""
+    manifest = Path(config.out) / "encoder.json"
+    if not manifest.is_file():
+        return False
+    trained = json.loads(manifest.read_text()).get("info", {}).get("training", {})
+    want = config.model_dump(mode="json")
+    ignore = {"device", "workers", "resume"}
+    return {k: v for k, v in trained.items() if k not in ignore} == {k: v for k, v in want.items() if k not in ignore}
+
+
+def run_stage(stage: Stage) -> tuple[float, str]:
+    """Run one stage in this process; returns (seconds, "ran" | "reused"). Log handlers that the stage's
+    ``start_run`` attached are detached afterwards so each stage's log holds only its own lines."""
+    if stage.name == "pretrain" and _pretrain_done(stage.config):
+        return 0.0, "reused"
+    before = list(LOG.handlers)
+    tick = time.perf_counter()
+    try:
+        code = _call(stage.function)(stage.config)
+    finally:
+        for handler in [h for h in LOG.handlers if h not in before]:
+            LOG.removeHandler(handler)
+            handler.close()
+    if code:
+        LOG.warning("demo: %s returned %s", stage.name, code)
+    return time.perf_counter() - tick, "ran" if not code else f"exit {code}"
+
+
+def run_demo(cfg: DemoConfig) -> int:
+    """``clearct demo``: synth → pretrain → extract → crossval → deploy → attention → predict → report."""
+    from clearct.report.demo_report import build_demo_report, choose_scans
+    from clearct.report.document import write_report
+
+    root = Path(cfg.out).resolve()
+    size = resolve_size(cfg)
+    start_run(root, "demo", cfg)
+    LOG.info("demo: size %s %s", cfg.size, json.dumps(asdict(size)))
+    total = time.perf_counter()
+    times: dict[str, tuple[float, str]] = {}
+    # predict needs a scan of the external cohort, so its stage is known once synth has run
+    stages = demo_stages(cfg, size, root)
+    n = len(stages) + 2  # + predict + report
+    for i, stage in enumerate(stages[:2]):
+        times[stage.name] = _announce_and_run(i, n, stage, root)
+    chosen = choose_scans(root / "external", count=1)
+    stages = demo_stages(cfg, size, root, predict_scan=chosen[0].path if chosen else None)
+    for i, stage in enumerate(stages[2:], start=2):
+        times[stage.name] = _announce_and_run(i, n, stage, root)
+    print(f"\n[{n}/{n}] report: figures and {root / 'report.html'}", flush=True)
+    tick = time.perf_counter()
+    report = build_demo_report(root, cfg, size, times)
+    md, page = write_report(report, root)
+    times["report"] = (time.perf_counter() - tick, "ran")
+    elapsed = time.perf_counter() - total
+    (root / "demo-times.json").write_text(json.dumps({k: {"seconds": round(v[0], 2), "status": v[1]}
+                                                      for k, v in times.items()} | {"total": round(elapsed, 2)},
+                                                     indent=1))
+    _print_summary(root, times, elapsed, page, md)
+    return 0
+
+
+def _announce_and_run(i: int, n: int, stage: Stage, root: Path) -> tuple[float, str]:
+    print(f"\n[{i + 1}/{n}] {stage.name}: {stage.description} → {_rel(stage.config.out, root)}", flush=True)
+    return run_stage(stage)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(root.parent))
+    except ValueError:
+        return str(path)
+
+
+def _print_summary(root: Path, times: dict[str, tuple[float, str]], elapsed: float, page: Path, md: Path) -> None:
+    from clearct.report.demo_report import read_metrics
+
+    print("\n=== clearct demo: summary ===")
+    for name, (seconds, status) in times.items():
+        print(f"  {name:18s} {seconds:7.1f} s  {status}")
+    print(f"  {'total':18s} {elapsed:7.1f} s")
+    metrics = read_metrics(root / "crossval" / "metrics.csv") | read_metrics(root / "deploy" / "metrics.csv")
+    for set_name, label in (("cv", "cross-validation"), ("deploy", "external cohort")):
+        m = metrics.get((set_name, "macro", "auroc"))
+        if m is not None:
+            print(f"  macro AUROC, {label}: {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+    print(f"  report: {page}\n          {md}")
+    logging.getLogger("clearct").info("demo: done in %.1f s", elapsed)
