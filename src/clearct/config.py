@@ -226,6 +226,18 @@ class DemoConfig(CommandConfig):
     seed: int = Field(0, description="random seed (the external cohort uses seed + 1)")
 
 
+class ImportConfig(CommandConfig):
+    dataset: Literal["deeplesion", "radchestct", "nsclc"] = Field(**_positional("layout of ROOT (docs/datasets.md)"))
+    root: Path = Field(**_positional("the dataset's folder as downloaded (images are not copied)"))
+    out: Path = Field(..., description="folder for scans.csv, labels.csv (and lesions.csv, labels_patient.csv)")
+    mapping: Path | None = Field(None, description="YAML file overriding the dataset's label/column mapping")
+    clinical: Path | None = Field(None, description="nsclc: the clinical CSV (default: found below ROOT)")
+    unlabelled: Literal["flag", "drop"] = Field(
+        "flag", description="deeplesion: scans with untyped lesions: flag (has_unlabelled=1) or drop from labels"
+    )
+    absolute_paths: bool = Field(False, description="write absolute scan paths (default: relative to --out)")
+
+
 class InitConfig(CommandConfig):
     path: Path = Field(Path("clearct.yaml"), **_positional("where to write the commented YAML config"))
     overwrite: bool = Field(False, description="replace an existing file")
@@ -242,5 +254,6 @@ COMMANDS: dict[str, tuple[type[CommandConfig], str, str]] = {
     "predict": (PredictConfig, "clearct.mil.predict:run_predict", "predict one scan with a trained model"),
     "attention": (AttentionConfig, "clearct.mil.attention:run_attention", "attention over slices per scan, figures"),
     "demo": (DemoConfig, "clearct.report.demo:run_demo", "run the whole pipeline on a synthetic cohort"),
+    "import": (ImportConfig, "clearct.importers:run_import", "turn DeepLesion / RAD-ChestCT / NSCLC into tables"),
     "init": (InitConfig, "clearct.config_template:run_init", "write a commented YAML config for every command"),
 }
