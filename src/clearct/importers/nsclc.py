@@ -114,7 +114,8 @@ def import_nsclc(root: Path | str, *, mapping: Path | None = None, clinical: Pat
     if unknown:
         raise ClearctError(f"unknown column key(s) {', '.join(unknown)} in columns", mapping)
     high = {str(s).upper() for s in cfg["high_stages"]}
-    expected = "LUNG1-xxx/<study>/<series>/ DICOM folders and the clinical CSV (PatientID, Overall.Stage …)"
+    expected = (f"LUNG1-xxx/<study>/<series>/ DICOM folders and a clinical CSV with columns {cols['patient_id']}, "
+                f"{cols['stage']} …")
     table = _clinical_table(root, clinical, cols) if root.is_dir() else None
     if table is None:
         raise not_this_dataset(root, "NSCLC-Radiomics", expected)
