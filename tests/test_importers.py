@@ -78,7 +78,7 @@ def deeplesion(tmp_path_factory) -> Path:
 
 def test_deeplesion_tables_key_slices_and_boxes(deeplesion, tmp_path, capsys):
     out = tmp_path / "dl"
-    assert main(["import", "deeplesion", str(deeplesion), "--out", str(out)]) == 0
+    assert main(["import", "deeplesion", str(deeplesion), "--out", str(out), "--unlabelled", "flag"]) == 0
     printed = capsys.readouterr().out
     assert "3 scans of 2 patients" in printed and "1 lesions of series without a PNG folder" in printed
     assert "1 lesions whose key-slice PNG is not in the folder" in printed and "1 lesions with an invalid box" in printed
@@ -121,13 +121,13 @@ def test_deeplesion_tables_key_slices_and_boxes(deeplesion, tmp_path, capsys):
 
 
 def test_deeplesion_drop_unlabelled_and_mapping_override(deeplesion, tmp_path):
-    result = import_deeplesion(deeplesion, unlabelled="drop")
+    result = import_deeplesion(deeplesion)  # default: drop the label rows of scans with untyped lesions
     assert [r["scan_id"] for r in result.tables["labels.csv"].rows] == ["000002_01_01"]
     assert [r["patient_id"] for r in result.tables["labels_patient.csv"].rows] == ["000002"]
     assert len(result.tables["lesions.csv"].rows) == 4  # boxes stay for LECL pretraining
     mapping = tmp_path / "types.yaml"
     mapping.write_text("lesion_types: {1: bone, 4: kidney, 5: lung}\n")
-    rows = _by(import_deeplesion(deeplesion, mapping=mapping).tables["labels.csv"].rows, "scan_id")
+    rows = _by(import_deeplesion(deeplesion, mapping=mapping, unlabelled="flag").tables["labels.csv"].rows, "scan_id")
     assert (rows["000001_02_01"]["kidney"], rows["000001_02_01"]["liver"]) == (1, 0)
     mapping.write_text("lesion_types: {4: spleen}\n")
     with pytest.raises(ClearctError, match="spleen"):

@@ -232,8 +232,8 @@ class ImportConfig(CommandConfig):
     out: Path = Field(..., description="folder for scans.csv, labels.csv (and lesions.csv, labels_patient.csv)")
     mapping: Path | None = Field(None, description="YAML file overriding the dataset's label/column mapping")
     clinical: Path | None = Field(None, description="nsclc: the clinical CSV (default: found below ROOT)")
-    unlabelled: Literal["flag", "drop"] = Field(
-        "flag", description="deeplesion: scans with untyped lesions: flag (has_unlabelled=1) or drop from labels"
+    unlabelled: Literal["drop", "flag"] = Field(
+        "drop", description="deeplesion: label rows of scans with untyped lesions: drop, or flag (has_unlabelled=1)"
     )
     absolute_paths: bool = Field(False, description="write absolute scan paths (default: relative to --out)")
 

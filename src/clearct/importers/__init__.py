@@ -24,7 +24,7 @@ __all__ = ["DATASETS", "ImportResult", "import_dataset", "import_deeplesion", "i
 
 
 def import_dataset(dataset: str, root: Path | str, *, mapping: Path | None = None, clinical: Path | None = None,
-                   unlabelled: str = "flag") -> ImportResult:
+                   unlabelled: str = "drop") -> ImportResult:
     """Dispatch to the dataset's importer with the options it takes."""
     if dataset == "deeplesion":
         return import_deeplesion(root, mapping=mapping, unlabelled=unlabelled)

@@ -68,10 +68,11 @@ def _split_name(value: str, splits: dict[int, str]) -> str:
         return value.strip()
 
 
-def import_deeplesion(root: Path | str, *, mapping: Path | None = None, unlabelled: str = "flag") -> ImportResult:
-    """Read DeepLesion at ``root``. ``unlabelled``: ``flag`` keeps scans with untyped lesions in the label tables
-    (``has_unlabelled`` = 1, locations from the typed lesions only); ``drop`` leaves those scans (and their
-    patients) out of the label tables. lesions.csv keeps every valid box either way (label ``unlabelled``)."""
+def import_deeplesion(root: Path | str, *, mapping: Path | None = None, unlabelled: str = "drop") -> ImportResult:
+    """Read DeepLesion at ``root``. ``unlabelled``: ``drop`` (default) leaves scans with an untyped lesion (and
+    their patients) out of the label tables, since their locations are unknown, not negative; ``flag`` keeps them
+    with ``has_unlabelled`` = 1 and the locations of the typed lesions only. scans.csv and lesions.csv keep every
+    scan and valid box either way (label ``unlabelled``), for pretraining."""
     root = Path(root)
     info, images = root / "DL_info.csv", root / "Images_png"
     if not (info.is_file() and images.is_dir()):
