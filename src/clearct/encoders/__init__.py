@@ -12,17 +12,20 @@ from pathlib import Path
 from torch import nn
 
 from clearct.common.errors import ClearctError
-from clearct.encoders.registry import RANDOM_INIT, build, list_encoders, register_encoder
+from clearct.encoders.registry import INIT_SEED, RANDOM_INIT, build, list_encoders, register_encoder
 from clearct.encoders.run import load_encoder_run, save_encoder_run
 
 RANDOM_PREFIX = "random:"
 
 
-def create_encoder(name_or_run_dir: str | Path, *, weights: str | Path | None = None) -> nn.Module:
+def create_encoder(
+    name_or_run_dir: str | Path, *, weights: str | Path | None = None, seed: int = INIT_SEED
+) -> nn.Module:
     """A registry encoder, a clearct run folder, ``timm:<model>`` or ``random:<arch>``.
 
     ``weights`` (a local .safetensors file or torch checkpoint) is loaded strictly; without it the encoder is
-    randomly initialised. Nothing is ever downloaded.
+    randomly initialised from ``seed`` (the same name and seed give the same weights; the global RNG is not
+    touched). Nothing is ever downloaded.
     """
     spec = str(name_or_run_dir)
     path = Path(spec)
@@ -33,13 +36,14 @@ def create_encoder(name_or_run_dir: str | Path, *, weights: str | Path | None = 
     if spec.startswith(RANDOM_PREFIX):
         if weights is not None:
             raise ClearctError(f"{spec} asks for random initialisation; leave out --weights")
-        return build(spec[len(RANDOM_PREFIX) :])
+        return build(spec[len(RANDOM_PREFIX) :], seed=seed)
     if "/" in spec or "\\" in spec:
         raise ClearctError("no such encoder run folder", path)
-    return build(spec, weights=weights)
+    return build(spec, weights=weights, seed=seed)
 
 
 __all__ = [
+    "INIT_SEED",
     "RANDOM_INIT",
     "create_encoder",
     "list_encoders",

@@ -18,11 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from clearct.common.errors import ClearctError
 
 RANDOM_INIT = "random-init"
+# Random initialisation is drawn from this seed unless the caller gives one: every "random-init" encoder of a name
+# has the same weights, so features recorded under weights_sha256 "random-init" are reproducible and comparable.
+INIT_SEED = 0
 REQUIRED = ("embed_dim", "input_size", "mean", "std", "is_3d", "encoder_name", "weights_sha256")
 
 
@@ -87,8 +91,14 @@ def describe(module: nn.Module, **attrs: Any) -> nn.Module:
     return module
 
 
-def build(name: str, *, weights: str | Path | None = None, info: dict | None = None) -> nn.Module:
-    """Build the registered encoder ``name`` (random init unless ``weights``) and check its attributes."""
+def build(
+    name: str, *, weights: str | Path | None = None, info: dict | None = None, seed: int = INIT_SEED
+) -> nn.Module:
+    """Build the registered encoder ``name`` (random init unless ``weights``) and check its attributes.
+
+    The initialisation is drawn under ``torch.manual_seed(seed)`` in a forked CPU RNG, so the same name and seed
+    give the same weights and the caller's global RNG stream is left as it was.
+    """
     from clearct.encoders.weights import load_weights
 
     entry, variant = lookup(name)
@@ -100,7 +110,9 @@ def build(name: str, *, weights: str | Path | None = None, info: dict | None = N
     own_weights = entry.accepts("weights")
     if own_weights:
         kwargs["weights"] = weights
-    module = describe(entry.build(**kwargs))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        module = describe(entry.build(**kwargs))
     if not getattr(module, "encoder_name", None):
         module.encoder_name = name
     if weights is not None and not own_weights:

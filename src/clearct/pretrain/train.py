@@ -222,7 +222,7 @@ def run_pretrain(cfg) -> int:
     out = start_run(cfg.out, "pretrain", cfg) if info.is_main else Path(cfg.out)
     try:
         torch.manual_seed(cfg.seed)
-        encoder = create_encoder(cfg.arch)
+        encoder = create_encoder(cfg.arch, seed=cfg.seed)
         if getattr(encoder, "is_3d", False):
             raise ClearctError(f"--arch {cfg.arch} is a 3D encoder; MoCo v3 / LECL pretrain 2D slice encoders")
         if cfg.image_size is None:
