@@ -271,6 +271,8 @@ def test_refusals_name_the_folder(deeplesion, nsclc, tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and str(root) in err[0] and "does not look like" in err[0], err
         assert not (tmp_path / dataset / "scans.csv").exists()
+    assert main(["import", "lidc", str(nsclc), "--out", str(tmp_path / "x")]) == 2
+    assert "unknown dataset 'lidc'" in capsys.readouterr().err
     assert main(["import", "nsclc", str(tmp_path / "absent"), "--out", str(tmp_path / "x")]) == 2
     assert "not a folder" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"

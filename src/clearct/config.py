@@ -227,7 +227,8 @@ class DemoConfig(CommandConfig):
 
 
 class ImportConfig(CommandConfig):
-    dataset: Literal["deeplesion", "radchestct", "nsclc"] = Field(**_positional("layout of ROOT (docs/datasets.md)"))
+    # a plain str, checked by the importer: argparse cannot leave out a positional that has choices
+    dataset: str = Field(**_positional("layout of ROOT: deeplesion, radchestct or nsclc (docs/datasets.md)"))
     root: Path = Field(**_positional("the dataset's folder as downloaded (images are not copied)"))
     out: Path = Field(..., description="folder for scans.csv, labels.csv (and lesions.csv, labels_patient.csv)")
     mapping: Path | None = Field(None, description="YAML file overriding the dataset's label/column mapping")

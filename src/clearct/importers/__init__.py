@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from clearct.common.errors import ClearctError
 from clearct.common.runs import start_run
 from clearct.importers.common import ImportResult, report_lines, write_tables
 from clearct.importers.deeplesion import import_deeplesion
@@ -32,7 +33,7 @@ def import_dataset(dataset: str, root: Path | str, *, mapping: Path | None = Non
         return import_radchestct(root, mapping=mapping)
     if dataset == "nsclc":
         return import_nsclc(root, mapping=mapping, clinical=clinical)
-    raise ValueError(f"unknown dataset {dataset!r}; one of {', '.join(DATASETS)}")
+    raise ClearctError(f"unknown dataset {dataset!r}; one of {', '.join(DATASETS)}")
 
 
 def run_import(cfg) -> int:
