@@ -46,6 +46,9 @@ def _add_command(sub: argparse._SubParsersAction, name: str, model: type[Command
         help_line = ((info.description or "") + default).replace("%", "%%")  # argparse formats help with %
         if extra.get("positional"):
             kwargs.pop("action", None)
+            # optional positionals (the value may come from --config): argparse would check its SUPPRESS default
+            # against choices, so the model's Literal validates the value instead
+            kwargs.pop("choices", None)
             parser.add_argument(field_name, nargs="?", help=help_line, **kwargs)
         else:
             flag = "--" + field_name.replace("_", "-")
