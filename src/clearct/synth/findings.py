@@ -150,7 +150,8 @@ def draw_findings(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator,
             if les is not None:
                 out.lesions.append(les)
     if out.primary_tumour:
-        size = rng.uniform(30.0, 50.0) if out.stage_high else rng.uniform(max(lo, 10.0), 25.0)
+        # low stage stays ≤ 25 mm even when --lesion-size-mm starts above it
+        size = rng.uniform(30.0, 50.0) if out.stage_high else rng.uniform(min(max(lo, 10.0), 25.0), 25.0)
         les = place_lesion(cv, "lung", size, rng, anat, knobs, lesion_hu=40.0)
         if les is not None:
             out.lesions.append(les)
