@@ -239,6 +239,64 @@ class ImportConfig(CommandConfig):
     absolute_paths: bool = Field(False, description="write absolute scan paths (default: relative to --out)")
 
 
+class BenchmarkConfig(CommandConfig):
+    """The synthetic benchmark (docs/benchmark.md). Defaults: the 2-CPU-core size (≈ 30–40 min on an idle machine)."""
+
+    out: Path = Field(..., description="output folder (cohorts, encoders, features, task results; a re-run resumes)")
+    encoders: list[str] = Field(
+        ["random", "moco", "lecl-0", "lecl-1", "lecl-3", "lecl-5", "drasclr"],
+        description="encoders compared: random, moco, lecl-<λ>, drasclr (DrasCLR: lung task only)",
+    )
+    tasks: list[str] = Field(["location", "lung", "stage"], description="tasks: location, lung, stage")
+    # --- cohorts (clearct synth) ---
+    patients: int = Field(120, ge=10, description="training cohort: pretraining, lesion location and lung tasks")
+    external_patients: int = Field(60, ge=4, description="external cohort (other seed and scanner) for the lung task")
+    stage_patients: int = Field(60, ge=10, description="staging cohort (every patient has a primary lung tumour)")
+    image_px: int = Field(96, ge=32, description="synth in-plane size in pixels")
+    slices: int = Field(32, ge=4, description="synth slices per scan")
+    lesion_contrast: float = Field(1.0, gt=0, description="synth lesion contrast (harder: < 1)")
+    lesion_size_mm: list[float] = Field([10.0, 50.0], description="synth lesion diameter range min,max in mm")
+    synth_workers: int = Field(2, ge=1, description="synth worker processes")
+    # --- pretraining (one run per encoder, same architecture and budget) ---
+    arch: str = Field("vit_conv_test", description="architecture of every 2D encoder (random init included)")
+    epochs: int = Field(6, ge=1, description="pretraining epochs of every MoCo / LECL run")
+    batch_size: int = Field(64, ge=2, description="pretraining batch size")
+    lr: float = Field(2e-3, gt=0, description="pretraining base lr (per 256 images)")
+    warmup_epochs: float = Field(1.0, ge=0, description="pretraining warmup epochs")
+    mlp_dim: int = Field(512, ge=2, description="MoCo projector / predictor hidden size")
+    proj_dim: int = Field(128, ge=2, description="MoCo projector / predictor output size")
+    log_every: int = Field(10, ge=1, description="pretraining log interval in steps")
+    drasclr_epochs: int = Field(1, ge=1, description="DrasCLR pretraining epochs")
+    drasclr_batch_size: int = Field(32, ge=2, description="DrasCLR anchors per step")
+    drasclr_patch_size: int = Field(16, ge=8, description="DrasCLR patch side in voxels")
+    drasclr_voxel_mm: float = Field(4.0, gt=0, description="DrasCLR patch voxel size in mm")
+    drasclr_grid_mm: float = Field(60.0, gt=0, description="DrasCLR patch-centre grid step in mm")
+    drasclr_channels: list[int] = Field([8, 16, 32], description="DrasCLR CNN widths")
+    drasclr_experts: int = Field(4, ge=1, description="DrasCLR expert kernels per conditional convolution")
+    drasclr_queue: int = Field(256, ge=1, description="DrasCLR queued negatives per location bin")
+    # --- extraction and ABMIL ---
+    extract_batch_size: int = Field(64, ge=1, description="slices per forward pass in extraction")
+    folds: int = Field(5, ge=2, description="cross-validation folds (lesion location, lung abnormalities)")
+    stage_folds: int = Field(3, ge=2, description="outer = inner folds of the stage task's nested CV (folds² models)")
+    test_frac: float = Field(0.2, gt=0, lt=1, description="held-out test share of the lesion-location task")
+    mil_epochs: int = Field(24, ge=1, description="maximum ABMIL epochs per fold")
+    min_steps: int = Field(200, ge=0, description="floor on ABMIL optimizer steps per model (see docs/mil.md)")
+    bootstrap: int = Field(200, ge=0, description="patient-bootstrap resamples for CIs and held-out sd")
+    loader_workers: int = Field(1, ge=0, description="data-loader / read-ahead workers of pretrain and extract")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    seed: int = Field(0, description="random seed (cohorts use seed, seed + 1, seed + 2)")
+
+    _split = field_validator("encoders", "tasks", "lesion_size_mm", "drasclr_channels", mode="before")(_split_list)
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - {"location", "lung", "stage"})
+        if unknown:
+            raise ValueError(f"unknown task(s) {', '.join(unknown)} (location, lung, stage)")
+        return value
+
+
 class InitConfig(CommandConfig):
     path: Path = Field(Path("clearct.yaml"), **_positional("where to write the commented YAML config"))
     overwrite: bool = Field(False, description="replace an existing file")
@@ -256,5 +314,7 @@ COMMANDS: dict[str, tuple[type[CommandConfig], str, str]] = {
     "attention": (AttentionConfig, "clearct.mil.attention:run_attention", "attention over slices per scan, figures"),
     "demo": (DemoConfig, "clearct.report.demo:run_demo", "run the whole pipeline on a synthetic cohort"),
     "import": (ImportConfig, "clearct.importers:run_import", "turn DeepLesion / RAD-ChestCT / NSCLC into tables"),
+    "benchmark": (BenchmarkConfig, "clearct.evaluate.benchmark:run_benchmark",
+                  "the paper's encoder comparison on synthetic cohorts (tables, λ plot)"),
     "init": (InitConfig, "clearct.config_template:run_init", "write a commented YAML config for every command"),
 }

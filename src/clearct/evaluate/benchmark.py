@@ -1,0 +1,319 @@
+"""``clearct benchmark``: the paper's encoder comparison (Tables 2–4 and the λ ablation) on synthetic cohorts.
+
+Every step is a clearct command's own Python function called with its config model (synth, pretrain, extract,
+crossval, deploy), writing into its own folder under ``OUT``:
+
+```
+OUT/cohorts/{train,external,stage}/     clearct synth (train: pretraining + Tasks 1–2; external: Task 2 deploy)
+OUT/encoders/<encoder>/                  clearct pretrain (random init needs none); OUT/slice-cache is shared
+OUT/features/<encoder>/<cohort>-<win>/   clearct extract, once per encoder and cohort, reused by every task
+OUT/tasks/<encoder>/<task>/              clearct crossval / deploy
+OUT/results/                             tables.md, results.json, lambda.png/svg, report.md/html, steps.json
+```
+
+A step that finished writes ``benchmark-step.json`` (its config) into its folder; a re-run skips steps whose
+marker holds the same config and re-runs (resuming inside the stage) the others. The tables and the plot are
+rebuilt from the task folders every time (seconds).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import platform
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from clearct.common.atomic import atomic_write_text
+from clearct.common.errors import ClearctError
+from clearct.common.runs import LOG, start_run
+from clearct.config import (
+    BenchmarkConfig,
+    CrossvalConfig,
+    DeployConfig,
+    ExtractConfig,
+    PretrainConfig,
+    SynthConfig,
+)
+from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS
+
+MARKER = "benchmark-step.json"
+# config fields that do not change a step's result (a finished step is not redone when only these differ)
+_NOT_RESULT = {"device", "workers", "resume", "overwrite"}
+# the lung-abnormality task is the only one DrasCLR (a 3D lung-patch method) is applied to, as in issue 8
+TASK_ENCODERS = {"location": "2d", "lung": "all", "stage": "2d"}
+
+
+# --- the plan: pure functions from the config to the steps ----------------------------------------------------
+
+@dataclass(frozen=True)
+class Step:
+    name: str  # e.g. "pretrain lecl-3"
+    function: str  # "module:function" of clearct.config.COMMANDS
+    config: object  # the command's config model
+    out: Path  # the step's folder (holds the marker)
+
+
+@dataclass(frozen=True)
+class Encoder:
+    name: str  # random, moco, lecl-<λ>, drasclr
+    method: str | None  # pretrain method; None for random init
+    lam: float = 0.0
+
+    @property
+    def is_3d(self) -> bool:
+        return self.method == "drasclr"
+
+
+def parse_encoder(name: str) -> Encoder:
+    """``random`` | ``moco`` | ``lecl-<λ>`` | ``drasclr`` → :class:`Encoder`."""
+    if name in ("random", "moco", "drasclr"):
+        return Encoder(name, None if name == "random" else name)
+    m = re.fullmatch(r"lecl-(\d+(?:\.\d+)?)", name)
+    if m:
+        return Encoder(name, "lecl", float(m.group(1)))
+    raise ClearctError(f"unknown benchmark encoder {name!r} (random, moco, lecl-<λ>, drasclr)")
+
+
+def _synth_steps(cfg: BenchmarkConfig, root: Path) -> list[Step]:
+    common = {"format": "nifti", "size": cfg.image_px, "slices": cfg.slices, "lesion_contrast": cfg.lesion_contrast,
+              "lesion_size_mm": list(cfg.lesion_size_mm), "workers": cfg.synth_workers}
+    cohorts = {
+        # pretraining + Tasks 1–2; chest-abdomen-pelvis so every lesion location can occur
+        "train": SynthConfig(out=root / "cohorts" / "train", patients=cfg.patients, seed=cfg.seed,
+                             scan_range="cap", **common),
+        # Task 2 external validation: new patients (other seed), other scanner (acquisition preset)
+        "external": SynthConfig(out=root / "cohorts" / "external", patients=cfg.external_patients,
+                                seed=cfg.seed + 1, scan_range="cap", acquisition="external", **common),
+        # Task 3: a staging cohort, every patient has a primary lung tumour, half of them high stage
+        "stage": SynthConfig(out=root / "cohorts" / "stage", patients=cfg.stage_patients, seed=cfg.seed + 2,
+                             scan_range="chest", primary_tumour=1.0, stage_high_share=0.5, **common),
+    }
+    return [Step(f"synth {k}", "clearct.synth.cohort:run_synth", c, c.out) for k, c in cohorts.items()]
+
+
+def _pretrain_step(cfg: BenchmarkConfig, enc: Encoder, root: Path) -> Step:
+    train = root / "cohorts" / "train"
+    out = root / "encoders" / enc.name
+    common = {"scans": train / "scans.csv", "epochs": cfg.epochs if not enc.is_3d else cfg.drasclr_epochs,
+              "out": out, "resume": True, "device": cfg.device, "seed": cfg.seed, "workers": cfg.loader_workers}
+    if enc.is_3d:
+        config = PretrainConfig(method="drasclr", batch_size=cfg.drasclr_batch_size,
+                                drasclr_patch_size=cfg.drasclr_patch_size, drasclr_voxel_mm=cfg.drasclr_voxel_mm,
+                                drasclr_grid_mm=cfg.drasclr_grid_mm, drasclr_channels=cfg.drasclr_channels,
+                                drasclr_experts=cfg.drasclr_experts, drasclr_queue=cfg.drasclr_queue, **common)
+    else:
+        config = PretrainConfig(lesions=train / "lesions.csv", arch=cfg.arch, method=enc.method, lam=enc.lam,
+                                batch_size=cfg.batch_size, lr=cfg.lr, warmup_epochs=cfg.warmup_epochs,
+                                mlp_dim=cfg.mlp_dim, proj_dim=cfg.proj_dim, cache_dir=root / "slice-cache",
+                                log_every=cfg.log_every, **common)
+    return Step(f"pretrain {enc.name}", "clearct.pretrain.train:run_pretrain", config, out)
+
+
+def feature_sets(enc: Encoder, tasks: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """The feature sets the encoder's tasks need: {folder name: (cohort, windows)}."""
+    wanted: dict[str, tuple[str, list[str]]] = {}
+    if "location" in tasks and not enc.is_3d:
+        wanted["train-both"] = ("train", ["lung", "abdomen"])  # Task 1 uses both windows
+    if "lung" in tasks:
+        wanted["train-lung"] = ("train", ["lung"])
+        wanted["external-lung"] = ("external", ["lung"])
+    if "stage" in tasks and not enc.is_3d:
+        wanted["stage-lung"] = ("stage", ["lung"])
+    return wanted
+
+
+def _extract_steps(cfg: BenchmarkConfig, enc: Encoder, root: Path) -> list[Step]:
+    source = f"random:{cfg.arch}" if enc.method is None else str(root / "encoders" / enc.name)
+    steps = []
+    for folder, (cohort, windows) in feature_sets(enc, cfg.tasks).items():
+        out = root / "features" / enc.name / folder
+        config = ExtractConfig(scans=root / "cohorts" / cohort / "scans.csv", encoder=source, windows=windows,
+                               out=out, batch_size=cfg.extract_batch_size, device=cfg.device,
+                               workers=cfg.loader_workers)
+        steps.append(Step(f"extract {enc.name} {folder}", "clearct.extract.run:run_extract", config, out))
+    return steps
+
+
+def _task_steps(cfg: BenchmarkConfig, enc: Encoder, root: Path) -> list[Step]:
+    feats, cohorts, tasks = root / "features" / enc.name, root / "cohorts", root / "tasks" / enc.name
+    mil = {"epochs": cfg.mil_epochs, "min_steps": cfg.min_steps, "bootstrap": cfg.bootstrap, "seed": cfg.seed,
+           "device": cfg.device}
+    steps = []
+    if "location" in cfg.tasks and not enc.is_3d:
+        c = CrossvalConfig(features=feats / "train-both", labels=cohorts / "train" / "labels.csv",
+                           targets=list(LOCATIONS), task="multilabel", folds=cfg.folds, test_frac=cfg.test_frac,
+                           out=tasks / "location", **mil)
+        steps.append(Step(f"crossval {enc.name} location", "clearct.mil.crossval:run_crossval", c, c.out))
+    if "lung" in cfg.tasks:
+        c = CrossvalConfig(features=feats / "train-lung", labels=cohorts / "train" / "labels.csv",
+                           targets=list(LUNG_FINDINGS), task="multilabel", folds=cfg.folds, out=tasks / "lung", **mil)
+        d = DeployConfig(model=c.out, features=feats / "external-lung", labels=cohorts / "external" / "labels.csv",
+                         out=tasks / "lung-external", bootstrap=cfg.bootstrap, seed=cfg.seed, device=cfg.device)
+        steps += [Step(f"crossval {enc.name} lung", "clearct.mil.crossval:run_crossval", c, c.out),
+                  Step(f"deploy {enc.name} lung-external", "clearct.mil.deploy:run_deploy", d, d.out)]
+    if "stage" in cfg.tasks and not enc.is_3d:
+        c = CrossvalConfig(features=feats / "stage-lung", labels=cohorts / "stage" / "labels.csv",
+                           targets=["stage_high"], task="binary", folds=cfg.stage_folds, nested=True,
+                           out=tasks / "stage", **mil)
+        steps.append(Step(f"crossval {enc.name} stage", "clearct.mil.crossval:run_crossval", c, c.out))
+    return steps
+
+
+def plan(cfg: BenchmarkConfig, root: Path) -> list[Step]:
+    """Every step of the benchmark in run order (pure: nothing is run or written)."""
+    encoders = [parse_encoder(e) for e in cfg.encoders]
+    steps = _synth_steps(cfg, root)
+    steps += [_pretrain_step(cfg, e, root) for e in encoders if e.method is not None]
+    for e in encoders:
+        steps += _extract_steps(cfg, e, root)
+    for e in encoders:
+        steps += _task_steps(cfg, e, root)
+    return steps
+
+
+# --- running with per-step resume ----------------------------------------------------------------------------
+
+def _fingerprint(config: object) -> dict:
+    data = config.model_dump(mode="json")
+    return {k: v for k, v in data.items() if k not in _NOT_RESULT}
+
+
+def step_done(step: Step) -> bool:
+    """True when the step's folder holds a marker written for the same configuration."""
+    marker = step.out / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("config") == _fingerprint(step.config)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def _resolve(function: str) -> Callable:
+    from importlib import import_module
+
+    module, name = function.split(":")
+    return getattr(import_module(module), name)
+
+
+def run_step(step: Step) -> dict:
+    """Run one step in this process unless done; returns {"status": "ran" | "reused", "seconds": …}.
+
+    Log handlers that the stage's ``start_run`` attaches are detached afterwards, so each log holds its own lines.
+    """
+    if step_done(step):
+        return {"status": "reused", "seconds": 0.0}
+    before = list(LOG.handlers)
+    tick = time.perf_counter()
+    try:
+        code = _resolve(step.function)(step.config)
+    finally:
+        for handler in [h for h in LOG.handlers if h not in before]:
+            LOG.removeHandler(handler)
+            handler.close()
+    seconds = time.perf_counter() - tick
+    if code:
+        raise ClearctError(f"benchmark step '{step.name}' ended with exit code {code}; see its log", step.out)
+    atomic_write_text(step.out / MARKER, json.dumps({"step": step.name, "seconds": round(seconds, 2),
+                                                     "config": _fingerprint(step.config)}, indent=1))
+    return {"status": "ran", "seconds": round(seconds, 2)}
+
+
+def run_benchmark(cfg: BenchmarkConfig) -> int:
+    """``clearct benchmark``: run (or resume) every step, then write the tables, the λ plot and the report."""
+    from clearct.evaluate.benchmark_report import write_results
+
+    root = Path(cfg.out).resolve()
+    start_run(root, "benchmark", cfg)
+    steps = plan(cfg, root)
+    load_start = os.getloadavg()
+    total = time.perf_counter()
+    times: dict[str, dict] = {}
+    for i, step in enumerate(steps, 1):
+        print(f"\n[{i}/{len(steps)}] {step.name} → {step.out.relative_to(root)}", flush=True)
+        times[step.name] = run_step(step)
+        LOG.info("benchmark: %s %s", step.name, times[step.name])
+        if times[step.name]["status"] == "reused":
+            print("  done before, reused", flush=True)
+    machine = machine_info(load_start, time.perf_counter() - total)
+    (root / "results").mkdir(exist_ok=True)
+    atomic_write_text(root / "results" / "steps.json", json.dumps({"steps": times, "machine": machine}, indent=1))
+    paths = write_results(cfg, root, machine)
+    ran = sum(t["status"] == "ran" for t in times.values())
+    print(f"\nbenchmark: {ran} step(s) ran, {len(steps) - ran} reused, {machine['wall_s']:.0f} s; "
+          f"tables in {paths['tables']}, λ plot in {paths['lambda']}")
+    return 0
+
+
+def machine_info(load_start: tuple[float, float, float], wall_s: float) -> dict:
+    """CPU model, cores, date, torch version and the load average at start and end (a shared machine is slower)."""
+    import torch
+
+    model = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": model, "cores": os.cpu_count(), "gpu": gpu, "torch": torch.__version__,
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "wall_s": round(wall_s, 1),
+            "load_start": [round(x, 2) for x in load_start], "load_end": [round(x, 2) for x in os.getloadavg()]}
+
+
+# --- reading the task results --------------------------------------------------------------------------------
+
+def read_metric_rows(path: Path) -> list[dict]:
+    """``metrics.csv`` rows with float values (NaN for empty cells); [] when the file does not exist."""
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for k in ("value", "ci_low", "ci_high", "fold_mean", "fold_sd"):
+            r[k] = float(r[k]) if r.get(k) not in (None, "") else math.nan
+    return rows
+
+
+def auroc_table(path: Path, set_name: str) -> dict[str, dict[str, float]]:
+    """{target: {value, ci_low, ci_high, fold_mean, fold_sd}} of the AUROC rows of one set of a metrics.csv."""
+    return {r["target"]: {k: r[k] for k in ("value", "ci_low", "ci_high", "fold_mean", "fold_sd")}
+            for r in read_metric_rows(path) if r["set"] == set_name and r["metric"] == "auroc"}
+
+
+def bootstrap_sd(predictions: Path, set_name: str, *, n_boot: int, seed: int) -> dict[str, float]:
+    """Patient-bootstrap sd of the AUROC per target (and of the macro mean) from a ``predictions.csv``.
+
+    A held-out or external set is predicted by the fold ensemble once, so it has no fold spread; its ± is the
+    bootstrap sd instead."""
+    from clearct.evaluate.metrics import bootstrap_weights, weighted_auroc
+
+    with open(predictions, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["set"] == set_name]
+    if not rows:
+        return {}
+    scans = sorted({r["scan_id"] for r in rows})
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    index = {s: i for i, s in enumerate(scans)}
+    y, s = np.full((len(scans), len(targets)), np.nan), np.full((len(scans), len(targets)), np.nan)
+    patients = np.empty(len(scans), dtype=object)
+    for r in rows:
+        i, j = index[r["scan_id"]], targets.index(r["target"])
+        y[i, j], s[i, j], patients[i] = float(r["label"]), float(r["probability"]), r["patient_id"]
+    w = bootstrap_weights(patients.astype(str), n_boot, seed)
+    per = {t: weighted_auroc(y[:, j], s[:, j], w) for j, t in enumerate(targets)}
+    out = {t: float(np.nanstd(v)) for t, v in per.items()}
+    if len(targets) > 1:
+        out["macro"] = float(np.nanstd(np.nanmean(np.stack(list(per.values())), axis=0)))
+    return out

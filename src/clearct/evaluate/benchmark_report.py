@@ -1,0 +1,188 @@
+"""Tables shaped like the paper's Tables 2–4, the λ-ablation plot and a report, from a benchmark's task folders.
+
+Cells are AUROC ``mean ± sd``: for cross-validated sets the mean and sd over the folds (the paper's form); for
+a held-out or external set, predicted once by the fold ensemble, the ensemble's AUROC ± its patient-bootstrap sd.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from clearct.common.atomic import atomic_write_text
+from clearct.evaluate.benchmark import auroc_table, bootstrap_sd, parse_encoder
+from clearct.report.document import Figure, Report, Table, to_markdown, write_report
+from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS
+
+
+@dataclass(frozen=True)
+class ResultSet:
+    key: str  # results.json key, e.g. "location/holdout"
+    title: str
+    task: str  # task folder under tasks/<encoder>/
+    set_name: str  # "cv", "holdout" or "deploy" in metrics.csv
+    targets: tuple[str, ...]
+    folds: bool  # True: mean ± sd over folds; False: ensemble value ± bootstrap sd
+
+
+RESULT_SETS = (
+    ResultSet("location/holdout", "Table 2 — lesion location, held-out test set (both windows)", "location",
+              "holdout", LOCATIONS, False),
+    ResultSet("location/cv", "Table 2b — lesion location, cross-validation", "location", "cv", LOCATIONS, True),
+    ResultSet("lung/cv", "Table 3a — lung abnormalities, internal cross-validation (lung window)", "lung", "cv",
+              LUNG_FINDINGS, True),
+    ResultSet("lung/external", "Table 3b — lung abnormalities, external cohort (other scanner), fold ensemble",
+              "lung-external", "deploy", LUNG_FINDINGS, False),
+    ResultSet("stage/cv", "Table 4 — stage (high vs low), nested cross-validation (lung window)", "stage", "cv",
+              ("stage_high",), True),
+)
+
+
+def collect(root: Path, encoders: list[str], *, n_boot: int, seed: int) -> dict[str, dict[str, dict]]:
+    """{result set key: {encoder: {target|"macro": {"mean", "sd", "value", "ci_low", "ci_high"}}}}."""
+    out: dict[str, dict[str, dict]] = {}
+    for rs in RESULT_SETS:
+        per_encoder = {}
+        for enc in encoders:
+            folder = root / "tasks" / enc / rs.task
+            table = auroc_table(folder / "metrics.csv", rs.set_name)
+            if not table:
+                continue
+            sds = {} if rs.folds else bootstrap_sd(folder / "predictions.csv", rs.set_name, n_boot=n_boot, seed=seed)
+            cells = {}
+            for target, m in table.items():
+                mean, sd = (m["fold_mean"], m["fold_sd"]) if rs.folds else (m["value"], sds.get(target, math.nan))
+                cells[target] = {"mean": mean, "sd": sd, "value": m["value"], "ci_low": m["ci_low"],
+                                 "ci_high": m["ci_high"]}
+            if len(rs.targets) == 1:  # one target: its row is also the average
+                cells["macro"] = cells[rs.targets[0]]
+            per_encoder[enc] = cells
+        if per_encoder:
+            out[rs.key] = per_encoder
+    return out
+
+
+def _fmt(cell: dict | None) -> str:
+    if cell is None or not math.isfinite(cell["mean"]):
+        return "–"
+    return f"{cell['mean']:.3f} ± {cell['sd']:.3f}" if math.isfinite(cell["sd"]) else f"{cell['mean']:.3f}"
+
+
+def paper_tables(results: dict[str, dict[str, dict]]) -> list[tuple[ResultSet, Table]]:
+    """One table per result set: rows = encoders, columns = classes + average, cells AUROC mean ± sd."""
+    tables = []
+    for rs in RESULT_SETS:
+        if rs.key not in results:
+            continue
+        cols = list(rs.targets) if len(rs.targets) > 1 else []
+        header = ["encoder", *cols, "average AUROC" if cols else "AUROC", "pooled AUROC [95% CI]"]
+        rows = []
+        for enc, cells in results[rs.key].items():
+            m = cells["macro"]
+            rows.append([enc, *(_fmt(cells.get(t)) for t in cols), _fmt(m),
+                         f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]"])
+        caption = ("mean ± sd over folds" if rs.folds else "fold-ensemble AUROC ± patient-bootstrap sd") + \
+            "; last column: all predictions pooled, 95 % patient-bootstrap CI"
+        tables.append((rs, Table(header, rows, caption)))
+    return tables
+
+
+def lambda_points(results: dict[str, dict[str, dict]], key: str) -> tuple[list[float], list[float], list[float]]:
+    """(λ, mean, sd) of the macro AUROC of the LECL-λ encoders in a result set, sorted by λ."""
+    pts = []
+    for enc, cells in results.get(key, {}).items():
+        e = parse_encoder(enc)
+        if e.method == "lecl":
+            pts.append((e.lam, cells["macro"]["mean"], cells["macro"]["sd"]))
+    pts.sort()
+    return [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+
+
+def lambda_figure(results: dict[str, dict[str, dict]], stem: Path) -> list[Path]:
+    """The λ ablation: macro AUROC vs λ per result set, MoCo (dashed) and random init (dotted) as references."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from clearct.evaluate.plots import save_figure
+
+    keys = [rs for rs in RESULT_SETS if rs.key in results]
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.6 * max(1, len(keys)), 3.4), squeeze=False)
+    for ax, rs in zip(axes[0], keys):
+        lam, mean, sd = lambda_points(results, rs.key)
+        if lam:
+            ax.errorbar(lam, mean, yerr=sd, marker="o", capsize=3, color="C0", label="LECL-λ")
+        for enc, style, color in (("moco", "--", "C1"), ("random", ":", "C7")):
+            cell = results[rs.key].get(enc, {}).get("macro")
+            if cell is not None and math.isfinite(cell["mean"]):
+                ax.axhline(cell["mean"], ls=style, color=color, label="MoCo" if enc == "moco" else "random init")
+                if math.isfinite(cell["sd"]) and enc == "moco":
+                    ax.axhspan(cell["mean"] - cell["sd"], cell["mean"] + cell["sd"], color=color, alpha=0.12)
+        ax.set_title(rs.key, fontsize=10)
+        ax.set_xlabel("λ")
+        ax.set_xticks(lam or [0])
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("macro AUROC")
+    axes[0][0].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def comparison_rows(results: dict[str, dict[str, dict]]) -> list[list[str]]:
+    """Per result set: MoCo − random, best LECL − MoCo and LECL-1 − MoCo (macro AUROC), for the honest summary."""
+    rows = []
+    for rs in RESULT_SETS:
+        cells = results.get(rs.key)
+        if not cells:
+            continue
+        mean = {enc: c["macro"]["mean"] for enc, c in cells.items()}
+        lam, means, _ = lambda_points(results, rs.key)
+        best = max(range(len(lam)), key=lambda i: means[i]) if lam else None
+        moco = mean.get("moco", math.nan)
+        rows.append([rs.key, f"{moco - mean.get('random', math.nan):+.3f}",
+                     f"{means[best] - moco:+.3f} (λ = {lam[best]:g})" if best is not None else "–",
+                     f"{mean.get('lecl-1', math.nan) - moco:+.3f}",
+                     max(mean, key=lambda e: mean[e] if math.isfinite(mean[e]) else -1.0)])
+    return rows
+
+
+def build_report(cfg, results: dict, machine: dict, figure: str) -> Report:
+    report = Report("clearct benchmark — CLEAR's encoder comparison on synthetic CT")
+    load = f"load average {machine['load_start'][0]:.1f} at start, {machine['load_end'][0]:.1f} at the end"
+    report.add("Setup",
+               f"Machine: {machine['cores']}-core CPU ({machine['cpu']})"
+               f"{', GPU ' + machine['gpu'] if machine['gpu'] else ''}, torch {machine['torch']}; "
+               f"{machine['date']}; wall time {machine['wall_s'] / 60:.1f} min ({load}).",
+               f"Cohorts: train {cfg.patients} patients (pretraining, Tasks 1–2), external {cfg.external_patients} "
+               f"(acquisition preset `external`), stage {cfg.stage_patients}; {cfg.image_px} px × {cfg.slices} "
+               f"slices, lesion contrast {cfg.lesion_contrast:g}, lesion size {cfg.lesion_size_mm[0]:g}–"
+               f"{cfg.lesion_size_mm[1]:g} mm.",
+               f"Encoders: `{cfg.arch}` for every 2D encoder, {cfg.epochs} pretraining epochs, batch "
+               f"{cfg.batch_size}; DrasCLR {cfg.drasclr_epochs} epochs. ABMIL: ≤ {cfg.mil_epochs} epochs, "
+               f"min-steps {cfg.min_steps}, {cfg.folds} folds (stage: nested {cfg.stage_folds}), "
+               f"held-out test share {cfg.test_frac:g}.")
+    for rs, table in paper_tables(results):
+        report.add(rs.title).tables.append(table)
+    section = report.add("λ ablation", "Macro AUROC of LECL-λ against λ; MoCo dashed (band: ± sd), random init "
+                         "dotted.")
+    section.figures.append(Figure(figure, "AUROC vs λ"))
+    section.tables.append(Table(["result set", "MoCo − random", "best LECL − MoCo", "LECL-1 − MoCo", "best encoder"],
+                                comparison_rows(results), "differences of macro AUROC"))
+    return report
+
+
+def write_results(cfg, root: Path, machine: dict) -> dict[str, Path]:
+    """Write ``results/{results.json, tables.md, lambda.png|svg, report.md|html}``; returns their paths."""
+    folder = root / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    results = collect(root, list(cfg.encoders), n_boot=max(cfg.bootstrap, 100), seed=cfg.seed)
+    atomic_write_text(folder / "results.json", json.dumps({"machine": machine, "auroc": results}, indent=1))
+    lambda_figure(results, folder / "lambda")
+    report = build_report(cfg, results, machine, "lambda.png")
+    write_report(report, folder)
+    tables = Report(report.title, [s for s in report.sections if s.tables])
+    atomic_write_text(folder / "tables.md", to_markdown(tables))
+    return {"tables": folder / "tables.md", "lambda": folder / "lambda.png", "report": folder / "report.html"}

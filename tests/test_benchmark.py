@@ -1,0 +1,159 @@
+"""clearct benchmark: the plan (pure), per-step resume, and a tiny end-to-end run that writes the paper tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clearct.common.errors import ClearctError
+from clearct.config import BenchmarkConfig
+from clearct.evaluate import benchmark as bm
+from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS
+
+TINY = {
+    "encoders": ["random", "moco", "lecl-0", "lecl-3", "drasclr"], "patients": 12, "external_patients": 6,
+    "stage_patients": 12, "image_px": 48, "slices": 12, "lesion_size_mm": [20, 50], "epochs": 1, "batch_size": 16,
+    "mlp_dim": 32, "proj_dim": 16, "drasclr_epochs": 1, "drasclr_batch_size": 8, "drasclr_channels": [4, 8],
+    "drasclr_queue": 16, "drasclr_grid_mm": 60, "drasclr_voxel_mm": 4, "folds": 2, "stage_folds": 2,
+    "test_frac": 0.25, "mil_epochs": 2, "min_steps": 10, "bootstrap": 20, "loader_workers": 0, "device": "cpu",
+}
+
+
+def test_plan_shares_cohorts_encoders_and_features(tmp_path):
+    cfg = BenchmarkConfig(out=tmp_path, **TINY)
+    steps = bm.plan(cfg, tmp_path)
+    names = [s.name for s in steps]
+    assert names[:3] == ["synth train", "synth external", "synth stage"]
+    # one pretraining per encoder, none for random init
+    assert [n for n in names if n.startswith("pretrain")] == [
+        "pretrain moco", "pretrain lecl-0", "pretrain lecl-3", "pretrain drasclr"]
+    lam = {s.name: s.config.lam for s in steps if s.name.startswith("pretrain lecl")}
+    assert lam == {"pretrain lecl-0": 0.0, "pretrain lecl-3": 3.0}
+    # every 2D encoder: four feature sets; DrasCLR: only what the lung task needs
+    assert sum(n.startswith("extract lecl-3 ") for n in names) == 4
+    assert sorted(n for n in names if n.startswith("extract drasclr")) == [
+        "extract drasclr external-lung", "extract drasclr train-lung"]
+    assert [n for n in names if "drasclr" in n and n.split()[0] in ("crossval", "deploy")] == [
+        "crossval drasclr lung", "deploy drasclr lung-external"]
+    # same budget for every 2D encoder: their pretrain configs differ only in method, λ and folder
+    pre = [s.config.model_dump() for s in steps if s.name in ("pretrain moco", "pretrain lecl-3")]
+    assert {k for k in pre[0] if pre[0][k] != pre[1][k]} == {"method", "lam", "out"}
+    random_src = next(s for s in steps if s.name == "extract random train-both").config.encoder
+    assert random_src == "random:vit_conv_test"
+    # the tasks read the features their encoder's extraction wrote; Task 1 uses both windows, the others lung
+    by_name = {s.name: s for s in steps}
+    assert by_name["crossval moco location"].config.features == by_name["extract moco train-both"].out
+    assert by_name["extract moco train-both"].config.windows == ["lung", "abdomen"]
+    assert by_name["extract moco stage-lung"].config.windows == ["lung"]
+    assert by_name["crossval moco stage"].config.nested and by_name["crossval moco stage"].config.task == "binary"
+    assert by_name["crossval moco location"].config.test_frac == 0.25
+    assert by_name["deploy moco lung-external"].config.labels == tmp_path / "cohorts/external/labels.csv"
+    assert by_name["synth external"].config.acquisition == "external"
+    assert by_name["synth external"].config.seed != by_name["synth train"].config.seed
+    assert by_name["synth stage"].config.primary_tumour == 1.0
+
+
+def test_plan_respects_tasks_and_rejects_unknown_names(tmp_path):
+    cfg = BenchmarkConfig(out=tmp_path, **{**TINY, "tasks": ["stage"], "encoders": ["moco", "drasclr"]})
+    names = [s.name for s in bm.plan(cfg, tmp_path)]
+    assert "extract moco stage-lung" in names and not any("location" in n or "lung-external" in n for n in names)
+    assert not any(n.startswith(("extract drasclr", "crossval drasclr")) for n in names)
+    with pytest.raises(ClearctError, match="unknown benchmark encoder"):
+        bm.plan(BenchmarkConfig(out=tmp_path, encoders=["simclr"]), tmp_path)
+    with pytest.raises(ValueError, match="unknown task"):
+        BenchmarkConfig(out=tmp_path, tasks="location,survival")
+
+
+def test_step_marker_reuses_only_the_same_config(tmp_path):
+    cfg = BenchmarkConfig(out=tmp_path, **TINY)
+    step = next(s for s in bm.plan(cfg, tmp_path) if s.name == "synth stage")
+    calls = []
+
+    def fake(config):  # stands in for run_synth; records that it ran
+        calls.append(config.patients)
+        return 0
+
+    bm_step = bm.Step(step.name, "tests.test_benchmark:_unused", step.config, step.out)
+    original = bm._resolve
+    bm._resolve = lambda function: fake
+    try:
+        assert bm.run_step(bm_step)["status"] == "ran"
+        assert bm.run_step(bm_step)["status"] == "reused"
+        # device / workers do not change a result: still reused; another cohort size does
+        same = bm.Step(step.name, "", step.config.model_copy(update={"workers": 1}), step.out)
+        assert bm.run_step(same)["status"] == "reused"
+        other = bm.Step(step.name, "", step.config.model_copy(update={"patients": 13}), step.out)
+        assert bm.run_step(other)["status"] == "ran"
+        bm._resolve = lambda function: (lambda config: 3)
+        failing = bm.Step(step.name, "", step.config.model_copy(update={"patients": 14}), step.out)
+        with pytest.raises(ClearctError, match="exit code 3"):
+            bm.run_step(failing)
+    finally:
+        bm._resolve = original
+    assert calls == [12, 13]
+    assert json.loads((step.out / bm.MARKER).read_text())["config"]["patients"] == 13  # the failed run left it
+
+
+def _table(md: str, title: str) -> list[list[str]]:
+    """The rows (cells) of the markdown table under the section ``title``."""
+    block = md.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in lines if not ln.startswith("|---")]
+
+
+@pytest.mark.slow
+def test_tiny_benchmark_end_to_end_and_resume(tmp_path, capsys):
+    out = tmp_path / "bench"
+    cfg = BenchmarkConfig(out=out, **TINY)
+    assert bm.run_benchmark(cfg) == 0
+    results = out / "results"
+    md = (results / "tables.md").read_text()
+    # Table 2: rows = encoders (DrasCLR is a lung-task method), columns = 8 locations + average + pooled
+    t2 = _table(md, "Table 2 — lesion location, held-out test set (both windows)")
+    assert t2[0] == ["encoder", *LOCATIONS, "average AUROC", "pooled AUROC [95% CI]"]
+    assert [r[0] for r in t2[1:]] == ["random", "moco", "lecl-0", "lecl-3"]
+    t3 = _table(md, "Table 3b — lung abnormalities, external cohort (other scanner), fold ensemble")
+    assert t3[0][1:8] == list(LUNG_FINDINGS)
+    assert [r[0] for r in t3[1:]] == ["random", "moco", "lecl-0", "lecl-3", "drasclr"]
+    t4 = _table(md, "Table 4 — stage (high vs low), nested cross-validation (lung window)")
+    assert t4[0] == ["encoder", "AUROC", "pooled AUROC [95% CI]"] and len(t4) == 5
+    data = json.loads((results / "results.json").read_text())
+    for key in ("location/holdout", "location/cv", "lung/cv", "lung/external", "stage/cv"):
+        assert key in data["auroc"]
+    # the cells are the numbers of the task folders: check one against metrics.csv
+    cell = data["auroc"]["lung/cv"]["moco"]["macro"]
+    rows = bm.read_metric_rows(out / "tasks/moco/lung/metrics.csv")
+    macro = next(r for r in rows if r["set"] == "cv" and r["target"] == "macro" and r["metric"] == "auroc")
+    assert cell["mean"] == pytest.approx(macro["fold_mean"]) and cell["sd"] == pytest.approx(macro["fold_sd"])
+    first_cell = next(r for r in t4[1:] if r[0] == "moco")[1]
+    assert first_cell == f"{data['auroc']['stage/cv']['moco']['macro']['mean']:.3f} ± " \
+                         f"{data['auroc']['stage/cv']['moco']['macro']['sd']:.3f}"
+    hold = data["auroc"]["location/holdout"]["lecl-3"]["macro"]
+    assert 0 <= hold["mean"] <= 1 and hold["sd"] > 0  # bootstrap sd of a held-out set
+    assert (results / "lambda.png").stat().st_size > 5000 and (results / "report.html").is_file()
+    assert "λ ablation" in (results / "report.md").read_text()
+    steps = json.loads((results / "steps.json").read_text())["steps"]
+    assert all(s["status"] == "ran" for s in steps.values())
+    n_steps = len(steps)
+
+    # resume: a second run redoes no step and leaves every step's output untouched
+    markers = {p: p.stat().st_mtime_ns for p in out.rglob(bm.MARKER)}
+    h5 = {p: p.stat().st_mtime_ns for p in (out / "features").rglob("*.h5")}
+    assert len(markers) == n_steps and h5
+    assert bm.run_benchmark(cfg) == 0
+    steps = json.loads((results / "steps.json").read_text())["steps"]
+    assert [s["status"] for s in steps.values()] == ["reused"] * n_steps
+    assert {p: p.stat().st_mtime_ns for p in out.rglob(bm.MARKER)} == markers
+    assert {p: p.stat().st_mtime_ns for p in (out / "features").rglob("*.h5")} == h5
+    assert "0 step(s) ran" in capsys.readouterr().out
+
+
+def test_benchmark_yaml_is_a_valid_config():
+    import yaml
+
+    path = Path(__file__).parents[1] / "benchmarks" / "synthetic.yaml"
+    cfg = BenchmarkConfig(out=Path("x"), **yaml.safe_load(path.read_text()))
+    assert {"random", "moco", "lecl-0", "lecl-1", "lecl-3", "lecl-5", "drasclr"} <= set(cfg.encoders)
+    assert cfg.tasks == ["location", "lung", "stage"]
