@@ -13,11 +13,11 @@ from clearct.evaluate import benchmark as bm
 from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS
 
 TINY = {
-    "encoders": ["random", "moco", "lecl-0", "lecl-3", "drasclr"], "patients": 12, "external_patients": 6,
-    "stage_patients": 12, "image_px": 48, "slices": 12, "lesion_size_mm": [20, 50], "epochs": 1, "batch_size": 16,
-    "mlp_dim": 32, "proj_dim": 16, "drasclr_epochs": 1, "drasclr_batch_size": 8, "drasclr_channels": [4, 8],
-    "drasclr_queue": 16, "drasclr_grid_mm": 60, "drasclr_voxel_mm": 4, "folds": 2, "stage_folds": 2,
-    "test_frac": 0.25, "mil_epochs": 2, "min_steps": 10, "bootstrap": 20, "loader_workers": 0, "device": "cpu",
+    "encoders": ["lecl-3", "random", "moco", "lecl-0", "drasclr"], "patients": 12, "external_patients": 6,
+    "stage_patients": 12, "image_px": 48, "slices": 10, "lesion_size_mm": [20, 50], "epochs": 1, "batch_size": 16,
+    "mlp_dim": 32, "proj_dim": 16, "drasclr_epochs": 1, "drasclr_batch_size": 16, "drasclr_channels": [4, 8],
+    "drasclr_queue": 16, "drasclr_grid_mm": 80, "drasclr_voxel_mm": 5, "folds": 2, "stage_folds": 2,
+    "test_frac": 0.25, "mil_epochs": 1, "min_steps": 5, "bootstrap": 20, "loader_workers": 0, "device": "cpu",
 }
 
 
@@ -28,7 +28,9 @@ def test_plan_shares_cohorts_encoders_and_features(tmp_path):
     assert names[:3] == ["synth train", "synth external", "synth stage"]
     # one pretraining per encoder, none for random init
     assert [n for n in names if n.startswith("pretrain")] == [
-        "pretrain moco", "pretrain lecl-0", "pretrain lecl-3", "pretrain drasclr"]
+        "pretrain lecl-3", "pretrain moco", "pretrain lecl-0", "pretrain drasclr"]
+    # one encoder after the other: its pretraining, extractions and tasks before the next encoder's
+    assert names.index("crossval lecl-3 stage") < names.index("extract random train-both")
     lam = {s.name: s.config.lam for s in steps if s.name.startswith("pretrain lecl")}
     assert lam == {"pretrain lecl-0": 0.0, "pretrain lecl-3": 3.0}
     # every 2D encoder: four feature sets; DrasCLR: only what the lung task needs

@@ -169,15 +169,22 @@ def _task_steps(cfg: BenchmarkConfig, enc: Encoder, root: Path) -> list[Step]:
 
 
 def plan(cfg: BenchmarkConfig, root: Path) -> list[Step]:
-    """Every step of the benchmark in run order (pure: nothing is run or written)."""
-    encoders = [parse_encoder(e) for e in cfg.encoders]
+    """Every step of the benchmark in run order (pure: nothing is run or written).
+
+    The cohorts come first, then one encoder after the other (pretrain, extract, tasks) in ``cfg.encoders``
+    order, so a run that is stopped early has complete rows for the encoders it reached."""
     steps = _synth_steps(cfg, root)
-    steps += [_pretrain_step(cfg, e, root) for e in encoders if e.method is not None]
-    for e in encoders:
-        steps += _extract_steps(cfg, e, root)
-    for e in encoders:
-        steps += _task_steps(cfg, e, root)
+    for e in map(parse_encoder, cfg.encoders):
+        if e.method is not None:
+            steps.append(_pretrain_step(cfg, e, root))
+        steps += _extract_steps(cfg, e, root) + _task_steps(cfg, e, root)
     return steps
+
+
+def encoder_order(name: str) -> tuple[int, float]:
+    """Table row order: random, MoCo, LECL by λ, DrasCLR."""
+    e = parse_encoder(name)
+    return ({None: 0, "moco": 1, "lecl": 2, "drasclr": 3}[e.method], e.lam)
 
 
 # --- running with per-step resume ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clearct.common.atomic import atomic_write_text
-from clearct.evaluate.benchmark import auroc_table, bootstrap_sd, parse_encoder
+from clearct.evaluate.benchmark import auroc_table, bootstrap_sd, encoder_order, parse_encoder
 from clearct.report.document import Figure, Report, Table, to_markdown, write_report
 from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS
 
@@ -178,7 +178,7 @@ def write_results(cfg, root: Path, machine: dict) -> dict[str, Path]:
     """Write ``results/{results.json, tables.md, lambda.png|svg, report.md|html}``; returns their paths."""
     folder = root / "results"
     folder.mkdir(parents=True, exist_ok=True)
-    results = collect(root, list(cfg.encoders), n_boot=max(cfg.bootstrap, 100), seed=cfg.seed)
+    results = collect(root, sorted(cfg.encoders, key=encoder_order), n_boot=max(cfg.bootstrap, 100), seed=cfg.seed)
     atomic_write_text(folder / "results.json", json.dumps({"machine": machine, "auroc": results}, indent=1))
     lambda_figure(results, folder / "lambda")
     report = build_report(cfg, results, machine, "lambda.png")
