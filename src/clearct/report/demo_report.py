@@ -89,6 +89,19 @@ def auroc_table(metrics: dict, targets: list[str], prevalence: dict[str, tuple[f
                  "pooled out-of-fold predictions; CIs from patient-level bootstrap resamples")
 
 
+def learning_verdict(metrics: dict, targets: list[str]) -> str:
+    """One sentence on what was learned: the targets whose pooled CV AUROC interval lies above 0.5."""
+    above = [t for t in targets if (m := metrics.get(("cv", t, "auroc"))) and m["ci_low"] > 0.5]
+    external = [t for t in above if (m := metrics.get(("deploy", t, "auroc"))) and m["ci_low"] > 0.5]
+    if not above:
+        return ("No target's cross-validated AUROC interval lies above 0.5: at this size the models did not "
+                "learn the lesion locations beyond chance (a larger cohort, more pretraining epochs or easier "
+                "lesions change that; see docs/getting-started.md).")
+    ext = (f"; on the external cohort also for {', '.join(external)}" if external
+           else "; on the external cohort no interval lies above 0.5")
+    return f"Learned beyond chance (95% CI of the CV AUROC above 0.5): {', '.join(above)}{ext}."
+
+
 def _synth_settings(cohort: Path) -> dict:
     return yaml.safe_load((cohort / "config.yaml").read_text())["synth"]
 
@@ -243,6 +256,7 @@ def build_demo_report(root: Path, cfg, size, times: dict[str, tuple[float, str]]
                          "Multi-label ABMIL on the frozen slice embeddings of both windows (one instance per slice "
                          "and window). Macro = mean over the targets.")
     section.tables.append(auroc_table(metrics, TARGETS, prevalence))
+    section.paragraphs.append(learning_verdict(metrics, TARGETS))
     panels = [(title, curves) for title, curves in (
         ("cross-validation (out-of-fold)", read_predictions(root / "crossval" / "predictions.csv", "cv")),
         ("external cohort (fold ensemble)", read_predictions(root / "deploy" / "predictions.csv", "deploy")))

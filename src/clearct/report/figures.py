@@ -31,12 +31,12 @@ def _png(fig: plt.Figure, target: Path) -> Path:
 
 def example_slices_figure(target: Path, examples: Sequence[tuple[str, np.ndarray, Sequence[LesionBox]]],
                           windows: Sequence[Window]) -> Path:
-    """One row per example (title, one HU slice (Y, X), its boxes), one column per window; boxes in red with
+    """One column per example (title, one HU slice (Y, X), its boxes), one row per window; boxes in red with
     their location label."""
-    rows, cols = max(len(examples), 1), max(len(windows), 1)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.1 * rows), squeeze=False)
-    for r, (title, hu, boxes) in enumerate(examples):
-        for c, w in enumerate(windows):
+    rows, cols = max(len(windows), 1), max(len(examples), 1)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 3.0 * rows), squeeze=False)
+    for c, (title, hu, boxes) in enumerate(examples):
+        for r, w in enumerate(windows):
             ax = axes[r, c]
             ax.imshow(window_image(hu, w.lo, w.hi), cmap="gray", vmin=0, vmax=1)
             for b in boxes:
@@ -45,7 +45,7 @@ def example_slices_figure(target: Path, examples: Sequence[tuple[str, np.ndarray
                 ax.text(b.x1, b.y1 - 2, b.label, color="red", fontsize=7, va="bottom")
             ax.set_title(f"{title}\n{w.name} window ({w.lo:g}..{w.hi:g} HU)", fontsize=8)
             ax.axis("off")
-    for ax in axes.ravel()[len(examples) * cols:]:
+    for ax in axes[:, len(examples):].ravel():
         ax.axis("off")
     fig.tight_layout()
     return _png(fig, target)
