@@ -16,7 +16,7 @@ from clearct.synth import LOCATIONS
 
 
 def test_targets_are_the_synth_locations():
-    assert TARGETS == list(LOCATIONS)
+    assert list(LOCATIONS) == TARGETS
 
 
 def test_sizes_and_overrides_give_valid_stage_configs(tmp_path):
@@ -79,6 +79,7 @@ def test_demo_end_to_end_then_resumed(tmp_path, capsys):
 
     times = json.loads((out / "demo-times.json").read_text())
     assert all(times[s]["status"] == "ran" for s in ("synth", "pretrain", "extract", "crossval", "predict"))
+    assert times["pretrain"]["cpu_seconds"] > 0 and times["total"]["cpus"] >= 1
     prediction = json.loads((out / "predict" / "prediction.json").read_text())
     assert set(prediction["scores"]) == set(TARGETS)
     assert prediction["encoder"]["name"] == "vit_conv_test"

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from clearct.common.atomic import atomic_write_text
 from clearct.common.runs import LOG, start_run
 from clearct.config import (
     AttentionConfig,
@@ -62,11 +65,11 @@ SIZES: dict[str, DemoSize] = {
     # a few seconds per stage: for tests
     "test": DemoSize(patients=12, external_patients=6, image_px=64, slices=16, arch="vit_conv_test", epochs=1,
                      batch_size=32, lr=2e-3, warmup_epochs=0.0, mlp_dim=64, proj_dim=32, folds=2, mil_epochs=2,
-                     min_steps=20, bootstrap=50, lesion_contrast=1.5, lesion_size_mm=(20.0, 50.0), workers=0),
+                     min_steps=20, bootstrap=50, lesion_contrast=2.0, lesion_size_mm=(20.0, 60.0), workers=0),
     # the default: well inside 10 minutes on 2 CPU cores (measured times in docs/getting-started.md)
-    "small": DemoSize(patients=60, external_patients=30, image_px=128, slices=40, arch="vit_conv_test", epochs=4,
-                      batch_size=64, lr=2e-3, warmup_epochs=0.5, mlp_dim=512, proj_dim=128, folds=5, mil_epochs=32,
-                      min_steps=400, bootstrap=500, lesion_contrast=1.5, lesion_size_mm=(15.0, 50.0), workers=1),
+    "small": DemoSize(patients=60, external_patients=30, image_px=128, slices=32, arch="vit_conv_test", epochs=5,
+                      batch_size=64, lr=2e-3, warmup_epochs=0.5, mlp_dim=512, proj_dim=128, folds=5, mil_epochs=16,
+                      min_steps=200, bootstrap=500, lesion_contrast=2.0, lesion_size_mm=(20.0, 60.0), workers=1),
     # a GPU run: the paper's encoder and image size, a DeepLesion-sized slice count per epoch is still far away
     "full": DemoSize(patients=1000, external_patients=300, image_px=512, slices=64, arch="vit_conv_base",
                      epochs=30, batch_size=256, lr=1.5e-4, warmup_epochs=3.0, mlp_dim=4096, proj_dim=256, folds=5,
@@ -161,22 +164,41 @@ def _pretrain_done(config: PretrainConfig) -> bool:
     return {k: v for k, v in trained.items() if k not in ignore} == {k: v for k, v in want.items() if k not in ignore}
 
 
-def run_stage(stage: Stage) -> tuple[float, str]:
-    """Run one stage in this process; returns (seconds, "ran" | "reused"). Log handlers that the stage's
-    ``start_run`` attached are detached afterwards so each stage's log holds only its own lines."""
+@dataclass(frozen=True)
+class StageTime:
+    seconds: float  # wall clock
+    cpu_seconds: float  # user + system of this process and its finished children (synth and loader workers)
+    status: str  # "ran", "reused" or "exit N"
+
+
+def _cpu_seconds() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def timed(function: Callable[[], object]) -> tuple[object, float, float]:
+    """(result, wall seconds, CPU seconds) of ``function()`` — CPU time says how long a shared machine took
+    apart from waiting for the cores."""
+    tick, cpu = time.perf_counter(), _cpu_seconds()
+    result = function()
+    return result, time.perf_counter() - tick, _cpu_seconds() - cpu
+
+
+def run_stage(stage: Stage) -> StageTime:
+    """Run one stage in this process. Log handlers that the stage's ``start_run`` attached are detached
+    afterwards so each stage's log holds only its own lines."""
     if stage.name == "pretrain" and _pretrain_done(stage.config):
-        return 0.0, "reused"
+        return StageTime(0.0, 0.0, "reused")
     before = list(LOG.handlers)
-    tick = time.perf_counter()
     try:
-        code = _call(stage.function)(stage.config)
+        code, seconds, cpu = timed(lambda: _call(stage.function)(stage.config))
     finally:
         for handler in [h for h in LOG.handlers if h not in before]:
             LOG.removeHandler(handler)
             handler.close()
     if code:
         LOG.warning("demo: %s returned %s", stage.name, code)
-    return time.perf_counter() - tick, "ran" if not code else f"exit {code}"
+    return StageTime(seconds, cpu, "ran" if not code else f"exit {code}")
 
 
 def run_demo(cfg: DemoConfig) -> int:
@@ -189,7 +211,7 @@ def run_demo(cfg: DemoConfig) -> int:
     start_run(root, "demo", cfg)
     LOG.info("demo: size %s %s", cfg.size, json.dumps(asdict(size)))
     total = time.perf_counter()
-    times: dict[str, tuple[float, str]] = {}
+    times: dict[str, StageTime] = {}
     # predict needs a scan of the external cohort, so its stage is known once synth has run
     stages = demo_stages(cfg, size, root)
     n = len(stages) + 2  # + predict + report
@@ -200,19 +222,19 @@ def run_demo(cfg: DemoConfig) -> int:
     for i, stage in enumerate(stages[2:], start=2):
         times[stage.name] = _announce_and_run(i, n, stage, root)
     print(f"\n[{n}/{n}] report: figures and {root / 'report.html'}", flush=True)
-    tick = time.perf_counter()
-    report = build_demo_report(root, cfg, size, times)
-    md, page = write_report(report, root)
-    times["report"] = (time.perf_counter() - tick, "ran")
+    (md, page), seconds, cpu = timed(lambda: write_report(build_demo_report(root, cfg, size, times), root))
+    times["report"] = StageTime(seconds, cpu, "ran")
     elapsed = time.perf_counter() - total
-    (root / "demo-times.json").write_text(json.dumps({k: {"seconds": round(v[0], 2), "status": v[1]}
-                                                      for k, v in times.items()} | {"total": round(elapsed, 2)},
-                                                     indent=1))
+    record = {k: {"seconds": round(v.seconds, 2), "cpu_seconds": round(v.cpu_seconds, 2), "status": v.status}
+              for k, v in times.items()}
+    record["total"] = {"seconds": round(elapsed, 2), "cpu_seconds": round(sum(v.cpu_seconds for v in times.values()), 2),
+                       "load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
+    atomic_write_text(root / "demo-times.json", json.dumps(record, indent=1))
     _print_summary(root, times, elapsed, page, md)
     return 0
 
 
-def _announce_and_run(i: int, n: int, stage: Stage, root: Path) -> tuple[float, str]:
+def _announce_and_run(i: int, n: int, stage: Stage, root: Path) -> StageTime:
     print(f"\n[{i + 1}/{n}] {stage.name}: {stage.description} → {_rel(stage.config.out, root)}", flush=True)
     return run_stage(stage)
 
@@ -224,13 +246,15 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
-def _print_summary(root: Path, times: dict[str, tuple[float, str]], elapsed: float, page: Path, md: Path) -> None:
+def _print_summary(root: Path, times: dict[str, StageTime], elapsed: float, page: Path, md: Path) -> None:
     from clearct.report.demo_report import read_metrics
 
     print("\n=== clearct demo: summary ===")
-    for name, (seconds, status) in times.items():
-        print(f"  {name:18s} {seconds:7.1f} s  {status}")
-    print(f"  {'total':18s} {elapsed:7.1f} s")
+    print(f"  {'stage':18s} {'wall':>9s} {'CPU':>9s}")
+    for name, t in times.items():
+        print(f"  {name:18s} {t.seconds:7.1f} s {t.cpu_seconds:7.1f} s  {t.status}")
+    print(f"  {'total':18s} {elapsed:7.1f} s {sum(t.cpu_seconds for t in times.values()):7.1f} s  "
+          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     metrics = read_metrics(root / "crossval" / "metrics.csv") | read_metrics(root / "deploy" / "metrics.csv")
     for set_name, label in (("cv", "cross-validation"), ("deploy", "external cohort")):
         m = metrics.get((set_name, "macro", "auroc"))
