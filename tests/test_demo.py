@@ -73,7 +73,9 @@ def test_demo_end_to_end_then_resumed(tmp_path, capsys):
                     "One scan: clearct predict", "Stage times", "Where everything lies"):
         assert f"## {heading}" in md
     # one AUROC row per target + macro, and each reports a CV value with a bootstrap interval
-    rows = [line for line in md.splitlines() if line.startswith(tuple(f"| {t} |" for t in [*TARGETS, "macro"]))]
+    auroc_section = md.split("## Lesion location: AUROC per target")[1].split("\n## ")[0]
+    rows = [line for line in auroc_section.splitlines()
+            if line.startswith(tuple(f"| {t} |" for t in [*TARGETS, "macro"]))]
     assert len(rows) == len(TARGETS) + 1
     assert re.search(r"\| macro \|  \| \d\.\d{3} \[\d\.\d\d, \d\.\d\d\]", md)
 

@@ -3,7 +3,8 @@
 Every stage is the command's own Python function called with its config model (the same code as
 ``clearct synth`` … ``clearct predict``), each writing into its own subfolder of ``DIR``. Re-running into the
 same folder resumes: synth reuses finished scans, pretraining is skipped when ``encoder/encoder.json`` holds a
-run with the same settings (and otherwise continues from its checkpoint), extraction skips feature files made
+run with the same settings on the same cohort tables (``encoder/demo-inputs.json``; otherwise it continues from
+its checkpoint), extraction skips feature files made
 with the same encoder weights, crossval reloads fold models with the same settings; deploy, attention,
 predict, the figures and the report are always redone (seconds).
 """
@@ -20,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from clearct.common.atomic import atomic_write_text
-from clearct.common.runs import LOG, start_run
+from clearct.common.runs import LOG, sha256_file, start_run
 from clearct.config import (
     AttentionConfig,
     CrossvalConfig,
@@ -153,15 +154,25 @@ def _call(function: str) -> Callable:
     return getattr(import_module(module), name)
 
 
+INPUTS = "demo-inputs.json"  # hashes of the cohort tables the demo's encoder was trained on
+
+
+def _input_hashes(config: PretrainConfig) -> dict[str, str]:
+    """sha256 of scans.csv and lesions.csv: synth is deterministic, so equal hashes mean the same cohort."""
+    return {p.name: sha256_file(p) for p in (Path(config.scans), Path(config.lesions)) if p.is_file()}
+
+
 def _pretrain_done(config: PretrainConfig) -> bool:
-    """encoder.json exists and was trained with the same settings (device and loader workers aside)."""
+    """encoder.json exists and was trained with the same settings (device and loader workers aside; fields left
+    None here, such as the image size, were filled in by the run)."""
     manifest = Path(config.out) / "encoder.json"
-    if not manifest.is_file():
+    inputs = Path(config.out) / INPUTS
+    if not manifest.is_file() or not inputs.is_file() or json.loads(inputs.read_text()) != _input_hashes(config):
         return False
     trained = json.loads(manifest.read_text()).get("info", {}).get("training", {})
-    want = config.model_dump(mode="json")
-    ignore = {"device", "workers", "resume"}
-    return {k: v for k, v in trained.items() if k not in ignore} == {k: v for k, v in want.items() if k not in ignore}
+    want = {k: v for k, v in config.model_dump(mode="json").items()
+            if k not in {"device", "workers", "resume"} and v is not None}
+    return all(k in trained and trained[k] == v for k, v in want.items())
 
 
 @dataclass(frozen=True)
@@ -198,6 +209,8 @@ def run_stage(stage: Stage) -> StageTime:
             handler.close()
     if code:
         LOG.warning("demo: %s returned %s", stage.name, code)
+    elif stage.name == "pretrain":
+        atomic_write_text(Path(stage.config.out) / INPUTS, json.dumps(_input_hashes(stage.config)))
     return StageTime(seconds, cpu, "ran" if not code else f"exit {code}")
 
 

@@ -190,7 +190,7 @@ def _artefacts(root: Path) -> Table:
         ("cohort/", "training cohort: scans/ (DICOM), scans.csv, labels.csv, lesions.csv, config.yaml, synth.log"),
         ("external/", "external cohort (seed + 1, external acquisition preset), same files"),
         ("encoder/", "pretraining run: encoder.safetensors + encoder.json (the frozen encoder), checkpoint.pt, "
-                     "pretrain-log.csv, slice-cache/"),
+                     "pretrain-log.csv, slice-cache/, demo-inputs.json (hashes of the tables it was trained on)"),
         ("features/cohort/, features/external/", "one <scan_id>.h5 per scan (slice × window embeddings)"),
         ("crossval/", "splits.json, fold-*/model.safetensors + model.json, predictions.csv, metrics.csv, "
                       "plots/ (ROC + PR per target with bootstrap bands), summary.json"),
@@ -218,7 +218,7 @@ def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
         "Summary",
         f"The whole CLEAR pipeline on synthetic phantom CT (`clearct demo --size {cfg.size}`): two DICOM cohorts "
         f"were synthesised, a `{size.arch}` slice encoder was pretrained with LECL (λ = 1) for {size.epochs} "
-        f"epochs, every slice was embedded in the lung and abdomen windows, ABMIL was cross-validated "
+        f"epoch(s), every slice was embedded in the lung and abdomen windows, ABMIL was cross-validated "
         f"({size.folds} folds) on the eight lesion locations, the fold ensemble was deployed on the external cohort "
         f"and one scan was run through `predict`.",
         f"The synthetic lesions are larger and brighter than clearct synth's defaults (`--lesion-contrast "
@@ -243,7 +243,7 @@ def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
     section = report.add(
         "Pretraining (LECL)",
         f"`{manifest['arch']}` ({manifest['embed_dim']}-d, {manifest['input_size']} px input), batch "
-        f"{size.batch_size}, base lr {size.lr:g} (× batch / 256), {size.epochs} epochs, projector/predictor hidden "
+        f"{size.batch_size}, base lr {size.lr:g} (× batch / 256), {size.epochs} epoch(s), projector/predictor hidden "
         f"size {size.mlp_dim}; {data.get('slices', '?')} slices of which {data.get('lesion_slices', '?')} lesion key "
         f"slices (the momentum view is a crop centred on the lesion box). Final loss "
         f"{manifest['info'].get('final_loss') or float('nan'):.4f}.")
