@@ -25,6 +25,7 @@ import os
 import platform
 import re
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -320,7 +321,9 @@ def bootstrap_sd(predictions: Path, set_name: str, *, n_boot: int, seed: int) ->
         y[i, j], s[i, j], patients[i] = float(r["label"]), float(r["probability"]), r["patient_id"]
     w = bootstrap_weights(patients.astype(str), n_boot, seed)
     per = {t: weighted_auroc(y[:, j], s[:, j], w) for j, t in enumerate(targets)}
-    out = {t: float(np.nanstd(v)) for t, v in per.items()}
-    if len(targets) > 1:
-        out["macro"] = float(np.nanstd(np.nanmean(np.stack(list(per.values())), axis=0)))
+    with warnings.catch_warnings():  # a class with one label value in the set has no AUROC: NaN, not a warning
+        warnings.simplefilter("ignore", RuntimeWarning)
+        out = {t: float(np.nanstd(v)) for t, v in per.items()}
+        if len(targets) > 1:
+            out["macro"] = float(np.nanstd(np.nanmean(np.stack(list(per.values())), axis=0)))
     return out
