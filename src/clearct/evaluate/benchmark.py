@@ -214,12 +214,13 @@ def _resolve(function: str) -> Callable:
 
 
 def run_step(step: Step) -> dict:
-    """Run one step in this process unless done; returns {"status": "ran" | "reused", "seconds": …}.
+    """Run one step in this process unless done; returns {"status": "ran" | "reused", "seconds": …} (for a
+    reused step the seconds it took when it ran, from its marker).
 
     Log handlers that the stage's ``start_run`` attaches are detached afterwards, so each log holds its own lines.
     """
     if step_done(step):
-        return {"status": "reused", "seconds": 0.0}
+        return {"status": "reused", "seconds": json.loads((step.out / MARKER).read_text()).get("seconds", 0.0)}
     before = list(LOG.handlers)
     tick = time.perf_counter()
     try:
@@ -255,7 +256,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> int:
     machine = machine_info(load_start, time.perf_counter() - total)
     (root / "results").mkdir(exist_ok=True)
     atomic_write_text(root / "results" / "steps.json", json.dumps({"steps": times, "machine": machine}, indent=1))
-    paths = write_results(cfg, root, machine)
+    paths = write_results(cfg, root, machine, sum(t["seconds"] for t in times.values()))
     ran = sum(t["status"] == "ran" for t in times.values())
     print(f"\nbenchmark: {ran} step(s) ran, {len(steps) - ran} reused, {machine['wall_s']:.0f} s; "
           f"tables in {paths['tables']}, λ plot in {paths['lambda']}")

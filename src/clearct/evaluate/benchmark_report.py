@@ -149,13 +149,14 @@ def comparison_rows(results: dict[str, dict[str, dict]]) -> list[list[str]]:
     return rows
 
 
-def build_report(cfg, results: dict, machine: dict, figure: str) -> Report:
+def build_report(cfg, results: dict, machine: dict, figure: str, step_seconds: float) -> Report:
     report = Report("clearct benchmark — CLEAR's encoder comparison on synthetic CT")
     load = f"load average {machine['load_start'][0]:.1f} at start, {machine['load_end'][0]:.1f} at the end"
     report.add("Setup",
                f"Machine: {machine['cores']}-core CPU ({machine['cpu']})"
                f"{', GPU ' + machine['gpu'] if machine['gpu'] else ''}, torch {machine['torch']}; "
-               f"{machine['date']}; wall time {machine['wall_s'] / 60:.1f} min ({load}).",
+               f"{machine['date']}; this invocation {machine['wall_s'] / 60:.1f} min ({load}); all steps, "
+               f"summed over the invocations that ran them, {step_seconds / 60:.1f} min (`steps.json`).",
                f"Cohorts: train {cfg.patients} patients (pretraining, Tasks 1–2), external {cfg.external_patients} "
                f"(acquisition preset `external`), stage {cfg.stage_patients}; {cfg.image_px} px × {cfg.slices} "
                f"slices, lesion contrast {cfg.lesion_contrast:g}, lesion size {cfg.lesion_size_mm[0]:g}–"
@@ -174,14 +175,14 @@ def build_report(cfg, results: dict, machine: dict, figure: str) -> Report:
     return report
 
 
-def write_results(cfg, root: Path, machine: dict) -> dict[str, Path]:
+def write_results(cfg, root: Path, machine: dict, step_seconds: float = float("nan")) -> dict[str, Path]:
     """Write ``results/{results.json, tables.md, lambda.png|svg, report.md|html}``; returns their paths."""
     folder = root / "results"
     folder.mkdir(parents=True, exist_ok=True)
     results = collect(root, sorted(cfg.encoders, key=encoder_order), n_boot=max(cfg.bootstrap, 100), seed=cfg.seed)
     atomic_write_text(folder / "results.json", json.dumps({"machine": machine, "auroc": results}, indent=1))
     lambda_figure(results, folder / "lambda")
-    report = build_report(cfg, results, machine, "lambda.png")
+    report = build_report(cfg, results, machine, "lambda.png", step_seconds)
     write_report(report, folder)
     tables = Report(report.title, [s for s in report.sections if s.tables])
     atomic_write_text(folder / "tables.md", to_markdown(tables))
