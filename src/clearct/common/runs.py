@@ -6,6 +6,8 @@ import hashlib
 import logging
 import platform
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,19 @@ def start_run(out: str | Path, command: str, config: Any) -> Path:
     LOG.setLevel(logging.INFO)
     LOG.info("clearct %s %s, python %s, %s", __version__, command, sys.version.split()[0], platform.platform())
     return out
+
+
+@contextmanager
+def stage_logs() -> Iterator[None]:
+    """Detach, when the block ends, the log handlers that ``start_run`` attached inside it: when several commands
+    run in one process (demo, benchmark), each command's log then holds only its own lines."""
+    before = list(LOG.handlers)
+    try:
+        yield
+    finally:
+        for handler in [h for h in LOG.handlers if h not in before]:
+            LOG.removeHandler(handler)
+            handler.close()
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

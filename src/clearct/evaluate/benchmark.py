@@ -35,7 +35,7 @@ import numpy as np
 
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
-from clearct.common.runs import LOG, start_run
+from clearct.common.runs import LOG, stage_logs, start_run
 from clearct.config import (
     BenchmarkConfig,
     CrossvalConfig,
@@ -221,14 +221,9 @@ def run_step(step: Step) -> dict:
     """
     if step_done(step):
         return {"status": "reused", "seconds": json.loads((step.out / MARKER).read_text()).get("seconds", 0.0)}
-    before = list(LOG.handlers)
     tick = time.perf_counter()
-    try:
+    with stage_logs():
         code = _resolve(step.function)(step.config)
-    finally:
-        for handler in [h for h in LOG.handlers if h not in before]:
-            LOG.removeHandler(handler)
-            handler.close()
     seconds = time.perf_counter() - tick
     if code:
         raise ClearctError(f"benchmark step '{step.name}' ended with exit code {code}; see its log", step.out)

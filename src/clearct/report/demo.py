@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from clearct.common.atomic import atomic_write_text
-from clearct.common.runs import LOG, sha256_file, start_run
+from clearct.common.runs import LOG, sha256_file, stage_logs, start_run
 from clearct.config import (
     AttentionConfig,
     CrossvalConfig,
@@ -200,13 +200,8 @@ def run_stage(stage: Stage) -> StageTime:
     afterwards so each stage's log holds only its own lines."""
     if stage.name == "pretrain" and _pretrain_done(stage.config):
         return StageTime(0.0, 0.0, "reused")
-    before = list(LOG.handlers)
-    try:
+    with stage_logs():
         code, seconds, cpu = timed(lambda: _call(stage.function)(stage.config))
-    finally:
-        for handler in [h for h in LOG.handlers if h not in before]:
-            LOG.removeHandler(handler)
-            handler.close()
     if code:
         LOG.warning("demo: %s returned %s", stage.name, code)
     elif stage.name == "pretrain":
