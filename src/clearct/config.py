@@ -170,6 +170,10 @@ class CrossvalConfig(CommandConfig):
     split_column: str | None = Field(None, description="labels.csv column marking the held-out test set (value test)")
     splits: Path | None = Field(None, description="reuse the folds of an earlier splits.json")
     window_embedding: bool = Field(False, description="add a learned embedding of each instance's HU window")
+    standardize: bool = Field(
+        True, description="z-score features with the training part's statistics (saved in the model); "
+        "--no-standardize feeds raw features as the authors' code does"
+    )
     regression_loss: Literal["l1", "mse"] = Field("l1", description="loss of the regression task")
     bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
     resume: bool = Field(True, description="reuse fold models already trained in --out with the same settings")

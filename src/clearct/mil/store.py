@@ -37,7 +37,7 @@ def save_model(folder: Path, model: torch.nn.Module, meta: dict) -> None:
 def load_model(folder: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     try:
         meta = json.loads((folder / "model.json").read_text())
-        settings = TrainSettings(**meta["settings"])
+        settings = TrainSettings(**{"standardize": False, **meta["settings"]})  # models saved before the scaler
         model = new_model(TaskSpec.from_json(meta["task"]), meta["in_dim"], meta["n_windows"], settings)
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:

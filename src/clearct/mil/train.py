@@ -7,6 +7,10 @@ updates in total (128 training bags × 32 epochs at batch 128 is 32 steps, too f
 with the default ``min_steps=2000`` the same cohort trains with batch 2, i.e. 2048 steps). The compute per epoch
 is unchanged — only the number of updates grows. Training bags are random subsets of at most ``bag_size``
 instances drawn uniformly (never steered by lesion annotations); evaluation always uses whole bags.
+A second addition: features are z-scored per dimension with the training bags' statistics (``standardize``, on by
+default; :class:`~clearct.mil.models.FeatureScaler`). Without it, on frozen ViT class-token features whose
+per-dimension means exceed the spread between slices, ABMIL fails even on a planted per-slice signal of 9 sd
+(measured in docs/mil.md).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class TrainSettings:
     hidden: int = 256
     dropout: float = 0.25
     window_embedding: bool = False
+    standardize: bool = True  # z-score the features with training-set statistics (models.FeatureScaler)
     regression_loss: str = "l1"
     eval_instances: int = 32768  # instances per inference batch (whole bags, padded)
 
@@ -107,7 +112,7 @@ def predict_scores(model: torch.nn.Module, spec: TaskSpec, bags: Sequence[Bag], 
 
 def new_model(spec: TaskSpec, in_dim: int, n_windows: int, s: TrainSettings) -> torch.nn.Module:
     return build_model(s.model, in_dim, spec.n_out, n_windows=n_windows, window_embedding=s.window_embedding,
-                       hidden=s.hidden, dropout=s.dropout)
+                       hidden=s.hidden, dropout=s.dropout, standardize=s.standardize)
 
 
 def train_model(spec: TaskSpec, loss_fn: LossFn, train: Sequence[Bag], val: Sequence[Bag], s: TrainSettings, *,
@@ -119,7 +124,10 @@ def train_model(spec: TaskSpec, loss_fn: LossFn, train: Sequence[Bag], val: Sequ
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = new_model(spec, train[0].feats.shape[1], n_windows, s).to(device)
+    model = new_model(spec, train[0].feats.shape[1], n_windows, s)
+    if s.standardize:
+        model.scaler.fit(b.feats for b in train)
+    model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     batch = effective_batch_size(len(train), s)
     steps_per_epoch = math.ceil(len(train) / batch)
