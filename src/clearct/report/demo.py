@@ -55,6 +55,7 @@ class DemoSize:
     proj_dim: int
     folds: int
     mil_epochs: int
+    mil_lr: float  # ABMIL AdamW lr (the paper's 1e-4 needs ~2000 steps; the CPU demo takes fewer, larger ones)
     min_steps: int
     bootstrap: int
     lesion_contrast: float  # synth knobs: stronger, larger lesions make a few epochs enough to learn
@@ -66,15 +67,16 @@ SIZES: dict[str, DemoSize] = {
     # a few seconds per stage: for tests
     "test": DemoSize(patients=12, external_patients=6, image_px=64, slices=16, arch="vit_conv_test", epochs=1,
                      batch_size=32, lr=2e-3, warmup_epochs=0.0, mlp_dim=64, proj_dim=32, folds=2, mil_epochs=2,
-                     min_steps=20, bootstrap=50, lesion_contrast=2.0, lesion_size_mm=(20.0, 60.0), workers=0),
+                     mil_lr=1e-3, min_steps=20, bootstrap=50, lesion_contrast=2.0, lesion_size_mm=(20.0, 60.0), workers=0),
     # the default: well inside 10 minutes on 2 CPU cores (measured times in docs/getting-started.md)
-    "small": DemoSize(patients=60, external_patients=30, image_px=128, slices=32, arch="vit_conv_test", epochs=5,
-                      batch_size=64, lr=2e-3, warmup_epochs=0.5, mlp_dim=512, proj_dim=128, folds=5, mil_epochs=16,
-                      min_steps=200, bootstrap=500, lesion_contrast=2.0, lesion_size_mm=(20.0, 60.0), workers=1),
+    "small": DemoSize(patients=200, external_patients=100, image_px=128, slices=32, arch="vit_conv_test", epochs=5,
+                      batch_size=64, lr=2e-3, warmup_epochs=0.5, mlp_dim=512, proj_dim=128, folds=5, mil_epochs=32,
+                      mil_lr=1e-3, min_steps=200, bootstrap=500, lesion_contrast=4.0, lesion_size_mm=(30.0, 80.0),
+                      workers=1),
     # a GPU run: the paper's encoder and image size, a DeepLesion-sized slice count per epoch is still far away
     "full": DemoSize(patients=1000, external_patients=300, image_px=512, slices=64, arch="vit_conv_base",
                      epochs=30, batch_size=256, lr=1.5e-4, warmup_epochs=3.0, mlp_dim=4096, proj_dim=256, folds=5,
-                     mil_epochs=32, min_steps=2000, bootstrap=1000, lesion_contrast=1.0,
+                     mil_epochs=32, mil_lr=1e-4, min_steps=2000, bootstrap=1000, lesion_contrast=1.0,
                      lesion_size_mm=(10.0, 50.0), workers=8),
 }
 
@@ -128,7 +130,7 @@ def demo_stages(cfg: DemoConfig, size: DemoSize, root: Path, predict_scan: Path 
                             workers=size.workers, **common), "features of the external cohort"),
         Stage("crossval", "clearct.mil.crossval:run_crossval",
               CrossvalConfig(features=feats, labels=cohort / "labels.csv", targets=TARGETS, task="multilabel",
-                             folds=size.folds, out=root / "crossval", epochs=size.mil_epochs,
+                             folds=size.folds, out=root / "crossval", epochs=size.mil_epochs, lr=size.mil_lr,
                              min_steps=size.min_steps, bootstrap=size.bootstrap, seed=cfg.seed, **common),
               "ABMIL on lesion location, cross-validated"),
         Stage("deploy", "clearct.mil.deploy:run_deploy",
