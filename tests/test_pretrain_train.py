@@ -87,6 +87,9 @@ def test_resume_equals_an_uninterrupted_run(cohort, tmp_path):
     assert ca["step"] == cb["step"] == 6
     assert all(torch.equal(ca["model"][k], cb["model"][k]) for k in ca["model"])
     assert (straight / LOG_CSV).read_text().count("\n") == (split / LOG_CSV).read_text().count("\n") == 7
+    manifest = (split / "encoder.json").read_text()
+    run_pretrain(_cfg(cohort, split, method="moco", lesions=None, resume=True))  # finished: nothing to redo
+    assert (split / "encoder.json").read_text() == manifest and '"final_loss": null' not in manifest
 
 
 def test_bad_settings_are_one_line_errors(cohort, tmp_path):

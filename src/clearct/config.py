@@ -284,6 +284,7 @@ class BenchmarkConfig(CommandConfig):
     stage_folds: int = Field(3, ge=2, description="outer = inner folds of the stage task's nested CV (folds² models)")
     test_frac: float = Field(0.2, gt=0, lt=1, description="held-out test share of the lesion-location task")
     mil_epochs: int = Field(24, ge=1, description="maximum ABMIL epochs per fold")
+    mil_lr: float = Field(1e-3, gt=0, description="ABMIL AdamW lr (the paper's 1e-4 needs ≈ 2,000 steps per model)")
     min_steps: int = Field(200, ge=0, description="floor on ABMIL optimizer steps per model (see docs/mil.md)")
     bootstrap: int = Field(200, ge=0, description="patient-bootstrap resamples for CIs and held-out sd")
     loader_workers: int = Field(1, ge=0, description="data-loader / read-ahead workers of pretrain and extract")

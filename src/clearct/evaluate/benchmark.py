@@ -146,8 +146,8 @@ def _extract_steps(cfg: BenchmarkConfig, enc: Encoder, root: Path) -> list[Step]
 
 def _task_steps(cfg: BenchmarkConfig, enc: Encoder, root: Path) -> list[Step]:
     feats, cohorts, tasks = root / "features" / enc.name, root / "cohorts", root / "tasks" / enc.name
-    mil = {"epochs": cfg.mil_epochs, "min_steps": cfg.min_steps, "bootstrap": cfg.bootstrap, "seed": cfg.seed,
-           "device": cfg.device}
+    mil = {"epochs": cfg.mil_epochs, "lr": cfg.mil_lr, "min_steps": cfg.min_steps, "bootstrap": cfg.bootstrap,
+           "seed": cfg.seed, "device": cfg.device}
     steps = []
     if "location" in cfg.tasks and not enc.is_3d:
         c = CrossvalConfig(features=feats / "train-both", labels=cohorts / "train" / "labels.csv",

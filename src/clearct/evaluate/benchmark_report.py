@@ -162,7 +162,7 @@ def build_report(cfg, results: dict, machine: dict, figure: str, step_seconds: f
                f"slices, lesion contrast {cfg.lesion_contrast:g}, lesion size {cfg.lesion_size_mm[0]:g}–"
                f"{cfg.lesion_size_mm[1]:g} mm.",
                f"Encoders: `{cfg.arch}` for every 2D encoder, {cfg.epochs} pretraining epochs, batch "
-               f"{cfg.batch_size}; DrasCLR {cfg.drasclr_epochs} epochs. ABMIL: ≤ {cfg.mil_epochs} epochs, "
+               f"{cfg.batch_size}; DrasCLR {cfg.drasclr_epochs} epochs. ABMIL: ≤ {cfg.mil_epochs} epochs, lr {cfg.mil_lr:g}, "
                f"min-steps {cfg.min_steps}, {cfg.folds} folds (stage: nested {cfg.stage_folds}), "
                f"held-out test share {cfg.test_frac:g}.")
     for rs, table in paper_tables(results):

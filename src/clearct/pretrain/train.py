@@ -243,7 +243,10 @@ def run_pretrain(cfg) -> int:
             LOG.info("pretrain: --resume but no %s yet, starting from scratch", CHECKPOINT)
         last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
         loss = _train(cfg, model, optimizer, loader, info, device, out, start_epoch, last, step)
-        if info.is_main and last == cfg.epochs:
+        finished_before = start_epoch == cfg.epochs and (out / "encoder.json").is_file()
+        if finished_before:
+            LOG.info("pretrain: all %d epochs were trained before; %s/encoder.json kept", cfg.epochs, out)
+        elif info.is_main and last == cfg.epochs:
             trunk = model.trunk.eval().cpu()
             extra = {"method": cfg.method, "training": cfg.model_dump(mode="json"), "data": data_summary,
                      "epochs_trained": cfg.epochs, "final_loss": loss, "world_size": info.world_size,
