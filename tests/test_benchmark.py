@@ -195,3 +195,25 @@ def test_bootstrap_sd_matches_resampling_patients_with_sklearn(tmp_path):
         assert got[t] == pytest.approx(np.nanstd(per[t]), abs=1e-12)
     assert got["macro"] == pytest.approx(np.nanstd((per["a"] + per["b"]) / 2), abs=1e-12)
     assert 0.02 < got["a"] < 0.2
+
+
+def test_a_step_runs_again_when_a_step_it_reads_ran_again(tmp_path):
+    """New fold models (crossval re-ran) must be deployed again even though deploy's own config is unchanged."""
+    cfg = BenchmarkConfig(out=tmp_path, **{**TINY, "encoders": ["random"], "tasks": ["lung"]})
+    steps = bm.plan(cfg, tmp_path)
+    cv = next(s for s in steps if s.name == "crossval random lung")
+    deploy = next(s for s in steps if s.name == "deploy random lung-external")
+    earlier = steps[: steps.index(deploy)]
+    original = bm._resolve
+    bm._resolve = lambda function: (lambda config: 0)
+    try:
+        assert bm.run_step(cv, bm.upstream_markers(cv, steps[: steps.index(cv)]))["status"] == "ran"
+        upstream = bm.upstream_markers(deploy, earlier)
+        assert list(upstream) == [cv.name]  # the only earlier step with a marker (the others never ran here)
+        assert bm.run_step(deploy, upstream)["status"] == "ran"
+        assert bm.run_step(deploy, bm.upstream_markers(deploy, earlier))["status"] == "reused"
+        changed = bm.Step(cv.name, cv.function, cv.config.model_copy(update={"lr": 5e-4}), cv.out)
+        assert bm.run_step(changed, bm.upstream_markers(cv, steps[: steps.index(cv)]))["status"] == "ran"
+        assert bm.run_step(deploy, bm.upstream_markers(deploy, earlier))["status"] == "ran"
+    finally:
+        bm._resolve = original

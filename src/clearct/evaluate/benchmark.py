@@ -11,8 +11,9 @@ OUT/tasks/<encoder>/<task>/              clearct crossval / deploy
 OUT/results/                             tables.md, results.json, lambda.png/svg, report.md/html, steps.json
 ```
 
-A step that finished writes ``benchmark-step.json`` (its config) into its folder; a re-run skips steps whose
-marker holds the same config and re-runs (resuming inside the stage) the others. The tables and the plot are
+A step that finished writes ``benchmark-step.json`` (its config and the hashes of the markers of the steps whose
+output it read) into its folder; a re-run skips steps whose marker holds the same config and upstream hashes and
+re-runs (resuming inside the stage) the others — so new fold models are deployed again. The tables and the plot are
 rebuilt from the task folders every time (seconds).
 """
 
@@ -35,7 +36,7 @@ import numpy as np
 
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
-from clearct.common.runs import LOG, stage_logs, start_run
+from clearct.common.runs import LOG, sha256_file, stage_logs, start_run
 from clearct.config import (
     BenchmarkConfig,
     CrossvalConfig,
@@ -195,15 +196,30 @@ def _fingerprint(config: object) -> dict:
     return {k: v for k, v in data.items() if k not in _NOT_RESULT}
 
 
-def step_done(step: Step) -> bool:
-    """True when the step's folder holds a marker written for the same configuration."""
+def upstream_markers(step: Step, earlier: list[Step]) -> dict[str, str]:
+    """sha256 of the markers of the earlier steps whose folders this step reads (a path of its config lies in
+    one). A marker is rewritten whenever its step runs again, so a re-run upstream step (new features, new fold
+    models) makes every step that reads its output run again too."""
+    paths = [Path(v) for v in step.config.model_dump().values() if isinstance(v, Path)]
+    used = {}
+    for s in earlier:
+        marker = s.out / MARKER
+        if marker.is_file() and any(p == s.out or s.out in p.parents for p in paths):
+            used[s.name] = sha256_file(marker)
+    return used
+
+
+def step_done(step: Step, upstream: dict[str, str]) -> bool:
+    """True when the step's folder holds a marker written for the same configuration and the same upstream
+    markers."""
     marker = step.out / MARKER
     if not marker.is_file():
         return False
     try:
-        return json.loads(marker.read_text()).get("config") == _fingerprint(step.config)
+        written = json.loads(marker.read_text())
     except (OSError, json.JSONDecodeError):
         return False
+    return written.get("config") == _fingerprint(step.config) and written.get("upstream", {}) == upstream
 
 
 def _resolve(function: str) -> Callable:
@@ -213,13 +229,14 @@ def _resolve(function: str) -> Callable:
     return getattr(import_module(module), name)
 
 
-def run_step(step: Step) -> dict:
+def run_step(step: Step, upstream: dict[str, str] | None = None) -> dict:
     """Run one step in this process unless done; returns {"status": "ran" | "reused", "seconds": …} (for a
     reused step the seconds it took when it ran, from its marker).
 
     Log handlers that the stage's ``start_run`` attaches are detached afterwards, so each log holds its own lines.
     """
-    if step_done(step):
+    upstream = upstream or {}
+    if step_done(step, upstream):
         return {"status": "reused", "seconds": json.loads((step.out / MARKER).read_text()).get("seconds", 0.0)}
     tick = time.perf_counter()
     with stage_logs():
@@ -228,7 +245,8 @@ def run_step(step: Step) -> dict:
     if code:
         raise ClearctError(f"benchmark step '{step.name}' ended with exit code {code}; see its log", step.out)
     atomic_write_text(step.out / MARKER, json.dumps({"step": step.name, "seconds": round(seconds, 2),
-                                                     "config": _fingerprint(step.config)}, indent=1))
+                                                     "config": _fingerprint(step.config), "upstream": upstream},
+                                                    indent=1))
     return {"status": "ran", "seconds": round(seconds, 2)}
 
 
@@ -244,7 +262,7 @@ def run_benchmark(cfg: BenchmarkConfig) -> int:
     times: dict[str, dict] = {}
     for i, step in enumerate(steps, 1):
         print(f"\n[{i}/{len(steps)}] {step.name} → {step.out.relative_to(root)}", flush=True)
-        times[step.name] = run_step(step)
+        times[step.name] = run_step(step, upstream_markers(step, steps[: i - 1]))
         LOG.info("benchmark: %s %s", step.name, times[step.name])
         if times[step.name]["status"] == "reused":
             print("  done before, reused", flush=True)
