@@ -24,7 +24,7 @@ def test_sizes_and_overrides_give_valid_stage_configs(tmp_path):
         cfg = DemoConfig(out=tmp_path, size=name)
         stages = demo_stages(cfg, resolve_size(cfg), tmp_path, predict_scan=tmp_path / "scan")
         assert [s.name for s in stages] == ["synth", "synth-external", "pretrain", "extract", "extract-external",
-                                            "crossval", "deploy", "attention", "predict"]
+                                            "crossval", "control-marks", "control", "deploy", "attention", "predict"]
     cfg = DemoConfig(out=tmp_path, size="test", patients=9, external_patients=3, epochs=2, mil_epochs=5, seed=4)
     stages = {s.name: s.config for s in demo_stages(cfg, resolve_size(cfg), tmp_path)}
     assert "predict" not in stages  # needs a synthesised scan
@@ -35,6 +35,11 @@ def test_sizes_and_overrides_give_valid_stage_configs(tmp_path):
     assert stages["crossval"].epochs == 5 and stages["crossval"].targets == TARGETS
     assert stages["extract"].windows == ["lung", "abdomen"] and stages["extract"].encoder == str(tmp_path / "encoder")
     assert stages["deploy"].model == stages["attention"].model == tmp_path / "crossval"
+    # the positive control: the same crossval on the marked copies of the training features
+    assert stages["control-marks"].features == stages["crossval"].features
+    assert stages["control"].features == stages["control-marks"].out != stages["crossval"].features
+    assert stages["control"].model_dump(exclude={"features", "out"}) == stages["crossval"].model_dump(
+        exclude={"features", "out"})
 
 
 def test_report_document_renders_tables_figures_and_code():
@@ -58,8 +63,9 @@ def test_demo_end_to_end_then_resumed(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--size", "test", "--out", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert "[1/10] synth" in printed and "=== clearct demo: summary ===" in printed
+    assert "[1/12] synth" in printed and "=== clearct demo: summary ===" in printed
     assert "macro AUROC, cross-validation" in printed and "macro AUROC, external cohort" in printed
+    assert "macro AUROC, positive control" in printed
 
     md_images, html_images = _images(out)
     assert md_images == html_images and len(md_images) >= 6
@@ -78,6 +84,10 @@ def test_demo_end_to_end_then_resumed(tmp_path, capsys):
             if line.startswith(tuple(f"| {t} |" for t in [*TARGETS, "macro"]))]
     assert len(rows) == len(TARGETS) + 1
     assert re.search(r"\| macro \|  \| \d\.\d{3} \[\d\.\d\d, \d\.\d\d\]", md)
+    assert "control: CV AUROC, key slices marked" in auroc_section and "Positive control" in auroc_section
+    assert re.search(r"\| macro \|.*\| \d\.\d{3} \[\d\.\d\d, \d\.\d\d\] \|$", rows[-1])
+    marked = sorted((out / "features" / "control").glob("*.h5"))
+    assert [p.name for p in marked] == [p.name for p in sorted((out / "features" / "cohort").glob("*.h5"))]
 
     times = json.loads((out / "demo-times.json").read_text())
     assert all(times[s]["status"] == "ran" for s in ("synth", "pretrain", "extract", "crossval", "predict"))

@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 
 from clearct.cli import main
 from clearct.extract.h5 import read_features, write_features
-from clearct.mil.planted import planted_bags, write_planted_cohort
+from clearct.mil.planted import LesionMarks, mark_lesion_slices, planted_bags, write_planted_cohort
 from clearct.mil.store import load_ensemble
 
 FAST = ["--folds", "3", "--epochs", "10", "--lr", "5e-4", "--min-steps", "300", "--bootstrap", "200", "--device", "cpu"]
@@ -179,3 +179,38 @@ def test_other_tasks_run_and_report_their_metrics(tmp_path, task):
     expected = {"binary": ("kind", "auroc"), "multiclass": ("macro", "accuracy"), "regression": ("size", "mae"),
                 "survival": ("risk", "c_index")}[task]
     assert expected in metrics
+
+
+def test_mark_lesion_slices_moves_exactly_the_key_slice_rows(tmp_path):
+    bags = planted_bags(4, dim=16, instances=(6, 9), targets=1, shift=0.0, windows=2, seed=1)
+    for b in bags:  # a large common offset and unequal spreads, as real features have
+        b.features.feats = (b.features.feats * np.linspace(0.1, 3.0, 16) + 50.0).astype(np.float16)
+    write_planted_cohort(tmp_path, bags)
+    ids = [b.features.scan_id for b in bags]
+    lesions = tmp_path / "lesions.csv"
+    lesions.write_text("scan_id,slice_index,x1,y1,x2,y2,label\n"
+                       f"{ids[0]},2,1,1,4,4,liver\n{ids[0]},4,1,1,4,4,lung\n{ids[1]},3,1,1,4,4,liver\n"
+                       f"{ids[2]},1,1,1,4,4,other\n")
+    out = tmp_path / "marked"
+    marks = LesionMarks(tmp_path / "features", lesions, out, targets=("liver", "lung"), shift_sd=0.5, seed=3)
+    assert mark_lesion_slices(marks) == 0
+    spread = np.concatenate([b.features.feats.astype(np.float32) for b in bags]).std(axis=0)
+    steps = {}
+    for b in bags:
+        marked = read_features(out / f"{b.features.scan_id}.h5")
+        assert marked.weights_sha256 == "random-init+lesion-marks(shift_sd=0.5,seed=3)"
+        assert marked.feats.dtype == np.float16 and marked.patient_id == b.features.patient_id
+        delta = marked.feats.astype(np.float32) - b.features.feats.astype(np.float32)
+        moved = sorted(set(marked.slice_index[np.abs(delta).max(axis=1) > 0.05].tolist()))
+        expected = {ids[0]: [2, 4], ids[1]: [3]}.get(b.features.scan_id, [])  # "other" is not a target
+        assert moved == expected, b.features.scan_id
+        for slice_index, label in zip(expected, ["liver", "lung"] if b is bags[0] else ["liver"]):
+            for row in np.flatnonzero(marked.slice_index == slice_index):  # every window of the slice
+                steps.setdefault(label, []).append(delta[row])
+    for label, rows in steps.items():
+        in_spreads = np.array(rows) / spread  # the step in per-dimension standard deviations
+        rms = np.sqrt((in_spreads**2).mean(axis=1))
+        assert np.allclose(rms, 0.5, rtol=0.05), (label, rms)  # float16 rounding aside
+        assert np.allclose(in_spreads, in_spreads[0], atol=0.05)  # one direction per label
+    cos = np.dot(steps["liver"][0] / spread, steps["lung"][0] / spread) / (0.5**2 * 16)
+    assert abs(cos) < 0.99  # the two labels get different directions

@@ -1,8 +1,13 @@
 """Feature cohorts with a planted signal, for tests, the benchmark and sanity checks of a setup.
 
-Every instance is N(0, I) noise; in a bag positive for target t, a few instances are shifted by ``shift`` along
-a fixed unit direction of that target. Nothing else tells the bags apart, so a model can only succeed by
-finding (attending to) the planted instances. ``shift=0`` gives pure noise.
+:func:`planted_bags`: every instance is N(0, I) noise; in a bag positive for target t, a few instances are shifted
+by ``shift`` along a fixed unit direction of that target. Nothing else tells the bags apart, so a model can only
+succeed by finding (attending to) the planted instances. ``shift=0`` gives pure noise.
+
+:func:`mark_lesion_slices`: the positive control of a real feature cohort — the rows of every annotated lesion's
+key slice are shifted along a direction of its label; the rest of each scan (anatomy, acquisition) stays as the
+encoder saw it. A MIL setup that works finds these marks; one that does not on the unmarked features is limited by
+what the encoder puts into the slice embeddings, not by the MIL stage.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from clearct.extract.h5 import ScanFeatures, write_features
+from clearct.common.runs import LOG
+from clearct.extract.h5 import ScanFeatures, read_features, write_features
+from clearct.io.tables import read_lesions_table
 
 
 @dataclass
@@ -71,3 +78,47 @@ def write_planted_cohort(folder: Path, bags: list[PlantedBag], target_names: lis
         for b in bags:
             w.writerow([b.features.patient_id, *b.labels.tolist()])
     return labels
+
+
+@dataclass(frozen=True)
+class LesionMarks:
+    """Settings of :func:`mark_lesion_slices`."""
+
+    features: Path  # folder of <scan_id>.h5
+    lesions: Path  # lesions.csv of the same cohort (key slice + label per lesion)
+    out: Path  # folder for the marked copies
+    targets: tuple[str, ...]  # lesion labels that get a direction; other labels are left unmarked
+    shift_sd: float = 1.0  # root-mean-square shift per feature dimension, in that dimension's standard deviations
+    seed: int = 0
+
+
+def mark_lesion_slices(marks: LesionMarks) -> int:
+    """Write a copy of every feature file with the key-slice rows (all windows) of each lesion whose label is in
+    ``targets`` moved along that label's random unit direction u: dimension d by ``shift_sd``·√D·σ_d·u_d, σ_d the
+    cohort's standard deviation of dimension d (a root-mean-square move of ``shift_sd`` σ per dimension). ``weights_sha256`` records the marking, so models trained on the copies are never mistaken
+    for models of the originals. Returns 0 (the demo's stage contract)."""
+    files = sorted(Path(marks.features).glob("*.h5"))
+    scans = [read_features(f) for f in files]
+    if not scans:
+        raise ValueError(f"{marks.features}: no feature files to mark")
+    dim = scans[0].embed_dim
+    directions = np.random.default_rng(marks.seed).normal(size=(len(marks.targets), dim))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    # in units of each dimension's spread, as the MIL model sees features once standardized: the features are
+    # low-rank, so a step measured along the direction alone would be tiny for some labels and huge for others
+    spread = np.concatenate([s.feats.astype(np.float32) for s in scans]).std(axis=0)
+    steps = marks.shift_sd * np.sqrt(dim) * spread * directions  # (targets, D), RMS shift_sd spreads per dimension
+    key_slices: dict[str, list[tuple[int, int]]] = {}
+    for box in read_lesions_table(marks.lesions):
+        if box.label in marks.targets:
+            key_slices.setdefault(box.scan_id, []).append((box.slice_index, marks.targets.index(box.label)))
+    tag = f"+lesion-marks(shift_sd={marks.shift_sd:g},seed={marks.seed})"
+    for scan in scans:
+        feats = scan.feats.astype(np.float32)
+        for slice_index, target in key_slices.get(scan.scan_id, []):
+            feats[scan.slice_index == slice_index] += steps[target]
+        scan.feats, scan.weights_sha256 = feats.astype(scan.feats.dtype), scan.weights_sha256 + tag
+        write_features(Path(marks.out) / f"{scan.scan_id}.h5", scan)
+    LOG.info("marked the key slices of %d lesions in %d of %d scans → %s", sum(map(len, key_slices.values())),
+             sum(s.scan_id in key_slices for s in scans), len(scans), marks.out)
+    return 0

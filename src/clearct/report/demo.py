@@ -32,6 +32,7 @@ from clearct.config import (
     PretrainConfig,
     SynthConfig,
 )
+from clearct.mil.planted import LesionMarks
 
 # Lesion-location columns of clearct synth (Task 1 of the paper); kept literal so this module imports fast.
 ATTENTION_FIGURES = 3  # external scans drawn by the attention stage (figures for the report)
@@ -108,6 +109,9 @@ def demo_stages(cfg: DemoConfig, size: DemoSize, root: Path, predict_scan: Path 
     cohort, external, encoder = root / "cohort", root / "external", root / "encoder"
     feats, feats_ext = root / "features" / "cohort", root / "features" / "external"
     common = {"device": cfg.device}
+    crossval = CrossvalConfig(features=feats, labels=cohort / "labels.csv", targets=TARGETS, task="multilabel",
+                              folds=size.folds, out=root / "crossval", epochs=size.mil_epochs, lr=size.mil_lr,
+                              min_steps=size.min_steps, bootstrap=size.bootstrap, seed=cfg.seed, **common)
     stages = [
         Stage("synth", "clearct.synth.cohort:run_synth", SynthConfig(out=cohort, **synth),
               "training cohort (DICOM)"),
@@ -128,11 +132,15 @@ def demo_stages(cfg: DemoConfig, size: DemoSize, root: Path, predict_scan: Path 
         Stage("extract-external", "clearct.extract.run:run_extract",
               ExtractConfig(scans=external / "scans.csv", encoder=str(encoder), out=feats_ext,
                             workers=size.workers, **common), "features of the external cohort"),
-        Stage("crossval", "clearct.mil.crossval:run_crossval",
-              CrossvalConfig(features=feats, labels=cohort / "labels.csv", targets=TARGETS, task="multilabel",
-                             folds=size.folds, out=root / "crossval", epochs=size.mil_epochs, lr=size.mil_lr,
-                             min_steps=size.min_steps, bootstrap=size.bootstrap, seed=cfg.seed, **common),
-              "ABMIL on lesion location, cross-validated"),
+        Stage("crossval", "clearct.mil.crossval:run_crossval", crossval, "ABMIL on lesion location, cross-validated"),
+        # positive control: the same features with the annotated lesions' key slices marked — separates "the MIL
+        # stage cannot find lesion slices" from "the encoder does not set them apart"
+        Stage("control-marks", "clearct.mil.planted:mark_lesion_slices",
+              LesionMarks(features=feats, lesions=cohort / "lesions.csv", out=root / "features" / "control",
+                          targets=tuple(TARGETS), seed=cfg.seed), "positive control: key slices marked"),
+        Stage("control", "clearct.mil.crossval:run_crossval",
+              crossval.model_copy(update={"features": root / "features" / "control", "out": root / "control"}),
+              "ABMIL on the marked features, cross-validated"),
         Stage("deploy", "clearct.mil.deploy:run_deploy",
               DeployConfig(model=root / "crossval", features=feats_ext, labels=external / "labels.csv",
                            out=root / "deploy", bootstrap=size.bootstrap, seed=cfg.seed, **common),
@@ -212,7 +220,8 @@ def run_stage(stage: Stage) -> StageTime:
 
 
 def run_demo(cfg: DemoConfig) -> int:
-    """``clearct demo``: synth → pretrain → extract → crossval → deploy → attention → predict → report."""
+    """``clearct demo``: synth → pretrain → extract → crossval (+ positive control) → deploy → attention →
+    predict → report."""
     from clearct.report.demo_report import build_demo_report, choose_scans
     from clearct.report.document import write_report
 
@@ -265,9 +274,9 @@ def _print_summary(root: Path, times: dict[str, StageTime], elapsed: float, page
         print(f"  {name:18s} {t.seconds:7.1f} s {t.cpu_seconds:7.1f} s  {t.status}")
     print(f"  {'total':18s} {elapsed:7.1f} s {sum(t.cpu_seconds for t in times.values()):7.1f} s  "
           f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-    metrics = read_metrics(root / "crossval" / "metrics.csv") | read_metrics(root / "deploy" / "metrics.csv")
-    for set_name, label in (("cv", "cross-validation"), ("deploy", "external cohort")):
-        m = metrics.get((set_name, "macro", "auroc"))
+    for folder, set_name, label in (("crossval", "cv", "cross-validation"), ("deploy", "deploy", "external cohort"),
+                                    ("control", "cv", "positive control (key slices marked)")):
+        m = read_metrics(root / folder / "metrics.csv").get((set_name, "macro", "auroc"))
         if m is not None:
             print(f"  macro AUROC, {label}: {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
     print(f"  report: {page}\n          {md}")
