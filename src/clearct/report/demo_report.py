@@ -287,12 +287,15 @@ def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
     section.paragraphs.append(learning_verdict(metrics, TARGETS, control))
     panels = [(title, curves) for title, curves in (
         ("cross-validation (out-of-fold)", read_predictions(root / "crossval" / "predictions.csv", "cv")),
-        ("external cohort (fold ensemble)", read_predictions(root / "deploy" / "predictions.csv", "deploy")))
+        ("external cohort (fold ensemble)", read_predictions(root / "deploy" / "predictions.csv", "deploy")),
+        ("positive control (key slices marked)", read_predictions(root / "control" / "predictions.csv", "cv")))
         if curves]
     if panels:
         path = roc_overview_figure(figures / "roc.png", panels)
-        section.figures.append(Figure(str(path.relative_to(root)), "ROC curves per lesion location; per-target "
-                                      "plots with bootstrap bands lie in crossval/plots/ and deploy/plots/."))
+        section.figures.append(Figure(str(path.relative_to(root)), "ROC curves per lesion location (the control: "
+                                      "the same features with the annotated key slices marked); per-target plots "
+                                      "with bootstrap bands lie in crossval/plots/, deploy/plots/ and "
+                                      "control/plots/."))
 
     section = report.add("Attention over slices",
                          "Where the models look (`clearct attention` on the external cohort): the attention "
