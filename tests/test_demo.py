@@ -24,7 +24,9 @@ def test_sizes_and_overrides_give_valid_stage_configs(tmp_path):
         cfg = DemoConfig(out=tmp_path, size=name)
         stages = demo_stages(cfg, resolve_size(cfg), tmp_path, predict_scan=tmp_path / "scan")
         assert [s.name for s in stages] == ["synth", "synth-external", "pretrain", "extract", "extract-external",
-                                            "crossval", "control-marks", "control", "deploy", "attention", "predict"]
+                                            "crossval", "control-marks", "control", "deploy", "attention",
+                                            "control-marks-external", "control-deploy", "control-attention",
+                                            "predict"]
     cfg = DemoConfig(out=tmp_path, size="test", patients=9, external_patients=3, epochs=2, mil_epochs=5, seed=4)
     stages = {s.name: s.config for s in demo_stages(cfg, resolve_size(cfg), tmp_path)}
     assert "predict" not in stages  # needs a synthesised scan
@@ -40,6 +42,12 @@ def test_sizes_and_overrides_give_valid_stage_configs(tmp_path):
     assert stages["control"].features == stages["control-marks"].out != stages["crossval"].features
     assert stages["control"].model_dump(exclude={"features", "out"}) == stages["crossval"].model_dump(
         exclude={"features", "out"})
+    marked_ext = stages["control-marks-external"].out
+    assert stages["control-marks-external"].features == stages["extract-external"].out
+    assert (stages["control-marks-external"].seed, stages["control-marks-external"].targets) == (
+        stages["control-marks"].seed, stages["control-marks"].targets)  # the same directions as in training
+    assert stages["control-deploy"].features == stages["control-attention"].features == marked_ext
+    assert stages["control-deploy"].model == stages["control-attention"].model == stages["control"].out
 
 
 def test_report_document_renders_tables_figures_and_code():
@@ -63,9 +71,10 @@ def test_demo_end_to_end_then_resumed(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--size", "test", "--out", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert "[1/12] synth" in printed and "=== clearct demo: summary ===" in printed
+    assert "[1/15] synth" in printed and "=== clearct demo: summary ===" in printed
     assert "macro AUROC, cross-validation" in printed and "macro AUROC, external cohort" in printed
-    assert "macro AUROC, positive control" in printed
+    assert "macro AUROC, positive control (key slices marked), CV" in printed
+    assert "macro AUROC, positive control, external cohort" in printed
 
     md_images, html_images = _images(out)
     assert md_images == html_images and len(md_images) >= 6
@@ -74,6 +83,7 @@ def test_demo_end_to_end_then_resumed(tmp_path, capsys):
     assert {"figures/examples.png", "figures/pretrain-loss.png", "figures/roc.png",
             "predict/attention.png"} <= set(md_images)
     assert sum(r.startswith("attention/figures/") for r in md_images) == 3
+    assert sum(r.startswith("control-attention/figures/") for r in md_images) == 3
     md = (out / "report.md").read_text()
     for heading in ("Cohorts", "Pretraining (LECL)", "Lesion location: AUROC per target", "Attention over slices",
                     "One scan: clearct predict", "Stage times", "Where everything lies"):
@@ -84,8 +94,8 @@ def test_demo_end_to_end_then_resumed(tmp_path, capsys):
             if line.startswith(tuple(f"| {t} |" for t in [*TARGETS, "macro"]))]
     assert len(rows) == len(TARGETS) + 1
     assert re.search(r"\| macro \|  \| \d\.\d{3} \[\d\.\d\d, \d\.\d\d\]", md)
-    assert "control: CV AUROC, key slices marked" in auroc_section and "Positive control" in auroc_section
-    assert re.search(r"\| macro \|.*\| \d\.\d{3} \[\d\.\d\d, \d\.\d\d\] \|$", rows[-1])
+    assert "control, key slices marked: CV AUROC" in auroc_section and "Positive control" in auroc_section
+    assert re.search(r"\| macro \|.*(\| \d\.\d{3} \[\d\.\d\d, \d\.\d\d\] ){2}\|$", rows[-1])
     marked = sorted((out / "features" / "control").glob("*.h5"))
     assert [p.name for p in marked] == [p.name for p in sorted((out / "features" / "cohort").glob("*.h5"))]
 

@@ -150,6 +150,21 @@ def demo_stages(cfg: DemoConfig, size: DemoSize, root: Path, predict_scan: Path 
                               scans=external / "scans.csv", lesions=external / "lesions.csv",
                               figures=ATTENTION_FIGURES, **common), "attention over slices, external cohort"),
     ]
+    # the control's models on the external cohort, marked the same way (same seed → same directions per label)
+    marked_ext = root / "features" / "control-external"
+    stages += [
+        Stage("control-marks-external", "clearct.mil.planted:mark_lesion_slices",
+              LesionMarks(features=feats_ext, lesions=external / "lesions.csv", out=marked_ext, targets=tuple(TARGETS),
+                          seed=cfg.seed), "positive control: key slices of the external cohort marked"),
+        Stage("control-deploy", "clearct.mil.deploy:run_deploy",
+              DeployConfig(model=root / "control", features=marked_ext, labels=external / "labels.csv",
+                           out=root / "control-deploy", bootstrap=size.bootstrap, seed=cfg.seed, **common),
+              "the control's fold ensemble on the marked external cohort"),
+        Stage("control-attention", "clearct.mil.attention:run_attention",
+              AttentionConfig(model=root / "control", features=marked_ext, out=root / "control-attention",
+                              scans=external / "scans.csv", lesions=external / "lesions.csv",
+                              figures=ATTENTION_FIGURES, **common), "the control's attention, external cohort"),
+    ]
     if predict_scan is not None:
         stages.append(Stage("predict", "clearct.mil.predict:run_predict",
                             PredictConfig(scan_path=predict_scan, model=root / "crossval", encoder=str(encoder),
@@ -269,13 +284,14 @@ def _print_summary(root: Path, times: dict[str, StageTime], elapsed: float, page
     from clearct.report.demo_report import read_metrics
 
     print("\n=== clearct demo: summary ===")
-    print(f"  {'stage':18s} {'wall':>9s} {'CPU':>9s}")
+    print(f"  {'stage':24s} {'wall':>9s} {'CPU':>9s}")
     for name, t in times.items():
-        print(f"  {name:18s} {t.seconds:7.1f} s {t.cpu_seconds:7.1f} s  {t.status}")
-    print(f"  {'total':18s} {elapsed:7.1f} s {sum(t.cpu_seconds for t in times.values()):7.1f} s  "
+        print(f"  {name:24s} {t.seconds:7.1f} s {t.cpu_seconds:7.1f} s  {t.status}")
+    print(f"  {'total':24s} {elapsed:7.1f} s {sum(t.cpu_seconds for t in times.values()):7.1f} s  "
           f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
     for folder, set_name, label in (("crossval", "cv", "cross-validation"), ("deploy", "deploy", "external cohort"),
-                                    ("control", "cv", "positive control (key slices marked)")):
+                                    ("control", "cv", "positive control (key slices marked), CV"),
+                                    ("control-deploy", "deploy", "positive control, external cohort")):
         m = read_metrics(root / folder / "metrics.csv").get((set_name, "macro", "auroc"))
         if m is not None:
             print(f"  macro AUROC, {label}: {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")

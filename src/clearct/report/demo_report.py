@@ -86,10 +86,12 @@ def auroc_table(metrics: dict, targets: list[str], prevalence: dict[str, tuple[f
         row = [t, f"{prev[0]:.2f} / {prev[1]:.2f}" if prev else "",
                _fmt_ci(metrics.get(("cv", t, "auroc"))), _fmt_sd(metrics.get(("cv", t, "auroc"))),
                _fmt_ci(metrics.get(("cv", t, "auprc"))), _fmt_ci(metrics.get(("deploy", t, "auroc")))]
-        rows.append(row + ([_fmt_ci(control.get(("cv", t, "auroc")))] if control else []))
+        rows.append(row + ([_fmt_ci(control.get((set_name, t, "auroc"))) for set_name in ("cv", "deploy")]
+                           if control else []))
     header = ["target", "prevalence (cohort / external)", "CV AUROC [95% CI]", "CV AUROC fold mean ± sd",
               "CV AUPRC [95% CI]", "external AUROC [95% CI]"]
-    return Table(header + (["control: CV AUROC, key slices marked"] if control else []), rows,
+    control_header = ["control, key slices marked: CV AUROC", "control: external AUROC"]
+    return Table(header + (control_header if control else []), rows,
                  "pooled out-of-fold predictions; CIs from patient-level bootstrap resamples")
 
 
@@ -114,10 +116,13 @@ def learning_verdict(metrics: dict, targets: list[str], control: dict | None = N
     if macro is None:
         return verdict
     found = _above_chance(control, "cv", targets)
-    return (f"{verdict} Positive control (last column): the same features with the key-slice rows of every "
+    external_control = control.get(("deploy", "macro", "auroc"))
+    return (f"{verdict} Positive control (last columns): the same features with the key-slice rows of every "
             "annotated lesion moved along a direction of its location (one standard deviation per feature, "
             f"root-mean-square), the same ABMIL settings: macro CV AUROC {_fmt_ci(macro)}, {len(found)} of "
-            f"{len(targets)} targets above chance. "
+            f"{len(targets)} targets above chance"
+            + (f"; on the external cohort, marked the same way, {_fmt_ci(external_control)}. "
+               if external_control else ". ")
             + ("The MIL stage finds lesion slices once the embeddings set them apart, so what limits the columns "
                "on the left is how little the encoder puts into the slice embeddings at this size."
                if len(found) > len(above) else "")
@@ -167,27 +172,27 @@ def _example_figure(root: Path, figures: Path) -> Figure | None:
                   "(−175..275 HU) windows; red: the lesions.csv boxes used by LECL.")
 
 
-def _attention_figures(root: Path) -> list[Figure]:
-    """The attention stage's figures of the external cohort, captioned with the scan's true lesion locations
-    and the ensemble's scores for them."""
+def _attention_figures(root: Path, attention: str = "attention", deploy: str = "deploy",
+                       models: str = "the fold ensemble") -> list[Figure]:
+    """The figures of an attention stage on the external cohort, captioned with the scan's true lesion locations
+    and the scores of the deploy stage of the same models for them."""
     boxes: dict[str, set[str]] = {}
     for b in read_lesions_table(root / "external" / "lesions.csv"):
         boxes.setdefault(b.scan_id, set()).add(b.label)
-    scores = _deploy_scores(root)
+    scores = _deploy_scores(root / deploy / "predictions.csv")
     out = []
-    for path in sorted((root / "attention" / "figures").glob("*.png")):
+    for path in sorted((root / attention / "figures").glob("*.png")):
         locations = sorted(boxes.get(path.stem, ()))
         said = ", ".join(f"{t} {scores[(path.stem, t)]:.2f}" for t in locations if (path.stem, t) in scores)
         out.append(Figure(str(path.relative_to(root)),
-                          f"{path.stem} (external cohort): attention of the fold ensemble over slice position per "
+                          f"{path.stem} (external cohort): attention of {models} over slice position per "
                           f"window; red dashes: key slices of its lesions ({', '.join(locations) or 'none'}); below: "
-                          f"the most attended slices (● = a key slice). Ensemble scores for its locations: "
+                          f"the most attended slices (● = a key slice). Scores for its locations: "
                           f"{said or '–'}."))
     return out
 
 
-def _deploy_scores(root: Path) -> dict[tuple[str, str], float]:
-    path = root / "deploy" / "predictions.csv"
+def _deploy_scores(path: Path) -> dict[tuple[str, str], float]:
     if not path.is_file():
         return {}
     with open(path, newline="") as fh:
@@ -218,6 +223,8 @@ def _artefacts(root: Path) -> Table:
                       "plots/ (ROC + PR per target with bootstrap bands), summary.json"),
         ("features/control/, control/", "positive control: the training features with the annotated lesions' "
                                          "key slices marked, and their crossval (same layout as crossval/)"),
+        ("features/control-external/, control-deploy/, control-attention/",
+         "the external features marked the same way; the control's fold ensemble deployed on them, its attention"),
         ("deploy/", "external predictions.csv, metrics.csv, plots/, attention.csv"),
         ("attention/", "attention.csv: attention per slice and window for every external scan"),
         ("predict/", "prediction.json, attention.csv, attention.png of one scan"),
@@ -282,7 +289,8 @@ def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
     section = report.add("Lesion location: AUROC per target",
                          "Multi-label ABMIL on the frozen slice embeddings of both windows (one instance per slice "
                          "and window). Macro = mean over the targets.")
-    control = read_metrics(root / "control" / "metrics.csv") or None
+    control = read_metrics(root / "control" / "metrics.csv") | read_metrics(root / "control-deploy" / "metrics.csv")
+    control = control or None
     section.tables.append(auroc_table(metrics, TARGETS, prevalence, control))
     section.paragraphs.append(learning_verdict(metrics, TARGETS, control))
     panels = [(title, curves) for title, curves in (
@@ -301,6 +309,13 @@ def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
                          "Where the models look (`clearct attention` on the external cohort): the attention "
                          "weights of the fold models, averaged, for the first scans.")
     section.figures += _attention_figures(root)
+    control_figures = _attention_figures(root, "control-attention", "control-deploy",
+                                         "the positive control's fold ensemble (key slices marked)")
+    if control_figures:
+        section.paragraphs.append("The positive control's models on the same external scans, their key slices "
+                                  "marked as in training: where attention goes when the slice embeddings do carry "
+                                  "the lesions.")
+        section.figures += control_figures
 
     predicted = _predict_table(root)
     if predicted:
