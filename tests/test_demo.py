@@ -86,7 +86,8 @@ def test_demo_end_to_end_then_resumed(tmp_path, capsys):
     assert sum(r.startswith("control-attention/figures/") for r in md_images) == 3
     md = (out / "report.md").read_text()
     for heading in ("Cohorts", "Pretraining (LECL)", "Lesion location: AUROC per target", "Attention over slices",
-                    "One scan: clearct predict", "Stage times", "Where everything lies"):
+                    "Attention over slices: positive control", "One scan: clearct predict", "Stage times",
+                    "Where everything lies"):
         assert f"## {heading}" in md
     # one AUROC row per target + macro, and each reports a CV value with a bootstrap interval
     auroc_section = md.split("## Lesion location: AUROC per target")[1].split("\n## ")[0]

@@ -312,9 +312,9 @@ def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
     control_figures = _attention_figures(root, "control-attention", "control-deploy",
                                          "the positive control's fold ensemble (key slices marked)")
     if control_figures:
-        section.paragraphs.append("The positive control's models on the same external scans, their key slices "
-                                  "marked as in training: where attention goes when the slice embeddings do carry "
-                                  "the lesions.")
+        section = report.add("Attention over slices: positive control",
+                             "The positive control's models on the same external scans, their key slices marked "
+                             "as in training: where attention goes when the slice embeddings do carry the lesions.")
         section.figures += control_figures
 
     predicted = _predict_table(root)
