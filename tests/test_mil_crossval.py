@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 
 from clearct.cli import main
 from clearct.extract.h5 import read_features, write_features
+from clearct.mil.data import select_windows
 from clearct.mil.planted import LesionMarks, mark_lesion_slices, planted_bags, write_planted_cohort
 from clearct.mil.store import load_ensemble
 
@@ -214,3 +215,39 @@ def test_mark_lesion_slices_moves_exactly_the_key_slice_rows(tmp_path):
         assert np.allclose(in_spreads, in_spreads[0], atol=0.05)  # one direction per label
     cos = np.dot(steps["liver"][0] / spread, steps["lung"][0] / spread) / (0.5**2 * 16)
     assert abs(cos) < 0.99  # the two labels get different directions
+
+
+def test_select_windows_keeps_renumbers_and_names_what_is_missing():
+    f = planted_bags(1, dim=4, instances=(3, 3), windows=2, seed=0)[0].features  # windows lung, abdomen
+    f.extra = {"patch_center_mm": np.arange(6.0), "note": np.array([7.0])}
+    only = select_windows(f, ["abdomen"])
+    assert [w[0] for w in only.windows] == ["abdomen"] and only.window.tolist() == [0, 0, 0]
+    assert np.array_equal(only.feats, f.feats[1::2]) and only.slice_index.tolist() == [0, 1, 2]
+    assert only.extra["patch_center_mm"].tolist() == [1.0, 3.0, 5.0] and only.extra["note"].tolist() == [7.0]
+    swapped = select_windows(f, ["abdomen", "lung"])
+    assert swapped.window.tolist() == [1, 0, 1, 0, 1, 0] and [w[0] for w in swapped.windows] == ["abdomen", "lung"]
+    with pytest.raises(ValueError, match="no bone window"):
+        select_windows(f, ["lung", "bone"])
+
+
+@pytest.mark.slow
+def test_crossval_on_one_window_of_two_window_features(tmp_path, capsys):
+    bags = planted_bags(40, dim=16, instances=(10, 20), planted=(2, 4), shift=4.0, windows=2, seed=2)
+    labels = write_planted_cohort(tmp_path, bags)
+    lung_only = tmp_path / "features" / f"{bags[0].features.scan_id}.h5"  # one file without the abdomen window
+    write_features(lung_only, select_windows(bags[0].features, ["lung"]))
+    out = tmp_path / "cv"
+    assert main(["crossval", "--features", str(tmp_path / "features"), "--labels", str(labels), "--targets", "t0",
+                 "--windows", "abdomen", "--out", str(out), "--folds", "2", "--epochs", "3", "--min-steps", "30",
+                 "--bootstrap", "0", "--device", "cpu"]) == 0
+    assert f"{lung_only}: no abdomen window (the file has lung); scan left out" in capsys.readouterr().err
+    meta = json.loads((out / "fold-1" / "model.json").read_text())
+    assert [w[0] for w in meta["windows"]] == ["abdomen"] and meta["n_windows"] == 1
+    assert len({r["patient_id"] for r in _rows(out / "predictions.csv")}) == 39
+    # deploy and attention read only the window the models were trained on
+    dep = tmp_path / "dep"
+    assert main(["deploy", "--model", str(out), "--features", str(tmp_path / "features"), "--labels", str(labels),
+                 "--out", str(dep), "--allow-overlap", "--bootstrap", "0", "--device", "cpu"]) == 0
+    assert {r["window"] for r in _rows(dep / "attention.csv")} == {"abdomen"}
+    n_rows = sum(len(b.features) // 2 for b in bags[1:])
+    assert len(_rows(dep / "attention.csv")) == n_rows

@@ -169,6 +169,10 @@ class CrossvalConfig(CommandConfig):
     test_frac: float = Field(0.0, ge=0, lt=1, description="share of patients held out as a fixed test set")
     split_column: str | None = Field(None, description="labels.csv column marking the held-out test set (value test)")
     splits: Path | None = Field(None, description="reuse the folds of an earlier splits.json")
+    windows: list[str] | None = Field(
+        None, description="use only the instances of these HU windows (names in the feature files, comma separated, "
+        "e.g. lung); default: every window; deploy, attention and predict then use the same ones"
+    )
     window_embedding: bool = Field(False, description="add a learned embedding of each instance's HU window")
     standardize: bool = Field(
         True, description="z-score features with the training part's statistics (saved in the model); "
@@ -180,7 +184,7 @@ class CrossvalConfig(CommandConfig):
     seed: int = Field(0, description="random seed")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
 
-    _split = field_validator("targets", mode="before")(_split_list)
+    _split = field_validator("targets", "windows", mode="before")(_split_list)
 
 
 class DeployConfig(CommandConfig):

@@ -40,7 +40,7 @@ def run_attention(cfg) -> int:
     out = start_run(cfg.out, "attention", cfg)
     ensemble = load_ensemble(cfg.model, resolve_device(cfg.device))
     issues = Issues()
-    cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32)
+    cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32, windows=ensemble.window_names)
     check_encoder(ensemble, cohort.encoder, cfg.features)
     _, attn = ensemble.predict(cohort.bags)
     lesions: dict[str, list[int]] = {}

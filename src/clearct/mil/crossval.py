@@ -48,7 +48,8 @@ def fit_job(job: Job, by_patient: dict[str, list[Bag]], spec: TaskSpec, settings
     train = [b for p in job.train for b in by_patient[p]]
     val = [b for p in job.val for b in by_patient[p]]
     fingerprint = hashlib.sha256(json.dumps(
-        [asdict(settings), spec.to_json(), job.train, job.val, seed, cohort.encoder], sort_keys=True, default=str
+        [asdict(settings), spec.to_json(), job.train, job.val, seed, cohort.encoder, cohort.windows], sort_keys=True,
+        default=str
     ).encode()).hexdigest()[:16]
     if resume and (folder / "model.json").is_file():
         try:
@@ -129,7 +130,7 @@ def run_crossval(cfg) -> int:
     except ValueError as exc:
         raise ClearctError(str(exc), cfg.labels) from exc
     issues = Issues()
-    cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues)
+    cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, windows=cfg.windows)
     by_patient: dict[str, list[Bag]] = {}
     for b in cohort.bags:
         by_patient.setdefault(b.patient_id, []).append(b)

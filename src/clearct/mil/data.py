@@ -11,14 +11,14 @@ import contextlib
 import logging
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from clearct.common.errors import ClearctError
-from clearct.extract.h5 import read_features
+from clearct.extract.h5 import ScanFeatures, read_features
 from clearct.io.tables import LabelTable
 from clearct.mil.tasks import TaskSpec, parse_label
 
@@ -74,12 +74,28 @@ def _names(ids: list[str], limit: int = 5) -> str:
     return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
+def select_windows(f: ScanFeatures, names: list[str]) -> ScanFeatures:
+    """The rows of ``f`` whose HU window is named in ``names``, window indices renumbered to positions in
+    ``names``; raises ValueError naming the windows the file lacks."""
+    have = [str(w[0]) for w in f.windows]
+    missing = [n for n in names if n not in have]
+    if missing:
+        raise ValueError(f"no {', '.join(missing)} window (the file has {', '.join(have)})")
+    position = np.full(len(have), -1, np.int64)
+    position[[have.index(n) for n in names]] = np.arange(len(names))
+    keep = position[f.window] >= 0
+    return replace(f, feats=f.feats[keep], slice_index=f.slice_index[keep], z_mm=f.z_mm[keep],
+                   window=position[f.window[keep]], windows=[f.windows[have.index(n)] for n in names],
+                   extra={k: v[keep] if np.shape(v)[:1] == keep.shape else v for k, v in f.extra.items()})
+
+
 def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None, *, labels_path: Path | None = None,
-                dtype: type = np.float16, issues: Issues | None = None) -> Cohort:
+                dtype: type = np.float16, issues: Issues | None = None, windows: list[str] | None = None) -> Cohort:
     """Read every ``*.h5`` in ``features`` and join it with ``labels`` (by patient_id or scan_id).
 
-    ``labels=None`` loads unlabelled bags (prediction). Raises ClearctError only when nothing usable remains or the
-    files disagree on the encoder or the embedding size.
+    ``labels=None`` loads unlabelled bags (prediction). ``windows`` keeps only the instances of those HU windows
+    (a file without one of them is left out with an issue). Raises ClearctError only when nothing usable remains
+    or the files disagree on the encoder or the embedding size.
     """
     features = Path(features)
     issues = issues or Issues()
@@ -106,6 +122,13 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
                 head = read_features(path, load_feats=False)
                 broken.update((head.scan_id, head.patient_id))
             continue
+        if windows:
+            try:
+                f = select_windows(f, windows)
+            except ValueError as exc:
+                issues.add("missing_window", f"{path}: {exc}; scan left out")
+                broken.update((path.stem, f.scan_id, f.patient_id))
+                continue
         if len(f) == 0:
             issues.add("empty_bag", f"{path}: empty bag (0 instances); scan left out")
             broken.update((path.stem, f.patient_id))

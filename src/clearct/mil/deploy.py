@@ -28,7 +28,8 @@ def run_deploy(cfg) -> int:
     if missing:
         raise ClearctError(f"the model's target column(s) {', '.join(missing)} are not in the labels table", cfg.labels)
     issues = Issues()
-    cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, dtype=np.float32)
+    cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, dtype=np.float32,
+                         windows=ensemble.window_names)
     check_encoder(ensemble, cohort.encoder, cfg.features)
     overlap = sorted({b.patient_id for b in cohort.bags} & ensemble.training_patients)
     if overlap and not cfg.allow_overlap:

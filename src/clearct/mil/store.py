@@ -71,6 +71,11 @@ class Ensemble:
         return self.metas[0]["windows"]
 
     @property
+    def window_names(self) -> list[str]:
+        """The HU windows the models were trained on, by name: deploy and attention read only these instances."""
+        return [str(w[0]) for w in self.windows]
+
+    @property
     def encoder(self) -> dict:
         return self.metas[0]["encoder"]
 
