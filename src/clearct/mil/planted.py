@@ -95,8 +95,9 @@ class LesionMarks:
 def mark_lesion_slices(marks: LesionMarks) -> int:
     """Write a copy of every feature file with the key-slice rows (all windows) of each lesion whose label is in
     ``targets`` moved along that label's random unit direction u: dimension d by ``shift_sd``·√D·σ_d·u_d, σ_d the
-    cohort's standard deviation of dimension d (a root-mean-square move of ``shift_sd`` σ per dimension). ``weights_sha256`` records the marking, so models trained on the copies are never mistaken
-    for models of the originals. Returns 0 (the demo's stage contract)."""
+    cohort's standard deviation of dimension d (a root-mean-square move of ``shift_sd`` σ per dimension).
+    ``weights_sha256`` records the marking, so models trained on the copies are never mistaken for models of the
+    originals. Returns 0 (the demo's stage contract)."""
     files = sorted(Path(marks.features).glob("*.h5"))
     scans = [read_features(f) for f in files]
     if not scans:
@@ -106,7 +107,9 @@ def mark_lesion_slices(marks: LesionMarks) -> int:
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)
     # in units of each dimension's spread, as the MIL model sees features once standardized: the features are
     # low-rank, so a step measured along the direction alone would be tiny for some labels and huge for others
-    spread = np.concatenate([s.feats.astype(np.float32) for s in scans]).std(axis=0)
+    rows = sum(len(s) for s in scans)
+    mean = sum(s.feats.astype(np.float64).sum(axis=0) for s in scans) / rows
+    spread = np.sqrt(sum(((s.feats.astype(np.float64) - mean) ** 2).sum(axis=0) for s in scans) / rows)
     steps = marks.shift_sd * np.sqrt(dim) * spread * directions  # (targets, D), RMS shift_sd spreads per dimension
     key_slices: dict[str, list[tuple[int, int]]] = {}
     for box in read_lesions_table(marks.lesions):

@@ -112,6 +112,26 @@ def demo_stages(cfg: DemoConfig, size: DemoSize, root: Path, predict_scan: Path 
     crossval = CrossvalConfig(features=feats, labels=cohort / "labels.csv", targets=TARGETS, task="multilabel",
                               folds=size.folds, out=root / "crossval", epochs=size.mil_epochs, lr=size.mil_lr,
                               min_steps=size.min_steps, bootstrap=size.bootstrap, seed=cfg.seed, **common)
+    marked_ext = root / "features" / "control-external"
+
+    def marks(name: str, features: Path, folder: Path, out: Path, description: str) -> Stage:
+        return Stage(name, "clearct.mil.planted:mark_lesion_slices",
+                     LesionMarks(features=features, lesions=folder / "lesions.csv", out=out, targets=tuple(TARGETS),
+                                 seed=cfg.seed), description)
+
+    def on_external(models: Path, features: Path, prefix: str, what: str) -> list[Stage]:
+        """deploy + attention of one crossval's fold ensemble on external-cohort features."""
+        return [
+            Stage(f"{prefix}deploy", "clearct.mil.deploy:run_deploy",
+                  DeployConfig(model=models, features=features, labels=external / "labels.csv",
+                               out=root / f"{prefix}deploy", bootstrap=size.bootstrap, seed=cfg.seed, **common),
+                  f"{what} on the external cohort"),
+            Stage(f"{prefix}attention", "clearct.mil.attention:run_attention",
+                  AttentionConfig(model=models, features=features, out=root / f"{prefix}attention",
+                                  scans=external / "scans.csv", lesions=external / "lesions.csv",
+                                  figures=ATTENTION_FIGURES, **common), f"attention of {what}, external cohort"),
+        ]
+
     stages = [
         Stage("synth", "clearct.synth.cohort:run_synth", SynthConfig(out=cohort, **synth),
               "training cohort (DICOM)"),
@@ -135,35 +155,15 @@ def demo_stages(cfg: DemoConfig, size: DemoSize, root: Path, predict_scan: Path 
         Stage("crossval", "clearct.mil.crossval:run_crossval", crossval, "ABMIL on lesion location, cross-validated"),
         # positive control: the same features with the annotated lesions' key slices marked — separates "the MIL
         # stage cannot find lesion slices" from "the encoder does not set them apart"
-        Stage("control-marks", "clearct.mil.planted:mark_lesion_slices",
-              LesionMarks(features=feats, lesions=cohort / "lesions.csv", out=root / "features" / "control",
-                          targets=tuple(TARGETS), seed=cfg.seed), "positive control: key slices marked"),
+        marks("control-marks", feats, cohort, root / "features" / "control", "positive control: key slices marked"),
         Stage("control", "clearct.mil.crossval:run_crossval",
               crossval.model_copy(update={"features": root / "features" / "control", "out": root / "control"}),
               "ABMIL on the marked features, cross-validated"),
-        Stage("deploy", "clearct.mil.deploy:run_deploy",
-              DeployConfig(model=root / "crossval", features=feats_ext, labels=external / "labels.csv",
-                           out=root / "deploy", bootstrap=size.bootstrap, seed=cfg.seed, **common),
-              "fold ensemble on the external cohort"),
-        Stage("attention", "clearct.mil.attention:run_attention",
-              AttentionConfig(model=root / "crossval", features=feats_ext, out=root / "attention",
-                              scans=external / "scans.csv", lesions=external / "lesions.csv",
-                              figures=ATTENTION_FIGURES, **common), "attention over slices, external cohort"),
-    ]
-    # the control's models on the external cohort, marked the same way (same seed → same directions per label)
-    marked_ext = root / "features" / "control-external"
-    stages += [
-        Stage("control-marks-external", "clearct.mil.planted:mark_lesion_slices",
-              LesionMarks(features=feats_ext, lesions=external / "lesions.csv", out=marked_ext, targets=tuple(TARGETS),
-                          seed=cfg.seed), "positive control: key slices of the external cohort marked"),
-        Stage("control-deploy", "clearct.mil.deploy:run_deploy",
-              DeployConfig(model=root / "control", features=marked_ext, labels=external / "labels.csv",
-                           out=root / "control-deploy", bootstrap=size.bootstrap, seed=cfg.seed, **common),
-              "the control's fold ensemble on the marked external cohort"),
-        Stage("control-attention", "clearct.mil.attention:run_attention",
-              AttentionConfig(model=root / "control", features=marked_ext, out=root / "control-attention",
-                              scans=external / "scans.csv", lesions=external / "lesions.csv",
-                              figures=ATTENTION_FIGURES, **common), "the control's attention, external cohort"),
+        *on_external(root / "crossval", feats_ext, "", "the fold ensemble"),
+        # the control's models on the external cohort, marked the same way (same seed → same directions per label)
+        marks("control-marks-external", feats_ext, external, marked_ext,
+              "positive control: key slices of the external cohort marked"),
+        *on_external(root / "control", marked_ext, "control-", "the control's fold ensemble"),
     ]
     if predict_scan is not None:
         stages.append(Stage("predict", "clearct.mil.predict:run_predict",

@@ -79,7 +79,7 @@ def _fmt_sd(m: dict[str, float] | None) -> str:
 def auroc_table(metrics: dict, targets: list[str], prevalence: dict[str, tuple[float, float]],
                 control: dict | None = None) -> Table:
     """Per target: prevalence in both cohorts, pooled CV AUROC with CI, fold mean ± sd, external AUROC with CI,
-    and with ``control`` (metrics of the marked-features crossval) the positive control's CV AUROC."""
+    and with ``control`` (metrics of the marked-features crossval and deploy) the positive control's AUROCs."""
     rows = []
     for t in [*targets, "macro"]:
         prev = prevalence.get(t)
@@ -126,7 +126,7 @@ def learning_verdict(metrics: dict, targets: list[str], control: dict | None = N
             + ("The MIL stage finds lesion slices once the embeddings set them apart, so what limits the columns "
                "on the left is how little the encoder puts into the slice embeddings at this size."
                if len(found) > len(above) else "")
-            + " Scans whose lesions are not annotated carry no marks, so the control stays below 1.")
+            + " Training scans whose lesions are not annotated carry no marks, so the CV control stays below 1.")
 
 
 def _synth_settings(cohort: Path) -> dict:
