@@ -182,7 +182,7 @@ def test_other_tasks_run_and_report_their_metrics(tmp_path, task):
     assert expected in metrics
 
 
-def test_mark_lesion_slices_moves_exactly_the_key_slice_rows(tmp_path):
+def test_mark_lesion_slices_moves_exactly_the_key_slice_rows(tmp_path, caplog):
     bags = planted_bags(4, dim=16, instances=(6, 9), targets=1, shift=0.0, windows=2, seed=1)
     for b in bags:  # a large common offset and unequal spreads, as real features have
         b.features.feats = (b.features.feats * np.linspace(0.1, 3.0, 16) + 50.0).astype(np.float16)
@@ -192,9 +192,13 @@ def test_mark_lesion_slices_moves_exactly_the_key_slice_rows(tmp_path):
     lesions.write_text("scan_id,slice_index,x1,y1,x2,y2,label\n"
                        f"{ids[0]},2,1,1,4,4,liver\n{ids[0]},4,1,1,4,4,lung\n{ids[1]},3,1,1,4,4,liver\n"
                        f"{ids[2]},1,1,1,4,4,other\n")
+    (tmp_path / "features" / "broken.h5").write_bytes(b"not an h5 file")
     out = tmp_path / "marked"
     marks = LesionMarks(tmp_path / "features", lesions, out, targets=("liver", "lung"), shift_sd=0.5, seed=3)
-    assert mark_lesion_slices(marks) == 0
+    with caplog.at_level("WARNING", logger="clearct"):
+        assert mark_lesion_slices(marks) == 0
+    assert "broken.h5" in caplog.text and "not marked" in caplog.text
+    assert sorted(p.stem for p in out.glob("*.h5")) == sorted(ids)
     spread = np.concatenate([b.features.feats.astype(np.float32) for b in bags]).std(axis=0)
     steps = {}
     for b in bags:

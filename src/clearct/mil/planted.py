@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clearct.common.errors import ClearctError
 from clearct.common.runs import LOG
 from clearct.extract.h5 import ScanFeatures, read_features, write_features
 from clearct.io.tables import read_lesions_table
@@ -98,8 +99,12 @@ def mark_lesion_slices(marks: LesionMarks) -> int:
     cohort's standard deviation of dimension d (a root-mean-square move of ``shift_sd`` σ per dimension).
     ``weights_sha256`` records the marking, so models trained on the copies are never mistaken for models of the
     originals. Returns 0 (the demo's stage contract)."""
-    files = sorted(Path(marks.features).glob("*.h5"))
-    scans = [read_features(f) for f in files]
+    scans = []
+    for path in sorted(Path(marks.features).glob("*.h5")):
+        try:
+            scans.append(read_features(path))
+        except ClearctError as exc:  # one line per broken file; the rest are marked
+            LOG.warning("%s; not marked", exc)
     if not scans:
         raise ValueError(f"{marks.features}: no feature files to mark")
     dim = scans[0].embed_dim
