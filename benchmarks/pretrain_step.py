@@ -79,7 +79,7 @@ def bench_loader(*, size: int, workers: int, batch: int, scans: int, slices: int
         cache = build_cache(read_scans_table(tmp / "cohort" / "scans.csv"), tmp / "cache", progress=False)
         index = build_index(cache, read_lesions_table(tmp / "cohort" / "lesions.csv"))
         windows = tuple((w.lo, w.hi) for w in parse_windows("lung,abdomen"))
-        dataset = PretrainSlices(cache, index, ViewSpec(size=size, windows=windows), lesion_crops=True)
+        dataset = PretrainSlices(cache, index, ViewSpec(size=size, windows=windows), mode="lecl")
         loader = make_loader(dataset, local_batch=batch, workers=workers)
         loader.sampler.set_epoch(0)
         seen, start = 0, None

@@ -231,3 +231,45 @@ def test_drasclr_runs_load_through_the_registry(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(patches, loc), encoder(patches, loc))
     assert loaded.is_3d and loaded.embed_dim == TEST_ENCODER.embed_dim
+
+
+@pytest.mark.parametrize("name", [*TEST_CONFIGS, "timm:test_resnet", "timm:test_vit"])
+def test_every_2d_encoder_takes_an_image_size(name):
+    torch.manual_seed(0)
+    encoder = create_encoder(name, image_size=96)
+    assert encoder.input_size == 96
+    out = encoder.eval()(torch.randn(2, 3, 96, 96))
+    assert out.shape == (2, encoder.embed_dim) and torch.isfinite(out).all()
+    assert create_encoder(name).input_size != 96  # None keeps the registry's default
+
+
+def test_fixed_size_encoders_refuse_another_size():
+    with pytest.raises(ClearctError, match="drasclr.* fixed input size of 32 px"):
+        create_encoder("drasclr", image_size=96)
+    with pytest.raises(ClearctError, match="multiple of 16"):
+        create_encoder("vit_conv_test", image_size=72)
+
+
+def test_vit_weights_load_at_another_size(tmp_path):
+    # a fixed sin-cos table is rebuilt for the new grid; every other weight is the trained one
+    torch.manual_seed(0)
+    small = create_encoder("vit_conv_test")  # 64 px: 4×4 tokens
+    run = tmp_path / "run"
+    save_encoder_run(run, small, arch="vit_conv_test", windows=[("lung", -1500, 500)])
+    with pytest.raises(ClearctError, match="trained at 64 px, not 128 px.*--allow-resize"):
+        create_encoder(run, image_size=128)
+    big = create_encoder(run, image_size=128, allow_resize=True).eval()
+    assert big.input_size == 128 and big.patch_embed.grid_size == (8, 8)
+    torch.testing.assert_close(big.pos_embed, create_encoder("vit_conv_test", image_size=128).pos_embed)
+    for key, value in small.state_dict().items():
+        if key != "pos_embed":
+            assert torch.equal(value, big.state_dict()[key]), key
+    # a learned table (timm ViT) is resampled: the corners of the grid keep their values
+    vit = create_encoder("timm:test_vit")
+    save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, tmp_path / "vit.safetensors")
+    grid = vit.patch_embed.grid_size
+    resized = create_encoder("timm:test_vit", weights=tmp_path / "vit.safetensors", image_size=2 * vit.input_size)
+    prefix = vit.num_prefix_tokens
+    assert resized.pos_embed.shape[1] == prefix + 4 * grid[0] * grid[1]
+    torch.testing.assert_close(resized.pos_embed[:, :prefix], vit.pos_embed[:, :prefix])
+    assert resized(torch.randn(1, 3, resized.input_size, resized.input_size)).shape == (1, vit.embed_dim)

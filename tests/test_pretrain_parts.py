@@ -7,13 +7,14 @@ import os
 import time
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
 from clearct.common.errors import ClearctError
 from clearct.io import CTVolume, LesionBox, ScanRecord
 from clearct.pretrain.cache import build_cache, build_index, source_key
-from clearct.pretrain.data import PretrainSlices, make_loader
+from clearct.pretrain.data import EpochSampler, PretrainSlices, epoch_order, make_loader
 from clearct.pretrain.distributed import GlobalBatchNorm, convert_global_batchnorm
 from clearct.pretrain.moco import MoCo, build_mlp
 from clearct.pretrain.views import ViewSpec, lesion_crop, make_views, random_resized_crop
@@ -102,6 +103,15 @@ def test_lesion_crop_is_centred_on_the_box_and_shifted_inside():
     assert top == 0 and left == 0
 
 
+def test_lesion_crop_sized_to_the_box():
+    rng = np.random.default_rng(3)
+    sides = [lesion_crop(rng, 200, 200, (90, 100, 110, 116), 0.08, (2.0, 4.0))[2] for _ in range(300)]
+    assert 40 <= min(sides) < 45 and 75 < max(sides) <= 80  # 2–4 × the longer box side (20 px)
+    # a tiny box still gets at least an eighth of the image, a huge one at most the image
+    assert lesion_crop(rng, 200, 200, (99, 99, 101, 101), 0.08, (2.0, 4.0))[2] == 25
+    assert lesion_crop(rng, 200, 200, (0, 0, 180, 180), 0.08, (2.0, 4.0))[2] == 200
+
+
 def test_views_shape_normalisation_and_determinism():
     hu = (np.arange(64 * 64, dtype=np.int16).reshape(64, 64) % 2000 - 1000).astype(np.int16)
     a1, a2 = make_views(hu, SPEC, np.random.default_rng(5), box=(20, 20, 30, 30))
@@ -186,14 +196,55 @@ def test_index_attaches_boxes_and_ignores_unmatched(tmp_path, caplog):
     assert "2 lesion boxes match no cached scan/slice" in caplog.text
 
 
+def test_index_targets_follow_lesion_extents(tmp_path):
+    cache = build_cache(_cohort(tmp_path), tmp_path / "cache", reader=_npz_reader, progress=False)
+    lesions = [LesionBox("s1", 2, 5, 6, 20, 10, "liver", 1, 3), LesionBox("s2", 4, 1, 1, 3, 3, "bone"),
+               LesionBox("s2", 0, 1, 1, 3, 3, "liver", 0, 9)]  # an extent past the scan end is cut at it
+    index = build_index(cache, lesions)
+    assert index.label_names == ("bone", "liver")
+    liver, bone = index.targets[:, 1], index.targets[:, 0]
+    assert np.flatnonzero(liver).tolist() == [6, 7, 8, 10, 11, 12, 13, 14]  # s1 slices 1–3, all of s2
+    assert np.flatnonzero(bone).tolist() == [14]  # no extent: the key slice only
+    assert index.annotated.tolist() == [False] * 5 + [True] * 10  # s0 has no rows: no targets for it
+    assert index.lesion_rows.tolist() == [7, 10, 14] and index.covered_rows.tolist() == [6, 7, 8, 10, 11, 12, 13, 14]
+
+
+def test_sampler_draws_the_asked_share_of_annotated_slices():
+    rows, emphasis = np.arange(1000), np.arange(0, 1000, 11)  # 91 annotated rows, 9 %
+    natural = epoch_order(rows, emphasis, None, seed=0, epoch=0)
+    assert sorted(natural.tolist()) == rows.tolist()  # a permutation: every slice once
+    order = epoch_order(rows, emphasis, 0.5, seed=0, epoch=0)
+    assert len(order) == 1000 and np.isin(order, emphasis).mean() == pytest.approx(0.5, abs=0.002)
+    assert len(np.unique(order[~np.isin(order, emphasis)])) == 500  # the other half: distinct other slices
+    assert np.array_equal(order, epoch_order(rows, emphasis, 0.5, seed=0, epoch=0))
+    assert not np.array_equal(order, epoch_order(rows, emphasis, 0.5, seed=0, epoch=1))
+    # sampled batches of the loader show the same share
+    sampler = EpochSampler(rows, rank=0, world_size=1, seed=0, emphasis=emphasis, share=0.3)
+    drawn = np.array([row for _, _, row in sampler])
+    assert np.isin(drawn, emphasis).mean() == pytest.approx(0.3, abs=0.002)
+
+
+def test_supervised_items_carry_slice_targets(tmp_path):
+    cache = build_cache(_cohort(tmp_path), tmp_path / "cache", reader=_npz_reader, progress=False)
+    index = build_index(cache, [LesionBox("s1", 2, 5, 6, 20, 10, "liver", 1, 3)])
+    dataset = PretrainSlices(cache, index, SPEC, mode="supervised", seed=0)
+    x1, x2, targets = dataset[(0, 0, 6)]
+    assert targets.tolist() == [1.0] and dataset[(0, 0, 9)][2].tolist() == [0.0]
+    assert x1.shape == x2.shape == (3, 32, 32) and not torch.equal(x1, x2)
+    with pytest.raises(ValueError, match="needs lesion targets"):
+        PretrainSlices(cache, build_index(cache, []), SPEC, mode="supervised")
+
+
 def test_dataset_and_loader_are_deterministic_across_workers(tmp_path):
     cache = build_cache(_cohort(tmp_path), tmp_path / "cache", reader=_npz_reader, progress=False)
     index = build_index(cache, [LesionBox("s0", 1, 4, 4, 12, 12, "x")])
-    dataset = PretrainSlices(cache, index, SPEC, lesion_crops=True, seed=3)
-    x1, x2, lesion = dataset[(0, 1)]
+    dataset = PretrainSlices(cache, index, SPEC, mode="lecl", seed=3)
+    x1, x2, lesion = dataset[(0, 0, 1)]
     assert lesion and x1.shape == (3, 32, 32)
-    assert not dataset[(0, 2)][2]
-    assert not PretrainSlices(cache, index, SPEC, lesion_crops=False)[(0, 1)][2]
+    assert not dataset[(0, 0, 2)][2]
+    assert not PretrainSlices(cache, index, SPEC, mode="moco")[(0, 0, 1)][2]
+    # the same slice drawn twice in an epoch (oversampling) gets other views
+    assert not torch.equal(dataset[(0, 0, 1)][1], dataset[(0, 5, 1)][1])
 
     def epoch_batches(workers, epoch):
         loader = make_loader(dataset, local_batch=4, workers=workers, seed=3)

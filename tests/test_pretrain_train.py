@@ -97,8 +97,42 @@ def test_bad_settings_are_one_line_errors(cohort, tmp_path):
         run_pretrain(_cfg(cohort, tmp_path / "a", lesions=None))
     with pytest.raises(ClearctError, match="fewer than one batch of 32"):
         run_pretrain(_cfg(cohort, tmp_path / "b", batch_size=32))
-    with pytest.raises(ClearctError, match="--image-size 32 differs from the input size 64"):
-        run_pretrain(_cfg(cohort, tmp_path / "b", image_size=32))
+    with pytest.raises(ClearctError, match="must be a multiple of 16"):
+        run_pretrain(_cfg(cohort, tmp_path / "b", image_size=40))
+    with pytest.raises(ClearctError, match="--method supervised needs --lesions"):
+        run_pretrain(_cfg(cohort, tmp_path / "b", method="supervised", lesions=None))
     run_pretrain(_cfg(cohort, tmp_path / "c", method="moco", epochs=1, stop_after=1))
     with pytest.raises(ClearctError, match=r"--resume with different settings \(batch_size: 8 → 4\)"):
         run_pretrain(_cfg(cohort, tmp_path / "c", method="moco", epochs=1, batch_size=4, resume=True))
+
+
+def test_short_runs_get_scaled_defaults_and_a_warning(cohort, tmp_path, caplog):
+    from clearct.pretrain.train import resolve_defaults
+
+    cfg = PretrainConfig(scans=cohort / "scans.csv", arch="vit_conv_test", method="moco", epochs=3, out=tmp_path)
+    short = resolve_defaults(cfg, slices=6400, embed_dim=64)
+    assert short.warmup_epochs == pytest.approx(0.3)  # a tenth of the run, not the paper's 10 epochs
+    assert short.batch_size == 256 and short.mlp_dim == 1024
+    assert resolve_defaults(cfg, slices=1000, embed_dim=768).batch_size == 32  # ≥ 16 steps per epoch
+    assert resolve_defaults(cfg, slices=1000, embed_dim=768).mlp_dim == 4096
+    assert resolve_defaults(cfg.model_copy(update={"epochs": 200}), slices=64, embed_dim=64).warmup_epochs == 10
+    # an explicit warm-up that outlasts the run is kept, with a warning that names the consequence
+    resolve_defaults(cfg.model_copy(update={"warmup_epochs": 10.0}), slices=6400, embed_dim=64)
+    assert "never reaches its base value" in caplog.text
+
+
+def test_supervised_ceiling_trains_exports_and_reloads(cohort, tmp_path):
+    run = tmp_path / "sup"
+    assert run_pretrain(_cfg(cohort, run, method="supervised", image_size=96, lesion_share=0.5)) == 0
+    manifest = json.loads((run / "encoder.json").read_text())
+    assert manifest["info"]["method"] == "supervised" and manifest["input_size"] == 96
+    data = manifest["info"]["data"]
+    assert data["labels"] and data["lesion_covered_slices"] >= data["lesion_slices"] > 0
+    encoder = create_encoder(run)
+    assert encoder.input_size == 96
+    head = {k for k in torch.load(run / CHECKPOINT, weights_only=True)["model"] if k.startswith("head.")}
+    assert head == {"head.weight", "head.bias"}  # the classifier stays in the checkpoint, not in the encoder
+    assert not any(k.startswith("head.") for k in load_file(run / "encoder.safetensors"))
+    with pytest.raises(ClearctError, match="trained at 96 px, not 64 px"):
+        create_encoder(run, image_size=64)
+    assert create_encoder(run, image_size=64, allow_resize=True).input_size == 64

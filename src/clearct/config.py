@@ -67,15 +67,22 @@ class PretrainConfig(CommandConfig):
     scans: Path = Field(..., description="scans.csv of the pretraining cohort")
     lesions: Path | None = Field(None, description="lesions.csv with key-slice boxes (needed for --method lecl)")
     arch: str = Field("vit_conv_small", description="encoder architecture from the registry (clearct encoders)")
-    method: Literal["moco", "lecl", "drasclr"] = Field("lecl", description="moco: plain MoCo v3; lecl: LECL")
+    method: Literal["moco", "lecl", "supervised", "drasclr"] = Field(
+        "lecl", description="moco: plain MoCo v3; lecl: LECL; supervised: the supervised ceiling (per-slice "
+        "lesion labels of --lesions); drasclr: DrasCLR (3D)"
+    )
     lam: float = Field(1.0, ge=0, description="λ, weight of the lesion term in LECL (0 gives LECL-0)")
     variant: Literal["paper", "official"] = Field(
         "paper", description="paper: eq. 2 (λ·ψ); official: the authors' code (ψ^λ inside the sum)"
     )
     epochs: int = Field(100, ge=1, description="training epochs")
-    batch_size: int = Field(256, ge=2, description="global batch size (split over torchrun ranks)")
+    batch_size: int | None = Field(
+        None, ge=2, description="global batch size, split over torchrun ranks (default: 256, smaller for cohorts "
+        "under 4,096 slices so an epoch has ≥ 16 steps)"
+    )
     image_size: int | None = Field(
-        None, ge=32, description="view size in pixels; must equal the encoder's input size (default: that size)"
+        None, ge=16, description="input size of the encoder in pixels (default: the architecture's, e.g. 224); "
+        "stored in encoder.json and used by extract and predict"
     )
     windows: list[str] = Field(["lung", "abdomen"], description="HU windows drawn per sample: presets or name:lo:hi")
     out: Path = Field(..., description="run folder (checkpoints, log, encoder.safetensors, encoder.json)")
@@ -83,15 +90,29 @@ class PretrainConfig(CommandConfig):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     seed: int = Field(0, description="random seed")
     workers: int = Field(2, ge=0, description="data-loader worker processes")
-    # --- methods moco and lecl (MoCo v3 recipe; see docs/pretraining.md) ---
+    lesion_share: float | None = Field(
+        None, gt=0, lt=1, description="share of each epoch drawn from annotated slices (key slices for lecl, every "
+        "lesion slice for supervised); default: their natural share"
+    )
+    # --- methods moco, lecl and supervised (MoCo v3 recipe; see docs/pretraining.md) ---
     lr: float = Field(1e-4, gt=0, description="base learning rate; AdamW uses lr × batch-size / 256 (MoCo v3 rule)")
-    warmup_epochs: float = Field(10.0, ge=0, description="epochs of linear lr warmup before the cosine decay")
+    warmup_epochs: float | None = Field(
+        None, ge=0, description="epochs of linear lr warmup before the cosine decay (default: the paper's 10, at "
+        "most a tenth of the run)"
+    )
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay")
     tau: float = Field(0.2, gt=0, description="temperature τ of the contrastive loss")
     momentum: float = Field(0.99, ge=0, le=1, description="key-encoder momentum m0 at the start (half-cosine to 1)")
     crop_min: float = Field(0.08, gt=0, le=1, description="smallest crop area fraction (lesion crop side ≥ √crop_min·W)")
+    lesion_crop_scale: list[float] | None = Field(
+        None, description="lecl: lesion crop side as lo,hi × the box's longer side (e.g. 2,4); default: a share "
+        "of the image as --crop-min"
+    )
     proj_dim: int = Field(256, ge=2, description="output size of the projector and predictor")
-    mlp_dim: int = Field(4096, ge=2, description="hidden size of the projector and predictor")
+    mlp_dim: int | None = Field(
+        None, ge=2, description="hidden size of the projector and predictor (default: 16 × the encoder's width, "
+        "at most MoCo v3's 4096)"
+    )
     lesion_own_positive: bool = Field(
         False, description="also count the query's own positive key in the LECL lesion sum"
     )
@@ -120,8 +141,15 @@ class PretrainConfig(CommandConfig):
     drasclr_momentum: float = Field(0.999, ge=0, le=1, description="drasclr: key-encoder momentum")
     drasclr_lr: float = Field(0.01, gt=0, description="drasclr: SGD learning rate (cosine decay)")
 
-    _split = field_validator("windows", mode="before")(_split_list)
+    _split = field_validator("windows", "lesion_crop_scale", mode="before")(_split_list)
     _split_drasclr = field_validator("drasclr_channels", "drasclr_window", mode="before")(_split_list)
+
+    @field_validator("lesion_crop_scale")
+    @classmethod
+    def _scale_pair(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (len(value) != 2 or not 0 < value[0] <= value[1]):
+            raise ValueError("lesion_crop_scale takes two factors lo,hi with 0 < lo ≤ hi")
+        return value
 
     @field_validator("drasclr_window")
     @classmethod
@@ -135,6 +163,11 @@ class ExtractConfig(CommandConfig):
     scans: Path = Field(..., description="scans.csv of the cohort to embed")
     encoder: str = Field(..., description="registry name, timm:<name>, random:<arch>, a baseline, or a pretraining run folder")
     weights: Path | None = Field(None, description="local weights file for the encoder")
+    image_size: int | None = Field(
+        None, ge=16, description="encoder input size in pixels (default: a run folder's training size, else the "
+        "architecture's)"
+    )
+    allow_resize: bool = Field(False, description="run a pretraining run folder at another --image-size than its own")
     windows: list[str] = Field(["lung", "abdomen"], description="HU windows, each slice is embedded once per window")
     out: Path = Field(..., description="folder for the <scan_id>.h5 feature files")
     batch_size: int = Field(64, ge=1, description="slices per forward pass")

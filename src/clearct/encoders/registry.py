@@ -5,8 +5,10 @@ Every encoder carries the attributes the other stages read: ``embed_dim``, ``inp
 
 A builder is a function with keyword arguments only; :func:`create_encoder` passes each of these when the builder
 declares it: ``weights`` (a builder that reads its own weight format, e.g. a foundation baseline), ``variant``
-(the text after ``family:`` for family entries such as ``timm:<model>``) and ``info`` (the ``encoder.json`` of a run
-folder, for architectures whose shape is stored there). Builders without ``weights`` get local weights loaded by
+(the text after ``family:`` for family entries such as ``timm:<model>``), ``info`` (the ``encoder.json`` of a run
+folder, for architectures whose shape is stored there) and ``image_size`` (the input size in pixels, as timm's
+``img_size``; ``None`` = the builder's default, the paper's size). A builder without ``image_size`` has a fixed input
+size: asking for another one is an error. Builders without ``weights`` get local weights loaded by
 :func:`clearct.encoders.weights.load_weights` (strict, with clear errors).
 """
 
@@ -92,9 +94,10 @@ def describe(module: nn.Module, **attrs: Any) -> nn.Module:
 
 
 def build(
-    name: str, *, weights: str | Path | None = None, info: dict | None = None, seed: int = INIT_SEED
+    name: str, *, weights: str | Path | None = None, info: dict | None = None, seed: int = INIT_SEED,
+    image_size: int | None = None,
 ) -> nn.Module:
-    """Build the registered encoder ``name`` (random init unless ``weights``) and check its attributes.
+    """Build the registered encoder ``name`` (random init unless ``weights``) at ``image_size`` and check it.
 
     The initialisation is drawn under ``torch.manual_seed(seed)`` in a forked CPU RNG, so the same name and seed
     give the same weights and the caller's global RNG stream is left as it was.
@@ -110,6 +113,10 @@ def build(
     own_weights = entry.accepts("weights")
     if own_weights:
         kwargs["weights"] = weights
+    if image_size is not None and entry.accepts("image_size"):
+        if int(image_size) < 16:
+            raise ClearctError(f"image size {image_size} px is too small for encoder {name!r} (at least 16)")
+        kwargs["image_size"] = int(image_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         module = describe(entry.build(**kwargs))
@@ -120,4 +127,7 @@ def build(
     missing = [a for a in REQUIRED if not hasattr(module, a)]
     if missing:
         raise TypeError(f"encoder {name!r} lacks the registry attributes {missing}")
+    if image_size is not None and int(image_size) != int(module.input_size):
+        raise ClearctError(f"encoder {name!r} has a fixed input size of {module.input_size} px "
+                           f"(asked for {image_size})")
     return module

@@ -75,12 +75,20 @@ def read_manifest(run_dir: str | Path) -> dict:
     return manifest
 
 
-def load_encoder_run(run_dir: str | Path) -> nn.Module:
-    """Rebuild the run's architecture from the registry and load its weights (sha256 checked)."""
+def load_encoder_run(run_dir: str | Path, *, image_size: int | None = None, allow_resize: bool = False) -> nn.Module:
+    """Rebuild the run's architecture from the registry and load its weights (sha256 checked).
+
+    The encoder runs at the size it was trained at; another ``image_size`` is refused unless ``allow_resize``
+    (features at another size are other features: a model trained on one size should not silently get the other).
+    """
     from clearct.encoders.registry import build
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
+    trained = int(manifest["input_size"])
+    if image_size is not None and int(image_size) != trained and not allow_resize:
+        raise ClearctError(f"the encoder was trained at {trained} px, not {image_size} px; leave out the image size "
+                           "or allow resizing explicitly (--allow-resize)", run_dir / MANIFEST)
     weights = run_dir / manifest.get("weights_file", WEIGHTS)
     if not weights.is_file():
         raise ClearctError("weights file of the run is missing", weights)
@@ -88,8 +96,9 @@ def load_encoder_run(run_dir: str | Path) -> nn.Module:
     if manifest.get("weights_sha256") not in (None, digest):
         raise ClearctError(f"sha256 {digest[:12]}… differs from {MANIFEST}'s; the run folder is inconsistent",
                            weights)
-    encoder = build(manifest["arch"], weights=weights, info=manifest.get("info"))
-    for key in ("embed_dim", "input_size"):
+    size = trained if image_size is None else int(image_size)
+    encoder = build(manifest["arch"], weights=weights, info=manifest.get("info"), image_size=size)
+    for key in ("embed_dim",):
         if int(getattr(encoder, key)) != int(manifest[key]):
             raise ClearctError(f"{key} {getattr(encoder, key)} of arch {manifest['arch']} differs from the "
                                f"manifest's {manifest[key]}", run_dir / MANIFEST)

@@ -2,10 +2,13 @@
 
 ``pretrained=False`` always: weights come only from a local file through ``create_encoder(..., weights=...)``.
 The output is what timm's ``num_classes=0`` forward gives (the pooled pre-logits features); input size and
-normalisation come from the model's ``pretrained_cfg``.
+normalisation come from the model's ``pretrained_cfg``. ``image_size`` is timm's ``img_size`` for models that take
+it (ViTs and other token models); CNNs, which do not, run at any size as built.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from typing import Any
 
@@ -40,8 +43,16 @@ def describe_timm(model: nn.Module, encoder_name: str, embed_dim: int) -> nn.Mod
 
 
 @register_encoder("timm:")
-def timm_encoder(*, variant: str) -> nn.Module:
-    """Any timm model by name, classifier removed (``num_classes=0``)."""
-    model = timm_model(variant)
+def timm_encoder(*, variant: str, image_size: int | None = None) -> nn.Module:
+    """Any timm model by name, classifier removed (``num_classes=0``), at ``image_size`` px."""
+    model = None
+    if image_size is not None:
+        # a CNN's constructor has no img_size (TypeError): it runs at any size as built
+        with contextlib.suppress(TypeError):
+            model = timm_model(variant, img_size=image_size)
+    model = model or timm_model(variant)
     dim = getattr(model, "head_hidden_size", None) or model.num_features
-    return describe_timm(model, f"timm:{variant}", dim)
+    model = describe_timm(model, f"timm:{variant}", dim)
+    if image_size is not None:
+        model.input_size = int(image_size)
+    return model

@@ -5,7 +5,8 @@ The stem (Xiao et al. 2021, as in MoCo v3) replaces the 16×16 patch projection 
 transformer block, hence 11 blocks for the base model. Position embeddings are the fixed 2D sin-cos table of MoCo v3
 (zero for the class token, not trained), and the output is the normed class token — the feature MoCo v3's projector
 consumes. The trunk of ``vit_conv_base`` has 82,199,904 parameters, counting the class token and the (frozen)
-position table: MoCo v3's own figure for the same model.
+position table: MoCo v3's own figure for the same model. ``image_size`` (a multiple of 16) sets the token grid; the
+sin-cos table is rebuilt for it, so weights trained at one size load at another exactly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from clearct.common.errors import ClearctError
 from clearct.encoders.registry import describe, register_encoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -62,6 +64,8 @@ def sincos_table(grid: tuple[int, int], dim: int, prefix_tokens: int = 1) -> tor
 
 def vit_conv(name: str, *, embed_dim: int, depth: int, num_heads: int, input_size: int = 224) -> nn.Module:
     """A ViT with the conv stem, fixed sin-cos positions, class-token output (no head), MoCo v3 init."""
+    if input_size % 16:
+        raise ClearctError(f"{name}: the image size must be a multiple of 16 (the conv stem's stride), got {input_size}")
     model = VisionTransformer(
         img_size=input_size, patch_size=16, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
         mlp_ratio=4.0, qkv_bias=True, num_classes=0, global_pool="token", embed_layer=ConvStem,
@@ -75,18 +79,18 @@ def vit_conv(name: str, *, embed_dim: int, depth: int, num_heads: int, input_siz
 
 
 @register_encoder("vit_conv_base")
-def vit_conv_base() -> nn.Module:
+def vit_conv_base(*, image_size: int | None = None) -> nn.Module:
     """ViT-B/16 with conv stem: 768-d, 11 blocks, 12 heads (82.2M)."""
-    return vit_conv("vit_conv_base", embed_dim=768, depth=11, num_heads=12)
+    return vit_conv("vit_conv_base", embed_dim=768, depth=11, num_heads=12, input_size=image_size or 224)
 
 
 @register_encoder("vit_conv_small")
-def vit_conv_small() -> nn.Module:
+def vit_conv_small(*, image_size: int | None = None) -> nn.Module:
     """ViT-S/16 with conv stem: 384-d, 11 blocks, 12 heads as in MoCo v3 (stem widths halved)."""
-    return vit_conv("vit_conv_small", embed_dim=384, depth=11, num_heads=12)
+    return vit_conv("vit_conv_small", embed_dim=384, depth=11, num_heads=12, input_size=image_size or 224)
 
 
 @register_encoder("vit_conv_test")
-def vit_conv_test() -> nn.Module:
+def vit_conv_test(*, image_size: int | None = None) -> nn.Module:
     """Tiny test configuration: 64-d, 2 blocks, 64 px input."""
-    return vit_conv("vit_conv_test", embed_dim=64, depth=2, num_heads=2, input_size=64)
+    return vit_conv("vit_conv_test", embed_dim=64, depth=2, num_heads=2, input_size=image_size or 64)

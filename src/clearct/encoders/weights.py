@@ -4,7 +4,9 @@ Accepted files: ``.safetensors``, or a torch checkpoint read with ``torch.load(w
 plain state dict or one nested under ``state_dict`` / ``model`` / ``module`` (as MoCo v3 and timm training scripts
 save them). A prefix shared by the matching keys (``module.``, ``module.base_encoder.`` …) is found and removed, so a
 MoCo v3 checkpoint loads its query encoder. Keys under an encoder's ``ignore_prefixes`` (a classifier head the
-encoder does not have) are dropped; anything else missing, unexpected or of the wrong shape is an error.
+encoder does not have) are dropped; anything else missing, unexpected or of the wrong shape is an error — except a
+ViT's ``pos_embed`` from another input size: a fixed table (requires_grad off, e.g. MoCo v3's sin-cos) is rebuilt
+for the new grid as the module has it, a learned one is resampled with timm's ``resample_abs_pos_embed``.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ def match_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | P
     ignore = tuple(getattr(module, "ignore_prefixes", ()))
     if ignore:
         state = {k: v for k, v in state.items() if not k.startswith(ignore)}
+    state = fit_pos_embed(module, state)
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items()
@@ -66,6 +69,23 @@ def match_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | P
         where = f" after removing the prefix {prefix!r}" if prefix else ""
         raise ClearctError(f"weights do not fit encoder {name}{where}: {'; '.join(problems)}", path)
     return state
+
+
+def fit_pos_embed(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state`` with a ``pos_embed`` of another token grid made to fit ``module`` (see the module docstring)."""
+    own = getattr(module, "pos_embed", None)
+    theirs = state.get("pos_embed")
+    if not isinstance(own, torch.Tensor) or theirs is None or theirs.shape == own.shape:
+        return state
+    if theirs.ndim != 3 or theirs.shape[-1] != own.shape[-1]:
+        return state  # not a token table of the same width: reported as a shape mismatch
+    if not own.requires_grad:
+        return {**state, "pos_embed": own.detach().clone()}
+    from timm.layers import resample_abs_pos_embed
+
+    prefix = int(getattr(module, "num_prefix_tokens", 1))
+    grid = tuple(module.patch_embed.grid_size)
+    return {**state, "pos_embed": resample_abs_pos_embed(theirs, list(grid), num_prefix_tokens=prefix)}
 
 
 def load_weights(module: nn.Module, path: str | Path) -> nn.Module:

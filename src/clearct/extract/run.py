@@ -103,7 +103,8 @@ def run_extract(cfg: ExtractConfig) -> int:
     device = resolve_device(cfg.device)
     _set_cpu_threads(device)
     windows = parse_windows(cfg.windows)
-    encoder = create_encoder(cfg.encoder, weights=cfg.weights).to(device).eval()
+    encoder = create_encoder(cfg.encoder, weights=cfg.weights, image_size=cfg.image_size,
+                             allow_resize=cfg.allow_resize).to(device).eval()
     expected = {
         "encoder": encoder.encoder_name,
         "weights_sha256": encoder.weights_sha256,

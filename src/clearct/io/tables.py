@@ -30,6 +30,16 @@ class LesionBox:
     x2: float
     y2: float
     label: str
+    # the lesion's slice extent (inclusive) where the table gives it; None → only the key slice is known
+    slice_first: int | None = None
+    slice_last: int | None = None
+
+    @property
+    def extent(self) -> tuple[int, int]:
+        """First and last slice (inclusive) the lesion covers; the key slice alone when the table has no extent."""
+        first = self.slice_index if self.slice_first is None else self.slice_first
+        last = self.slice_index if self.slice_last is None else self.slice_last
+        return first, last
 
 
 @dataclass
@@ -94,25 +104,37 @@ def read_scans_table(path: str | Path, *, check_exists: bool = True) -> list[Sca
     return records
 
 
+def _optional_int(value: str | None) -> int | None:
+    return None if value is None or value.strip() == "" else int(value)
+
+
 def read_lesions_table(path: str | Path) -> list[LesionBox]:
-    """Read ``lesions.csv`` (scan_id, slice_index, x1, y1, x2, y2, label)."""
+    """Read ``lesions.csv`` (scan_id, slice_index, x1, y1, x2, y2, label [, slice_first, slice_last]).
+
+    The extent columns are optional (DeepLesion's tables have only the key slice); where present they must
+    bracket the key slice.
+    """
     path = Path(path)
     _, rows = _read_rows(path, ("scan_id", "slice_index", "x1", "y1", "x2", "y2", "label"))
     boxes, bad = [], []
     for i, r in enumerate(rows):
         try:
             box = LesionBox(
-                r["scan_id"], int(r["slice_index"]), *(float(r[k]) for k in ("x1", "y1", "x2", "y2")), r["label"]
+                r["scan_id"], int(r["slice_index"]), *(float(r[k]) for k in ("x1", "y1", "x2", "y2")), r["label"],
+                _optional_int(r.get("slice_first")), _optional_int(r.get("slice_last")),
             )
         except ValueError:
             bad.append(i)
             continue
-        if not r["scan_id"] or box.x2 <= box.x1 or box.y2 <= box.y1 or box.slice_index < 0:
+        first, last = box.extent
+        if (not r["scan_id"] or box.x2 <= box.x1 or box.y2 <= box.y1 or box.slice_index < 0
+                or not 0 <= first <= box.slice_index <= last):
             bad.append(i)
             continue
         boxes.append(box)
     if bad:
-        raise ClearctError(f"invalid lesion box on line(s) {_rows_where(rows, bad)} (need x2>x1, y2>y1, slice≥0)", path)
+        raise ClearctError(f"invalid lesion box on line(s) {_rows_where(rows, bad)} "
+                           "(need x2>x1, y2>y1, slice≥0, slice_first ≤ slice_index ≤ slice_last)", path)
     return boxes
 
 

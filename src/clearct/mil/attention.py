@@ -29,11 +29,15 @@ def attention_rows(bag: Bag, attention: np.ndarray, windows: Sequence[Sequence])
 
 
 def check_encoder(ensemble: Ensemble, encoder: dict, where: Path) -> None:
-    """Features must come from the encoder the models were trained on (name and weights)."""
+    """Features must come from the encoder the models were trained on (name, weights and input size)."""
     want = ensemble.encoder
     if (encoder["encoder"], encoder["weights_sha256"]) != (want["encoder"], want["weights_sha256"]):
         raise ClearctError(f"features come from {encoder['encoder']} ({encoder['weights_sha256'][:12]}) but the "
                            f"models were trained on {want['encoder']} ({want['weights_sha256'][:12]})", where)
+    have_size, want_size = encoder.get("image_size"), want.get("image_size")
+    if have_size is not None and want_size is not None and int(have_size) != int(want_size):
+        raise ClearctError(f"features were embedded at {have_size} px but the models were trained on features at "
+                           f"{want_size} px", where)
 
 
 def run_attention(cfg) -> int:

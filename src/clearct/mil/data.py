@@ -136,9 +136,11 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
         meta = {"encoder": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size}
         if first is None:
             first = (f.embed_dim, [list(w) for w in f.windows], meta, path)
-        elif f.embed_dim != first[0] or meta["encoder"] != first[2]["encoder"]:
-            raise ClearctError(f"features from {f.encoder} ({f.embed_dim}-d) do not match {first[3].name} "
-                               f"({first[2]['encoder']}, {first[0]}-d)", path)
+        elif (f.embed_dim, meta["encoder"], meta["image_size"]) != (first[0], first[2]["encoder"],
+                                                                    first[2]["image_size"]):
+            raise ClearctError(f"features from {f.encoder} ({f.embed_dim}-d, {f.image_size} px) do not match "
+                               f"{first[3].name} ({first[2]['encoder']}, {first[0]}-d, {first[2]['image_size']} px)",
+                               path)
         y = np.zeros(0, np.float32)
         if labels is not None:
             key = f.patient_id if labels.id_column == "patient_id" else f.scan_id

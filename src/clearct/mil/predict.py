@@ -33,10 +33,13 @@ def run_predict(cfg) -> int:
     device = resolve_device(cfg.device)
     ensemble = load_ensemble(cfg.model, device)
     volume = read_ct(cfg.scan_path, series=cfg.series)
-    encoder = create_encoder(cfg.encoder, weights=cfg.weights).to(device).eval()
+    # the size the models' training features were embedded at (a run folder resized on purpose stays resized)
+    size = ensemble.encoder.get("image_size")
+    encoder = create_encoder(cfg.encoder, weights=cfg.weights, image_size=size, allow_resize=True).to(device).eval()
     windows = [Window(str(n), float(lo), float(hi)) for n, lo, hi in ensemble.windows]
     f = embed_volume(volume, encoder, windows, batch_size=cfg.batch_size, device=device)
-    check_encoder(ensemble, {"encoder": f.encoder, "weights_sha256": f.weights_sha256}, cfg.scan_path)
+    check_encoder(ensemble, {"encoder": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size},
+                  cfg.scan_path)
     bag = Bag(f.scan_id, f.patient_id, f.feats.astype(np.float32), f.window.astype(np.int64),
               f.slice_index.astype(np.int32), f.z_mm.astype(np.float32), np.zeros(0, np.float32))
     scores, attn = ensemble.predict([bag])

@@ -117,11 +117,20 @@ def build_cache(
 
 @dataclass(frozen=True)
 class SliceIndex:
-    """Every slice of the cache: its scan (position in ``cache.scans``), slice number and lesion boxes."""
+    """Every slice of the cache: its scan (position in ``cache.scans``), slice number, lesion boxes and targets.
+
+    ``boxes`` holds the key-slice boxes (what LECL crops around). ``targets`` (N, L) marks, per label of
+    ``label_names``, every slice a lesion covers — its ``slice_first..slice_last`` extent where lesions.csv has it,
+    else its key slice — for the supervised ceiling. ``annotated`` marks the slices of scans with at least one row
+    in lesions.csv: a scan without rows may be healthy or merely unannotated, so it carries no slice targets.
+    """
 
     scan: np.ndarray  # (N,) int32
     z: np.ndarray  # (N,) int32
     boxes: dict[int, list[tuple[float, float, float, float]]]  # row → boxes (key slices only)
+    targets: np.ndarray | None = None  # (N, L) float32
+    label_names: tuple[str, ...] = ()
+    annotated: np.ndarray | None = None  # (N,) bool
 
     def __len__(self) -> int:
         return len(self.scan)
@@ -130,13 +139,29 @@ class SliceIndex:
     def num_lesion_slices(self) -> int:
         return len(self.boxes)
 
+    @property
+    def lesion_rows(self) -> np.ndarray:
+        """Rows of the key slices (LECL's lesion crops)."""
+        return np.array(sorted(self.boxes), dtype=np.int64)
+
+    @property
+    def covered_rows(self) -> np.ndarray:
+        """Rows of every slice a lesion covers (positives of the supervised ceiling)."""
+        if self.targets is None:
+            return self.lesion_rows
+        return np.flatnonzero(self.targets.any(axis=1))
+
 
 def build_index(cache: SliceCache, lesions: Sequence[LesionBox] = (), *, source: str | os.PathLike = "") -> SliceIndex:
-    """Index all cached slices and attach lesion boxes (clipped to the slice); boxes that match no slice are logged."""
+    """Index all cached slices and attach lesion boxes (clipped to the slice), extents and per-label targets;
+    boxes that match no slice are logged."""
     scan = np.concatenate([np.full(s.shape[0], i, np.int32) for i, s in enumerate(cache.scans)])
     z = np.concatenate([np.arange(s.shape[0], dtype=np.int32) for s in cache.scans])
     starts = np.cumsum([0] + [s.shape[0] for s in cache.scans])
     position = {s.scan_id: i for i, s in enumerate(cache.scans)}
+    label_names = tuple(sorted({box.label for box in lesions}))
+    targets = np.zeros((len(scan), len(label_names)), np.float32)
+    annotated_scans = np.zeros(len(cache.scans), bool)
     boxes: dict[int, list[tuple[float, float, float, float]]] = {}
     unmatched = 0
     for box in lesions:
@@ -144,10 +169,13 @@ def build_index(cache: SliceCache, lesions: Sequence[LesionBox] = (), *, source:
         if i is None or not 0 <= box.slice_index < cache.scans[i].shape[0]:
             unmatched += 1
             continue
-        _, height, width = cache.scans[i].shape
+        depth, height, width = cache.scans[i].shape
         x1, x2 = sorted((min(max(box.x1, 0), width), min(max(box.x2, 0), width)))
         y1, y2 = sorted((min(max(box.y1, 0), height), min(max(box.y2, 0), height)))
         boxes.setdefault(int(starts[i] + box.slice_index), []).append((x1, y1, x2, y2))
+        first, last = box.extent
+        targets[starts[i] + first : starts[i] + min(last, depth - 1) + 1, label_names.index(box.label)] = 1.0
+        annotated_scans[i] = True
     if unmatched:
         LOG.warning("%s: %d lesion boxes match no cached scan/slice and are ignored", source or "lesions", unmatched)
-    return SliceIndex(scan, z, boxes)
+    return SliceIndex(scan, z, boxes, targets, label_names, annotated_scans[scan])

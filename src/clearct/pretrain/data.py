@@ -1,66 +1,112 @@
-"""Pretraining data: a Dataset of (view 1, view 2, is-lesion) over the slice cache, its sampler and DataLoader.
+"""Pretraining data: a Dataset of (view 1, view 2, extra) over the slice cache, its sampler and DataLoader.
 
-Randomness never depends on worker count or resumption: each sample's views come from a numpy Generator seeded by
-(seed, epoch, slice row), and the sampler is torch's DistributedSampler (seeded shuffle, set_epoch), so epoch e's
-batches are the same in a fresh and in a resumed run, and N ranks × b see the same global batches as 1 process × N·b.
+``extra`` is what the method's loss needs besides the views: for LECL whether the pair is a lesion pair (the
+momentum view a crop around a key-slice box), for MoCo always False, for the supervised ceiling the slice's target
+vector (one 0/1 per lesion label).
+
+Randomness never depends on worker count or resumption: the sampler draws each epoch's global order from
+(seed, epoch) and deals it to the ranks round-robin, and each sample's views come from a numpy Generator seeded by
+(seed, epoch, position in that order, slice row), so epoch e's batches are the same in a fresh and in a resumed run,
+N ranks × b see the same global batches as 1 process × N·b, and a slice drawn twice in one epoch (oversampling)
+gets two different view pairs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from clearct.pretrain.cache import SliceCache, SliceIndex
 from clearct.pretrain.views import ViewSpec, make_views
 
+Mode = Literal["moco", "lecl", "supervised"]
+Item = tuple[int, int, int]  # epoch, position in the epoch's global order, slice row
+
 
 class PretrainSlices(Dataset):
-    """Item ``(epoch, row)`` → ``(x1, x2, lesion)``; with ``lesion_crops`` a key slice gets the LECL view pair."""
+    """Item ``(epoch, position, row)`` → ``(x1, x2, extra)``.
 
-    def __init__(self, cache: SliceCache, index: SliceIndex, spec: ViewSpec, *, lesion_crops: bool, seed: int = 0):
-        self.cache, self.index, self.spec = cache, index, spec
-        self.lesion_crops, self.seed = lesion_crops, seed
+    ``moco``: two random resized crops. ``lecl``: a key slice gets the full-slice / lesion-crop pair, any other
+    slice two random crops. ``supervised``: two full-slice views (crops could cut the lesion out of a positive).
+    """
+
+    def __init__(self, cache: SliceCache, index: SliceIndex, spec: ViewSpec, *, mode: Mode, seed: int = 0):
+        if mode == "supervised" and (index.targets is None or not index.label_names):
+            raise ValueError("the supervised mode needs lesion targets in the slice index")
+        self.cache, self.index, self.spec, self.mode, self.seed = cache, index, spec, mode, seed
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        epoch, row = item
-        rng = np.random.default_rng([self.seed, epoch, row])
+    def __getitem__(self, item: Item) -> tuple[torch.Tensor, torch.Tensor, bool | torch.Tensor]:
+        epoch, position, row = item
+        rng = np.random.default_rng([self.seed, epoch, position, row])
         hu = self.cache.slice(int(self.index.scan[row]), int(self.index.z[row]))
-        boxes = self.index.boxes.get(row) if self.lesion_crops else None
+        if self.mode == "supervised":
+            x1, x2 = make_views(hu, self.spec, rng, full_slice=True)
+            return x1, x2, torch.from_numpy(self.index.targets[row])
+        boxes = self.index.boxes.get(row) if self.mode == "lecl" else None
         box = boxes[int(rng.integers(len(boxes)))] if boxes else None
         x1, x2 = make_views(hu, self.spec, rng, box)
         return x1, x2, box is not None
 
 
-class EpochSampler(Sampler):
-    """DistributedSampler (shuffled, drop_last) whose items carry the epoch: ``(epoch, row)``."""
+def epoch_order(rows: np.ndarray, emphasis: np.ndarray | None, share: float | None, *, seed: int,
+                epoch: int) -> np.ndarray:
+    """The global sample order of one epoch: ``len(rows)`` slice rows.
 
-    def __init__(self, size: int, *, rank: int, world_size: int, seed: int):
-        self.inner = DistributedSampler(range(size), num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
-                                        drop_last=True)
+    Without ``share`` a permutation of ``rows``. With ``share`` s, round(s·n) draws (with replacement) come from
+    the ``emphasis`` rows and the rest, without replacement, from the others, shuffled together — so about a share
+    s of every batch is, e.g., annotated slices (≈ 9–12 % of a DeepLesion-like cohort's slices otherwise).
+    """
+    rng = np.random.default_rng([seed, epoch, 0x5A])
+    if share is None or emphasis is None or len(emphasis) == 0:
+        return rng.permutation(rows)
+    n = len(rows)
+    others = np.setdiff1d(rows, emphasis)
+    n_emph = min(n, int(round(share * n))) if len(others) else n
+    picked = rng.choice(emphasis, n_emph, replace=True)
+    rest = rng.permutation(others)[: n - n_emph]
+    if len(rest) < n - n_emph:  # few other rows: top up with replacement
+        rest = np.concatenate([rest, rng.choice(others, n - n_emph - len(rest), replace=True)])
+    return rng.permutation(np.concatenate([picked, rest]))
+
+
+class EpochSampler(Sampler):
+    """Each epoch's global order (:func:`epoch_order`), cut to a multiple of ``world_size`` and dealt round-robin;
+    yields ``(epoch, position, row)``."""
+
+    def __init__(self, rows: np.ndarray, *, rank: int, world_size: int, seed: int,
+                 emphasis: np.ndarray | None = None, share: float | None = None):
+        self.rows, self.emphasis, self.share = np.asarray(rows, np.int64), emphasis, share
+        self.rank, self.world_size, self.seed = rank, world_size, seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
-        self.inner.set_epoch(epoch)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return ((self.epoch, int(i)) for i in self.inner)
+    def __iter__(self) -> Iterator[Item]:
+        order = epoch_order(self.rows, self.emphasis, self.share, seed=self.seed, epoch=self.epoch)
+        usable = len(order) - len(order) % self.world_size
+        for position in range(self.rank, usable, self.world_size):
+            yield self.epoch, position, int(order[position])
 
     def __len__(self) -> int:
-        return len(self.inner)
+        return len(self.rows) // self.world_size
 
 
 def make_loader(
     dataset: PretrainSlices, *, local_batch: int, rank: int = 0, world_size: int = 1, workers: int = 2,
-    seed: int = 0, pin_memory: bool = False,
+    seed: int = 0, pin_memory: bool = False, rows: np.ndarray | None = None, emphasis: np.ndarray | None = None,
+    share: float | None = None,
 ) -> DataLoader:
-    """Shuffled loader with full batches only; call ``loader.sampler.set_epoch(e)`` before each epoch."""
-    sampler = EpochSampler(len(dataset), rank=rank, world_size=world_size, seed=seed)
+    """Shuffled loader with full batches only over ``rows`` (default: every slice); ``share`` of each epoch drawn
+    from the ``emphasis`` rows. Call ``loader.sampler.set_epoch(e)`` before each epoch."""
+    rows = np.arange(len(dataset)) if rows is None else rows
+    sampler = EpochSampler(rows, rank=rank, world_size=world_size, seed=seed, emphasis=emphasis, share=share)
     return DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=workers, drop_last=True,
                       pin_memory=pin_memory, persistent_workers=False)

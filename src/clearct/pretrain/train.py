@@ -1,4 +1,5 @@
-"""``clearct pretrain`` → :func:`run_pretrain`: MoCo v3 / LECL training loop, checkpoints, resume, export, torchrun.
+"""``clearct pretrain`` → :func:`run_pretrain`: MoCo v3 / LECL / supervised-ceiling training loop, checkpoints,
+resume, export, torchrun.
 
 Run folder: ``config.yaml`` + ``pretrain.log`` (start_run), ``slice-cache/`` (unless ``--cache-dir``),
 ``checkpoint.pt`` (after every epoch, atomic: model incl. momentum branch and heads, optimizer, epoch, step, RNG
@@ -37,7 +38,7 @@ LOG_CSV = "pretrain-log.csv"
 LOG_FIELDS = ["epoch", "step", "loss", "lr", "momentum", "images_per_s"]
 # settings a resumed run must share with the checkpoint (the others — epochs, workers, device … — may change)
 RESUME_KEYS = ("arch", "method", "lam", "variant", "batch_size", "image_size", "windows", "tau", "proj_dim",
-               "mlp_dim", "seed")
+               "mlp_dim", "seed", "lesion_share", "lesion_crop_scale")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,31 @@ def build_moco(trunk: nn.Module, *, dim: int, mlp_dim: int, tau: float, distribu
     return convert_global_batchnorm(model) if distributed else model
 
 
+def build_model(cfg, trunk: nn.Module, index, *, distributed: bool) -> nn.Module:
+    """The training module of ``cfg.method``: MoCo v3 (moco, lecl) or the supervised slice classifier."""
+    if cfg.method != "supervised":
+        return build_moco(trunk, dim=cfg.proj_dim, mlp_dim=cfg.mlp_dim, tau=cfg.tau, distributed=distributed)
+    from clearct.pretrain.supervised import SliceClassifier, positive_weights
+
+    annotated = torch.from_numpy(index.targets[index.annotated])
+    model = SliceClassifier(trunk, int(trunk.embed_dim), len(index.label_names), positive_weights(annotated))
+    return convert_global_batchnorm(model) if distributed else model
+
+
+def _announce(cfg, data: dict, steps_per_epoch: int) -> None:
+    """The resolved recipe, printed at the start (defaults that depend on the cohort are easy to miss)."""
+    peak = cfg.lr * cfg.batch_size / 256
+    line = (f"pretrain: {cfg.method} {cfg.arch} at {cfg.image_size} px on {data['training_slices']} slices "
+            f"({data['lesion_slices']} key slices); batch {cfg.batch_size}, {steps_per_epoch} steps/epoch × "
+            f"{cfg.epochs} epochs = {steps_per_epoch * cfg.epochs} steps; lr {peak:.3g} after {cfg.warmup_epochs:g} "
+            f"warm-up epochs")
+    if cfg.method != "supervised":
+        line += f"; heads {cfg.mlp_dim}→{cfg.proj_dim}"
+    if cfg.lesion_share:
+        line += f"; {cfg.lesion_share:.0%} of samples from annotated slices"
+    LOG.info(line)
+
+
 def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
     """DistributedDataParallel under torchrun (gradients averaged over ranks), the model itself otherwise."""
     if not is_distributed():
@@ -65,14 +91,16 @@ def wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
 
 def train_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, x1: torch.Tensor, x2: torch.Tensor,
-    lesion: torch.Tensor | None, *, lr: float, m: float, loss_spec: LossSpec, device: torch.device,
+    extra: torch.Tensor | None, *, lr: float, m: float, loss_spec: LossSpec, device: torch.device,
     amp: bool = True,
 ) -> torch.Tensor:
-    """One optimisation step at learning rate ``lr`` and key-encoder momentum ``m``; returns this rank's loss."""
+    """One optimisation step at learning rate ``lr`` and key-encoder momentum ``m``; returns this rank's loss.
+
+    ``extra`` is the LECL lesion mask (MoCo: None) or the supervised ceiling's slice targets."""
     for group in optimizer.param_groups:
         group["lr"] = lr
     with autocast_for(device, enabled=amp):
-        loss = model(x1, x2, m, lesion, lam=loss_spec.lam, variant=loss_spec.variant,
+        loss = model(x1, x2, m, extra, lam=loss_spec.lam, variant=loss_spec.variant,
                      include_own_positive=loss_spec.include_own_positive)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -168,7 +196,9 @@ def _settings(cfg) -> dict:
 
 
 def _build_data(cfg, out: Path, info: DistInfo, encoder: nn.Module):
-    """Slice cache (built by rank 0, reused by the others), slice index with lesion boxes, dataset, loader."""
+    """Slice cache (built by rank 0, reused by the others), slice index with lesion boxes, dataset, loader.
+
+    Returns the windows, the loader, a data summary and ``cfg`` with the size-dependent defaults resolved."""
     from clearct.io import read_lesions_table, read_scans_table
     from clearct.preprocess import parse_windows
     from clearct.pretrain.cache import build_cache, build_index
@@ -178,9 +208,9 @@ def _build_data(cfg, out: Path, info: DistInfo, encoder: nn.Module):
     windows = parse_windows(cfg.windows)
     records = read_scans_table(cfg.scans)
     lesions = []
-    if cfg.method == "lecl":
+    if cfg.method in ("lecl", "supervised"):
         if cfg.lesions is None:
-            raise ClearctError("--method lecl needs --lesions lesions.csv (or use --method moco)", cfg.scans)
+            raise ClearctError(f"--method {cfg.method} needs --lesions lesions.csv (or use --method moco)", cfg.scans)
         lesions = read_lesions_table(cfg.lesions)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "slice-cache"
     if info.is_main:
@@ -190,23 +220,63 @@ def _build_data(cfg, out: Path, info: DistInfo, encoder: nn.Module):
     if not info.is_main:
         cache = build_cache(records, cache_dir, progress=False)
     index = build_index(cache, lesions, source=cfg.lesions or "")
+    if cfg.method == "supervised":
+        rows, emphasis = np.flatnonzero(index.annotated), index.covered_rows
+        if not len(emphasis):
+            raise ClearctError("--method supervised: no lesion of lesions.csv matches a cached slice", cfg.lesions)
+    else:
+        rows, emphasis = np.arange(len(index)), index.lesion_rows
+    cfg = resolve_defaults(cfg, slices=len(rows), embed_dim=int(encoder.embed_dim))
     if cfg.batch_size % info.world_size:
         raise ClearctError(f"--batch-size {cfg.batch_size} is not divisible by {info.world_size} ranks")
-    if len(index) < cfg.batch_size:
-        raise ClearctError(f"the cohort has {len(index)} slices, fewer than one batch of {cfg.batch_size}", cfg.scans)
+    if len(rows) < cfg.batch_size:
+        what = "annotated slices" if cfg.method == "supervised" else "slices"
+        raise ClearctError(f"the cohort has {len(rows)} {what}, fewer than one batch of {cfg.batch_size}", cfg.scans)
     spec = ViewSpec(size=cfg.image_size, windows=tuple((w.lo, w.hi) for w in windows), crop_min=cfg.crop_min,
+                    lesion_scale=tuple(cfg.lesion_crop_scale) if cfg.lesion_crop_scale else None,
                     mean=tuple(encoder.mean), std=tuple(encoder.std))
-    dataset = PretrainSlices(cache, index, spec, lesion_crops=cfg.method == "lecl", seed=cfg.seed)
+    dataset = PretrainSlices(cache, index, spec, mode=cfg.method, seed=cfg.seed)
     loader = make_loader(dataset, local_batch=cfg.batch_size // info.world_size, rank=info.rank,
                          world_size=info.world_size, workers=cfg.workers, seed=cfg.seed,
-                         pin_memory=torch.cuda.is_available())
+                         pin_memory=torch.cuda.is_available(), rows=rows,
+                         emphasis=emphasis if cfg.method != "moco" else None, share=cfg.lesion_share)
     summary = {"scans": len(cache.scans), "skipped_scans": cache.skipped, "slices": len(index),
-               "lesion_slices": index.num_lesion_slices, "cache_dir": str(cache_dir)}
-    return windows, loader, summary
+               "training_slices": len(rows), "lesion_slices": index.num_lesion_slices,
+               "lesion_covered_slices": len(index.covered_rows), "labels": list(index.label_names),
+               "cache_dir": str(cache_dir)}
+    return windows, loader, summary, cfg, index
+
+
+PAPER_WARMUP_EPOCHS = 10.0
+WARMUP_SHARE = 0.1  # the paper's 10 of 100 epochs: the default warm-up never takes more of a shorter run
+PAPER_BATCH = 256
+
+
+def resolve_defaults(cfg, *, slices: int, embed_dim: int):
+    """Fill the size-dependent defaults left None: warm-up (the paper's 10 epochs, at most a tenth of the run),
+    batch (256, halved until an epoch has ≥ 16 steps, at least 8) and the MoCo head width (16 × the encoder's
+    width, at most MoCo v3's 4096). An explicit warm-up that leaves no time at the base learning rate is kept
+    but warned about."""
+    update = {}
+    if cfg.warmup_epochs is None:
+        update["warmup_epochs"] = min(PAPER_WARMUP_EPOCHS, WARMUP_SHARE * cfg.epochs)
+    elif cfg.warmup_epochs >= cfg.epochs:
+        LOG.warning("pretrain: --warmup-epochs %g ≥ --epochs %d: the learning rate never reaches its base value "
+                    "(lr × batch / 256) and ends at %.2g of it", cfg.warmup_epochs, cfg.epochs,
+                    cfg.epochs / cfg.warmup_epochs)
+    if cfg.batch_size is None:
+        batch = PAPER_BATCH
+        while batch > 8 and slices // batch < 16:
+            batch //= 2
+        update["batch_size"] = batch
+    if cfg.mlp_dim is None:
+        update["mlp_dim"] = min(4096, 16 * embed_dim)
+    return cfg.model_copy(update=update)
 
 
 def run_pretrain(cfg) -> int:
-    """``clearct pretrain``: MoCo v3 or LECL on the slices of ``--scans``; exports the query encoder to ``--out``."""
+    """``clearct pretrain``: MoCo v3, LECL or the supervised ceiling on the slices of ``--scans``; exports the
+    (query) trunk to ``--out``."""
     if cfg.method == "drasclr":
         from clearct.pretrain.drasclr import run_drasclr
 
@@ -222,17 +292,14 @@ def run_pretrain(cfg) -> int:
     out = start_run(cfg.out, "pretrain", cfg) if info.is_main else Path(cfg.out)
     try:
         torch.manual_seed(cfg.seed)
-        encoder = create_encoder(cfg.arch, seed=cfg.seed)
+        encoder = create_encoder(cfg.arch, seed=cfg.seed, image_size=cfg.image_size)
         if getattr(encoder, "is_3d", False):
             raise ClearctError(f"--arch {cfg.arch} is a 3D encoder; MoCo v3 / LECL pretrain 2D slice encoders")
         if cfg.image_size is None:
             cfg = cfg.model_copy(update={"image_size": int(encoder.input_size)})
-        elif cfg.image_size != encoder.input_size:
-            raise ClearctError(f"--image-size {cfg.image_size} differs from the input size {encoder.input_size} of "
-                               f"--arch {cfg.arch} (extraction renders slices at the encoder's size)")
-        windows, loader, data_summary = _build_data(cfg, out, info, encoder)
-        model = build_moco(encoder, dim=cfg.proj_dim, mlp_dim=cfg.mlp_dim, tau=cfg.tau,
-                           distributed=is_distributed()).to(device)
+        windows, loader, data_summary, cfg, index = _build_data(cfg, out, info, encoder)
+        model = build_model(cfg, encoder, index, distributed=is_distributed()).to(device)
+        _announce(cfg, data_summary, len(loader))
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=0.0, weight_decay=cfg.weight_decay)
         start_epoch, step = 0, 0
@@ -270,20 +337,20 @@ def _train(cfg, model, optimizer, loader, info: DistInfo, device, out: Path, sta
     loss_spec = LossSpec(lam=cfg.lam if cfg.method == "lecl" else 0.0, variant=cfg.variant,
                          include_own_positive=cfg.lesion_own_positive)
     metrics = MetricsLog(out, resume_step=step) if info.is_main else None
-    lesion_term = cfg.method == "lecl"
+    uses_extra = cfg.method in ("lecl", "supervised")  # the lesion mask / the slice targets
     last_loss = None
     for epoch in range(start, stop):
         loader.sampler.set_epoch(epoch)
         bar = tqdm(loader, desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main)
         tick = time.perf_counter()
-        for i, (x1, x2, lesion) in enumerate(bar):
+        for i, (x1, x2, extra) in enumerate(bar):
             e = epoch + i / steps_per_epoch
             lr = learning_rate(e, base_lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs,
                                warmup_epochs=cfg.warmup_epochs)
             m = momentum(e, m0=cfg.momentum, epochs=cfg.epochs)
             x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
-            lesion = lesion.to(device) if lesion_term else None
-            loss = train_step(net, optimizer, x1, x2, lesion, lr=lr, m=m, loss_spec=loss_spec, device=device,
+            extra = extra.to(device) if uses_extra else None
+            loss = train_step(net, optimizer, x1, x2, extra, lr=lr, m=m, loss_spec=loss_spec, device=device,
                               amp=cfg.amp)
             step += 1
             if step % cfg.log_every == 0 or i == steps_per_epoch - 1:

@@ -3,7 +3,10 @@
 Geometry
 - lesion slice (LECL): view 1 (query side) is the full slice; view 2 (momentum side) is a square crop centred on
   the lesion box centre with side uniform in [√crop_min·S, S] (S = the shorter image side; i.e. area fraction in
-  [crop_min, 1]), shifted to stay inside the image.
+  [crop_min, 1]), shifted to stay inside the image. With ``lesion_scale`` (lo, hi) the side is instead uniform in
+  [lo, hi] × the box's longer side (at least S/8, at most S): a crop sized to the lesion, so the lesion fills a
+  similar share of every lesion view whatever its size.
+- supervised ceiling (``full_slice``): both views are the full slice (a crop could cut the lesion out).
 - any other slice (and every slice for plain MoCo): two independent RandomResizedCrops (area [crop_min, 1], aspect
   3/4..4/3), as MoCo v3.
 
@@ -37,6 +40,7 @@ class ViewSpec:
     size: int
     windows: tuple[tuple[float, float], ...]
     crop_min: float = 0.08
+    lesion_scale: tuple[float, float] | None = None
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     jitter_p: float = 0.8
@@ -61,10 +65,16 @@ def random_resized_crop(rng: np.random.Generator, height: int, width: int, crop_
     return (height - side) // 2, (width - side) // 2, side, side
 
 
-def lesion_crop(rng: np.random.Generator, height: int, width: int, box: Box, crop_min: float) -> Crop:
-    """Square crop centred on the box centre, side U(√crop_min·S, S), shifted to lie inside the image."""
+def lesion_crop(rng: np.random.Generator, height: int, width: int, box: Box, crop_min: float,
+                lesion_scale: tuple[float, float] | None = None) -> Crop:
+    """Square crop centred on the box centre, side U(√crop_min·S, S) — or U(lo, hi) × the box's longer side with
+    ``lesion_scale`` — shifted to lie inside the image."""
     full = min(height, width)
-    side = int(round(rng.uniform(math.sqrt(crop_min) * full, full)))
+    if lesion_scale is None:
+        side = int(round(rng.uniform(math.sqrt(crop_min) * full, full)))
+    else:
+        extent = max(box[2] - box[0], box[3] - box[1], 1.0)
+        side = int(round(min(max(rng.uniform(*lesion_scale) * extent, full / 8), full)))
     side = max(1, min(side, full))
     cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
     left = int(round(min(max(cx - side / 2, 0), width - side)))
@@ -95,15 +105,19 @@ def _render(
 
 
 def make_views(
-    hu: np.ndarray | torch.Tensor, spec: ViewSpec, rng: np.random.Generator, box: Box | None = None
+    hu: np.ndarray | torch.Tensor, spec: ViewSpec, rng: np.random.Generator, box: Box | None = None,
+    *, full_slice: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two (3, size, size) float32 views of one HU slice (Y, X); ``box`` given → the LECL full-slice / lesion-crop pair."""
+    """Two (3, size, size) float32 views of one HU slice (Y, X); ``box`` given → the LECL full-slice / lesion-crop
+    pair; ``full_slice`` → two augmentations of the whole slice."""
     hu = torch.as_tensor(np.asarray(hu))
     height, width = hu.shape
     window = spec.windows[int(rng.integers(len(spec.windows)))]
-    if box is None:
+    if full_slice:
+        crops = [(0, 0, height, width)] * 2
+    elif box is None:
         crops = [random_resized_crop(rng, height, width, spec.crop_min) for _ in range(2)]
     else:
-        crops = [(0, 0, height, width), lesion_crop(rng, height, width, box, spec.crop_min)]
+        crops = [(0, 0, height, width), lesion_crop(rng, height, width, box, spec.crop_min, spec.lesion_scale)]
     v1, v2 = (_render(hu, crop, window, spec, rng, view) for view, crop in enumerate(crops))
     return v1, v2

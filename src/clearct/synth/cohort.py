@@ -33,7 +33,7 @@ from clearct.synth.writers import scan_relpath, write_scan
 
 LOG = logging.getLogger("clearct")
 LABEL_COLUMNS = ["patient_id", *LOCATIONS, *LUNG_FINDINGS, "stage_high", "primary_tumour", "scan_range"]
-LESION_COLUMNS = ["scan_id", "slice_index", "x1", "y1", "x2", "y2", "label"]
+LESION_COLUMNS = ["scan_id", "slice_index", "x1", "y1", "x2", "y2", "label", "slice_first", "slice_last"]
 FORMATS = ("dicom", "nifti", "png")
 SCAN_RANGES = {"mixed": 0.5, "chest": 1.0, "cap": 0.0}  # share of chest-only scans
 
@@ -98,7 +98,8 @@ def _one_patient(job: dict[str, Any]) -> dict[str, Any]:
     labels = {"patient_id": pid, **f.locations, **f.lung, "stage_high": f.stage_high,
               "primary_tumour": f.primary_tumour, "scan_range": ph.scan_range}
     lesions = [{"scan_id": sid, "slice_index": les.key_slice, "x1": les.box[0], "y1": les.box[1],
-                "x2": les.box[2], "y2": les.box[3], "label": les.location, "diameter_mm": round(les.diameter_mm, 1)}
+                "x2": les.box[2], "y2": les.box[3], "label": les.location,
+                "slice_first": les.slice_range[0], "slice_last": les.slice_range[1], "diameter_mm": round(les.diameter_mm, 1)}
                for les in f.lesions]
     dz, px, _ = ph.volume.spacing_mm
     truth = {"settings": job["settings"], "scan": {"scan_id": sid, "patient_id": pid, "path": rel},

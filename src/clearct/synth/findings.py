@@ -41,6 +41,7 @@ class Lesion:
     host_hu: float
     host_codes: tuple[int, ...]
     key_slice: int = -1
+    slice_range: tuple[int, int] = (-1, -1)  # first and last slice (inclusive) the lesion covers
     box: tuple[int, int, int, int] = (0, 0, 0, 0)  # x1, y1, x2, y2 in pixels (x2, y2 exclusive)
 
 
@@ -119,6 +120,8 @@ def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator
     rows, cols = np.nonzero(lab[key])
     les = Lesion(loc, tuple(map(float, center)), float(d), float(value), host, codes)
     les.key_slice = box[0].start + key
+    covered = np.flatnonzero(area)
+    les.slice_range = (box[0].start + int(covered[0]), box[0].start + int(covered[-1]))
     les.box = (box[2].start + int(cols.min()), box[1].start + int(rows.min()),
                box[2].start + int(cols.max()) + 1, box[1].start + int(rows.max()) + 1)
     return les

@@ -3,7 +3,8 @@
 Configuration of ``vmamba_tiny`` (the ≈36M variant CLEAR compares): depths 2-2-9-2, widths 96-192-384-768, SS2D
 with state size 1, expansion 2, Δ rank ⌈C/16⌉, 3×3 depthwise conv with bias, no z gate; MLP ratio 4; patch
 embedding a 4×4 stride-4 conv + LayerNorm; downsampling a 2×2 stride-2 conv + LayerNorm; output the LayerNormed,
-average-pooled stage-4 map (768-d). 35,751,072 parameters. Tensors flow channels-last (B, H, W, C) as in VMamba's
+average-pooled stage-4 map (768-d). 35,751,072 parameters. No position embedding: any ``image_size`` (224 px
+by default) runs through the same weights. Tensors flow channels-last (B, H, W, C) as in VMamba's
 LayerNorm variant; parameter names follow VMamba's so its checkpoints of this configuration load.
 """
 
@@ -136,12 +137,12 @@ def vmamba(name: str, *, depths: Sequence[int], dim: int, input_size: int = 224)
 
 
 @register_encoder("vmamba_tiny")
-def vmamba_tiny() -> nn.Module:
+def vmamba_tiny(*, image_size: int | None = None) -> nn.Module:
     """VMamba-T (≈36M): depths 2-2-9-2, width 96, state size 1, no z gate; 768-d."""
-    return vmamba("vmamba_tiny", depths=(2, 2, 9, 2), dim=96)
+    return vmamba("vmamba_tiny", depths=(2, 2, 9, 2), dim=96, input_size=image_size or 224)
 
 
 @register_encoder("vmamba_test")
-def vmamba_test() -> nn.Module:
+def vmamba_test(*, image_size: int | None = None) -> nn.Module:
     """Tiny test configuration: one block per stage, width 16, 64 px input; 128-d."""
-    return vmamba("vmamba_test", depths=(1, 1, 1, 1), dim=16, input_size=64)
+    return vmamba("vmamba_test", depths=(1, 1, 1, 1), dim=16, input_size=image_size or 64)

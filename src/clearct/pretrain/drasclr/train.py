@@ -193,7 +193,7 @@ def train_drasclr(scans: list[ScanPatches], cfg) -> DrasCLR:
     optimizer = torch.optim.SGD(params, lr=cfg.drasclr_lr, momentum=0.9, weight_decay=1e-4)
     neighbours = [nearest_neighbours(s.center_mm, cfg.drasclr_neighbours) for s in scans]
     anchors = [(s, i) for s, scan in enumerate(scans) for i in range(len(scan))]
-    batch = min(cfg.batch_size, len(anchors))
+    batch = min(cfg.batch_size or 256, len(anchors))
     steps = len(anchors) // batch
     start, history = 0, []
     ckpt = out / CHECKPOINT
