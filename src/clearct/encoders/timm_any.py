@@ -9,7 +9,6 @@ it (ViTs and other token models); CNNs, which do not, run at any size as built.
 from __future__ import annotations
 
 import contextlib
-
 from typing import Any
 
 import timm
