@@ -9,8 +9,8 @@ import pytest
 
 from clearct.common.errors import ClearctError
 from clearct.config import BenchmarkConfig
-from clearct.evaluate import benchmark as bm
 from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS
+from clearct.workflows import benchmark as bm
 
 TINY = {
     "encoders": ["lecl-3", "moco", "drasclr"], "patients": 12, "external_patients": 6,

@@ -10,9 +10,9 @@ import pytest
 
 from clearct.cli import main
 from clearct.config import DemoConfig
-from clearct.report.demo import SIZES, TARGETS, demo_stages, resolve_size
 from clearct.report.document import Figure, Report, Table, to_html, to_markdown
 from clearct.synth import LOCATIONS
+from clearct.workflows.demo import SIZES, TARGETS, demo_stages, resolve_size
 
 
 def test_targets_are_the_synth_locations():

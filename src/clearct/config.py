@@ -354,9 +354,9 @@ COMMANDS: dict[str, tuple[type[CommandConfig], str, str]] = {
     "deploy": (DeployConfig, "clearct.mil.deploy:run_deploy", "apply a fold ensemble to an external cohort"),
     "predict": (PredictConfig, "clearct.mil.predict:run_predict", "predict one scan with a trained model"),
     "attention": (AttentionConfig, "clearct.mil.attention:run_attention", "attention over slices per scan, figures"),
-    "demo": (DemoConfig, "clearct.report.demo:run_demo", "run the whole pipeline on a synthetic cohort"),
+    "demo": (DemoConfig, "clearct.workflows.demo:run_demo", "run the whole pipeline on a synthetic cohort"),
     "import": (ImportConfig, "clearct.importers:run_import", "turn DeepLesion / RAD-ChestCT / NSCLC into tables"),
-    "benchmark": (BenchmarkConfig, "clearct.evaluate.benchmark:run_benchmark",
+    "benchmark": (BenchmarkConfig, "clearct.workflows.benchmark:run_benchmark",
                   "the paper's encoder comparison on synthetic cohorts (tables, λ plot)"),
     "init": (InitConfig, "clearct.config_template:run_init", "write a commented YAML config for every command"),
 }

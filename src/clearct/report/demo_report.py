@@ -237,8 +237,8 @@ def _artefacts(root: Path) -> Table:
 
 def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
     """Draw the figures into ``root/figures`` and assemble the report from the stages' outputs."""
-    from clearct.report.demo import TARGETS
     from clearct.report.figures import loss_curve_figure, read_loss_log, roc_overview_figure
+    from clearct.synth.labels import LOCATIONS as TARGETS
 
     figures = root / "figures"
     report = Report("clearct demo report")

@@ -14,9 +14,8 @@ from scipy.ndimage import distance_transform_edt, gaussian_filter
 from clearct.synth import canvas as C
 from clearct.synth.anatomy import Anatomy, Torso, hilum, smooth_field
 from clearct.synth.canvas import Canvas
+from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
 
-LOCATIONS = ("bone", "abdomen", "mediastinum", "liver", "lung", "kidney", "soft_tissue", "pelvis")
-LUNG_FINDINGS = ("emphysema", "effusion", "atelectasis", "fibrosis", "opacity", "calcification", "nodule")
 _LUNG = (C.LUNG, C.LUNG_VESSEL)
 
 

@@ -33,10 +33,10 @@ from clearct.config import (
     SynthConfig,
 )
 from clearct.mil.planted import LesionMarks
+from clearct.synth.labels import LOCATIONS
 
-# Lesion-location columns of clearct synth (Task 1 of the paper); kept literal so this module imports fast.
 ATTENTION_FIGURES = 3  # external scans drawn by the attention stage (figures for the report)
-TARGETS = ["bone", "abdomen", "mediastinum", "liver", "lung", "kidney", "soft_tissue", "pelvis"]
+TARGETS = list(LOCATIONS)
 
 
 @dataclass(frozen=True)

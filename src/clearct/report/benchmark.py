@@ -1,4 +1,5 @@
-"""Tables shaped like the paper's Tables 2–4, the λ-ablation plot and a report, from a benchmark's task folders.
+"""Renders the benchmark: tables shaped like the paper's Tables 2–4, the λ-ablation plot and a report, from the
+results :mod:`clearct.workflows.benchmark` collected from its task folders.
 
 Cells are AUROC ``mean ± sd``: for cross-validated sets the mean and sd over the folds (the paper's form); for
 a held-out or external set, predicted once by the fold ensemble, the ensemble's AUROC ± its patient-bootstrap sd.
@@ -12,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clearct.common.atomic import atomic_write_text
-from clearct.evaluate.benchmark import auroc_table, bootstrap_sd, encoder_order, parse_encoder
 from clearct.report.document import Figure, Report, Table, to_markdown, write_report
-from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS
+from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
 
 
 @dataclass(frozen=True)
@@ -38,30 +38,6 @@ RESULT_SETS = (
     ResultSet("stage/cv", "Table 4 — stage (high vs low), nested cross-validation (lung window)", "stage", "cv",
               ("stage_high",), True),
 )
-
-
-def collect(root: Path, encoders: list[str], *, n_boot: int, seed: int) -> dict[str, dict[str, dict]]:
-    """{result set key: {encoder: {target|"macro": {"mean", "sd", "value", "ci_low", "ci_high"}}}}."""
-    out: dict[str, dict[str, dict]] = {}
-    for rs in RESULT_SETS:
-        per_encoder = {}
-        for enc in encoders:
-            folder = root / "tasks" / enc / rs.task
-            table = auroc_table(folder / "metrics.csv", rs.set_name)
-            if not table:
-                continue
-            sds = {} if rs.folds else bootstrap_sd(folder / "predictions.csv", rs.set_name, n_boot=n_boot, seed=seed)
-            cells = {}
-            for target, m in table.items():
-                mean, sd = (m["fold_mean"], m["fold_sd"]) if rs.folds else (m["value"], sds.get(target, math.nan))
-                cells[target] = {"mean": mean, "sd": sd, "value": m["value"], "ci_low": m["ci_low"],
-                                 "ci_high": m["ci_high"]}
-            if len(rs.targets) == 1:  # one target: its row is also the average
-                cells["macro"] = cells[rs.targets[0]]
-            per_encoder[enc] = cells
-        if per_encoder:
-            out[rs.key] = per_encoder
-    return out
 
 
 def _fmt(cell: dict | None) -> str:
@@ -89,13 +65,19 @@ def paper_tables(results: dict[str, dict[str, dict]]) -> list[tuple[ResultSet, T
     return tables
 
 
+def lecl_lambda(name: str) -> float | None:
+    """λ of a benchmark encoder named ``lecl-<λ>``; None for the others."""
+    prefix, _, lam = name.partition("-")
+    return float(lam) if prefix == "lecl" and lam else None
+
+
 def lambda_points(results: dict[str, dict[str, dict]], key: str) -> tuple[list[float], list[float], list[float]]:
     """(λ, mean, sd) of the macro AUROC of the LECL-λ encoders in a result set, sorted by λ."""
     pts = []
     for enc, cells in results.get(key, {}).items():
-        e = parse_encoder(enc)
-        if e.method == "lecl":
-            pts.append((e.lam, cells["macro"]["mean"], cells["macro"]["sd"]))
+        lam = lecl_lambda(enc)
+        if lam is not None:
+            pts.append((lam, cells["macro"]["mean"], cells["macro"]["sd"]))
     pts.sort()
     return [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
 
@@ -175,11 +157,10 @@ def build_report(cfg, results: dict, machine: dict, figure: str, step_seconds: f
     return report
 
 
-def write_results(cfg, root: Path, machine: dict, step_seconds: float = float("nan")) -> dict[str, Path]:
+def write_results(cfg, root: Path, results: dict, machine: dict, step_seconds: float = float("nan")) -> dict[str, Path]:
     """Write ``results/{results.json, tables.md, lambda.png|svg, report.md|html}``; returns their paths."""
     folder = root / "results"
     folder.mkdir(parents=True, exist_ok=True)
-    results = collect(root, sorted(cfg.encoders, key=encoder_order), n_boot=max(cfg.bootstrap, 100), seed=cfg.seed)
     atomic_write_text(folder / "results.json", json.dumps({"machine": machine, "auroc": results}, indent=1))
     lambda_figure(results, folder / "lambda")
     report = build_report(cfg, results, machine, "lambda.png", step_seconds)

@@ -45,7 +45,7 @@ from clearct.config import (
     PretrainConfig,
     SynthConfig,
 )
-from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS
+from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
 
 MARKER = "benchmark-step.json"
 # config fields that do not change a step's result (a finished step is not redone when only these differ)
@@ -252,7 +252,7 @@ def run_step(step: Step, upstream: dict[str, str] | None = None) -> dict:
 
 def run_benchmark(cfg: BenchmarkConfig) -> int:
     """``clearct benchmark``: run (or resume) every step, then write the tables, the λ plot and the report."""
-    from clearct.evaluate.benchmark_report import write_results
+    from clearct.report.benchmark import write_results
 
     root = Path(cfg.out).resolve()
     start_run(root, "benchmark", cfg)
@@ -269,7 +269,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> int:
     machine = machine_info(load_start, time.perf_counter() - total)
     (root / "results").mkdir(exist_ok=True)
     atomic_write_text(root / "results" / "steps.json", json.dumps({"steps": times, "machine": machine}, indent=1))
-    paths = write_results(cfg, root, machine, sum(t["seconds"] for t in times.values()))
+    results = collect(root, sorted(cfg.encoders, key=encoder_order), n_boot=max(cfg.bootstrap, 100), seed=cfg.seed)
+    paths = write_results(cfg, root, results, machine, sum(t["seconds"] for t in times.values()))
     ran = sum(t["status"] == "ran" for t in times.values())
     print(f"\nbenchmark: {ran} step(s) ran, {len(steps) - ran} reused, {machine['wall_s']:.0f} s; "
           f"tables in {paths['tables']}, λ plot in {paths['lambda']}")
@@ -295,6 +296,33 @@ def machine_info(load_start: tuple[float, float, float], wall_s: float) -> dict:
 
 
 # --- reading the task results --------------------------------------------------------------------------------
+
+def collect(root: Path, encoders: list[str], *, n_boot: int, seed: int) -> dict[str, dict[str, dict]]:
+    """{result set key: {encoder: {target|"macro": {"mean", "sd", "value", "ci_low", "ci_high"}}}}."""
+    out: dict[str, dict[str, dict]] = {}
+    from clearct.report.benchmark import RESULT_SETS
+
+    for rs in RESULT_SETS:
+        per_encoder = {}
+        for enc in encoders:
+            folder = root / "tasks" / enc / rs.task
+            table = auroc_table(folder / "metrics.csv", rs.set_name)
+            if not table:
+                continue
+            sds = {} if rs.folds else bootstrap_sd(folder / "predictions.csv", rs.set_name, n_boot=n_boot, seed=seed)
+            cells = {}
+            for target, m in table.items():
+                mean, sd = (m["fold_mean"], m["fold_sd"]) if rs.folds else (m["value"], sds.get(target, math.nan))
+                cells[target] = {"mean": mean, "sd": sd, "value": m["value"], "ci_low": m["ci_low"],
+                                 "ci_high": m["ci_high"]}
+            if len(rs.targets) == 1:  # one target: its row is also the average
+                cells["macro"] = cells[rs.targets[0]]
+            per_encoder[enc] = cells
+        if per_encoder:
+            out[rs.key] = per_encoder
+    return out
+
+
 
 def read_metric_rows(path: Path) -> list[dict]:
     """``metrics.csv`` rows with float values (NaN for empty cells); [] when the file does not exist."""
