@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from clearct.encoders import mambaout, timm_any, vit_conv, vmamba  # noqa: F401  (registration side effects)
+from clearct.encoders import mambaout, resnet, timm_any, vit_conv, vmamba  # noqa: F401  (registration side effects)
 from clearct.encoders.baselines import BASELINES
 from clearct.encoders.registry import register_encoder
 
