@@ -11,10 +11,10 @@ from clearct.common.atomic import atomic_write_text
 from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.runs import start_run
+from clearct.evaluate.crossfit import evaluate_and_write, predictions_from, print_table
 from clearct.evaluate.tables import write_csv
 from clearct.io.tables import read_labels_table
 from clearct.mil.attention import attention_rows, check_encoder
-from clearct.mil.crossval import evaluate_and_write, predictions_from, print_table
 from clearct.mil.data import Issues, load_cohort
 from clearct.mil.store import load_ensemble
 
