@@ -1,0 +1,162 @@
+"""``clearct finetune3d``: the end-to-end 3D baseline — a 3D CNN trained on whole volumes per task, with the
+folds, early stopping, outputs and compute accounting of ``crossval`` (:mod:`clearct.evaluate.crossfit`).
+
+Flow: scans.csv joined with labels.csv (by patient or scan id) → every scan resampled once onto the grid and
+cached (:mod:`clearct.finetune3d.volumes`) → the same patient-level splits as crossval for the same seed (or
+``--splits`` from a crossval run) → one network per job, trained on its training patients with early stopping on
+its validation patients → predictions.csv, metrics.csv, plots, ``fold-*/model.*``, summary.json, compute.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clearct.common import compute
+from clearct.common.atomic import atomic_write_text
+from clearct.common.device import resolve_device
+from clearct.common.errors import ClearctError
+from clearct.common.runs import start_run
+from clearct.evaluate.crossfit import (
+    Fitted,
+    choose_splits,
+    cross_predict,
+    evaluate_and_write,
+    group_by_patient,
+    print_table,
+    read_task,
+    validation_thresholds,
+)
+from clearct.evaluate.splits import Job
+from clearct.finetune3d.store import load_volume_model
+from clearct.finetune3d.train import VolumeItem, VolumeSettings, predict_volumes, train_volumes, volume_flops
+from clearct.finetune3d.volumes import VolumeCache, VolumePrep
+from clearct.io.tables import LabelTable
+from clearct.mil.data import Issues, LabelJoin
+from clearct.mil.store import save_model
+from clearct.mil.tasks import TaskSpec, fit_normalisation, make_loss
+
+LOG = logging.getLogger("clearct")
+
+
+def prep_from(cfg) -> VolumePrep:
+    from clearct.preprocess import parse_windows
+
+    windows = tuple((w.name, w.lo, w.hi) for w in parse_windows(cfg.windows))
+    spacing = None if cfg.spacing is None else tuple(float(s) for s in cfg.spacing)
+    return VolumePrep(tuple(int(g) for g in cfg.grid), spacing, windows, float(cfg.body_hu))
+
+
+def volume_settings(cfg) -> VolumeSettings:
+    return VolumeSettings(**{f.name: getattr(cfg, f.name) for f in fields(VolumeSettings)})
+
+
+def load_volume_items(scans: Path, labels: LabelTable | None, spec: TaskSpec | None, prep: VolumePrep, *,
+                      cache_dir: Path, workers: int, issues: Issues, labels_path: Path | None = None) -> list[VolumeItem]:
+    """The labelled scans of ``scans`` with their grids loaded (read once, then from the cache). Scans without
+    a label row, label rows without a scan, unknown label values and unreadable scans are one issue line each."""
+    from clearct.io import read_scans_table
+
+    records = read_scans_table(scans)
+    join = LabelJoin(labels, spec, labels_path, issues, noun="scan", kind="scans") if labels is not None else None
+    items = []
+    for r in records:
+        y = np.zeros(0, np.float32) if join is None else join.label(r.scan_id, r.patient_id)
+        if y is not None:
+            items.append(VolumeItem(r.scan_id, r.patient_id, r.path, y))
+    broken = set()
+    loaded = []
+    for item, grid in VolumeCache(cache_dir, prep).load(items, workers=workers):
+        if isinstance(grid, Exception):
+            reason = str(grid) if isinstance(grid, ClearctError) else f"{type(grid).__name__}: {grid}"
+            issues.add("unreadable_scans", f"{item.path}: {reason}; scan {item.scan_id} left out")
+            broken.update((item.scan_id, item.patient_id))
+            continue
+        item.hu = grid
+        loaded.append(item)
+    if join is not None:
+        join.finish(scans, broken)
+    if not loaded:
+        raise ClearctError("no usable scans (see the warnings above)", scans)
+    return loaded
+
+
+def fit_volume_job(job: Job, by_patient: dict[str, list[VolumeItem]], spec: TaskSpec, s: VolumeSettings,
+                   prep: VolumePrep, *, seed: int, device: torch.device, folder: Path, resume: bool,
+                   weights: Path | None) -> tuple[torch.nn.Module, dict]:
+    """Train (or, with ``resume``, reload) one job's network and save it to ``folder`` (as crossval's fit_job)."""
+    train = [it for p in job.train for it in by_patient[p]]
+    val = [it for p in job.val for it in by_patient[p]]
+    fingerprint = hashlib.sha256(json.dumps(
+        [asdict(s), spec.to_json(), prep.to_json(), job.train, job.val, seed, str(weights)], sort_keys=True
+    ).encode()).hexdigest()[:16]
+    if resume and (folder / "model.json").is_file():
+        try:
+            net, meta = load_volume_model(folder, device)
+            if meta.get("fingerprint") == fingerprint:
+                LOG.info("%s: reusing the trained model in %s", job.name, folder)
+                meta["reused"] = True
+                return net, meta
+        except ClearctError as exc:
+            LOG.warning("%s; training again", exc)
+    if not train:
+        raise ClearctError(f"{job.name}: no training scans")
+    job_spec = TaskSpec.from_json(spec.to_json())
+    y_train = np.stack([it.y for it in train])
+    fit_normalisation(job_spec, y_train)
+    loss_fn = make_loss(job_spec, y_train)
+    with compute.measure(job.name) as used:
+        net, history, init = train_volumes(job_spec, loss_fn, train, val, prep, s, seed=seed, device=device,
+                                           weights=weights, desc=job.name)
+        s_val = predict_volumes(net, job_spec, val, prep, device, s.batch_size) if val else np.zeros((0, 0))
+    thresholds = validation_thresholds(job_spec, np.stack([it.y for it in val]) if val else np.zeros((0, 0)), s_val)
+    step, item = volume_flops(net, prep, s.batch_size, device)
+    steps = history[-1]["steps"] if history else 0
+    used.steps, used.flops = steps, step * steps + item * len(val) * (len(history) + 1)
+    meta = {"kind": "finetune3d", "job": job.name, "settings": asdict(s), "task": job_spec.to_json(),
+            "prep": prep.to_json(), "windows": prep.to_json()["windows"],
+            "encoder": {"encoder": f"finetune3d:{s.arch}", "weights_sha256": init},
+            "init_weights": None if weights is None else {"path": str(weights), "sha256": init},
+            "thresholds": thresholds, "train_patients": job.train, "val_patients": job.val, "seed": seed,
+            "fingerprint": fingerprint, "history": history,
+            "compute": {**used.to_json(), "step_flops": step, "item_flops": item}}
+    save_model(folder, net, meta)
+    return net, meta
+
+
+def run_finetune3d(cfg) -> int:
+    out = start_run(cfg.out, "finetune3d", cfg)
+    device = resolve_device(cfg.device)
+    labels, spec = read_task(cfg.labels, cfg.targets, cfg.task)
+    prep = prep_from(cfg)
+    settings = volume_settings(cfg)
+    issues = Issues()
+    with compute.stage(out, "volumes"):
+        items = load_volume_items(cfg.scans, labels, spec, prep, cache_dir=cfg.cache_dir or out / "volume-cache",
+                                  workers=cfg.workers, issues=issues, labels_path=cfg.labels)
+    by_patient = group_by_patient(items)
+    splits = choose_splits(cfg, out, labels, spec, by_patient, issues)
+
+    def fit(job: Job, i: int) -> Fitted:
+        net, meta = fit_volume_job(job, by_patient, spec, settings, prep, seed=cfg.seed + i, device=device,
+                                   folder=out / job.name, resume=cfg.resume, weights=cfg.weights)
+        job_spec = TaskSpec.from_json(meta["task"])
+        return Fitted.from_meta(lambda its: predict_volumes(net, job_spec, its, prep, device, settings.batch_size),
+                                meta)
+
+    sets = cross_predict(out, splits, by_patient, spec, fit)
+    rows = evaluate_and_write(out, sets, n_boot=cfg.bootstrap, seed=cfg.seed)
+    summary = {"scans_used": len(items), "patients": len(by_patient), "holdout_patients": len(splits.holdout),
+               "jobs": len(splits.jobs), "issues": issues.summary(), "arch": settings.arch, "prep": prep.to_json()}
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    compute.finish_run(out, device=device, items=len(items))
+    print_table(rows)
+    print(f"finetune3d: {len(items)} scans of {len(by_patient)} patients used, {sum(issues.counts.values())} left "
+          f"out ({', '.join(f'{k} {v}' for k, v in issues.counts.items()) or 'none'}); results in {out}")
+    return 0
