@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from clearct.common import compute
@@ -41,3 +42,35 @@ def test_flop_counts_match_hand_counts_and_leave_the_model_alone():
     assert compute.step_flops(net, lambda m: m(x)) == forward + 2 * 8 * (32 * 16 + 16 * 4) + 2 * 8 * 16 * 4
     assert all(p.grad is None for p in net.parameters())
     assert torch.equal(net[1].running_mean, stats)  # the probe ran on a copy
+
+
+def test_pretrain_and_extract_write_compute_json(tmp_path):
+    from clearct.cli import main
+    from clearct.encoders import create_encoder
+    from clearct.synth import generate_cohort
+
+    generate_cohort(tmp_path / "c", patients=3, size=64, slices=8, format="nifti", unannotated=0.0, progress=False,
+                    workers=1)
+    run, feats = tmp_path / "run", tmp_path / "feats"
+    assert main(["pretrain", "--scans", str(tmp_path / "c" / "scans.csv"), "--lesions", str(tmp_path / "c" / "lesions.csv"),
+                 "--arch", "vit_conv_test", "--method", "lecl", "--epochs", "1", "--batch-size", "8",
+                 "--image-size", "64", "--workers", "0", "--proj-dim", "16", "--mlp-dim", "32",
+                 "--warmup-epochs", "0", "--device", "cpu", "--out", str(run)]) == 0
+    assert main(["extract", "--scans", str(tmp_path / "c" / "scans.csv"), "--encoder", str(run), "--workers", "0",
+                 "--device", "cpu", "--out", str(feats)]) == 0
+    encoder = create_encoder(run).eval()
+    with torch.no_grad():
+        image = compute.count_flops(lambda: encoder(torch.zeros(1, 3, 64, 64)))  # one slice, one window
+
+    pre = json.loads((run / "compute.json").read_text())
+    assert pre["command"] == "pretrain" and pre["total"]["steps"] == 3  # 24 slices / batch 8
+    assert pre["total"]["wall_s"] > 0 and pre["total"]["cpu_s"] > 0 and pre["total"]["peak_rss_bytes"] > 50e6
+    # a MoCo step: two query views forward + backward (≈ 3 forwards each) and two momentum-view forwards,
+    # per image of the batch ≈ 8 trunk forwards (+ the small heads, − the stem's unneeded input gradient)
+    per_image = pre["total"]["flops"] / (3 * 8)
+    assert 6.5 < per_image / image < 10, per_image / image
+
+    ext = json.loads((feats / "compute.json").read_text())
+    assert ext["command"] == "extract" and ext["total"]["steps"] == 3 * 8 * 2  # rows: slices × windows
+    assert ext["total"]["flops"] == pytest.approx(48 * image, rel=1e-6)  # counted on the first scan, × rows
+    assert ext["scans"] == 3

@@ -161,12 +161,12 @@ def stage(out: str | Path, name: str) -> Iterator[Measurement]:
 
 
 def finish_run(out: str | Path, *, flops: int | None = None, steps: int | None = None, device: Any = None,
-               **extra: Any) -> dict[str, Any]:
+               file: str = FILE, **extra: Any) -> dict[str, Any]:
     """Close the run's measurement and write ``out/compute.json``; returns what was written.
 
     ``flops``/``steps``: the command's totals when it has no stages (pretrain, extract); with stages the total is
     the sum of the stages' FLOPs. Without a ``start_run`` for ``out`` in this process the whole process is
-    measured (wall time from the process start).
+    measured (wall time from the process start). ``file``: another name (one per torchrun rank).
     """
     run = _RUNS.pop(_key(out), None)
     if run is None:
@@ -185,7 +185,7 @@ def finish_run(out: str | Path, *, flops: int | None = None, steps: int | None =
         "stages": [s.to_json() for s in stages],
         "flops_method": FLOPS_METHOD, **extra,
     }
-    atomic_write_text(Path(out) / FILE, json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(Path(out) / file, json.dumps(doc, indent=1) + "\n")
     return doc
 
 
@@ -232,6 +232,41 @@ def step_flops(model: Any, forward: Callable[[Any], Any], *, backward: bool = Tr
             out.float().sum().backward()
 
     return count_flops(run)
+
+
+def finish_steps(out: str | Path, model: Any, forward: Callable[[Any], Any], *, steps: int, device: Any,
+                 processes: int = 1, write: bool = True, **extra: Any) -> None:
+    """compute.json of a command that ran ``steps`` optimizer steps of ``model`` (pretrain): one step probed with
+    :func:`step_flops` × ``steps`` × ``processes`` (torchrun ranks each run every step). Under torchrun every rank
+    must call this (the probe's forward gathers across ranks); only ``write`` ones write."""
+    flops = step_flops(model, forward) * steps * processes
+    if write:
+        finish_run(out, flops=flops, steps=steps, device=device, processes=processes, **extra)
+
+
+class FlopSample:
+    """FLOPs of repeated calls of one kind (a scan embedded): the first call is counted and its FLOPs per unit
+    (rows written) are applied to the units of every call."""
+
+    def __init__(self) -> None:
+        self.per_unit: float | None = None
+        self.units = 0
+
+    def run(self, fn: Callable[..., Any], *args: Any, units: Callable[[Any], int] = len, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)``, counted when it is the first call; ``units(result)`` is its size."""
+        if self.per_unit is None:
+            box: list[Any] = []
+            flops = count_flops(lambda: box.append(fn(*args, **kwargs)))
+            result = box[0]
+            self.per_unit = flops / max(units(result), 1)
+        else:
+            result = fn(*args, **kwargs)
+        self.units += units(result)
+        return result
+
+    @property
+    def total(self) -> int | None:
+        return None if self.per_unit is None else round(self.per_unit * self.units)
 
 
 def load_compute(folder: str | Path) -> dict[str, Any] | None:
