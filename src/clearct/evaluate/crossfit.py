@@ -83,6 +83,8 @@ def choose_splits(cfg: Any, out: Path, labels: LabelTable, spec: TaskSpec, by_pa
         if unknown:
             issues.add("patients_not_in_splits", f"{source}: {len(unknown)} patient(s) not in the splits "
                        f"({', '.join(unknown[:5])}); left out", len(unknown))
+        if splits.unused:
+            LOG.info("%s: %d patient(s) left out on purpose (not in this share)", source, len(splits.unused))
         LOG.info("reusing splits from %s", source)
     else:
         items = [it for p in patients for it in by_patient[p]]

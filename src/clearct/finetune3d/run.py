@@ -57,19 +57,25 @@ def volume_settings(cfg) -> VolumeSettings:
     return VolumeSettings(**{f.name: getattr(cfg, f.name) for f in fields(VolumeSettings)})
 
 
+def labelled_volume_items(scans: Path, labels: LabelTable | None, spec: TaskSpec | None, *, issues: Issues,
+                          labels_path: Path | None = None) -> tuple[list[VolumeItem], LabelJoin | None]:
+    """The scans of scans.csv joined with their label rows (no volume read yet); ``labels=None``: unlabelled."""
+    from clearct.io import read_scans_table
+
+    join = LabelJoin(labels, spec, labels_path, issues, noun="scan", kind="scans") if labels is not None else None
+    items = []
+    for r in read_scans_table(scans):
+        y = np.zeros(0, np.float32) if join is None else join.label(r.scan_id, r.patient_id)
+        if y is not None:
+            items.append(VolumeItem(r.scan_id, r.patient_id, r.path, y))
+    return items, join
+
+
 def load_volume_items(scans: Path, labels: LabelTable | None, spec: TaskSpec | None, prep: VolumePrep, *,
                       cache_dir: Path, workers: int, issues: Issues, labels_path: Path | None = None) -> list[VolumeItem]:
     """The labelled scans of ``scans`` with their grids loaded (read once, then from the cache). Scans without
     a label row, label rows without a scan, unknown label values and unreadable scans are one issue line each."""
-    from clearct.io import read_scans_table
-
-    records = read_scans_table(scans)
-    join = LabelJoin(labels, spec, labels_path, issues, noun="scan", kind="scans") if labels is not None else None
-    items = []
-    for r in records:
-        y = np.zeros(0, np.float32) if join is None else join.label(r.scan_id, r.patient_id)
-        if y is not None:
-            items.append(VolumeItem(r.scan_id, r.patient_id, r.path, y))
+    items, join = labelled_volume_items(scans, labels, spec, issues=issues, labels_path=labels_path)
     broken = set()
     loaded = []
     for item, grid in VolumeCache(cache_dir, prep).load(items, workers=workers):
