@@ -158,6 +158,13 @@ def test_compute_json_is_plausible(runs):
     expected = (meta["step_flops"] * meta["steps"]
                 + meta["item_flops"] * (fold["val_patients"] * (epochs + 1) + fold["test_scans"]))
     assert fold["flops"] == expected
+    # the cost of one more task: a full fine-tune against one MIL crossval on existing features
+    from clearct.evaluate.efficiency import cost_markdown, one_more_task
+
+    summary = one_more_task(mil=runs["cv"], finetune3d=runs["ft"])
+    totals = [json.loads((runs[k] / "compute.json").read_text())["total"]["flops"] for k in ("ft", "cv")]
+    assert summary["ratio_3d_over_clear"]["flops"] == pytest.approx(totals[0] / totals[1])
+    assert "3D: one more task (finetune3d)" in cost_markdown(summary)
 
 
 @pytest.mark.slow
@@ -169,6 +176,9 @@ def test_resume_reuses_the_fold_models(runs, tmp_path):
     stages = json.loads((runs["ft"] / "compute.json").read_text())["stages"]
     folds = [s for s in stages if s["name"].startswith("fold-")]
     assert all(s["reused"] and s["flops"] is None and s["trained"]["flops"] > 0 for s in folds)
+    from clearct.evaluate.efficiency import cost_of
+
+    assert cost_of(runs["ft"], "ft")["flops"] == sum(s["trained"]["flops"] for s in folds)  # what training cost
 
 
 def test_bad_scans_are_reported_and_the_rest_goes_on(tmp_path, capsys):

@@ -10,6 +10,8 @@ the ROC/PR plots and the printed table. Deploy uses the same writers.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,13 +21,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from clearct.common import compute
+from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
 from clearct.evaluate.metrics import best_f1_threshold
 from clearct.evaluate.plots import roc_pr_figure
 from clearct.evaluate.splits import Job, Splits, make_splits, stratification_matrix
 from clearct.evaluate.tables import Predictions, compute_metrics, prediction_rows, write_csv
 from clearct.io.tables import LabelTable, read_labels_table
-from clearct.mil.tasks import TaskSpec, eval_labels, make_task
+from clearct.mil.tasks import TaskSpec, eval_labels, fit_normalisation, make_loss, make_task
 
 LOG = logging.getLogger("clearct")
 
@@ -93,6 +96,63 @@ def choose_splits(cfg: Any, out: Path, labels: LabelTable, spec: TaskSpec, by_pa
                              test_frac=cfg.test_frac, val_frac=cfg.val_frac, holdout=holdout)
     splits.save(out / "splits.json")
     return splits
+
+
+def fingerprint(*parts: Any) -> str:
+    """Short hash of everything a fold model depends on; resume reuses a saved model only when it matches."""
+    return hashlib.sha256(json.dumps(list(parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def reuse_saved(folder: Path, fingerprint_: str, load: Callable[[Path], tuple[Any, dict]], name: str,
+                resume: bool) -> tuple[Any, dict] | None:
+    """The model saved in ``folder`` when ``resume`` is on and it was trained with the same fingerprint."""
+    if not (resume and (folder / "model.json").is_file()):
+        return None
+    try:
+        model, meta = load(folder)
+    except ClearctError as exc:
+        LOG.warning("%s; training again", exc)
+        return None
+    if meta.get("fingerprint") != fingerprint_:
+        return None
+    LOG.info("%s: reusing the trained model in %s", name, folder)
+    meta["reused"] = True
+    return model, meta
+
+
+@dataclass
+class JobResult:
+    model: Any
+    spec: TaskSpec  # the job's copy (regression: with the training labels' normalisation)
+    thresholds: list[float]
+    history: list[dict]
+    compute: dict  # the training's measurement: wall, CPU, peaks, FLOPs, steps, step_flops, item_flops
+    extra: Any = None
+
+
+def fit_measured(job: Job, spec: TaskSpec, train: Sequence[Item], val: Sequence[Item], *,
+                 train_fn: Callable[[TaskSpec, Any], tuple[Any, list[dict], Any]],
+                 predict_fn: Callable[[Any, TaskSpec, Sequence[Item]], np.ndarray],
+                 flops_fn: Callable[[Any], tuple[int, int]], regression_loss: str = "l1") -> JobResult:
+    """What every family's job fit shares: the task copy with its label normalisation and loss weights from the
+    training labels, the measured training (``train_fn(job_spec, loss_fn)`` → model, history, extra), the F1
+    thresholds on the validation part, and the FLOP estimate: ``flops_fn(model)`` gives one training step's and
+    one item's forward FLOPs; × the steps, + one validation pass per epoch and the threshold pass."""
+    if not train:
+        raise ClearctError(f"{job.name}: no training scans")
+    job_spec = TaskSpec.from_json(spec.to_json())
+    y_train = np.stack([it.y for it in train])
+    fit_normalisation(job_spec, y_train)
+    loss_fn = make_loss(job_spec, y_train, regression_loss)
+    with compute.measure(job.name) as used:
+        model, history, extra = train_fn(job_spec, loss_fn)
+        s_val = predict_fn(model, job_spec, val) if val else np.zeros((0, 0))
+    y_val = np.stack([it.y for it in val]) if val else np.zeros((0, 0))
+    step, item = flops_fn(model)
+    used.steps = history[-1]["steps"] if history else 0
+    used.flops = step * used.steps + item * len(val) * (len(history) + 1)
+    return JobResult(model, job_spec, validation_thresholds(job_spec, y_val, s_val), history,
+                     {**used.to_json(), "step_flops": step, "item_flops": item}, extra)
 
 
 def validation_thresholds(spec: TaskSpec, y_val: np.ndarray, s_val: np.ndarray) -> list[float]:
@@ -192,6 +252,20 @@ def evaluate_and_write(out: Path, sets: dict[str, Predictions], *, n_boot: int, 
     write_csv(out / "predictions.csv", pred_rows)
     write_csv(out / "metrics.csv", metric_rows)
     return metric_rows
+
+
+def finish_crossfit(command: str, cfg: Any, out: Path, sets: dict[str, Predictions], summary: dict, issues: Any,
+                    device: Any) -> list[dict]:
+    """The end of a cross-validation command: metrics and plots, summary.json (``summary`` + the issue counts),
+    compute.json, the table and one line on stdout."""
+    rows = evaluate_and_write(out, sets, n_boot=cfg.bootstrap, seed=cfg.seed)
+    atomic_write_text(out / "summary.json", json.dumps({**summary, "issues": issues.summary()}, indent=1))
+    compute.finish_run(out, device=device, items=summary["scans_used"])
+    print_table(rows)
+    print(f"{command}: {summary['scans_used']} scans of {summary['patients']} patients used, "
+          f"{sum(issues.counts.values())} left out "
+          f"({', '.join(f'{k} {v}' for k, v in issues.counts.items()) or 'none'}); results in {out}")
+    return rows
 
 
 def print_table(rows: list[dict]) -> None:

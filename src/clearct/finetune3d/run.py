@@ -9,8 +9,6 @@ its validation patients → predictions.csv, metrics.csv, plots, ``fold-*/model.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -19,7 +17,6 @@ import numpy as np
 import torch
 
 from clearct.common import compute
-from clearct.common.atomic import atomic_write_text
 from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.runs import start_run
@@ -27,11 +24,12 @@ from clearct.evaluate.crossfit import (
     Fitted,
     choose_splits,
     cross_predict,
-    evaluate_and_write,
+    fingerprint,
+    finish_crossfit,
+    fit_measured,
     group_by_patient,
-    print_table,
     read_task,
-    validation_thresholds,
+    reuse_saved,
 )
 from clearct.evaluate.splits import Job
 from clearct.finetune3d.store import load_volume_model
@@ -40,7 +38,7 @@ from clearct.finetune3d.volumes import VolumeCache, VolumePrep
 from clearct.io.tables import LabelTable
 from clearct.mil.data import Issues, LabelJoin
 from clearct.mil.store import save_model
-from clearct.mil.tasks import TaskSpec, fit_normalisation, make_loss
+from clearct.mil.tasks import TaskSpec
 
 LOG = logging.getLogger("clearct")
 
@@ -99,41 +97,25 @@ def fit_volume_job(job: Job, by_patient: dict[str, list[VolumeItem]], spec: Task
     """Train (or, with ``resume``, reload) one job's network and save it to ``folder`` (as crossval's fit_job)."""
     train = [it for p in job.train for it in by_patient[p]]
     val = [it for p in job.val for it in by_patient[p]]
-    fingerprint = hashlib.sha256(json.dumps(
-        [asdict(s), spec.to_json(), prep.to_json(), job.train, job.val, seed, str(weights)], sort_keys=True
-    ).encode()).hexdigest()[:16]
-    if resume and (folder / "model.json").is_file():
-        try:
-            net, meta = load_volume_model(folder, device)
-            if meta.get("fingerprint") == fingerprint:
-                LOG.info("%s: reusing the trained model in %s", job.name, folder)
-                meta["reused"] = True
-                return net, meta
-        except ClearctError as exc:
-            LOG.warning("%s; training again", exc)
-    if not train:
-        raise ClearctError(f"{job.name}: no training scans")
-    job_spec = TaskSpec.from_json(spec.to_json())
-    y_train = np.stack([it.y for it in train])
-    fit_normalisation(job_spec, y_train)
-    loss_fn = make_loss(job_spec, y_train)
-    with compute.measure(job.name) as used:
-        net, history, init = train_volumes(job_spec, loss_fn, train, val, prep, s, seed=seed, device=device,
-                                           weights=weights, desc=job.name)
-        s_val = predict_volumes(net, job_spec, val, prep, device, s.batch_size) if val else np.zeros((0, 0))
-    thresholds = validation_thresholds(job_spec, np.stack([it.y for it in val]) if val else np.zeros((0, 0)), s_val)
-    step, item = volume_flops(net, prep, s.batch_size, device)
-    steps = history[-1]["steps"] if history else 0
-    used.steps, used.flops = steps, step * steps + item * len(val) * (len(history) + 1)
-    meta = {"kind": "finetune3d", "job": job.name, "settings": asdict(s), "task": job_spec.to_json(),
+    key = fingerprint(asdict(s), spec.to_json(), prep.to_json(), job.train, job.val, seed, str(weights))
+    saved = reuse_saved(folder, key, lambda f: load_volume_model(f, device), job.name, resume)
+    if saved is not None:
+        return saved
+    fit = fit_measured(
+        job, spec, train, val,
+        train_fn=lambda job_spec, loss_fn: train_volumes(job_spec, loss_fn, train, val, prep, s, seed=seed,
+                                                         device=device, weights=weights, desc=job.name),
+        predict_fn=lambda net, job_spec, items: predict_volumes(net, job_spec, items, prep, device, s.batch_size),
+        flops_fn=lambda net: volume_flops(net, prep, s.batch_size, device))
+    init = fit.extra
+    meta = {"kind": "finetune3d", "job": job.name, "settings": asdict(s), "task": fit.spec.to_json(),
             "prep": prep.to_json(), "windows": prep.to_json()["windows"],
             "encoder": {"encoder": f"finetune3d:{s.arch}", "weights_sha256": init},
             "init_weights": None if weights is None else {"path": str(weights), "sha256": init},
-            "thresholds": thresholds, "train_patients": job.train, "val_patients": job.val, "seed": seed,
-            "fingerprint": fingerprint, "history": history,
-            "compute": {**used.to_json(), "step_flops": step, "item_flops": item}}
-    save_model(folder, net, meta)
-    return net, meta
+            "thresholds": fit.thresholds, "train_patients": job.train, "val_patients": job.val, "seed": seed,
+            "fingerprint": key, "history": fit.history, "compute": fit.compute}
+    save_model(folder, fit.model, meta)
+    return fit.model, meta
 
 
 def run_finetune3d(cfg) -> int:
@@ -157,12 +139,7 @@ def run_finetune3d(cfg) -> int:
                                 meta)
 
     sets = cross_predict(out, splits, by_patient, spec, fit)
-    rows = evaluate_and_write(out, sets, n_boot=cfg.bootstrap, seed=cfg.seed)
-    summary = {"scans_used": len(items), "patients": len(by_patient), "holdout_patients": len(splits.holdout),
-               "jobs": len(splits.jobs), "issues": issues.summary(), "arch": settings.arch, "prep": prep.to_json()}
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
-    compute.finish_run(out, device=device, items=len(items))
-    print_table(rows)
-    print(f"finetune3d: {len(items)} scans of {len(by_patient)} patients used, {sum(issues.counts.values())} left "
-          f"out ({', '.join(f'{k} {v}' for k, v in issues.counts.items()) or 'none'}); results in {out}")
+    finish_crossfit("finetune3d", cfg, out, sets, {
+        "scans_used": len(items), "patients": len(by_patient), "holdout_patients": len(splits.holdout),
+        "jobs": len(splits.jobs), "arch": settings.arch, "prep": prep.to_json()}, issues, device)
     return 0

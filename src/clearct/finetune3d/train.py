@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from clearct.common.compute import count_flops, step_flops
 from clearct.common.device import autocast_for
 from clearct.common.errors import ClearctError
-from clearct.common.training import EarlyStopping
+from clearct.common.training import run_epochs
 from clearct.finetune3d.models import build_net, load_backbone
 from clearct.finetune3d.volumes import VolumePrep, augment, channels
 from clearct.mil.tasks import LossFn, TaskSpec, scores_from_outputs
@@ -105,34 +104,22 @@ def train_volumes(spec: TaskSpec, loss_fn: LossFn, train: Sequence[VolumeItem], 
     init = load_backbone(net, s.arch, weights) if weights is not None else None
     net = net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
-    stopper, history, steps = EarlyStopping(s.patience), [], 0
     LOG.info("%s: %d training scans, %d validation scans, batch %d (%d steps/epoch)", desc, len(train), len(val),
              s.batch_size, math.ceil(len(train) / s.batch_size))
-    bar = tqdm(range(1, s.epochs + 1), desc=desc, unit="epoch", leave=False)
-    for epoch in bar:
-        net.train()
-        total = 0.0
-        for chosen_idx in batches(rng.permutation(len(train)), s.batch_size):
-            chosen = [train[i] for i in chosen_idx]
-            x = batch_input(chosen, prep, device, rng if s.augment else None)
-            y = torch.from_numpy(np.stack([it.y for it in chosen]).astype(np.float32)).to(device)
-            with autocast_for(device, enabled=s.amp):
-                out = net(x)
-            loss = loss_fn(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(chosen)
-            steps += 1
-        val_loss = validation_loss(net, loss_fn, val, prep, device, s.batch_size) if val else math.nan
-        history.append({"epoch": epoch, "train_loss": total / len(train), "val_loss": val_loss, "steps": steps})
-        LOG.info("%s epoch %d: train loss %.4f, val loss %.4f", desc, epoch, total / len(train), val_loss)
-        bar.set_postfix(train=f"{total / len(train):.3f}", val=f"{val_loss:.3f}")
-        if val and stopper.update(net, val_loss, epoch):
-            LOG.info("%s: early stop after epoch %d (best val loss %.4f)", desc, epoch, stopper.best)
-            break
-    stopper.restore(net)
-    return net.eval(), history, init
+
+    def step_loss(chosen: np.ndarray) -> tuple[torch.Tensor, int]:
+        items = [train[i] for i in chosen]
+        x = batch_input(items, prep, device, rng if s.augment else None)
+        y = torch.from_numpy(np.stack([it.y for it in items]).astype(np.float32)).to(device)
+        with autocast_for(device, enabled=s.amp):
+            out = net(x)
+        return loss_fn(out.float(), y), len(items)
+
+    history = run_epochs(net, opt, epochs=s.epochs, patience=s.patience,
+                         batches=lambda: batches(rng.permutation(len(train)), s.batch_size), step_loss=step_loss,
+                         val_loss=(lambda: validation_loss(net, loss_fn, val, prep, device, s.batch_size)) if val
+                         else None, desc=desc)
+    return net, history, init
 
 
 def validation_loss(net: torch.nn.Module, loss_fn: LossFn, val: Sequence[VolumeItem], prep: VolumePrep,
