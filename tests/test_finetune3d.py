@@ -107,6 +107,7 @@ def test_deploy_reads_finetune3d_models(runs, tmp_path, capsys):
     assert main(["deploy", "--model", str(runs["ft"]), "--scans", str(scans), "--labels", str(labels),
                  "--bootstrap", "50", "--device", "cpu", "--out", str(dep)]) == 0
     assert _header(dep / "predictions.csv") == _header(runs["cv"] / "predictions.csv")
+    assert json.loads((dep / "compute.json").read_text())["total"]["wall_s"] > 0
     assert _metric(dep, "t0", "deploy") > 0.8
     from clearct.finetune3d.train import predict_volumes
     from clearct.mil.store import load_ensemble

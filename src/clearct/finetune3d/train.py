@@ -9,7 +9,6 @@ the cached int16 grids: light augmentation (training only), then one channel per
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +104,7 @@ def train_volumes(spec: TaskSpec, loss_fn: LossFn, train: Sequence[VolumeItem], 
     net = net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     LOG.info("%s: %d training scans, %d validation scans, batch %d (%d steps/epoch)", desc, len(train), len(val),
-             s.batch_size, math.ceil(len(train) / s.batch_size))
+             s.batch_size, len(batches(np.arange(len(train)), s.batch_size)))
 
     def step_loss(chosen: np.ndarray) -> tuple[torch.Tensor, int]:
         items = [train[i] for i in chosen]

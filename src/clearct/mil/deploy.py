@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 
+from clearct.common import compute
 from clearct.common.atomic import atomic_write_text
 from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
@@ -66,6 +67,7 @@ def run_deploy(cfg) -> int:
     summary = {"scans_used": len(items), "models": len(ensemble.models), "model_kind": ensemble.kind,
                "issues": issues.summary(), "overlap_patients": overlap, "encoder": encoder}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    compute.finish_run(out, device=ensemble.device, items=len(items))
     print_table(rows)
     print(f"deploy: {len(ensemble.models)} models on {len(items)} scans, "
           f"{sum(issues.counts.values())} left out; results in {out}")
