@@ -224,6 +224,13 @@ def test_registry_matches_the_config_choices():
 
     with pytest.raises(ClearctError, match="--width"):
         build_net("r3d_18", 2, 3, 0.5)
+    from clearct.config import Finetune3dConfig
+    from clearct.finetune3d.run import volume_settings
+
+    base = {"scans": "s.csv", "labels": "l.csv", "targets": ["t"], "out": "o"}
+    assert volume_settings(Finetune3dConfig(**base)).width == 0.5  # CPU-sized ResNet by default
+    assert volume_settings(Finetune3dConfig(**base, arch="densenet121")).width == 1.0  # no width to scale
+    assert volume_settings(Finetune3dConfig(**base, arch="resnet18", width=1.0)).width == 1.0
 
 
 # --- volume preparation ----------------------------------------------------------------------------------------

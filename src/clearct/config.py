@@ -208,7 +208,9 @@ class Finetune3dConfig(ValidationConfig):
     arch: Literal[ARCHS_3D] = Field(  # type: ignore[valid-type]
         "resnet10", description="3D network: MONAI resnet10/18/34/50 or densenet121, torchvision r3d_18/mc3_18/r2plus1d_18"
     )
-    width: float = Field(0.5, gt=0, description="channel width factor of the MONAI ResNets (1 = the published widths)")
+    width: float | None = Field(
+        None, gt=0, description="channel width factor of the MONAI ResNets (default 0.5, CPU-sized; 1 = published)"
+    )
     weights: Path | None = Field(None, description="local checkpoint of the backbone (e.g. MedicalNet); default random")
     windows: list[str] = Field(["lung", "abdomen"], description="HU windows, one input channel each")
     grid: list[int] = Field([32, 64, 64], description="input grid z,y,x in voxels (GPU: 64,128,128)")

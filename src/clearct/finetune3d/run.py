@@ -52,7 +52,12 @@ def prep_from(cfg) -> VolumePrep:
 
 
 def volume_settings(cfg) -> VolumeSettings:
-    return VolumeSettings(**{f.name: getattr(cfg, f.name) for f in fields(VolumeSettings)})
+    """The training settings of a config; an unset ``width`` is 0.5 for the MONAI ResNets, 1 for the others."""
+    from clearct.finetune3d.models import ARCHS
+
+    s = VolumeSettings(**{f.name: getattr(cfg, f.name) for f in fields(VolumeSettings) if f.name != "width"})
+    s.width = cfg.width if cfg.width is not None else (0.5 if ARCHS[cfg.arch].widens else 1.0)
+    return s
 
 
 def labelled_volume_items(scans: Path, labels: LabelTable | None, spec: TaskSpec | None, *, issues: Issues,
