@@ -178,8 +178,10 @@ class ExtractConfig(CommandConfig):
     _split = field_validator("windows", mode="before")(_split_list)
 
 
-class CrossvalConfig(CommandConfig):
-    features: Path = Field(..., description="folder of <scan_id>.h5 feature files")
+class ValidationConfig(CommandConfig):
+    """The fields of the commands that cross-validate one model family on labelled patients (crossval,
+    finetune3d): the same values give the same patient-level folds in both."""
+
     labels: Path = Field(..., description="labels.csv (patient_id or scan_id + one column per target)")
     targets: list[str] = Field(..., description="label columns to predict, comma separated (survival: time,event)")
     task: Literal["multilabel", "multiclass", "binary", "regression", "survival"] = Field(
@@ -187,7 +189,21 @@ class CrossvalConfig(CommandConfig):
     )
     folds: int = Field(5, ge=2, description="number of cross-validation folds")
     nested: bool = Field(False, description="nested cross-validation (outer folds × inner folds)")
-    out: Path = Field(..., description="output folder (predictions, metrics, fold models, plots)")
+    val_frac: float = Field(0.2, gt=0, lt=1, description="share of each training part used for early stopping")
+    test_frac: float = Field(0.0, ge=0, lt=1, description="share of patients held out as a fixed test set")
+    split_column: str | None = Field(None, description="labels.csv column marking the held-out test set (value test)")
+    splits: Path | None = Field(None, description="reuse the folds of an earlier splits.json (crossval's or finetune3d's)")
+    bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
+    resume: bool = Field(True, description="reuse fold models already trained in --out with the same settings")
+    seed: int = Field(0, description="random seed (the splits and every model)")
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+
+    _split_targets = field_validator("targets", mode="before")(_split_list)
+
+
+class CrossvalConfig(ValidationConfig):
+    features: Path = Field(..., description="folder of <scan_id>.h5 feature files")
+    out: Path = Field(..., description="output folder (predictions, metrics, fold models, plots, compute.json)")
     model: Literal["abmil", "gated", "meanpool", "mlp"] = Field(
         "abmil", description="abmil: attention MIL (eq. 3); gated: gated attention; meanpool / mlp: baselines"
     )
@@ -198,10 +214,6 @@ class CrossvalConfig(CommandConfig):
     min_steps: int = Field(2000, ge=0, description="floor on optimizer steps per model: the batch shrinks to reach it")
     bag_size: int = Field(512, ge=1, description="instances drawn at random per training bag (evaluation: whole bags)")
     patience: int = Field(8, ge=1, description="early stopping: epochs without a better validation loss")
-    val_frac: float = Field(0.2, gt=0, lt=1, description="share of each training part used for early stopping")
-    test_frac: float = Field(0.0, ge=0, lt=1, description="share of patients held out as a fixed test set")
-    split_column: str | None = Field(None, description="labels.csv column marking the held-out test set (value test)")
-    splits: Path | None = Field(None, description="reuse the folds of an earlier splits.json")
     windows: list[str] | None = Field(
         None, description="use only the instances of these HU windows (names in the feature files, comma separated, "
         "e.g. lung); default: every window; deploy, attention and predict then use the same ones"
@@ -212,17 +224,65 @@ class CrossvalConfig(CommandConfig):
         "--no-standardize feeds raw features as the authors' code does"
     )
     regression_loss: Literal["l1", "mse"] = Field("l1", description="loss of the regression task")
-    bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
-    resume: bool = Field(True, description="reuse fold models already trained in --out with the same settings")
-    seed: int = Field(0, description="random seed")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
 
-    _split = field_validator("targets", "windows", mode="before")(_split_list)
+    _split_windows = field_validator("windows", mode="before")(_split_list)
+
+
+# the architectures of clearct.finetune3d.models.ARCHS (listed here so that --help does not import torch; a test
+# checks that the two agree)
+ARCHS_3D = ("resnet10", "resnet18", "resnet34", "resnet50", "densenet121", "r3d_18", "mc3_18", "r2plus1d_18")
+
+
+class Finetune3dConfig(ValidationConfig):
+    """The end-to-end 3D baseline (docs/efficiency.md). Defaults are sized for a CPU; docs give GPU settings."""
+
+    scans: Path = Field(..., description="scans.csv of the cohort (whole volumes are the model input)")
+    out: Path = Field(..., description="output folder (the files of crossval + compute.json)")
+    arch: Literal[ARCHS_3D] = Field(  # type: ignore[valid-type]
+        "resnet10", description="3D network: MONAI resnet10/18/34/50 or densenet121, torchvision r3d_18/mc3_18/r2plus1d_18"
+    )
+    width: float | None = Field(
+        None, gt=0, description="channel width factor of the MONAI ResNets (default 0.5, CPU-sized; 1 = published)"
+    )
+    weights: Path | None = Field(None, description="local checkpoint of the backbone (e.g. MedicalNet); default random")
+    windows: list[str] = Field(["lung", "abdomen"], description="HU windows, one input channel each")
+    grid: list[int] = Field([32, 64, 64], description="input grid z,y,x in voxels (GPU: 64,128,128)")
+    spacing: list[float] | None = Field(
+        None, description="voxel size z,y,x in mm, cropped/padded around the body; default: fit each scan's body"
+    )
+    body_hu: float = Field(-500.0, description="HU above which a voxel counts as body (centring, fitting)")
+    augment: bool = Field(True, description="random shift and HU scale/offset of training volumes")
+    epochs: int = Field(12, ge=1, description="maximum training epochs per fold")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(4, ge=1, description="volumes per optimizer step")
+    patience: int = Field(4, ge=1, description="early stopping: epochs without a better validation loss")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (no effect on CPU)")
+    cache_dir: Path | None = Field(None, description="folder of the resampled volumes, shareable between runs "
+                                   "(default: OUT/volume-cache)")
+    workers: int = Field(2, ge=0, description="threads reading scans ahead")
+
+    _split_3d = field_validator("windows", "grid", "spacing", mode="before")(_split_list)
+
+    @field_validator("grid")
+    @classmethod
+    def _three_sizes(cls, value: list[int]) -> list[int]:
+        if len(value) != 3 or min(value) < 4:
+            raise ValueError("grid takes three sizes z,y,x of at least 4 voxels")
+        return value
+
+    @field_validator("spacing")
+    @classmethod
+    def _three_spacings(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and (len(value) != 3 or min(value) <= 0):
+            raise ValueError("spacing takes three positive sizes z,y,x in mm")
+        return value
 
 
 class DeployConfig(CommandConfig):
-    model: Path = Field(..., description="a crossval output folder (its fold models form the ensemble)")
-    features: Path = Field(..., description="folder of feature files of the external cohort")
+    model: Path = Field(..., description="a crossval or finetune3d output folder (its fold models form the ensemble)")
+    features: Path | None = Field(None, description="folder of feature files of the external cohort (crossval models)")
+    scans: Path | None = Field(None, description="scans.csv of the external cohort (finetune3d models)")
     labels: Path = Field(..., description="labels.csv of the external cohort")
     out: Path = Field(..., description="output folder")
     allow_overlap: bool = Field(False, description="deploy even when deployment patients were in training")
@@ -351,6 +411,8 @@ COMMANDS: dict[str, tuple[type[CommandConfig], str, str]] = {
     "pretrain": (PretrainConfig, "clearct.pretrain.train:run_pretrain", "pretrain a slice encoder (MoCo v3 / LECL)"),
     "extract": (ExtractConfig, "clearct.extract.run:run_extract", "embed every slice with a frozen encoder"),
     "crossval": (CrossvalConfig, "clearct.mil.crossval:run_crossval", "cross-validate attention-MIL models"),
+    "finetune3d": (Finetune3dConfig, "clearct.finetune3d.run:run_finetune3d",
+                   "the end-to-end 3D CNN baseline with crossval's folds and outputs"),
     "deploy": (DeployConfig, "clearct.mil.deploy:run_deploy", "apply a fold ensemble to an external cohort"),
     "predict": (PredictConfig, "clearct.mil.predict:run_predict", "predict one scan with a trained model"),
     "attention": (AttentionConfig, "clearct.mil.attention:run_attention", "attention over slices per scan, figures"),

@@ -14,15 +14,18 @@ from typing import Any
 import yaml
 
 from clearct import __version__
+from clearct.common import compute
 from clearct.common.atomic import atomic_write_text
 
 LOG = logging.getLogger("clearct")
 
 
 def start_run(out: str | Path, command: str, config: Any) -> Path:
-    """Create ``out``, write ``config.yaml`` (the resolved config) and attach ``<command>.log`` to the logger."""
+    """Create ``out``, write ``config.yaml`` (the resolved config), attach ``<command>.log`` to the logger and start
+    the run's compute measurement (written by commands that call ``compute.finish_run``)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    compute.begin_run(out, command)
     data = config.model_dump(mode="json") if hasattr(config, "model_dump") else dict(config)
     header = f"# clearct {__version__} {command} — resolved configuration\n"
     atomic_write_text(out / "config.yaml", header + yaml.safe_dump({command: data}, sort_keys=False))

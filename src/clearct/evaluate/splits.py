@@ -9,7 +9,7 @@ jobs, and the inner models of an outer fold are averaged on its test fold.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +81,7 @@ class Splits:
     nested: bool
     holdout: list[str]
     jobs: list[Job]
+    unused: list[str] = field(default_factory=list)  # patients left out on purpose (a data-efficiency share)
 
     def save(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(asdict(self), indent=1))
@@ -89,7 +90,8 @@ class Splits:
     def load(cls, path: Path) -> Splits:
         try:
             d = json.loads(Path(path).read_text())
-            return cls(d["seed"], d["folds"], d["nested"], d["holdout"], [Job(**j) for j in d["jobs"]])
+            return cls(d["seed"], d["folds"], d["nested"], d["holdout"], [Job(**j) for j in d["jobs"]],
+                       d.get("unused", []))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise ClearctError(f"not a clearct splits.json ({exc})", path) from exc
 
@@ -98,7 +100,8 @@ class Splits:
         keep = lambda ids: [p for p in ids if p in patients]  # noqa: E731
         jobs = [Job(j.name, j.outer, keep(j.train), keep(j.val), keep(j.test)) for j in self.jobs]
         known = set(self.holdout).union(*(set(j.train) | set(j.val) | set(j.test) for j in self.jobs))
-        return Splits(self.seed, self.folds, self.nested, keep(self.holdout), jobs), sorted(patients - known)
+        unknown = sorted(patients - known - set(self.unused))
+        return Splits(self.seed, self.folds, self.nested, keep(self.holdout), jobs, keep(self.unused)), unknown
 
 
 def _subsets(ids: list[str], strat: np.ndarray, ratios: list[float], rng: np.random.Generator) -> list[list[str]]:

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from clearct.common import compute
 from clearct.common.atomic import atomic_write_text
 from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
@@ -122,6 +123,7 @@ def run_extract(cfg: ExtractConfig) -> int:
     )
 
     summary = Summary()
+    flops = compute.FlopSample()  # the first scan counted, its FLOPs per row applied to every row (compute.json)
     todo = [r for r in records if not is_done(out / f"{r.scan_id}.h5", expected, cfg.overwrite)]
     summary.skipped = len(records) - len(todo)
     start = time.perf_counter()
@@ -132,7 +134,7 @@ def run_extract(cfg: ExtractConfig) -> int:
         try:
             if isinstance(volume, Exception):
                 raise volume
-            feats = embed_volume(volume, encoder, windows, batch_size=cfg.batch_size, device=device)
+            feats = flops.run(embed_volume, volume, encoder, windows, batch_size=cfg.batch_size, device=device)
             feats.scan_id, feats.patient_id = record.scan_id, record.patient_id
             write_features(out / f"{record.scan_id}.h5", feats)
         except Exception as exc:
@@ -144,6 +146,8 @@ def run_extract(cfg: ExtractConfig) -> int:
         bar.update()
     bar.close()
     summary.seconds = time.perf_counter() - start
+    compute.finish_run(out, flops=flops.total, steps=flops.units, device=device, scans=summary.done,
+                       file="compute.json" if rank == 0 else f"compute.rank{rank}.json")
     return _finish(out, summary, rank, world)
 
 

@@ -16,7 +16,7 @@ from clearct.common.runs import start_run
 from clearct.evaluate.tables import write_csv
 from clearct.io.tables import read_lesions_table, read_scans_table
 from clearct.mil.data import Bag, Issues, load_cohort
-from clearct.mil.store import Ensemble, load_ensemble
+from clearct.mil.store import Ensemble, load_ensemble, require_mil
 from clearct.report.attention import attention_figure
 
 LOG = logging.getLogger("clearct")
@@ -43,6 +43,7 @@ def check_encoder(ensemble: Ensemble, encoder: dict, where: Path) -> None:
 def run_attention(cfg) -> int:
     out = start_run(cfg.out, "attention", cfg)
     ensemble = load_ensemble(cfg.model, resolve_device(cfg.device))
+    require_mil(ensemble, "attention", cfg.model)
     issues = Issues()
     cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32, windows=ensemble.window_names)
     check_encoder(ensemble, cohort.encoder, cfg.features)

@@ -89,6 +89,48 @@ def select_windows(f: ScanFeatures, names: list[str]) -> ScanFeatures:
                    extra={k: v[keep] if np.shape(v)[:1] == keep.shape else v for k, v in f.extra.items()})
 
 
+class LabelJoin:
+    """Label rows of labels.csv looked up by a scan's patient id or scan id (whichever the table is keyed by),
+    with the join's problems reported as issues: unknown label values at once, scans without a label row and
+    label rows without a scan by :meth:`finish`. Shared by the feature cohorts (MIL) and the volume cohorts
+    (finetune3d); ``noun`` names a scan in the messages (``feature file``), ``kind`` in the issue kinds
+    (``features``: ``features_without_labels``, ``labels_without_features``)."""
+
+    def __init__(self, labels: LabelTable, spec: TaskSpec, labels_path: Path | None, issues: Issues, *, noun: str,
+                 kind: str):
+        self.labels, self.spec, self.path, self.issues = labels, spec, labels_path, issues
+        self.noun, self.kind = noun, kind
+        self.rows = {rid: [labels.columns[t][i] for t in spec.targets] for i, rid in enumerate(labels.ids)}
+        self.used: set[str] = set()
+        self.unlabelled: list[str] = []
+
+    def label(self, scan_id: str, patient_id: str) -> np.ndarray | None:
+        """The parsed label of a scan; None when it has no row (counted) or an unknown value (reported)."""
+        key = patient_id if self.labels.id_column == "patient_id" else scan_id
+        if key not in self.rows:
+            self.unlabelled.append(scan_id)
+            return None
+        self.used.add(key)
+        try:
+            return parse_label(self.spec, self.rows[key])
+        except ValueError as exc:
+            self.issues.add("unknown_label", f"{self.path}: {self.labels.id_column} {key}: {exc}; "
+                            f"scan {scan_id} left out")
+            return None
+
+    def finish(self, source: Path, broken: set[str] = frozenset()) -> None:
+        """Report the scans without a label row and the label rows without a scan in ``source`` (ids in
+        ``broken`` belong to scans already reported as unreadable)."""
+        kind = self.kind
+        if self.unlabelled:
+            self.issues.add(f"{kind}_without_labels", f"{self.path}: no label row for {len(self.unlabelled)} "
+                            f"{self.noun}(s) ({_names(self.unlabelled)}); left out", len(self.unlabelled))
+        missing = [i for i in self.labels.ids if i not in self.used and i not in broken]
+        if missing:
+            self.issues.add(f"labels_without_{kind}", f"{self.path}: {len(missing)} label row(s) have no "
+                            f"{self.noun} in {source} ({_names(missing)}); left out", len(missing))
+
+
 def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None, *, labels_path: Path | None = None,
                 dtype: type = np.float16, issues: Issues | None = None, windows: list[str] | None = None) -> Cohort:
     """Read every ``*.h5`` in ``features`` and join it with ``labels`` (by patient_id or scan_id).
@@ -102,14 +144,9 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
     files = sorted(features.glob("*.h5")) if features.is_dir() else []
     if not files:
         raise ClearctError("no <scan_id>.h5 feature files found", features)
-    rows: dict[str, list[str]] = {}
-    if labels is not None:
-        for i, rid in enumerate(labels.ids):
-            rows[rid] = [labels.columns[t][i] for t in spec.targets]
+    join = LabelJoin(labels, spec, labels_path, issues, noun="feature file", kind="features") if labels is not None else None
     bags: list[Bag] = []
     first = None
-    used_ids: set[str] = set()
-    unlabelled: list[str] = []
     broken: set[str] = set()  # stems of files already reported (their label rows are not reported again)
     for path in tqdm(files, desc="reading features", unit="scan", leave=False):
         try:
@@ -141,28 +178,13 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
             raise ClearctError(f"features from {f.encoder} ({f.embed_dim}-d, {f.image_size} px) do not match "
                                f"{first[3].name} ({first[2]['encoder']}, {first[0]}-d, {first[2]['image_size']} px)",
                                path)
-        y = np.zeros(0, np.float32)
-        if labels is not None:
-            key = f.patient_id if labels.id_column == "patient_id" else f.scan_id
-            if key not in rows:
-                unlabelled.append(f.scan_id)
-                continue
-            used_ids.add(key)
-            try:
-                y = parse_label(spec, rows[key])
-            except ValueError as exc:
-                issues.add("unknown_label", f"{labels_path}: {labels.id_column} {key}: {exc}; scan {f.scan_id} left out")
-                continue
+        y = np.zeros(0, np.float32) if join is None else join.label(f.scan_id, f.patient_id)
+        if y is None:
+            continue
         bags.append(Bag(f.scan_id, f.patient_id, f.feats.astype(dtype, copy=False), f.window.astype(np.int64),
                         f.slice_index.astype(np.int32), f.z_mm.astype(np.float32), y, path))
-    if unlabelled:
-        issues.add("features_without_labels", f"{labels_path}: no label row for {len(unlabelled)} feature file(s) "
-                   f"({_names(unlabelled)}); left out", len(unlabelled))
-    if labels is not None:
-        missing = [i for i in labels.ids if i not in used_ids and i not in broken]
-        if missing:
-            issues.add("labels_without_features", f"{labels_path}: {len(missing)} label row(s) have no feature file "
-                       f"in {features} ({_names(missing)}); left out", len(missing))
+    if join is not None:
+        join.finish(features, broken)
     if not bags:
         raise ClearctError("no usable scans (see the warnings above)", features)
     return Cohort(bags, first[0], first[1], first[2], issues)

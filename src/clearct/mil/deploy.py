@@ -1,5 +1,6 @@
-"""``clearct deploy``: the mean-probability ensemble of a crossval folder's fold models on an external cohort,
-with the same metrics and plots, and a loud refusal when deployment patients were in training."""
+"""``clearct deploy``: the mean-probability ensemble of a crossval (MIL on features) or finetune3d (3D CNN on
+volumes) folder's fold models on an external cohort, with the same metrics and plots, and a loud refusal when
+deployment patients were in training."""
 
 from __future__ import annotations
 
@@ -7,16 +8,37 @@ import json
 
 import numpy as np
 
+from clearct.common import compute
 from clearct.common.atomic import atomic_write_text
 from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.runs import start_run
+from clearct.evaluate.crossfit import evaluate_and_write, predictions_from, print_table
 from clearct.evaluate.tables import write_csv
 from clearct.io.tables import read_labels_table
 from clearct.mil.attention import attention_rows, check_encoder
-from clearct.mil.crossval import evaluate_and_write, predictions_from, print_table
 from clearct.mil.data import Issues, load_cohort
 from clearct.mil.store import load_ensemble
+
+
+def _cohort(cfg, ensemble, labels, issues: Issues) -> tuple[list, dict, object]:
+    """The external cohort as the ensemble's input: feature bags (MIL) or volumes on the models' grid (3D)."""
+    spec = ensemble.spec
+    if ensemble.kind == "finetune3d":
+        if cfg.scans is None:
+            raise ClearctError("holds finetune3d models: deploy them with --scans scans.csv of the external cohort",
+                               cfg.model)
+        from clearct.finetune3d.run import load_volume_items
+
+        items = load_volume_items(cfg.scans, labels, spec, ensemble.prep, cache_dir=cfg.out / "volume-cache",
+                                  workers=2, issues=issues, labels_path=cfg.labels)
+        return items, ensemble.encoder, cfg.scans
+    if cfg.features is None:
+        raise ClearctError("holds crossval models: deploy them with --features of the external cohort", cfg.model)
+    cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, dtype=np.float32,
+                         windows=ensemble.window_names)
+    check_encoder(ensemble, cohort.encoder, cfg.features)
+    return cohort.bags, cohort.encoder, cfg.features
 
 
 def run_deploy(cfg) -> int:
@@ -28,25 +50,25 @@ def run_deploy(cfg) -> int:
     if missing:
         raise ClearctError(f"the model's target column(s) {', '.join(missing)} are not in the labels table", cfg.labels)
     issues = Issues()
-    cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, dtype=np.float32,
-                         windows=ensemble.window_names)
-    check_encoder(ensemble, cohort.encoder, cfg.features)
-    overlap = sorted({b.patient_id for b in cohort.bags} & ensemble.training_patients)
+    items, encoder, source = _cohort(cfg, ensemble, labels, issues)
+    overlap = sorted({it.patient_id for it in items} & ensemble.training_patients)
     if overlap and not cfg.allow_overlap:
         raise ClearctError(f"{len(overlap)} deployment patient(s) were used to train these models "
                            f"({', '.join(overlap[:5])}); refusing — an external cohort must be new patients "
-                           "(override with --allow-overlap)", cfg.features)
+                           "(override with --allow-overlap)", source)
     if overlap:
-        issues.add("overlap_with_training", f"{cfg.features}: {len(overlap)} patient(s) were in training; "
+        issues.add("overlap_with_training", f"{source}: {len(overlap)} patient(s) were in training; "
                    "deploying anyway (--allow-overlap)", len(overlap))
-    scores, attn = ensemble.predict(cohort.bags)
-    p = predictions_from(spec, cohort.bags, scores, ensemble.thresholds, np.zeros(len(cohort.bags), int))
+    scores, attn = ensemble.predict(items)
+    p = predictions_from(spec, items, scores, ensemble.thresholds, np.zeros(len(items), int))
     rows = evaluate_and_write(out, {"deploy": p}, n_boot=cfg.bootstrap, seed=cfg.seed)
-    write_csv(out / "attention.csv", [r for b, a in zip(cohort.bags, attn) for r in attention_rows(b, a, ensemble.windows)])
-    summary = {"scans_used": len(cohort.bags), "models": len(ensemble.models), "issues": issues.summary(),
-               "overlap_patients": overlap, "encoder": cohort.encoder}
+    if attn is not None:  # slice attention exists for MIL models only
+        write_csv(out / "attention.csv", [r for b, a in zip(items, attn) for r in attention_rows(b, a, ensemble.windows)])
+    summary = {"scans_used": len(items), "models": len(ensemble.models), "model_kind": ensemble.kind,
+               "issues": issues.summary(), "overlap_patients": overlap, "encoder": encoder}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
+    compute.finish_run(out, device=ensemble.device, items=len(items))
     print_table(rows)
-    print(f"deploy: {len(ensemble.models)} models on {len(cohort.bags)} scans, "
+    print(f"deploy: {len(ensemble.models)} models on {len(items)} scans, "
           f"{sum(issues.counts.values())} left out; results in {out}")
     return 0

@@ -19,7 +19,7 @@ from clearct.common.runs import start_run
 from clearct.evaluate.tables import write_csv
 from clearct.mil.attention import attention_rows, check_encoder
 from clearct.mil.data import Bag
-from clearct.mil.store import load_ensemble
+from clearct.mil.store import load_ensemble, require_mil
 from clearct.report.attention import attention_figure
 
 
@@ -32,6 +32,7 @@ def run_predict(cfg) -> int:
     out = start_run(cfg.out, "predict", cfg)
     device = resolve_device(cfg.device)
     ensemble = load_ensemble(cfg.model, device)
+    require_mil(ensemble, "predict", cfg.model)
     volume = read_ct(cfg.scan_path, series=cfg.series)
     # the size the models' training features were embedded at (a run folder resized on purpose stays resized)
     size = ensemble.encoder.get("image_size")

@@ -9,7 +9,7 @@ deploy, attention and predict use (mean of the scores, mean of the thresholds, m
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -34,15 +34,25 @@ def save_model(folder: Path, model: torch.nn.Module, meta: dict) -> None:
     atomic_write_text(folder / "model.json", json.dumps({**meta, "clearct_version": __version__}, indent=1))
 
 
-def load_model(folder: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_saved(folder: Path, build: Callable[[dict], torch.nn.Module],
+               device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """A saved model of any family: ``build(meta)`` makes the network, the weights are loaded strictly."""
     try:
         meta = json.loads((folder / "model.json").read_text())
-        settings = TrainSettings(**{"standardize": False, **meta["settings"]})  # models saved before the scaler
-        model = new_model(TaskSpec.from_json(meta["task"]), meta["in_dim"], meta["n_windows"], settings)
+        model = build(meta)
         model.load_state_dict(load_file(str(folder / "model.safetensors")))
     except (OSError, KeyError, ValueError, TypeError, RuntimeError) as exc:
         raise ClearctError(f"cannot load model ({exc})", folder) from exc
     return model.to(device).eval(), meta
+
+
+def _build_mil(meta: dict) -> torch.nn.Module:
+    settings = TrainSettings(**{"standardize": False, **meta["settings"]})  # models saved before the scaler
+    return new_model(TaskSpec.from_json(meta["task"]), meta["in_dim"], meta["n_windows"], settings)
+
+
+def load_model(folder: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+    return load_saved(folder, _build_mil, device)
 
 
 def model_meta(*, job: str, settings: TrainSettings, spec: TaskSpec, in_dim: int, windows: list, encoder: dict,
@@ -61,6 +71,11 @@ class Ensemble:
     models: list[torch.nn.Module]
     metas: list[dict]
     device: torch.device
+
+    @property
+    def kind(self) -> str:
+        """``mil`` (slice features) or ``finetune3d`` (whole volumes)."""
+        return self.metas[0].get("kind", "mil")
 
     @property
     def spec(self) -> TaskSpec:
@@ -102,10 +117,27 @@ class Ensemble:
 
 
 def load_ensemble(folder: Path, device: torch.device | str = "cpu") -> Ensemble:
-    """All models under a crossval folder (``fold-*/model.json``), or a single model folder."""
+    """All models under a crossval or finetune3d folder (``fold-*/model.json``), or a single model folder; a
+    finetune3d folder gives a :class:`clearct.finetune3d.store.VolumeEnsemble`."""
     folder = Path(folder)
     dirs = [folder] if (folder / "model.json").is_file() else sorted(p.parent for p in folder.glob("fold-*/model.json"))
     if not dirs:
         raise ClearctError("no trained models (fold-*/model.json) found", folder)
+    try:
+        kind = json.loads((dirs[0] / "model.json").read_text()).get("kind", "mil")
+    except (OSError, ValueError) as exc:
+        raise ClearctError(f"cannot read model.json ({exc})", dirs[0]) from exc
+    if kind == "finetune3d":
+        from clearct.finetune3d.store import VolumeEnsemble, load_volume_model
+
+        loaded = [load_volume_model(d, device) for d in dirs]
+        return VolumeEnsemble([m for m, _ in loaded], [meta for _, meta in loaded], torch.device(device))
     loaded = [load_model(d, device) for d in dirs]
     return Ensemble([m for m, _ in loaded], [meta for _, meta in loaded], torch.device(device))
+
+
+def require_mil(ensemble: Ensemble, command: str, folder: Path) -> None:
+    """Slice attention and one-scan prediction from features need MIL models."""
+    if ensemble.kind != "mil":
+        raise ClearctError(f"holds {ensemble.kind} models, which have no slice attention; {command} needs a "
+                           "crossval folder (use deploy --scans for finetune3d models)", folder)

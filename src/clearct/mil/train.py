@@ -15,7 +15,6 @@ per-dimension means exceed the spread between slices, ABMIL fails even on a plan
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Sequence
@@ -23,9 +22,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from clearct.common.compute import count_flops, step_flops
 from clearct.common.device import autocast_for
+from clearct.common.training import run_epochs
 from clearct.mil.data import Bag
 from clearct.mil.models import build_model
 from clearct.mil.tasks import LossFn, TaskSpec, scores_from_outputs
@@ -130,45 +130,26 @@ def train_model(spec: TaskSpec, loss_fn: LossFn, train: Sequence[Bag], val: Sequ
     model = model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     batch = effective_batch_size(len(train), s)
-    steps_per_epoch = math.ceil(len(train) / batch)
     LOG.info("%s: %d training bags, %d validation bags, batch %d (%d steps/epoch)", desc, len(train), len(val),
-             batch, steps_per_epoch)
-    best, best_state, stale, history, steps = math.inf, None, 0, [], 0
-    bar = tqdm(range(1, s.epochs + 1), desc=desc, unit="epoch", leave=False)
-    for epoch in bar:
-        model.train()
-        total = 0.0
+             batch, math.ceil(len(train) / batch))
+
+    def batches():
         order = rng.permutation(len(train))
-        for start in range(0, len(train), batch):
-            chosen = order[start : start + batch]
-            bags = [train[i] for i in chosen]
-            rows = [np.sort(rng.choice(len(b), s.bag_size, replace=False)) if len(b) > s.bag_size else None
-                    for b in bags]
-            x, mask, window, y = collate(bags, rows, device)
-            with autocast_for(device):
-                out, _ = model(x, mask, window)
-            loss = loss_fn(out.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(bags)
-            steps += 1
-        val_loss = validation_loss(model, loss_fn, val, device, s.eval_instances) if val else math.nan
-        history.append({"epoch": epoch, "train_loss": total / len(train), "val_loss": val_loss, "steps": steps})
-        LOG.info("%s epoch %d: train loss %.4f, val loss %.4f", desc, epoch, total / len(train), val_loss)
-        bar.set_postfix(train=f"{total / len(train):.3f}", val=f"{val_loss:.3f}")
-        if not val:
-            continue
-        if val_loss < best - 1e-6:
-            best, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
-        else:
-            stale += 1
-            if stale >= s.patience:
-                LOG.info("%s: early stop after epoch %d (best val loss %.4f)", desc, epoch, best)
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    return model.eval(), history
+        return (order[start : start + batch] for start in range(0, len(train), batch))
+
+    def step_loss(chosen: np.ndarray) -> tuple[torch.Tensor, int]:
+        bags = [train[i] for i in chosen]
+        rows = [np.sort(rng.choice(len(b), s.bag_size, replace=False)) if len(b) > s.bag_size else None
+                for b in bags]
+        x, mask, window, y = collate(bags, rows, device)
+        with autocast_for(device):
+            out, _ = model(x, mask, window)
+        return loss_fn(out.float(), y), len(bags)
+
+    history = run_epochs(model, opt, epochs=s.epochs, patience=s.patience, batches=batches, step_loss=step_loss,
+                         val_loss=(lambda: validation_loss(model, loss_fn, val, device, s.eval_instances)) if val
+                         else None, desc=desc)
+    return model, history
 
 
 def validation_loss(model: torch.nn.Module, loss_fn: LossFn, val: Sequence[Bag], device: torch.device,
@@ -177,3 +158,22 @@ def validation_loss(model: torch.nn.Module, loss_fn: LossFn, val: Sequence[Bag],
     out, _ = infer(model, val, device, max_instances)
     y = torch.from_numpy(np.stack([b.y for b in val]).astype(np.float32))
     return float(loss_fn(out, y))
+
+
+def mil_flops(model: torch.nn.Module, train: Sequence[Bag], s: TrainSettings,
+              device: torch.device) -> tuple[int, int]:
+    """FLOPs of one training step and of one whole-bag forward, probed on zeros of the typical shape: a batch of
+    the effective batch size with bags of the median training length (capped at ``bag_size``)."""
+    n = int(np.median([len(b) for b in train]))
+    dim = train[0].feats.shape[1]
+
+    def inputs(bags: int, length: int) -> tuple[torch.Tensor, ...]:
+        return (torch.zeros(bags, length, dim, device=device), torch.ones(bags, length, dtype=torch.bool, device=device),
+                torch.zeros(bags, length, dtype=torch.long, device=device))
+
+    x = inputs(effective_batch_size(len(train), s), min(n, s.bag_size))
+    step = step_flops(model, lambda m: m(*x)[0])
+    one = inputs(1, n)
+    with torch.inference_mode():
+        item = count_flops(lambda: model(*one))
+    return step, item

@@ -24,6 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from clearct import __version__
+from clearct.common import compute
 from clearct.common.atomic import atomic_path
 from clearct.common.device import autocast_for, resolve_device
 from clearct.common.errors import ClearctError
@@ -310,6 +311,10 @@ def run_pretrain(cfg) -> int:
             LOG.info("pretrain: --resume but no %s yet, starting from scratch", CHECKPOINT)
         last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
         loss = _train(cfg, model, optimizer, loader, info, device, out, start_epoch, last, step)
+        views = torch.zeros(cfg.batch_size // info.world_size, 3, cfg.image_size, cfg.image_size, device=device)
+        compute.finish_steps(out, model, lambda m: m(views, views, cfg.momentum, lam=cfg.lam, variant=cfg.variant),
+                             steps=(last - start_epoch) * len(loader), device=device, processes=info.world_size,
+                             write=info.is_main)  # compute.json: one MoCo step on zero views probed × the steps run
         finished_before = start_epoch == cfg.epochs and (out / "encoder.json").is_file()
         if finished_before:
             LOG.info("pretrain: all %d epochs were trained before; %s/encoder.json kept", cfg.epochs, out)

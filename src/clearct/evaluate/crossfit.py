@@ -1,0 +1,275 @@
+"""Cross-validation shared by the model families: ``crossval`` (MIL on slice features) and ``finetune3d`` (a 3D
+CNN on whole volumes) differ only in their items and in how one model is fitted.
+
+An *item* is one scan with ``patient_id``, ``scan_id`` and its parsed label ``y`` (a MIL bag, a volume). This
+module fixes the task from labels.csv, reloads or draws the patient-level splits (same seed → same folds for
+every family), runs one fit per job inside a compute stage, pools the outer-fold predictions (nested inner models
+averaged), predicts the held-out patients with the mean of all models, and writes predictions.csv, metrics.csv,
+the ROC/PR plots and the printed table. Deploy uses the same writers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from clearct.common import compute
+from clearct.common.atomic import atomic_write_text
+from clearct.common.errors import ClearctError
+from clearct.evaluate.metrics import best_f1_threshold
+from clearct.evaluate.plots import roc_pr_figure
+from clearct.evaluate.splits import Job, Splits, make_splits, stratification_matrix
+from clearct.evaluate.tables import Predictions, compute_metrics, prediction_rows, write_csv
+from clearct.io.tables import LabelTable, read_labels_table
+from clearct.mil.tasks import TaskSpec, eval_labels, fit_normalisation, make_loss, make_task
+
+LOG = logging.getLogger("clearct")
+
+
+class Item(Protocol):
+    patient_id: str
+    scan_id: str
+    y: np.ndarray
+
+
+def read_task(labels_path: Path, targets: Sequence[str], task: str) -> tuple[LabelTable, TaskSpec]:
+    """labels.csv and the task over its ``targets`` columns; one-line errors for missing columns or bad tasks."""
+    labels = read_labels_table(labels_path)
+    missing = [t for t in targets if t not in labels.columns]
+    if missing:
+        raise ClearctError(f"target column(s) {', '.join(missing)} not in the labels table "
+                           f"(columns: {', '.join(labels.columns)})", labels_path)
+    try:
+        return labels, make_task(task, list(targets), labels.columns)
+    except ValueError as exc:
+        raise ClearctError(str(exc), labels_path) from exc
+
+
+def group_by_patient(items: Sequence[Item]) -> dict[str, list[Item]]:
+    by_patient: dict[str, list[Item]] = {}
+    for it in items:
+        by_patient.setdefault(it.patient_id, []).append(it)
+    return by_patient
+
+
+def patient_strata(spec: TaskSpec, by_patient: dict[str, list[Item]]) -> tuple[list[str], np.ndarray]:
+    """Sorted patient ids and the binary matrix the splits stratify on (a patient's label = max over scans)."""
+    patients = sorted(by_patient)
+    y = np.stack([np.max([it.y for it in by_patient[p]], axis=0) for p in patients])
+    return patients, stratification_matrix(spec.kind, y)
+
+
+def holdout_from_column(labels: LabelTable, column: str, items: Sequence[Item], path: Path) -> list[str]:
+    """Patients whose rows are marked ``test``/``holdout`` in ``column`` of labels.csv."""
+    if column not in labels.columns:
+        raise ClearctError(f"split column {column!r} not in the labels table", path)
+    marked = {i for i, v in zip(labels.ids, labels.columns[column]) if v.strip().lower() in ("test", "holdout")}
+    key = (lambda it: it.patient_id) if labels.id_column == "patient_id" else (lambda it: it.scan_id)
+    return sorted({it.patient_id for it in items if key(it) in marked})
+
+
+def choose_splits(cfg: Any, out: Path, labels: LabelTable, spec: TaskSpec, by_patient: dict[str, list[Item]],
+                  issues: Any) -> Splits:
+    """``--splits FILE``, else ``out/splits.json`` on a resumed run, else new stratified splits from ``--seed``;
+    saved to ``out/splits.json``. ``cfg`` carries the validation fields shared by crossval and finetune3d."""
+    patients, strat = patient_strata(spec, by_patient)
+    if cfg.splits is not None or (cfg.resume and (out / "splits.json").is_file()):
+        source = cfg.splits or out / "splits.json"
+        splits, unknown = Splits.load(source).restrict(set(patients))
+        if unknown:
+            issues.add("patients_not_in_splits", f"{source}: {len(unknown)} patient(s) not in the splits "
+                       f"({', '.join(unknown[:5])}); left out", len(unknown))
+        if splits.unused:
+            LOG.info("%s: %d patient(s) left out on purpose (not in this share)", source, len(splits.unused))
+        LOG.info("reusing splits from %s", source)
+    else:
+        items = [it for p in patients for it in by_patient[p]]
+        holdout = holdout_from_column(labels, cfg.split_column, items, cfg.labels) if cfg.split_column else None
+        splits = make_splits(patients, strat, folds=cfg.folds, seed=cfg.seed, nested=cfg.nested,
+                             test_frac=cfg.test_frac, val_frac=cfg.val_frac, holdout=holdout)
+    splits.save(out / "splits.json")
+    return splits
+
+
+def fingerprint(*parts: Any) -> str:
+    """Short hash of everything a fold model depends on; resume reuses a saved model only when it matches."""
+    return hashlib.sha256(json.dumps(list(parts), sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def reuse_saved(folder: Path, fingerprint_: str, load: Callable[[Path], tuple[Any, dict]], name: str,
+                resume: bool) -> tuple[Any, dict] | None:
+    """The model saved in ``folder`` when ``resume`` is on and it was trained with the same fingerprint."""
+    if not (resume and (folder / "model.json").is_file()):
+        return None
+    try:
+        model, meta = load(folder)
+    except ClearctError as exc:
+        LOG.warning("%s; training again", exc)
+        return None
+    if meta.get("fingerprint") != fingerprint_:
+        return None
+    LOG.info("%s: reusing the trained model in %s", name, folder)
+    meta["reused"] = True
+    return model, meta
+
+
+@dataclass
+class JobResult:
+    model: Any
+    spec: TaskSpec  # the job's copy (regression: with the training labels' normalisation)
+    thresholds: list[float]
+    history: list[dict]
+    compute: dict  # the training's measurement: wall, CPU, peaks, FLOPs, steps, step_flops, item_flops
+    extra: Any = None
+
+
+def fit_measured(job: Job, spec: TaskSpec, train: Sequence[Item], val: Sequence[Item], *,
+                 train_fn: Callable[[TaskSpec, Any], tuple[Any, list[dict], Any]],
+                 predict_fn: Callable[[Any, TaskSpec, Sequence[Item]], np.ndarray],
+                 flops_fn: Callable[[Any], tuple[int, int]], regression_loss: str = "l1") -> JobResult:
+    """What every family's job fit shares: the task copy with its label normalisation and loss weights from the
+    training labels, the measured training (``train_fn(job_spec, loss_fn)`` → model, history, extra), the F1
+    thresholds on the validation part, and the FLOP estimate: ``flops_fn(model)`` gives one training step's and
+    one item's forward FLOPs; × the steps, + one validation pass per epoch and the threshold pass."""
+    if not train:
+        raise ClearctError(f"{job.name}: no training scans")
+    job_spec = TaskSpec.from_json(spec.to_json())
+    y_train = np.stack([it.y for it in train])
+    fit_normalisation(job_spec, y_train)
+    loss_fn = make_loss(job_spec, y_train, regression_loss)
+    with compute.measure(job.name) as used:
+        model, history, extra = train_fn(job_spec, loss_fn)
+        s_val = predict_fn(model, job_spec, val) if val else np.zeros((0, 0))
+    y_val = np.stack([it.y for it in val]) if val else np.zeros((0, 0))
+    step, item = flops_fn(model)
+    used.steps = history[-1]["steps"] if history else 0
+    used.flops = step * used.steps + item * len(val) * (len(history) + 1)
+    return JobResult(model, job_spec, validation_thresholds(job_spec, y_val, s_val), history,
+                     {**used.to_json(), "step_flops": step, "item_flops": item}, extra)
+
+
+def validation_thresholds(spec: TaskSpec, y_val: np.ndarray, s_val: np.ndarray) -> list[float]:
+    """F1-maximising threshold per output on the validation part (0.5 where there is none or no threshold)."""
+    if len(s_val) == 0 or spec.kind not in ("multilabel", "binary"):
+        return [0.5] * len(spec.output_names)
+    y = eval_labels(spec, y_val)
+    return [best_f1_threshold(y[:, j], s_val[:, j]) for j in range(s_val.shape[1])]
+
+
+@dataclass
+class Fitted:
+    """A trained (or reloaded) model of one job, as the driver needs it.
+
+    ``flops``/``steps``: estimate of the training and validation passes (None when reloaded); ``item_flops``: one
+    forward of one item, used to add the test and held-out predictions; ``trained``: the compute record saved when
+    a reloaded model was trained.
+    """
+
+    predict: Callable[[Sequence[Item]], np.ndarray]
+    thresholds: np.ndarray
+    flops: int | None = None
+    steps: int | None = None
+    item_flops: int | None = None
+    trained: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_meta(cls, predict: Callable[[Sequence[Item]], np.ndarray], meta: dict) -> Fitted:
+        """From a saved model's ``model.json``: its thresholds and the compute record of its training (that
+        record is the job's cost only when the model was trained now, not reloaded)."""
+        used, reused = meta.get("compute", {}), bool(meta.get("reused", False))
+        return cls(predict, np.asarray(meta["thresholds"]), flops=None if reused else used.get("flops"),
+                   steps=None if reused else used.get("steps"), item_flops=used.get("item_flops"),
+                   trained=used if reused else None)
+
+
+def cross_predict(out: Path, splits: Splits, by_patient: dict[str, list[Item]], spec: TaskSpec,
+                  fit: Callable[[Job, int], Fitted]) -> dict[str, Predictions]:
+    """Fit every job (``fit(job, index)``), each in a compute stage; return the ``cv`` (and ``holdout``) sets."""
+    holdout = [it for p in splits.holdout for it in by_patient[p]]
+    cv_scores: dict[int, list[np.ndarray]] = {}
+    cv_thr: dict[int, list[np.ndarray]] = {}
+    hold_scores, hold_thr = [], []
+    for i, job in enumerate(splits.jobs):
+        test = [it for p in job.test for it in by_patient[p]]
+        with compute.stage(out, job.name) as m:
+            fitted = fit(job, i)
+            if test:
+                cv_scores.setdefault(job.outer, []).append(fitted.predict(test))
+                cv_thr.setdefault(job.outer, []).append(np.asarray(fitted.thresholds))
+            if holdout:
+                hold_scores.append(fitted.predict(holdout))
+                hold_thr.append(np.asarray(fitted.thresholds))
+        m.steps = fitted.steps
+        if fitted.flops is not None:
+            m.flops = fitted.flops + (fitted.item_flops or 0) * (len(test) + len(holdout))
+        m.extra = {"train_patients": len(job.train), "val_patients": len(job.val), "test_scans": len(test),
+                   "holdout_scans": len(holdout), "reused": fitted.trained is not None, **fitted.extra}
+        if fitted.trained is not None:
+            m.extra["trained"] = fitted.trained
+
+    # one job per outer fold in plain CV; nested CV averages the inner models of an outer fold
+    outer_test = {j.outer: j.test for j in splits.jobs}
+    cv_items, cv_s, cv_t, cv_f = [], [], [], []
+    for k in sorted(cv_scores):
+        items = [it for p in outer_test[k] for it in by_patient[p]]
+        cv_items += items
+        cv_s.append(np.mean(cv_scores[k], axis=0))
+        cv_t.append(np.broadcast_to(np.mean(cv_thr[k], axis=0), cv_s[-1].shape))
+        cv_f.append(np.full(len(items), k))
+    sets = {"cv": predictions_from(spec, cv_items, np.concatenate(cv_s), np.concatenate(cv_t), np.concatenate(cv_f))}
+    if holdout:
+        sets["holdout"] = predictions_from(spec, holdout, np.mean(hold_scores, axis=0), np.mean(hold_thr, axis=0),
+                                           np.zeros(len(holdout), int))
+    return sets
+
+
+def predictions_from(spec: TaskSpec, items: Sequence[Item], scores: np.ndarray, thresholds: np.ndarray,
+                     fold: np.ndarray) -> Predictions:
+    y = np.stack([it.y for it in items])
+    return Predictions(spec.kind, spec.output_names, np.array([it.patient_id for it in items]),
+                       np.array([it.scan_id for it in items]), fold, eval_labels(spec, y), scores,
+                       np.broadcast_to(thresholds, scores.shape).astype(np.float64).copy())
+
+
+def evaluate_and_write(out: Path, sets: dict[str, Predictions], *, n_boot: int, seed: int) -> list[dict]:
+    """predictions.csv, metrics.csv and the ROC/PR figures of every evaluated set."""
+    pred_rows, metric_rows = [], []
+    for name, p in sets.items():
+        pred_rows += prediction_rows(p, name)
+        metric_rows += compute_metrics(p, name, n_boot=n_boot, seed=seed)
+        if p.kind in ("multilabel", "binary", "multiclass"):
+            for j, target in enumerate(p.names):
+                roc_pr_figure(p.y[:, j], p.scores[:, j], p.patients, target, out / "plots" / f"{name}-{target}",
+                              n_boot=min(n_boot, 200), seed=seed)
+    write_csv(out / "predictions.csv", pred_rows)
+    write_csv(out / "metrics.csv", metric_rows)
+    return metric_rows
+
+
+def finish_crossfit(command: str, cfg: Any, out: Path, sets: dict[str, Predictions], summary: dict, issues: Any,
+                    device: Any) -> list[dict]:
+    """The end of a cross-validation command: metrics and plots, summary.json (``summary`` + the issue counts),
+    compute.json, the table and one line on stdout."""
+    rows = evaluate_and_write(out, sets, n_boot=cfg.bootstrap, seed=cfg.seed)
+    atomic_write_text(out / "summary.json", json.dumps({**summary, "issues": issues.summary()}, indent=1))
+    compute.finish_run(out, device=device, items=summary["scans_used"])
+    print_table(rows)
+    print(f"{command}: {summary['scans_used']} scans of {summary['patients']} patients used, "
+          f"{sum(issues.counts.values())} left out "
+          f"({', '.join(f'{k} {v}' for k, v in issues.counts.items()) or 'none'}); results in {out}")
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    main = [r for r in rows if r["metric"] in ("auroc", "c_index", "mae")]
+    for r in main:
+        print(f"{r['set']:8s} {r['target']:20s} {r['metric']:8s} {r['value']:.3f} "
+              f"[{r['ci_low']:.3f}, {r['ci_high']:.3f}]  folds {r['fold_mean']:.3f} ± {r['fold_sd']:.3f}")

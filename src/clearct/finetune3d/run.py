@@ -1,0 +1,150 @@
+"""``clearct finetune3d``: the end-to-end 3D baseline — a 3D CNN trained on whole volumes per task, with the
+folds, early stopping, outputs and compute accounting of ``crossval`` (:mod:`clearct.evaluate.crossfit`).
+
+Flow: scans.csv joined with labels.csv (by patient or scan id) → every scan resampled once onto the grid and
+cached (:mod:`clearct.finetune3d.volumes`) → the same patient-level splits as crossval for the same seed (or
+``--splits`` from a crossval run) → one network per job, trained on its training patients with early stopping on
+its validation patients → predictions.csv, metrics.csv, plots, ``fold-*/model.*``, summary.json, compute.json.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clearct.common import compute
+from clearct.common.device import resolve_device
+from clearct.common.errors import ClearctError
+from clearct.common.runs import start_run
+from clearct.evaluate.crossfit import (
+    Fitted,
+    choose_splits,
+    cross_predict,
+    fingerprint,
+    finish_crossfit,
+    fit_measured,
+    group_by_patient,
+    read_task,
+    reuse_saved,
+)
+from clearct.evaluate.splits import Job
+from clearct.finetune3d.store import load_volume_model
+from clearct.finetune3d.train import VolumeItem, VolumeSettings, predict_volumes, train_volumes, volume_flops
+from clearct.finetune3d.volumes import VolumeCache, VolumePrep
+from clearct.io.tables import LabelTable
+from clearct.mil.data import Issues, LabelJoin
+from clearct.mil.store import save_model
+from clearct.mil.tasks import TaskSpec
+
+LOG = logging.getLogger("clearct")
+
+
+def prep_from(cfg) -> VolumePrep:
+    from clearct.preprocess import parse_windows
+
+    windows = tuple((w.name, w.lo, w.hi) for w in parse_windows(cfg.windows))
+    spacing = None if cfg.spacing is None else tuple(float(s) for s in cfg.spacing)
+    return VolumePrep(tuple(int(g) for g in cfg.grid), spacing, windows, float(cfg.body_hu))
+
+
+def volume_settings(cfg) -> VolumeSettings:
+    """The training settings of a config; an unset ``width`` is 0.5 for the MONAI ResNets, 1 for the others."""
+    from clearct.finetune3d.models import ARCHS
+
+    s = VolumeSettings(**{f.name: getattr(cfg, f.name) for f in fields(VolumeSettings) if f.name != "width"})
+    s.width = cfg.width if cfg.width is not None else (0.5 if ARCHS[cfg.arch].widens else 1.0)
+    return s
+
+
+def labelled_volume_items(scans: Path, labels: LabelTable | None, spec: TaskSpec | None, *, issues: Issues,
+                          labels_path: Path | None = None) -> tuple[list[VolumeItem], LabelJoin | None]:
+    """The scans of scans.csv joined with their label rows (no volume read yet); ``labels=None``: unlabelled."""
+    from clearct.io import read_scans_table
+
+    join = LabelJoin(labels, spec, labels_path, issues, noun="scan", kind="scans") if labels is not None else None
+    items = []
+    for r in read_scans_table(scans):
+        y = np.zeros(0, np.float32) if join is None else join.label(r.scan_id, r.patient_id)
+        if y is not None:
+            items.append(VolumeItem(r.scan_id, r.patient_id, r.path, y))
+    return items, join
+
+
+def load_volume_items(scans: Path, labels: LabelTable | None, spec: TaskSpec | None, prep: VolumePrep, *,
+                      cache_dir: Path, workers: int, issues: Issues, labels_path: Path | None = None) -> list[VolumeItem]:
+    """The labelled scans of ``scans`` with their grids loaded (read once, then from the cache). Scans without
+    a label row, label rows without a scan, unknown label values and unreadable scans are one issue line each."""
+    items, join = labelled_volume_items(scans, labels, spec, issues=issues, labels_path=labels_path)
+    broken = set()
+    loaded = []
+    for item, grid in VolumeCache(cache_dir, prep).load(items, workers=workers):
+        if isinstance(grid, Exception):
+            reason = str(grid) if isinstance(grid, ClearctError) else f"{type(grid).__name__}: {grid}"
+            issues.add("unreadable_scans", f"{item.path}: {reason}; scan {item.scan_id} left out")
+            broken.update((item.scan_id, item.patient_id))
+            continue
+        item.hu = grid
+        loaded.append(item)
+    if join is not None:
+        join.finish(scans, broken)
+    if not loaded:
+        raise ClearctError("no usable scans (see the warnings above)", scans)
+    return loaded
+
+
+def fit_volume_job(job: Job, by_patient: dict[str, list[VolumeItem]], spec: TaskSpec, s: VolumeSettings,
+                   prep: VolumePrep, *, seed: int, device: torch.device, folder: Path, resume: bool,
+                   weights: Path | None) -> tuple[torch.nn.Module, dict]:
+    """Train (or, with ``resume``, reload) one job's network and save it to ``folder`` (as crossval's fit_job)."""
+    train = [it for p in job.train for it in by_patient[p]]
+    val = [it for p in job.val for it in by_patient[p]]
+    key = fingerprint(asdict(s), spec.to_json(), prep.to_json(), job.train, job.val, seed, str(weights))
+    saved = reuse_saved(folder, key, lambda f: load_volume_model(f, device), job.name, resume)
+    if saved is not None:
+        return saved
+    fit = fit_measured(
+        job, spec, train, val,
+        train_fn=lambda job_spec, loss_fn: train_volumes(job_spec, loss_fn, train, val, prep, s, seed=seed,
+                                                         device=device, weights=weights, desc=job.name),
+        predict_fn=lambda net, job_spec, items: predict_volumes(net, job_spec, items, prep, device, s.batch_size),
+        flops_fn=lambda net: volume_flops(net, prep, s.batch_size, device))
+    init = fit.extra
+    meta = {"kind": "finetune3d", "job": job.name, "settings": asdict(s), "task": fit.spec.to_json(),
+            "prep": prep.to_json(), "windows": prep.to_json()["windows"],
+            "encoder": {"encoder": f"finetune3d:{s.arch}", "weights_sha256": init},
+            "init_weights": None if weights is None else {"path": str(weights), "sha256": init},
+            "thresholds": fit.thresholds, "train_patients": job.train, "val_patients": job.val, "seed": seed,
+            "fingerprint": key, "history": fit.history, "compute": fit.compute}
+    save_model(folder, fit.model, meta)
+    return fit.model, meta
+
+
+def run_finetune3d(cfg) -> int:
+    out = start_run(cfg.out, "finetune3d", cfg)
+    device = resolve_device(cfg.device)
+    labels, spec = read_task(cfg.labels, cfg.targets, cfg.task)
+    prep = prep_from(cfg)
+    settings = volume_settings(cfg)
+    issues = Issues()
+    with compute.stage(out, "volumes"):
+        items = load_volume_items(cfg.scans, labels, spec, prep, cache_dir=cfg.cache_dir or out / "volume-cache",
+                                  workers=cfg.workers, issues=issues, labels_path=cfg.labels)
+    by_patient = group_by_patient(items)
+    splits = choose_splits(cfg, out, labels, spec, by_patient, issues)
+
+    def fit(job: Job, i: int) -> Fitted:
+        net, meta = fit_volume_job(job, by_patient, spec, settings, prep, seed=cfg.seed + i, device=device,
+                                   folder=out / job.name, resume=cfg.resume, weights=cfg.weights)
+        job_spec = TaskSpec.from_json(meta["task"])
+        return Fitted.from_meta(lambda its: predict_volumes(net, job_spec, its, prep, device, settings.batch_size),
+                                meta)
+
+    sets = cross_predict(out, splits, by_patient, spec, fit)
+    finish_crossfit("finetune3d", cfg, out, sets, {
+        "scans_used": len(items), "patients": len(by_patient), "holdout_patients": len(splits.holdout),
+        "jobs": len(splits.jobs), "arch": settings.arch, "prep": prep.to_json()}, issues, device)
+    return 0
