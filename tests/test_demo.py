@@ -20,34 +20,44 @@ def test_targets_are_the_synth_locations():
 
 
 def test_sizes_and_overrides_give_valid_stage_configs(tmp_path):
+    arms = ["lecl", "random", "supervised"]
     for name in SIZES:
         cfg = DemoConfig(out=tmp_path, size=name)
         stages = demo_stages(cfg, resolve_size(cfg), tmp_path, predict_scan=tmp_path / "scan")
-        assert [s.name for s in stages] == ["synth", "synth-external", "pretrain", "extract", "extract-external",
-                                            "crossval", "control-marks", "control", "deploy", "attention",
-                                            "control-marks-external", "control-deploy", "control-attention",
-                                            "predict"]
+        assert [s.name for s in stages] == [
+            "synth", "synth-external", "pretrain", "pretrain-supervised",
+            *[f"extract-{a}{e}" for a in arms for e in ("", "-external")], "control-marks", "control-marks-external",
+            *[f"location-{a}{d}" for a in [*arms, "control"] for d in ("", "-deploy")],
+            *[f"lung-{a}{d}" for a in arms for d in ("", "-deploy")], "attention-lecl", "attention-control", "predict"]
     cfg = DemoConfig(out=tmp_path, size="test", patients=9, external_patients=3, epochs=2, mil_epochs=5, seed=4)
     stages = {s.name: s.config for s in demo_stages(cfg, resolve_size(cfg), tmp_path)}
     assert "predict" not in stages  # needs a synthesised scan
     assert (stages["synth"].patients, stages["synth"].seed) == (9, 4)
     ext = stages["synth-external"]
     assert (ext.patients, ext.seed, ext.acquisition, ext.unannotated) == (3, 5, "external", 0.0)
-    assert (stages["pretrain"].epochs, stages["pretrain"].method, stages["pretrain"].lam) == (2, "lecl", 1.0)
-    assert stages["crossval"].epochs == 5 and stages["crossval"].targets == TARGETS
-    assert stages["extract"].windows == ["lung", "abdomen"] and stages["extract"].encoder == str(tmp_path / "encoder")
-    assert stages["deploy"].model == stages["attention"].model == tmp_path / "crossval"
-    # the positive control: the same crossval on the marked copies of the training features
-    assert stages["control-marks"].features == stages["crossval"].features
-    assert stages["control"].features == stages["control-marks"].out != stages["crossval"].features
-    assert stages["control"].model_dump(exclude={"features", "out"}) == stages["crossval"].model_dump(
-        exclude={"features", "out"})
-    marked_ext = stages["control-marks-external"].out
-    assert stages["control-marks-external"].features == stages["extract-external"].out
+    lecl, sup = stages["pretrain"], stages["pretrain-supervised"]
+    assert (lecl.epochs, lecl.method, lecl.lam) == (2, "lecl", 1.0) and sup.method == "supervised"
+    # the ceiling and LECL share the architecture, size, batch, schedule and sampling
+    same = ("arch", "image_size", "batch_size", "lr", "lesion_share", "scans", "lesions", "cache_dir", "seed")
+    assert all(getattr(lecl, k) == getattr(sup, k) for k in same)
+    assert stages["extract-random"].encoder == f"random:{lecl.arch}"
+    assert stages["extract-random"].image_size == lecl.image_size
+    assert stages["extract-lecl"].encoder == str(tmp_path / "encoders" / "lecl")
+    assert stages["extract-lecl"].windows == ["lung", "abdomen"]
+    # every arm gets the same ABMIL settings; the lung task uses the lung window of the same files
+    base = stages["location-lecl"].model_dump(exclude={"features", "out"})
+    for arm in ("random", "supervised", "control"):
+        assert stages[f"location-{arm}"].model_dump(exclude={"features", "out"}) == base
+    assert stages["location-lecl"].epochs == 5 and stages["location-lecl"].targets == TARGETS
+    assert stages["lung-lecl"].windows == ["lung"] and stages["lung-lecl"].features == stages["location-lecl"].features
+    assert stages["location-lecl-deploy"].model == stages["attention-lecl"].model == stages["location-lecl"].out
+    # the positive control: the same crossval on the marked copies of the LECL features
+    assert stages["control-marks"].features == stages["location-lecl"].features
+    assert stages["location-control"].features == stages["control-marks"].out
+    assert stages["control-marks-external"].features == stages["extract-lecl-external"].out
     assert (stages["control-marks-external"].seed, stages["control-marks-external"].targets) == (
         stages["control-marks"].seed, stages["control-marks"].targets)  # the same directions as in training
-    assert stages["control-deploy"].features == stages["control-attention"].features == marked_ext
-    assert stages["control-deploy"].model == stages["control-attention"].model == stages["control"].out
+    assert stages["location-control-deploy"].features == stages["control-marks-external"].out
 
 
 def test_report_document_renders_tables_figures_and_code():
@@ -71,10 +81,12 @@ def test_demo_end_to_end_then_resumed(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--size", "test", "--out", str(out), "--device", "cpu"]) == 0
     printed = capsys.readouterr().out
-    assert "[1/15] synth" in printed and "=== clearct demo: summary ===" in printed
-    assert "macro AUROC, cross-validation" in printed and "macro AUROC, external cohort" in printed
-    assert "macro AUROC, positive control (key slices marked), CV" in printed
-    assert "macro AUROC, positive control, external cohort" in printed
+    assert "[1/30] synth" in printed and "=== clearct demo: summary ===" in printed
+    for label in ("location macro AUROC, LECL, CV", "location macro AUROC, LECL, external",
+                  "location macro AUROC, random init (same architecture), CV",
+                  "location macro AUROC, supervised ceiling, CV",
+                  "location macro AUROC, positive control (key slices marked), CV", "lung macro AUROC, LECL, CV"):
+        assert label in printed, label
 
     md_images, html_images = _images(out)
     assert md_images == html_images and len(md_images) >= 6
@@ -82,39 +94,44 @@ def test_demo_end_to_end_then_resumed(tmp_path, capsys):
         assert (out / rel).is_file() and (out / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
     assert {"figures/examples.png", "figures/pretrain-loss.png", "figures/roc.png",
             "predict/attention.png"} <= set(md_images)
-    assert sum(r.startswith("attention/figures/") for r in md_images) == 3
-    assert sum(r.startswith("control-attention/figures/") for r in md_images) == 3
+    assert sum(r.startswith("attention/lecl/figures/") for r in md_images) == 3
+    assert sum(r.startswith("attention/control/figures/") for r in md_images) == 3
     md = (out / "report.md").read_text()
-    for heading in ("Cohorts", "Pretraining (LECL)", "Lesion location: AUROC per target", "Attention over slices",
-                    "Attention over slices: positive control", "One scan: clearct predict", "Stage times",
-                    "Where everything lies"):
+    for heading in ("Summary", "Cohorts", "Pretraining", "Lesion location: AUROC", "Lung abnormalities: AUROC",
+                    "Attention over slices", "Attention over slices: positive control", "One scan: clearct predict",
+                    "Stage times", "Where everything lies"):
         assert f"## {heading}" in md
-    # one AUROC row per target + macro, and each reports a CV value with a bootstrap interval
-    auroc_section = md.split("## Lesion location: AUROC per target")[1].split("\n## ")[0]
-    rows = [line for line in auroc_section.splitlines()
-            if line.startswith(tuple(f"| {t} |" for t in [*TARGETS, "macro"]))]
+    # the comparison table: one row per arm, each with a CV and an external macro AUROC with intervals
+    location = md.split("## Lesion location: AUROC")[1].split("\n## ")[0]
+    for title in ("LECL", "random init (same architecture)", "supervised ceiling",
+                  "positive control (key slices marked)"):
+        assert re.search(rf"\| {re.escape(title)} \| \d\.\d{{3}} \[\d\.\d\d, \d\.\d\d\] \| \d\.\d{{3}} \[", location), title
+    # the LECL detail table: one AUROC row per target + macro
+    rows = [line for line in location.splitlines() if line.startswith(tuple(f"| {t} |" for t in [*TARGETS, "macro"]))]
     assert len(rows) == len(TARGETS) + 1
-    assert re.search(r"\| macro \|  \| \d\.\d{3} \[\d\.\d\d, \d\.\d\d\]", md)
-    assert "control, key slices marked: CV AUROC" in auroc_section and "Positive control" in auroc_section
-    assert re.search(r"\| macro \|.*(\| \d\.\d{3} \[\d\.\d\d, \d\.\d\d\] ){2}\|$", rows[-1])
-    marked = sorted((out / "features" / "control").glob("*.h5"))
-    assert [p.name for p in marked] == [p.name for p in sorted((out / "features" / "cohort").glob("*.h5"))]
+    # the targets table states every goal with its measured value and whether it was met
+    summary = md.split("## Summary")[1].split("\n## ")[0]
+    assert summary.count("| met |") + summary.count("| missed |") == 6
+    assert re.search(r"within ±1 slice of a lesion of the predicted location \(LECL\) \| \d\.\d{3}", summary)
+    marked = sorted((out / "features" / "control" / "cohort").glob("*.h5"))
+    assert [p.name for p in marked] == [p.name for p in sorted((out / "features" / "lecl" / "cohort").glob("*.h5"))]
 
     times = json.loads((out / "demo-times.json").read_text())
-    assert all(times[s]["status"] == "ran" for s in ("synth", "pretrain", "extract", "crossval", "predict"))
+    assert all(times[s]["status"] == "ran" for s in ("synth", "pretrain", "pretrain-supervised", "extract-lecl",
+                                                     "location-lecl", "lung-random", "predict"))
     assert times["pretrain"]["cpu_seconds"] > 0 and times["total"]["cpus"] >= 1
     prediction = json.loads((out / "predict" / "prediction.json").read_text())
     assert set(prediction["scores"]) == set(TARGETS)
-    assert prediction["encoder"]["name"] == "vit_conv_test"
-    feature_files = sorted((out / "features" / "cohort").glob("*.h5"))
+    assert prediction["encoder"]["name"] == "resnet_tiny"
+    feature_files = sorted((out / "features" / "lecl" / "cohort").glob("*.h5"))
     assert len(feature_files) == SIZES["test"].patients
     stamps = {p: p.stat().st_mtime_ns for p in feature_files}
-    encoder_sha = json.loads((out / "encoder" / "encoder.json").read_text())["weights_sha256"]
+    encoder_sha = json.loads((out / "encoders" / "lecl" / "encoder.json").read_text())["weights_sha256"]
 
     # the same command again resumes: pretraining and feature files are reused, the report is rebuilt
     assert main(["demo", "--size", "test", "--out", str(out), "--device", "cpu"]) == 0
     times = json.loads((out / "demo-times.json").read_text())
-    assert times["pretrain"]["status"] == "reused"
+    assert times["pretrain"]["status"] == times["pretrain-supervised"]["status"] == "reused"
     assert {p: p.stat().st_mtime_ns for p in feature_files} == stamps
-    assert json.loads((out / "encoder" / "encoder.json").read_text())["weights_sha256"] == encoder_sha
+    assert json.loads((out / "encoders" / "lecl" / "encoder.json").read_text())["weights_sha256"] == encoder_sha
     assert "reused" in (out / "report.md").read_text()

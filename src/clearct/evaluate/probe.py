@@ -33,8 +33,10 @@ def _slice_matrix(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     return slices, feats, z_mm, f.patient_id
 
 
-def lesion_slice_probe(features: str | Path, lesions: str | Path, *, seed: int = 0, c: float = 0.1) -> dict:
-    """{"mean": mean AUROC, "per_label": {label: AUROC}, "slices": n, "scans": n} of the z-matched probe."""
+def lesion_slice_probe(features: str | Path, lesions: str | Path, *, seed: int = 0, c: float = 0.1,
+                       any_lesion: bool = False) -> dict:
+    """{"mean": mean AUROC, "per_label": {label: AUROC}, "slices": n, "scans": n} of the z-matched probe;
+    ``any_lesion`` pools the labels into one (any lesion vs none: more positives on a small cohort)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
     from sklearn.preprocessing import StandardScaler
@@ -42,7 +44,7 @@ def lesion_slice_probe(features: str | Path, lesions: str | Path, *, seed: int =
     boxes: dict[str, list] = {}
     for box in read_lesions_table(lesions):
         boxes.setdefault(box.scan_id, []).append(box)
-    labels = sorted({b.label for bs in boxes.values() for b in bs})
+    labels = ["any"] if any_lesion else sorted({b.label for bs in boxes.values() for b in bs})
     X, Y, Z, P = [], [], [], []
     for scan_id, scan_boxes in sorted(boxes.items()):
         path = Path(features) / f"{scan_id}.h5"
@@ -52,7 +54,7 @@ def lesion_slice_probe(features: str | Path, lesions: str | Path, *, seed: int =
         y = np.zeros((len(slices), len(labels)), np.float32)
         for b in scan_boxes:
             first, last = b.extent
-            y[(slices >= first) & (slices <= last), labels.index(b.label)] = 1.0
+            y[(slices >= first) & (slices <= last), 0 if any_lesion else labels.index(b.label)] = 1.0
         X.append(feats)
         Y.append(y)
         Z.append(z_mm)

@@ -311,10 +311,14 @@ def run_pretrain(cfg) -> int:
             LOG.info("pretrain: --resume but no %s yet, starting from scratch", CHECKPOINT)
         last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
         loss = _train(cfg, model, optimizer, loader, info, device, out, start_epoch, last, step)
-        views = torch.zeros(cfg.batch_size // info.world_size, 3, cfg.image_size, cfg.image_size, device=device)
-        compute.finish_steps(out, model, lambda m: m(views, views, cfg.momentum, lam=cfg.lam, variant=cfg.variant),
+        local = cfg.batch_size // info.world_size
+        views = torch.zeros(local, 3, cfg.image_size, cfg.image_size, device=device)
+        # the extra input of the step: no lesion mask for MoCo/LECL's probe, zero targets for the supervised head
+        extra = torch.zeros(local, len(index.label_names), device=device) if cfg.method == "supervised" else None
+        compute.finish_steps(out, model, lambda m: m(views, views, cfg.momentum, extra, lam=cfg.lam,
+                                                     variant=cfg.variant),
                              steps=(last - start_epoch) * len(loader), device=device, processes=info.world_size,
-                             write=info.is_main)  # compute.json: one MoCo step on zero views probed × the steps run
+                             write=info.is_main)  # compute.json: one step on zero views probed × the steps run
         finished_before = start_epoch == cfg.epochs and (out / "encoder.json").is_file()
         if finished_before:
             LOG.info("pretrain: all %d epochs were trained before; %s/encoder.json kept", cfg.epochs, out)

@@ -100,33 +100,94 @@ def _above_chance(metrics: dict, set_name: str, targets: list[str]) -> list[str]
 
 
 def learning_verdict(metrics: dict, targets: list[str], control: dict | None = None) -> str:
-    """What was learned (the targets whose pooled CV AUROC interval lies above 0.5) and, with ``control``, what
-    the positive control says about where a shortfall comes from."""
+    """What the LECL arm learned (the targets whose pooled CV AUROC interval lies above 0.5) and, with
+    ``control``, what the positive control says about where a shortfall comes from."""
     above = _above_chance(metrics, "cv", targets)
     external = [t for t in above if t in _above_chance(metrics, "deploy", targets)]
     if not above:
-        verdict = ("No target's cross-validated AUROC interval lies above 0.5: at this size the models did not "
-                   "learn the lesion locations beyond chance (a larger cohort, more pretraining epochs or easier "
-                   "lesions change that; see docs/getting-started.md).")
+        verdict = "No location's cross-validated AUROC interval lies above 0.5 for the LECL encoder."
     else:
         ext = (f"; on the external cohort also for {', '.join(external)}" if external
                else "; on the external cohort no interval lies above 0.5")
-        verdict = f"Learned beyond chance (95% CI of the CV AUROC above 0.5): {', '.join(above)}{ext}."
+        verdict = (f"LECL: {len(above)} of {len(targets)} locations learned beyond chance (95% CI of the CV AUROC "
+                   f"above 0.5): {', '.join(above)}{ext}.")
     macro = (control or {}).get(("cv", "macro", "auroc"))
     if macro is None:
         return verdict
     found = _above_chance(control, "cv", targets)
-    external_control = control.get(("deploy", "macro", "auroc"))
     return (f"{verdict} Positive control (last columns): the same features with the key-slice rows of every "
             "annotated lesion moved along a direction of its location (one standard deviation per feature, "
             f"root-mean-square), the same ABMIL settings: macro CV AUROC {_fmt_ci(macro)}, {len(found)} of "
-            f"{len(targets)} targets above chance"
-            + (f"; on the external cohort, marked the same way, {_fmt_ci(external_control)}. "
-               if external_control else ". ")
-            + ("The MIL stage finds lesion slices once the embeddings set them apart, so what limits the columns "
-               "on the left is how little the encoder puts into the slice embeddings at this size."
+            f"{len(targets)} locations above chance. "
+            + ("The MIL stage finds lesion slices once the embeddings set them apart: what limits the LECL columns "
+               "is how much of the lesions the encoder puts into the slice embeddings."
                if len(found) > len(above) else "")
             + " Training scans whose lesions are not annotated carry no marks, so the CV control stays below 1.")
+
+
+def _macro(metrics: dict, set_name: str) -> dict | None:
+    return metrics.get((set_name, "macro", "auroc"))
+
+
+def comparison_table(arm_metrics: dict[str, dict], targets: list[str], titles: dict[str, str]) -> Table:
+    """Rows = arms: macro CV AUROC [CI], macro external AUROC [CI], then the CV AUROC of every target."""
+    rows = []
+    for arm, metrics in arm_metrics.items():
+        cells = [f"{m['value']:.2f}" if (m := metrics.get(("cv", t, "auroc"))) else "–" for t in targets]
+        rows.append([titles[arm], _fmt_ci(_macro(metrics, "cv")), _fmt_ci(_macro(metrics, "deploy")), *cells])
+    return Table(["encoder", "macro CV AUROC [95% CI]", "macro external AUROC [95% CI]", *targets], rows,
+                 "pooled out-of-fold predictions (CV) and the fold ensemble on the external cohort; CIs from "
+                 "patient-level bootstrap resamples; per-target columns: CV AUROC")
+
+
+@dataclass(frozen=True)
+class Goal:
+    what: str
+    measured: float
+    wanted: float
+    above: bool = True  # the measured value must be ≥ wanted (else ≤)
+
+    @property
+    def met(self) -> bool:
+        return bool(np.isfinite(self.measured)) and (self.measured >= self.wanted if self.above
+                                                     else self.measured <= self.wanted)
+
+
+def demo_goals(location: dict[str, dict], targets: list[str], attention_share: float) -> list[Goal]:
+    """The demo's targets (issue: "Make CLEAR learn where users can run it"), from the numbers the report shows."""
+    def value(arm: str, set_name: str, target: str = "macro") -> float:
+        m = location.get(arm, {}).get((set_name, target, "auroc"))
+        return m["value"] if m else float("nan")
+
+    lowest = min((m["ci_low"] for t in targets if (m := location.get("lecl", {}).get(("cv", t, "auroc")))),
+                 default=float("nan"))
+    lecl = value("lecl", "cv")
+    return [
+        Goal("LECL lesion location, macro CV AUROC", lecl, 0.80),
+        Goal("LECL: lowest lower 95% CI bound over the locations (CV)", lowest, 0.5),
+        Goal("LECL lesion location, macro external AUROC", value("lecl", "deploy"), 0.75),
+        Goal("LECL − random init, macro CV AUROC", lecl - value("random", "cv"), 0.10),
+        Goal("supervised ceiling − LECL, macro CV AUROC", value("supervised", "cv") - lecl, 0.10, above=False),
+        Goal("share of positive external scans whose top-attended slice lies within ±1 slice of a lesion of the "
+             "predicted location (LECL)", attention_share, 0.70),
+    ]
+
+
+def goals_table(goals: list[Goal]) -> Table:
+    rows = [[g.what, f"{g.measured:+.3f}" if "−" in g.what else f"{g.measured:.3f}",
+             f"{'≥' if g.above else '≤'} {g.wanted:.2f}", "met" if g.met else "missed"] for g in goals]
+    return Table(["target", "measured", "wanted", ""], rows)
+
+
+def goals_sentence(goals: list[Goal]) -> str:
+    missed = [g for g in goals if not g.met]
+    if not missed:
+        return "Every target of the demo is met on this run."
+    return (f"{len(goals) - len(missed)} of {len(goals)} targets met on this run; missed: "
+            + "; ".join(f"{g.what} ({g.measured:.3f}, wanted {'≥' if g.above else '≤'} {g.wanted:.2f})"
+                        for g in missed)
+            + ". benchmarks/RESULTS.md (\"recipe\") records what each lever of the recipe gave on this cohort and "
+            "AUROC against pretraining minutes on 2 CPU cores.")
 
 
 def _synth_settings(cohort: Path) -> dict:
@@ -172,16 +233,15 @@ def _example_figure(root: Path, figures: Path) -> Figure | None:
                   "(−175..275 HU) windows; red: the lesions.csv boxes used by LECL.")
 
 
-def _attention_figures(root: Path, attention: str = "attention", deploy: str = "deploy",
-                       models: str = "the fold ensemble") -> list[Figure]:
-    """The figures of an attention stage on the external cohort, captioned with the scan's true lesion locations
-    and the scores of the deploy stage of the same models for them."""
+def _attention_figures(root: Path, arm: str, models: str) -> list[Figure]:
+    """The figures of an arm's attention stage on the external cohort, captioned with the scan's true lesion
+    locations and the scores of the deploy stage of the same models for them."""
     boxes: dict[str, set[str]] = {}
     for b in read_lesions_table(root / "external" / "lesions.csv"):
         boxes.setdefault(b.scan_id, set()).add(b.label)
-    scores = _deploy_scores(root / deploy / "predictions.csv")
+    scores = _deploy_scores(root / "location" / arm / "deploy" / "predictions.csv")
     out = []
-    for path in sorted((root / attention / "figures").glob("*.png")):
+    for path in sorted((root / "attention" / arm / "figures").glob("*.png")):
         locations = sorted(boxes.get(path.stem, ()))
         said = ", ".join(f"{t} {scores[(path.stem, t)]:.2f}" for t in locations if (path.stem, t) in scores)
         out.append(Figure(str(path.relative_to(root)),
@@ -216,17 +276,18 @@ def _artefacts(root: Path) -> Table:
     entries = [
         ("cohort/", "training cohort: scans/ (DICOM), scans.csv, labels.csv, lesions.csv, config.yaml, synth.log"),
         ("external/", "external cohort (seed + 1, external acquisition preset), same files"),
-        ("encoder/", "pretraining run: encoder.safetensors + encoder.json (the frozen encoder), checkpoint.pt, "
-                     "pretrain-log.csv, slice-cache/, demo-inputs.json (hashes of the tables it was trained on)"),
-        ("features/cohort/, features/external/", "one <scan_id>.h5 per scan (slice × window embeddings)"),
-        ("crossval/", "splits.json, fold-*/model.safetensors + model.json, predictions.csv, metrics.csv, "
-                      "plots/ (ROC + PR per target with bootstrap bands), summary.json"),
-        ("features/control/, control/", "positive control: the training features with the annotated lesions' "
-                                         "key slices marked, and their crossval (same layout as crossval/)"),
-        ("features/control-external/, control-deploy/, control-attention/",
-         "the external features marked the same way; the control's fold ensemble deployed on them, its attention"),
-        ("deploy/", "external predictions.csv, metrics.csv, plots/, attention.csv"),
-        ("attention/", "attention.csv: attention per slice and window for every external scan"),
+        ("encoders/lecl/, encoders/supervised/", "pretraining runs: encoder.safetensors + encoder.json (the frozen "
+         "encoder), checkpoint.pt, pretrain-log.csv, compute.json, demo-inputs.json (hashes of the tables it was "
+         "trained on); slice-cache/ is shared"),
+        ("features/<arm>/{cohort,external}/", "one <scan_id>.h5 per scan (slice × window embeddings) for each arm: "
+         "lecl, random (the same architecture at random init), supervised, control (the LECL features with the "
+         "annotated key slices marked)"),
+        ("location/<arm>/crossval/", "lesion location: splits.json, fold-*/model.safetensors + model.json, "
+         "predictions.csv, metrics.csv, plots/ (ROC + PR per target with bootstrap bands), summary.json"),
+        ("location/<arm>/deploy/", "the fold ensemble on the external cohort: predictions.csv, metrics.csv, plots/"),
+        ("lung/<arm>/crossval/, lung/<arm>/deploy/", "lung abnormalities (lung window), same layout"),
+        ("attention/lecl/, attention/control/", "attention.csv (attention per slice and window for every external "
+         "scan) and figures/"),
         ("predict/", "prediction.json, attention.csv, attention.png of one scan"),
         ("figures/", "the report's figures (PNG + SVG)"),
         ("report.md, report.html", "this report"),
@@ -235,32 +296,65 @@ def _artefacts(root: Path) -> Table:
     return Table(["path (under the demo folder)", "what"], [[f"`{p}`", w] for p, w in entries])
 
 
+def _arm_metrics(root: Path, task: str, arms: tuple[str, ...]) -> dict[str, dict]:
+    return {arm: read_metrics(root / task / arm / "crossval" / "metrics.csv")
+            | read_metrics(root / task / arm / "deploy" / "metrics.csv") for arm in arms}
+
+
+def _training_line(root: Path, arm: str) -> str:
+    manifest = json.loads((root / "encoders" / arm / "encoder.json").read_text())
+    t, data = manifest["info"].get("training", {}), manifest["info"].get("data", {})
+    extra = ""
+    if t.get("method") == "lecl":
+        scale = t.get("lesion_crop_scale")
+        extra = (f", λ = {t.get('lam'):g}, heads {t.get('mlp_dim')}→{t.get('proj_dim')}, lesion crops "
+                 + (f"{scale[0]:g}–{scale[1]:g} × the box" if scale else "image-relative"))
+    share = t.get("lesion_share")
+    return (f"`{manifest['arch']}` ({manifest['embed_dim']}-d, {manifest['input_size']} px), {t.get('epochs')} "
+            f"epoch(s) at batch {t.get('batch_size')}, base lr {t.get('lr'):g} (× batch / 256){extra}; "
+            f"{data.get('training_slices', data.get('slices', '?'))} training slices, {data.get('lesion_slices', '?')}"
+            f" key slices" + (f", {share:.0%} of each epoch drawn from annotated slices" if share else "")
+            + f". Final loss {manifest['info'].get('final_loss') or float('nan'):.4f}.")
+
+
 def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
     """Draw the figures into ``root/figures`` and assemble the report from the stages' outputs."""
+    from clearct.evaluate.localization import attention_hits
     from clearct.report.figures import loss_curve_figure, read_loss_log, roc_overview_figure
-    from clearct.synth.labels import LOCATIONS as TARGETS
+    from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
+    from clearct.workflows.demo import ARM_TITLES, ARMS
 
+    targets = list(LOCATIONS)
     figures = root / "figures"
     report = Report("clearct demo report")
     total = sum(t.seconds for t in times.values())
     cpu = sum(t.cpu_seconds for t in times.values())
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    report.add(
+    location = _arm_metrics(root, "location", (*ARMS, "control"))
+    lung = _arm_metrics(root, "lung", ARMS)
+    hits = {arm: attention_hits(root / "attention" / arm / "attention.csv",
+                                root / "location" / arm / "deploy" / "predictions.csv", root / "external" / "lesions.csv")
+            for arm in ("lecl", "control") if (root / "attention" / arm / "attention.csv").is_file()}
+    goals = demo_goals(location, targets, hits["lecl"].share if "lecl" in hits else float("nan"))
+    section = report.add(
         "Summary",
         f"The whole CLEAR pipeline on synthetic phantom CT (`clearct demo --size {cfg.size}`): two DICOM cohorts "
-        f"were synthesised, a `{size.arch}` slice encoder was pretrained with LECL (λ = 1) for {size.epochs} "
-        f"epoch(s), every slice was embedded in the lung and abdomen windows, ABMIL was cross-validated "
-        f"({size.folds} folds) on the eight lesion locations (and, as a positive control, on the same features "
-        f"with the annotated lesion slices marked), the fold ensemble was deployed on the external cohort "
-        f"and one scan was run through `predict`.",
+        f"were synthesised; a `{size.arch}` slice encoder was pretrained with LECL (λ = {size.lam:g}) and, as the "
+        "supervised ceiling, the same network on per-slice lesion labels; every slice was embedded in the lung and "
+        "abdomen windows by both and by the same network at random init; ABMIL was cross-validated "
+        f"({size.folds} folds) on the eight lesion locations and the seven lung abnormalities (lung window) and "
+        "deployed on the external cohort; a positive control marks the annotated lesion slices in the LECL features; "
+        "one scan was run through `predict`.",
         f"The synthetic lesions are larger and brighter than clearct synth's defaults (`--lesion-contrast "
-        f"{size.lesion_contrast:g}`, `--lesion-size-mm {size.lesion_size_mm[0]:g},{size.lesion_size_mm[1]:g}`) so "
-        "to give a few CPU epochs at 64 px a chance; the numbers below say nothing about real CT.",
+        f"{size.lesion_contrast:g}`, `--lesion-size-mm {size.lesion_size_mm[0]:g},{size.lesion_size_mm[1]:g}`) to "
+        "give a few CPU minutes of pretraining a chance; the numbers below say nothing about real CT.",
+        goals_sentence(goals),
         f"Stage time of this invocation {total:.0f} s wall, {cpu:.0f} s CPU, on {os.cpu_count()} CPU core(s), "
         f"device `{cfg.device}`, load average {load:.1f} at the end (stages marked reused were finished by an "
         "earlier run; a wall time far above CPU time / cores means the machine was shared).",
     )
-    cohorts, prevalence = cohort_rows(root, TARGETS)
+    section.tables.append(goals_table(goals))
+    cohorts, prevalence = cohort_rows(root, targets)
     section = report.add("Cohorts", "Both cohorts are clearct synth phantoms (chest-abdomen-pelvis range); the "
                          "external one uses another seed (other patients) and the `external` acquisition preset "
                          "(more noise, sharp kernel, thicker slices, +8 HU offset) — the paper's external validation "
@@ -270,47 +364,50 @@ def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
     if example:
         section.figures.append(example)
 
-    manifest = json.loads((root / "encoder" / "encoder.json").read_text())
-    data = manifest["info"].get("data", {})
-    section = report.add(
-        "Pretraining (LECL)",
-        f"`{manifest['arch']}` ({manifest['embed_dim']}-d, {manifest['input_size']} px input), batch "
-        f"{size.batch_size}, base lr {size.lr:g} (× batch / 256), {size.epochs} epoch(s), projector/predictor hidden "
-        f"size {size.mlp_dim}; {data.get('slices', '?')} slices of which {data.get('lesion_slices', '?')} lesion key "
-        f"slices (the momentum view is a crop centred on the lesion box). Final loss "
-        f"{manifest['info'].get('final_loss') or float('nan'):.4f}.")
-    log = root / "encoder" / "pretrain-log.csv"
-    if log.is_file():
-        epoch, loss = read_loss_log(log)
-        path = loss_curve_figure(figures / "pretrain-loss.png", epoch, loss, "LECL loss (symmetric, λ = 1)")
-        section.figures.append(Figure(str(path.relative_to(root)), "Pretraining loss per logged step."))
-
-    metrics = read_metrics(root / "crossval" / "metrics.csv") | read_metrics(root / "deploy" / "metrics.csv")
-    section = report.add("Lesion location: AUROC per target",
-                         "Multi-label ABMIL on the frozen slice embeddings of both windows (one instance per slice "
-                         "and window). Macro = mean over the targets.")
-    control = read_metrics(root / "control" / "metrics.csv") | read_metrics(root / "control-deploy" / "metrics.csv")
-    control = control or None
-    section.tables.append(auroc_table(metrics, TARGETS, prevalence, control))
-    section.paragraphs.append(learning_verdict(metrics, TARGETS, control))
-    panels = [(title, curves) for title, curves in (
-        ("cross-validation (out-of-fold)", read_predictions(root / "crossval" / "predictions.csv", "cv")),
-        ("external cohort (fold ensemble)", read_predictions(root / "deploy" / "predictions.csv", "deploy")),
-        ("positive control (key slices marked)", read_predictions(root / "control" / "predictions.csv", "cv")))
-        if curves]
+    section = report.add("Pretraining",
+                         f"LECL: {_training_line(root, 'lecl')}",
+                         f"Supervised ceiling (per-slice binary cross-entropy on the lesion locations, every slice a "
+                         f"lesion covers is a positive): {_training_line(root, 'supervised')}",
+                         f"Random init: `{size.arch}` as built, never trained (the registry's seeded initialisation).")
+    panels = [(title, *read_loss_log(log)) for title, log in (
+        (f"LECL loss (symmetric, λ = {size.lam:g})", root / "encoders" / "lecl" / "pretrain-log.csv"),
+        ("supervised ceiling: BCE", root / "encoders" / "supervised" / "pretrain-log.csv")) if log.is_file()]
     if panels:
-        path = roc_overview_figure(figures / "roc.png", panels)
-        section.figures.append(Figure(str(path.relative_to(root)), "ROC curves per lesion location (the control: "
-                                      "the same features with the annotated key slices marked); per-target plots "
-                                      "with bootstrap bands lie in crossval/plots/, deploy/plots/ and "
-                                      "control/plots/."))
+        path = loss_curve_figure(figures / "pretrain-loss.png", panels)
+        section.figures.append(Figure(str(path.relative_to(root)), "Training loss per logged step."))
 
+    section = report.add("Lesion location: AUROC",
+                         "Multi-label ABMIL on the frozen slice embeddings of both windows (one instance per slice "
+                         "and window), the same settings for every encoder. Macro = mean over the locations.")
+    section.tables.append(comparison_table(location, targets, ARM_TITLES))
+    section.paragraphs.append(learning_verdict(location["lecl"], targets, location["control"] or None))
+    section.tables.append(auroc_table(location["lecl"], targets, prevalence, location["control"] or None))
+    curves = [(title, c) for title, c in (
+        ("LECL, cross-validation", read_predictions(root / "location" / "lecl" / "crossval" / "predictions.csv", "cv")),
+        ("LECL, external cohort", read_predictions(root / "location" / "lecl" / "deploy" / "predictions.csv", "deploy")),
+        ("supervised ceiling, CV",
+         read_predictions(root / "location" / "supervised" / "crossval" / "predictions.csv", "cv")),
+        ("positive control, CV", read_predictions(root / "location" / "control" / "crossval" / "predictions.csv", "cv")))
+        if c]
+    if curves:
+        path = roc_overview_figure(figures / "roc.png", curves)
+        section.figures.append(Figure(str(path.relative_to(root)), "ROC curves per lesion location; per-target "
+                                      "plots with bootstrap bands lie in location/<arm>/{crossval,deploy}/plots/."))
+
+    section = report.add("Lung abnormalities: AUROC",
+                         "Multi-label ABMIL on the lung-window instances of the same feature files (clearct synth's "
+                         "Task 2 labels), cross-validated and deployed on the external cohort.")
+    section.tables.append(comparison_table(lung, list(LUNG_FINDINGS), ARM_TITLES))
+
+    share = {arm: h for arm, h in hits.items() if h.scans}
     section = report.add("Attention over slices",
                          "Where the models look (`clearct attention` on the external cohort): the attention "
-                         "weights of the fold models, averaged, for the first scans.")
-    section.figures += _attention_figures(root)
-    control_figures = _attention_figures(root, "control-attention", "control-deploy",
-                                         "the positive control's fold ensemble (key slices marked)")
+                         "weights of the fold models, averaged."
+                         + "".join(f" {ARM_TITLES[arm]}: for {h.hits} of {h.scans} positive external scans "
+                                   f"({h.share:.0%}) the most attended slice lies within ±1 slice of a lesion of the "
+                                   "location predicted most strongly." for arm, h in share.items()))
+    section.figures += _attention_figures(root, "lecl", "the LECL fold ensemble")
+    control_figures = _attention_figures(root, "control", "the positive control's fold ensemble (key slices marked)")
     if control_figures:
         section = report.add("Attention over slices: positive control",
                              "The positive control's models on the same external scans, their key slices marked "
@@ -320,8 +417,8 @@ def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
     predicted = _predict_table(root)
     if predicted:
         table, scan = predicted
-        section = report.add("One scan: clearct predict", f"`clearct predict {scan} --model crossval --encoder "
-                             "encoder` read the DICOM series, embedded it and ran the fold ensemble:")
+        section = report.add("One scan: clearct predict", f"`clearct predict {scan} --model location/lecl/crossval "
+                             "--encoder encoders/lecl` read the DICOM series, embedded it and ran the fold ensemble:")
         section.tables.append(table)
         section.figures.append(Figure("predict/attention.png", "predict's attention figure for that scan."))
 

@@ -58,12 +58,13 @@ def read_loss_log(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return (np.array([float(r["epoch"]) for r in rows]), np.array([float(r["loss"]) for r in rows]))
 
 
-def loss_curve_figure(target: Path, epoch: np.ndarray, loss: np.ndarray, title: str) -> Path:
-    """The contrastive loss against (fractional) epoch."""
-    fig, ax = plt.subplots(figsize=(6.4, 3.2))
-    ax.plot(epoch, loss, marker="o" if len(loss) < 30 else None, ms=3, lw=1.3)
-    ax.set(xlabel="epoch", ylabel="loss", title=title)
-    ax.grid(alpha=0.3)
+def loss_curve_figure(target: Path, panels: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> Path:
+    """One panel per run (title, epoch, loss): the training loss against (fractional) epoch."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.2), squeeze=False)
+    for ax, (title, epoch, loss) in zip(axes[0], panels):
+        ax.plot(epoch, loss, marker="o" if len(loss) < 30 else None, ms=3, lw=1.3)
+        ax.set(xlabel="epoch", ylabel="loss", title=title)
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return _png(fig, target)
 

@@ -2,11 +2,15 @@
 
 Every stage is the command's own Python function called with its config model (the same code as
 ``clearct synth`` … ``clearct predict``), each writing into its own subfolder of ``DIR``. Re-running into the
-same folder resumes: synth reuses finished scans, pretraining is skipped when ``encoder/encoder.json`` holds a
-run with the same settings on the same cohort tables (``encoder/demo-inputs.json``; otherwise it continues from
-its checkpoint), extraction skips feature files made
-with the same encoder weights, crossval reloads fold models with the same settings; deploy, attention,
-predict, the figures and the report are always redone (seconds).
+same folder resumes: synth reuses finished scans, a pretraining is skipped when ``encoders/<arm>/encoder.json``
+holds a run with the same settings on the same cohort tables (``demo-inputs.json``; otherwise it continues from
+its checkpoint), extraction skips feature files made with the same encoder weights, crossval reloads fold models
+with the same settings; deploy, attention, predict, the figures and the report are always redone (seconds).
+
+Arms (rows of the report): the LECL encoder, the same architecture at random init, the supervised ceiling (the same
+architecture trained on per-slice lesion labels), and the positive control (the LECL features with the key slices
+marked). Tasks: lesion location (both windows) and lung abnormalities (lung window), each cross-validated on the
+training cohort and deployed on the external one.
 """
 
 from __future__ import annotations
@@ -33,52 +37,61 @@ from clearct.config import (
     SynthConfig,
 )
 from clearct.mil.planted import LesionMarks
-from clearct.synth.labels import LOCATIONS
+from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
 
 ATTENTION_FIGURES = 3  # external scans drawn by the attention stage (figures for the report)
 TARGETS = list(LOCATIONS)
+
+
+ARMS = ("lecl", "random", "supervised")  # the encoders compared (rows of the report's tables), plus the control
+ARM_TITLES = {"lecl": "LECL", "random": "random init (same architecture)", "supervised": "supervised ceiling",
+              "control": "positive control (key slices marked)"}
 
 
 @dataclass(frozen=True)
 class DemoSize:
     """Everything that scales with ``--size``."""
 
-    patients: int  # training cohort (cross-validated)
+    patients: int  # training cohort (pretraining and cross-validation)
     external_patients: int  # second cohort, other seed and the external acquisition preset
-    image_px: int  # synth in-plane size
+    image_px: int  # synth in-plane size = the encoders' input size
     slices: int  # synth slices per scan
-    arch: str  # encoder architecture
-    epochs: int  # pretraining epochs
+    arch: str  # encoder architecture of every arm
+    epochs: int  # LECL pretraining epochs
     batch_size: int  # pretraining batch
     lr: float  # pretraining base lr (per 256 images)
-    warmup_epochs: float
+    lam: float  # LECL λ
+    lesion_share: float | None  # share of each pretraining epoch drawn from annotated slices
+    lesion_crop_scale: tuple[float, float] | None  # LECL lesion crop side / lesion box side
     mlp_dim: int  # MoCo projector / predictor hidden size
     proj_dim: int
+    supervised_epochs: int  # the supervised ceiling's epochs (same architecture, batch and schedule)
     folds: int
     mil_epochs: int
     mil_lr: float  # ABMIL AdamW lr (the paper's 1e-4 needs ~2000 steps; the CPU demo takes fewer, larger ones)
     min_steps: int
     bootstrap: int
-    lesion_contrast: float  # synth knobs: stronger, larger lesions make a few epochs enough to learn
+    lesion_contrast: float  # synth knobs (see docs/getting-started.md for why the demo's lesions are larger)
     lesion_size_mm: tuple[float, float]
     workers: int  # data-loader / read-ahead workers
 
 
 SIZES: dict[str, DemoSize] = {
     # a few seconds per stage: for tests
-    "test": DemoSize(patients=12, external_patients=6, image_px=64, slices=16, arch="vit_conv_test", epochs=1,
-                     batch_size=32, lr=2e-3, warmup_epochs=0.0, mlp_dim=64, proj_dim=32, folds=2, mil_epochs=2,
-                     mil_lr=1e-3, min_steps=20, bootstrap=50, lesion_contrast=2.0, lesion_size_mm=(20.0, 60.0), workers=0),
-    # the default: well inside 10 minutes on 2 CPU cores (measured times in docs/getting-started.md)
-    "small": DemoSize(patients=200, external_patients=100, image_px=128, slices=32, arch="vit_conv_test", epochs=5,
-                      batch_size=64, lr=2e-3, warmup_epochs=0.5, mlp_dim=512, proj_dim=128, folds=5, mil_epochs=32,
-                      mil_lr=1e-3, min_steps=200, bootstrap=500, lesion_contrast=4.0, lesion_size_mm=(30.0, 80.0),
-                      workers=1),
+    "test": DemoSize(patients=12, external_patients=6, image_px=64, slices=16, arch="resnet_tiny", epochs=1,
+                     batch_size=32, lr=2e-3, lam=1.0, lesion_share=0.5, lesion_crop_scale=(2.0, 4.0), mlp_dim=64,
+                     proj_dim=32, supervised_epochs=1, folds=2, mil_epochs=2, mil_lr=1e-3, min_steps=20,
+                     bootstrap=50, lesion_contrast=2.0, lesion_size_mm=(20.0, 60.0), workers=0),
+    # the default: the CPU recipe of docs/pretraining.md, ≤ 10 min on 2 CPU cores with setup (benchmarks/RESULTS.md)
+    "small": DemoSize(patients=200, external_patients=100, image_px=128, slices=32, arch="resnet_tiny", epochs=5,
+                      batch_size=64, lr=2e-3, lam=1.0, lesion_share=0.5, lesion_crop_scale=(2.0, 4.0), mlp_dim=512,
+                      proj_dim=128, supervised_epochs=2, folds=5, mil_epochs=32, mil_lr=1e-3, min_steps=200,
+                      bootstrap=500, lesion_contrast=4.0, lesion_size_mm=(30.0, 80.0), workers=1),
     # a GPU run: the paper's encoder and image size, a DeepLesion-sized slice count per epoch is still far away
     "full": DemoSize(patients=1000, external_patients=300, image_px=512, slices=64, arch="vit_conv_base",
-                     epochs=30, batch_size=256, lr=1.5e-4, warmup_epochs=3.0, mlp_dim=4096, proj_dim=256, folds=5,
-                     mil_epochs=32, mil_lr=1e-4, min_steps=2000, bootstrap=1000, lesion_contrast=1.0,
-                     lesion_size_mm=(10.0, 50.0), workers=8),
+                     epochs=30, batch_size=256, lr=1.5e-4, lam=1.0, lesion_share=None, lesion_crop_scale=None,
+                     mlp_dim=4096, proj_dim=256, supervised_epochs=10, folds=5, mil_epochs=32, mil_lr=1e-4,
+                     min_steps=2000, bootstrap=1000, lesion_contrast=1.0, lesion_size_mm=(10.0, 50.0), workers=8),
 }
 
 
@@ -98,77 +111,112 @@ class Stage:
     description: str
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where each stage writes under the demo folder."""
+
+    root: Path
+
+    @property
+    def cohort(self) -> Path:
+        return self.root / "cohort"
+
+    @property
+    def external(self) -> Path:
+        return self.root / "external"
+
+    def encoder(self, arm: str) -> Path:
+        return self.root / "encoders" / arm
+
+    def features(self, arm: str, cohort: str) -> Path:
+        return self.root / "features" / arm / cohort
+
+    def task(self, task: str, arm: str) -> Path:
+        return self.root / task / arm
+
+
+def encoder_spec(arm: str, size: DemoSize, layout: Layout) -> str:
+    """What ``extract --encoder`` gets for an arm: a run folder, or the random-init registry entry."""
+    return f"random:{size.arch}" if arm == "random" else str(layout.encoder(arm))
+
+
 def demo_stages(cfg: DemoConfig, size: DemoSize, root: Path, predict_scan: Path | None = None) -> list[Stage]:
     """The stage configs of a demo run into ``root`` (pure: nothing is run or written).
 
     ``predict_scan`` is the scan given to predict (chosen after synth); without it the predict stage is left out.
     """
+    at = Layout(root)
     synth = {"patients": size.patients, "seed": cfg.seed, "format": "dicom", "size": size.image_px,
              "slices": size.slices, "scan_range": "cap", "lesion_contrast": size.lesion_contrast,
              "lesion_size_mm": list(size.lesion_size_mm), "workers": 2}
-    cohort, external, encoder = root / "cohort", root / "external", root / "encoder"
-    feats, feats_ext = root / "features" / "cohort", root / "features" / "external"
     common = {"device": cfg.device}
-    crossval = CrossvalConfig(features=feats, labels=cohort / "labels.csv", targets=TARGETS, task="multilabel",
-                              folds=size.folds, out=root / "crossval", epochs=size.mil_epochs, lr=size.mil_lr,
-                              min_steps=size.min_steps, bootstrap=size.bootstrap, seed=cfg.seed, **common)
-    marked_ext = root / "features" / "control-external"
-
-    def marks(name: str, features: Path, folder: Path, out: Path, description: str) -> Stage:
-        return Stage(name, "clearct.mil.planted:mark_lesion_slices",
-                     LesionMarks(features=features, lesions=folder / "lesions.csv", out=out, targets=tuple(TARGETS),
-                                 seed=cfg.seed), description)
-
-    def on_external(models: Path, features: Path, prefix: str, what: str) -> list[Stage]:
-        """deploy + attention of one crossval's fold ensemble on external-cohort features."""
-        return [
-            Stage(f"{prefix}deploy", "clearct.mil.deploy:run_deploy",
-                  DeployConfig(model=models, features=features, labels=external / "labels.csv",
-                               out=root / f"{prefix}deploy", bootstrap=size.bootstrap, seed=cfg.seed, **common),
-                  f"{what} on the external cohort"),
-            Stage(f"{prefix}attention", "clearct.mil.attention:run_attention",
-                  AttentionConfig(model=models, features=features, out=root / f"{prefix}attention",
-                                  scans=external / "scans.csv", lesions=external / "lesions.csv",
-                                  figures=ATTENTION_FIGURES, **common), f"attention of {what}, external cohort"),
-        ]
+    pretrain = {"scans": at.cohort / "scans.csv", "lesions": at.cohort / "lesions.csv", "arch": size.arch,
+                "image_size": size.image_px, "batch_size": size.batch_size, "lr": size.lr,
+                "lesion_share": size.lesion_share, "resume": True, "seed": cfg.seed, "workers": size.workers,
+                "log_every": 5, "cache_dir": root / "slice-cache", **common}
+    mil = {"folds": size.folds, "epochs": size.mil_epochs, "lr": size.mil_lr, "min_steps": size.min_steps,
+           "bootstrap": size.bootstrap, "seed": cfg.seed, **common}
+    location = {"labels": at.cohort / "labels.csv", "targets": TARGETS, "task": "multilabel", **mil}
+    lung = {"labels": at.cohort / "labels.csv", "targets": list(LUNG_FINDINGS), "task": "multilabel",
+            "windows": ["lung"], **mil}
 
     stages = [
-        Stage("synth", "clearct.synth.cohort:run_synth", SynthConfig(out=cohort, **synth),
+        Stage("synth", "clearct.synth.cohort:run_synth", SynthConfig(out=at.cohort, **synth),
               "training cohort (DICOM)"),
         # another seed → other patients; the external preset → another scanner; every lesion annotated so the
-        # attention figures can mark all key slices
+        # attention figures and the localisation share can use all lesions
         Stage("synth-external", "clearct.synth.cohort:run_synth",
-              SynthConfig(out=external, **{**synth, "patients": size.external_patients, "seed": cfg.seed + 1},
+              SynthConfig(out=at.external, **{**synth, "patients": size.external_patients, "seed": cfg.seed + 1},
                           acquisition="external", unannotated=0.0), "external cohort (other scanner)"),
         Stage("pretrain", "clearct.pretrain.train:run_pretrain",
-              PretrainConfig(scans=cohort / "scans.csv", lesions=cohort / "lesions.csv", arch=size.arch, method="lecl",
-                             lam=1.0, epochs=size.epochs, batch_size=size.batch_size, lr=size.lr,
-                             warmup_epochs=size.warmup_epochs, mlp_dim=size.mlp_dim, proj_dim=size.proj_dim,
-                             out=encoder, resume=True, seed=cfg.seed, workers=size.workers, log_every=5, **common),
-              "LECL (λ = 1) pretraining of the slice encoder"),
-        Stage("extract", "clearct.extract.run:run_extract",
-              ExtractConfig(scans=cohort / "scans.csv", encoder=str(encoder), out=feats, workers=size.workers,
-                            **common), "features of the training cohort, lung + abdomen window"),
-        Stage("extract-external", "clearct.extract.run:run_extract",
-              ExtractConfig(scans=external / "scans.csv", encoder=str(encoder), out=feats_ext,
-                            workers=size.workers, **common), "features of the external cohort"),
-        Stage("crossval", "clearct.mil.crossval:run_crossval", crossval, "ABMIL on lesion location, cross-validated"),
-        # positive control: the same features with the annotated lesions' key slices marked — separates "the MIL
-        # stage cannot find lesion slices" from "the encoder does not set them apart"
-        marks("control-marks", feats, cohort, root / "features" / "control", "positive control: key slices marked"),
-        Stage("control", "clearct.mil.crossval:run_crossval",
-              crossval.model_copy(update={"features": root / "features" / "control", "out": root / "control"}),
-              "ABMIL on the marked features, cross-validated"),
-        *on_external(root / "crossval", feats_ext, "", "the fold ensemble"),
-        # the control's models on the external cohort, marked the same way (same seed → same directions per label)
-        marks("control-marks-external", feats_ext, external, marked_ext,
-              "positive control: key slices of the external cohort marked"),
-        *on_external(root / "control", marked_ext, "control-", "the control's fold ensemble"),
+              PretrainConfig(method="lecl", lam=size.lam, epochs=size.epochs, mlp_dim=size.mlp_dim,
+                             proj_dim=size.proj_dim, out=at.encoder("lecl"),
+                             lesion_crop_scale=list(size.lesion_crop_scale) if size.lesion_crop_scale else None,
+                             **pretrain), f"LECL (λ = {size.lam:g}) pretraining of the slice encoder"),
+        Stage("pretrain-supervised", "clearct.pretrain.train:run_pretrain",
+              PretrainConfig(method="supervised", epochs=size.supervised_epochs, out=at.encoder("supervised"),
+                             **pretrain), "the supervised ceiling: same network, per-slice lesion labels"),
     ]
+    for arm in ARMS:
+        for name, cohort in (("cohort", at.cohort), ("external", at.external)):
+            stages.append(Stage(f"extract-{arm}" + ("-external" if name == "external" else ""),
+                                "clearct.extract.run:run_extract",
+                                ExtractConfig(scans=cohort / "scans.csv", encoder=encoder_spec(arm, size, at),
+                                              image_size=size.image_px if arm == "random" else None,
+                                              out=at.features(arm, name), workers=size.workers, **common),
+                                f"{ARM_TITLES[arm]}: features of the {name} cohort, lung + abdomen window"))
+    # positive control: the LECL features with the annotated lesions' key slices marked — separates "the MIL
+    # stage cannot find lesion slices" from "the encoder does not set them apart"; the external cohort is marked
+    # the same way (same seed → same directions per label)
+    for name, cohort in (("cohort", at.cohort), ("external", at.external)):
+        stages.append(Stage("control-marks" + ("-external" if name == "external" else ""),
+                            "clearct.mil.planted:mark_lesion_slices",
+                            LesionMarks(features=at.features("lecl", name), lesions=cohort / "lesions.csv",
+                                        out=at.features("control", name), targets=tuple(TARGETS), seed=cfg.seed),
+                            f"positive control: key slices of the {name} cohort marked"))
+    for task, settings, what in (("location", location, "lesion location"), ("lung", lung, "lung abnormalities")):
+        for arm in (*ARMS, "control") if task == "location" else ARMS:
+            out = at.task(task, arm)
+            crossval = CrossvalConfig(features=at.features(arm, "cohort"), out=out / "crossval", **settings)
+            deploy = DeployConfig(model=crossval.out, features=at.features(arm, "external"),
+                                  labels=at.external / "labels.csv", out=out / "deploy", bootstrap=size.bootstrap,
+                                  seed=cfg.seed, **common)
+            stages += [Stage(f"{task}-{arm}", "clearct.mil.crossval:run_crossval", crossval,
+                             f"ABMIL on {what}, {ARM_TITLES[arm]}, cross-validated"),
+                       Stage(f"{task}-{arm}-deploy", "clearct.mil.deploy:run_deploy", deploy,
+                             "the fold ensemble on the external cohort")]
+    for arm in ("lecl", "control"):
+        models = at.task("location", arm) / "crossval"
+        stages.append(Stage(f"attention-{arm}", "clearct.mil.attention:run_attention",
+                            AttentionConfig(model=models, features=at.features(arm, "external"),
+                                            out=root / "attention" / arm, scans=at.external / "scans.csv",
+                                            lesions=at.external / "lesions.csv", figures=ATTENTION_FIGURES,
+                                            **common), f"attention of {ARM_TITLES[arm]}, external cohort"))
     if predict_scan is not None:
         stages.append(Stage("predict", "clearct.mil.predict:run_predict",
-                            PredictConfig(scan_path=predict_scan, model=root / "crossval", encoder=str(encoder),
-                                          out=root / "predict", **common), "one scan → prediction.json"))
+                            PredictConfig(scan_path=predict_scan, model=at.task("location", "lecl") / "crossval",
+                                          encoder=str(at.encoder("lecl")), out=root / "predict", **common),
+                            "one scan → prediction.json"))
     return stages
 
 
@@ -223,13 +271,13 @@ def timed(function: Callable[[], object]) -> tuple[object, float, float]:
 def run_stage(stage: Stage) -> StageTime:
     """Run one stage in this process. Log handlers that the stage's ``start_run`` attached are detached
     afterwards so each stage's log holds only its own lines."""
-    if stage.name == "pretrain" and _pretrain_done(stage.config):
+    if stage.name.startswith("pretrain") and _pretrain_done(stage.config):
         return StageTime(0.0, 0.0, "reused")
     with stage_logs():
         code, seconds, cpu = timed(lambda: _call(stage.function)(stage.config))
     if code:
         LOG.warning("demo: %s returned %s", stage.name, code)
-    elif stage.name == "pretrain":
+    elif stage.name.startswith("pretrain"):
         atomic_write_text(Path(stage.config.out) / INPUTS, json.dumps(_input_hashes(stage.config)))
     return StageTime(seconds, cpu, "ran" if not code else f"exit {code}")
 
@@ -289,11 +337,13 @@ def _print_summary(root: Path, times: dict[str, StageTime], elapsed: float, page
         print(f"  {name:24s} {t.seconds:7.1f} s {t.cpu_seconds:7.1f} s  {t.status}")
     print(f"  {'total':24s} {elapsed:7.1f} s {sum(t.cpu_seconds for t in times.values()):7.1f} s  "
           f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
-    for folder, set_name, label in (("crossval", "cv", "cross-validation"), ("deploy", "deploy", "external cohort"),
-                                    ("control", "cv", "positive control (key slices marked), CV"),
-                                    ("control-deploy", "deploy", "positive control, external cohort")):
-        m = read_metrics(root / folder / "metrics.csv").get((set_name, "macro", "auroc"))
-        if m is not None:
-            print(f"  macro AUROC, {label}: {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+    at = Layout(root)
+    for task, arms in (("location", (*ARMS, "control")), ("lung", ARMS)):
+        for arm in arms:
+            for part, set_name, label in (("crossval", "cv", "CV"), ("deploy", "deploy", "external")):
+                m = read_metrics(at.task(task, arm) / part / "metrics.csv").get((set_name, "macro", "auroc"))
+                if m is not None:
+                    print(f"  {task} macro AUROC, {ARM_TITLES[arm]}, {label}: {m['value']:.3f} "
+                          f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
     print(f"  report: {page}\n          {md}")
     logging.getLogger("clearct").info("demo: done in %.1f s", elapsed)
