@@ -48,6 +48,6 @@ def format_facts(facts: dict[str, Any]) -> str:
 
 def run_info(cfg: InfoConfig) -> int:
     """Read ``cfg.path`` and print its facts."""
-    volume = read_ct(cfg.path, series=cfg.series, spacing=cfg.spacing)
+    volume = read_ct(cfg.path, series=cfg.series, spacing=cfg.spacing, png_values=cfg.png_values)
     print(format_facts(describe_volume(volume)))
     return 0
