@@ -184,10 +184,10 @@ def run_crossval(cfg) -> int:
     rows = evaluate_and_write(out, sets, n_boot=cfg.bootstrap, seed=cfg.seed)
     summary = {"scans_used": len(cohort.bags), "patients": len(patients), "holdout_patients": len(splits.holdout),
                "jobs": len(splits.jobs), "issues": issues.summary(), "encoder": cohort.encoder,
-               "windows": cohort.windows}
+               "windows": cohort.windows, "warnings": issues.lines}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     print_table(rows)
-    left_out = sum(issues.counts.values())
-    print(f"crossval: {len(cohort.bags)} scans of {len(patients)} patients used, {left_out} left out "
-          f"({', '.join(f'{k} {v}' for k, v in issues.counts.items()) or 'none'}); results in {out}")
-    return 0
+    left = {k: v for k, v in issues.counts.items() if k != "random_init_features"}
+    print(f"crossval: {len(cohort.bags)} scans of {len(patients)} patients used, {sum(left.values())} left out "
+          f"({', '.join(f'{k} {v}' for k, v in left.items()) or 'none'}); results in {out}")
+    return issues.finish(out, "crossval")

@@ -44,9 +44,9 @@ def run_deploy(cfg) -> int:
     rows = evaluate_and_write(out, {"deploy": p}, n_boot=cfg.bootstrap, seed=cfg.seed)
     write_csv(out / "attention.csv", [r for b, a in zip(cohort.bags, attn) for r in attention_rows(b, a, ensemble.windows)])
     summary = {"scans_used": len(cohort.bags), "models": len(ensemble.models), "issues": issues.summary(),
-               "overlap_patients": overlap, "encoder": cohort.encoder}
+               "overlap_patients": overlap, "encoder": cohort.encoder, "warnings": issues.lines}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     print_table(rows)
-    print(f"deploy: {len(ensemble.models)} models on {len(cohort.bags)} scans, "
-          f"{sum(issues.counts.values())} left out; results in {out}")
-    return 0
+    left = sum(v for k, v in issues.counts.items() if k not in ("random_init_features", "overlap_with_training"))
+    print(f"deploy: {len(ensemble.models)} models on {len(cohort.bags)} scans, {left} left out; results in {out}")
+    return issues.finish(out, "deploy")
