@@ -61,7 +61,7 @@ class Failures:
         LOG.error(line)
         if self._printed < self.shown:
             _terminal(line)
-        elif self._printed == self.shown:
+        elif self._printed == self.shown > 0:  # shown = 0: the log only (e.g. torchrun ranks other than 0)
             _terminal(f"clearct {self.command}: further failures are not shown here (all are in failures.csv "
                       "and the log)")
         self._printed += 1

@@ -14,6 +14,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +170,7 @@ def _settings(cfg) -> dict:
 
 def _build_data(cfg, out: Path, info: DistInfo, encoder: nn.Module):
     """Slice cache (built by rank 0, reused by the others), slice index with lesion boxes, dataset, loader."""
-    from clearct.io import read_lesions_table, read_scans_table
+    from clearct.io import read_ct, read_lesions_table, read_scans_table
     from clearct.preprocess import parse_windows
     from clearct.pretrain.cache import build_cache, build_index
     from clearct.pretrain.data import PretrainSlices, make_loader
@@ -184,11 +185,11 @@ def _build_data(cfg, out: Path, info: DistInfo, encoder: nn.Module):
         lesions = read_lesions_table(cfg.lesions)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "slice-cache"
     if info.is_main:
-        cache = build_cache(records, cache_dir)
+        cache = build_cache(records, cache_dir, reader=partial(read_ct, png_values=cfg.png_values))
     if is_distributed():
         dist.barrier()
     if not info.is_main:
-        cache = build_cache(records, cache_dir, progress=False)
+        cache = build_cache(records, cache_dir, reader=partial(read_ct, png_values=cfg.png_values), progress=False)
     index = build_index(cache, lesions, source=cfg.lesions or "")
     if cfg.batch_size % info.world_size:
         raise ClearctError(f"--batch-size {cfg.batch_size} is not divisible by {info.world_size} ranks")
@@ -259,7 +260,7 @@ def run_pretrain(cfg) -> int:
     finally:
         if is_distributed():
             dist.destroy_process_group()
-    return 0
+    return 1 if data_summary["skipped_scans"] else 0  # scans left out (listed above): the batch rule's exit code
 
 
 def _train(cfg, model, optimizer, loader, info: DistInfo, device, out: Path, start: int, stop: int,
