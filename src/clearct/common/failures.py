@@ -79,9 +79,11 @@ class Failures:
         atomic_write_text(path, buf.getvalue())
         return Path(path)
 
+    def listing(self, where: str | Path) -> str:
+        """Where the failures are listed, and how many the terminal did not show."""
+        hidden = len(self.rows) - self.shown
+        return f"listed in {where}" + (f", {hidden} of them not shown above" if hidden > 0 and self.shown else "")
+
     def summary(self, where: str | Path) -> str:
         """The closing count, e.g. ``3 failed (listed in OUT/failures.csv)``; empty when nothing failed."""
-        if not self.rows:
-            return ""
-        more = f", {len(self.rows) - self.shown} of them not shown above" if len(self.rows) > self.shown else ""
-        return f"{len(self.rows)} failed{more} (listed in {where})"
+        return f"{len(self.rows)} failed ({self.listing(where)})" if self.rows else ""

@@ -178,7 +178,7 @@ def _finish(out: Path, summary: Summary, rank: int, world: int) -> int:
             f"{total.slices} slices in {total.seconds:.1f} s ({total.slices_per_s:.2f} slices/s)"
         )
         LOG.info(line)
-        print(line + (f"; {failures.summary(listed)}" if total.failed else ""))
+        print(line + (f"; failures {failures.listing(listed)}" if total.failed else ""))
         for warning in total.warnings:  # repeated last, where a user looks when the run ends
             print(f"clearct extract: warning: {warning}", file=sys.stderr)
     return 1 if total.failed else 0

@@ -213,11 +213,13 @@ def scan_files(files: list[Path]) -> _Scan:
                 raise ValueError("no SOP class and no modality (damaged header)")
             sop = _sop_class(ds)
             is_ct = sop in CT_SOP_CLASSES or (not sop and modality == "CT")
-            if not is_ct or "PixelData" not in ds:
+            if not is_ct:
                 # a CT secondary capture (a screenshot) is named by its SOP class, not just "CT"
                 kind = f"{modality} {pydicom.uid.UID(sop).name}" if modality == "CT" and sop else modality
                 scan.other_modalities[kind or sop or "unknown"] += 1
                 continue
+            if "PixelData" not in ds:
+                raise ValueError("a CT image header without pixel data (a truncated file?)")
             frames = frames_of(path, ds)  # before touching the defaultdict: a failure must not leave an empty series
             scan.frames[str(ds.get("SeriesInstanceUID", ""))].extend(frames)
         except Exception as exc:  # a broken file must not stop the others
