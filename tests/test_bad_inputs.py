@@ -20,7 +20,6 @@ import sys
 from pathlib import Path
 
 import h5py
-import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
@@ -28,6 +27,7 @@ from PIL import Image
 
 from clearct.cli import main
 from clearct.extract.h5 import ScanFeatures, write_features
+from cohort_files import DRASCLR, drasclr_scans, nifti, scans_table
 from ct_dicom import write_series, write_slice
 
 ENCODER = "vit_conv_test"  # 64-d, 64 px: real forwards in milliseconds
@@ -74,19 +74,6 @@ def failures_csv(folder: Path) -> list[dict[str, str]]:
 def stored(z: int = 4, y: int = 12, x: int = 10) -> np.ndarray:
     rng = np.random.default_rng(z)
     return rng.integers(0, 1500, size=(z, y, x)).astype(np.int16)
-
-
-def nifti(path: Path, z: int = 5, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    hu = rng.normal(-600, 300, size=(32, 32, z)).astype(np.int16)
-    nib.save(nib.Nifti1Image(hu, np.diag([-0.8, -0.8, 2.5, 1.0])), path)
-    return path
-
-
-def scans_table(path: Path, rows: list[tuple[str, str, str | Path]]) -> Path:
-    with open(path, "w", newline="") as fh:
-        csv.writer(fh).writerows([("scan_id", "patient_id", "path"), *rows])
-    return path
 
 
 def features(folder: Path, scan_id: str, patient_id: str, *, n: int = 6, seed: int = 0, encoder: str = ENCODER,
@@ -530,24 +517,6 @@ def test_34_lecl_without_lesions_and_with_broken_boxes(cohort, tmp_path, capsys)
     code, _, err = run(capsys, *common, "--lesions", tmp_path / "lesions.csv")
     assert code == 2
     error_line(err, "lesions.csv", "line(s) 2")
-
-
-# a tiny DrasCLR network: seconds per epoch (the cpu preset fills the other sizes)
-DRASCLR = ["--method", "drasclr", "--batch-size", "8", "--device", "cpu", "--drasclr-grid-mm", "24",
-           "--drasclr-channels", "4,8", "--drasclr-embed-dim", "16", "--drasclr-proj-dim", "16",
-           "--drasclr-queue", "16", "--drasclr-location-bins", "1"]
-
-
-def drasclr_scans(folder: Path, extra: list[tuple[str, str, str]] = ()) -> Path:
-    """Two small chest phantoms as .npz scans (and ``extra`` rows) in a scans.csv."""
-    from drasclr_phantom import chest_phantom
-
-    rows = []
-    for s in range(2):
-        vol = chest_phantom(z=16, n=48, seed=s)
-        np.savez(folder / f"c{s}.npz", hu=vol.hu, spacing=list(vol.spacing_mm))
-        rows.append((f"c{s}", f"p{s}", f"c{s}.npz"))
-    return scans_table(folder / "scans.csv", rows + list(extra))
 
 
 def test_35_drasclr_skips_a_missing_scan_and_trains_on_the_rest(tmp_path, capsys):

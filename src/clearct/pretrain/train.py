@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from clearct import __version__
-from clearct.common.atomic import atomic_path
+from clearct.common.atomic import atomic_path, remove_leftovers
 from clearct.common.device import autocast_for, resolve_device
 from clearct.common.errors import ClearctError
 from clearct.pretrain.distributed import DistInfo, convert_global_batchnorm, init_distributed, is_distributed
@@ -221,6 +221,8 @@ def run_pretrain(cfg) -> int:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     out = start_run(cfg.out, "pretrain", cfg) if info.is_main else Path(cfg.out)
+    if info.is_main:
+        remove_leftovers(out, [CHECKPOINT], suffix=".pt")  # of a run killed while saving; checkpoint.pt is intact
     try:
         torch.manual_seed(cfg.seed)
         encoder = create_encoder(cfg.arch, seed=cfg.seed)
