@@ -136,3 +136,16 @@ def test_progress_lines_with_an_epoch_estimate_and_resume_refuses_other_settings
     assert f"{steps} steps of 4 anchors (16 patches) per epoch" in err and "torch thread" in err
     with pytest.raises(ClearctError, match=r"--resume with different settings \(drasclr_grid_mm: 14.0 → 20.0"):
         train_drasclr(scans, tiny_config(tmp_path, epochs=2, batch_size=4, drasclr_grid_mm=20.0, resume=True))
+
+
+def test_a_long_step_still_gets_a_progress_line(capsys):
+    import time
+
+    from clearct.pretrain.drasclr.train import Progress
+
+    with Progress(1, 2, 3, 16, every_s=0.05) as report:
+        time.sleep(0.3)  # one step far longer than the line interval (the paper's sizes on a CPU)
+        report.step(1, 1.5)
+    err = capsys.readouterr().err
+    assert "drasclr epoch 1/2 step 1/3 still running" in err
+    assert "drasclr epoch 1/2 step 1/3: loss 1.5000" in err

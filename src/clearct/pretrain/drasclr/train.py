@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -251,16 +252,43 @@ def _say(line: str) -> None:
 
 
 class Progress:
-    """Progress lines for one epoch: step, patches/s, loss, and the estimated epoch time once it is known."""
+    """Progress lines for one epoch: step, patches/s, loss, and the estimated epoch time once it is known.
+
+    Used as a context manager it also keeps a heartbeat: when one step takes longer than ``every_s`` (the paper's
+    sizes on a CPU: ≈ 1.5 min a step), a line says which step is still running, so the log never goes quiet.
+    """
 
     def __init__(self, epoch: int, epochs: int, steps: int, patches_per_step: int, every_s: float):
         self.epoch, self.epochs, self.steps, self.per_step = epoch, epochs, steps, patches_per_step
         self.every_s = every_s
         self.start = self.last = time.perf_counter()
         self.warm = None  # time when the first (warm-up) step ended
+        self.done = 0
+        self._stop = threading.Event()
+        self._heart: threading.Thread | None = None
+
+    def __enter__(self) -> Progress:
+        if self.every_s > 0:
+            self._heart = threading.Thread(target=self._beat, name="drasclr-progress", daemon=True)
+            self._heart.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._heart is not None:
+            self._heart.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(self.every_s, 5.0)):
+            quiet = time.perf_counter() - self.last
+            if quiet >= self.every_s:
+                _say(f"drasclr epoch {self.epoch}/{self.epochs} step {self.done + 1}/{self.steps} still running "
+                     f"({quiet / 60:.1f} min since the last line)")
+                self.last = time.perf_counter()
 
     def step(self, done: int, loss: float) -> None:
         now = time.perf_counter()
+        self.done = done
         if done == 1:
             self.warm = now
         estimate = ""
@@ -306,16 +334,9 @@ class _Loop:
         return len(self.anchors) // self.batch
 
 
-def _epoch(loop: _Loop, cfg, epoch: int, patch: PatchSpec, per_step: int, progress_s: float) -> dict:
-    """One epoch over every anchor in a random order; the row of drasclr-log.csv."""
-    lr = cosine_lr(cfg.drasclr_lr, epoch, cfg.epochs)
-    for group in loop.optimizer.param_groups:
-        group["lr"] = lr
-    loop.model.train()
+def _steps(loop: _Loop, cfg, epoch: int, patch: PatchSpec, sums: dict, report: Progress) -> None:
+    """The optimiser steps of one epoch (anchors in a fresh random order), summing the losses into ``sums``."""
     order = torch.randperm(len(loop.anchors), generator=loop.generator).tolist()
-    sums = {"loss": 0.0, "local": 0.0, "neighbour": 0.0}
-    t0 = time.perf_counter()
-    report = Progress(epoch + 1, cfg.epochs, loop.steps, per_step, progress_s)
     bar = tqdm(range(loop.steps), desc=f"drasclr epoch {epoch + 1}/{cfg.epochs}", leave=False)
     for step in bar:
         chosen = [loop.anchors[j] for j in order[step * loop.batch : (step + 1) * loop.batch]]
@@ -332,6 +353,18 @@ def _epoch(loop: _Loop, cfg, epoch: int, patch: PatchSpec, per_step: int, progre
         loss = float(losses["loss"].detach())
         bar.set_postfix(loss=f"{loss:.3f}")
         report.step(step + 1, loss)
+
+
+def _epoch(loop: _Loop, cfg, epoch: int, patch: PatchSpec, per_step: int, progress_s: float) -> dict:
+    """One epoch over every anchor in a random order; the row of drasclr-log.csv."""
+    lr = cosine_lr(cfg.drasclr_lr, epoch, cfg.epochs)
+    for group in loop.optimizer.param_groups:
+        group["lr"] = lr
+    loop.model.train()
+    sums = {"loss": 0.0, "local": 0.0, "neighbour": 0.0}
+    t0 = time.perf_counter()
+    with Progress(epoch + 1, cfg.epochs, loop.steps, per_step, progress_s) as report:
+        _steps(loop, cfg, epoch, patch, sums, report)
     seconds = time.perf_counter() - t0
     row = {"epoch": epoch + 1, **{k: v / loop.steps for k, v in sums.items()}, "lr": lr,
            "patches_per_s": loop.steps * per_step / seconds}
