@@ -28,7 +28,7 @@ from PIL import Image
 from clearct.cli import main
 from clearct.extract.h5 import ScanFeatures, write_features
 from cohort_files import DRASCLR, drasclr_scans, nifti, scans_table
-from ct_dicom import write_series, write_slice
+from ct_dicom import rewrite, write_series, write_slice
 
 ENCODER = "vit_conv_test"  # 64-d, 64 px: real forwards in milliseconds
 DIM = 64
@@ -112,11 +112,7 @@ def copy_feats(cohort: Path, tmp_path: Path) -> Path:
 
 def test_01_dicom_without_positions_and_nothing_to_order_by(tmp_path, capsys):
     write_series(tmp_path / "sc", stored(3))
-    for f in (tmp_path / "sc").iterdir():
-        ds = pydicom.dcmread(f)
-        del ds.ImagePositionPatient
-        ds.InstanceNumber = 1
-        ds.save_as(f)
+    rewrite(tmp_path / "sc", "ImagePositionPatient", InstanceNumber=1)
     code, _, err = run(capsys, "info", tmp_path / "sc")
     assert code == 2
     error_line(err, str(tmp_path / "sc"), "ImagePositionPatient")
@@ -124,11 +120,7 @@ def test_01_dicom_without_positions_and_nothing_to_order_by(tmp_path, capsys):
 
 def test_02_dicom_without_positions_read_by_slice_location_with_a_warning(tmp_path, capsys):
     write_series(tmp_path / "loc", stored(3))
-    for f in (tmp_path / "loc").iterdir():
-        ds = pydicom.dcmread(f)
-        ds.SliceLocation = ds.ImagePositionPatient[2]
-        del ds.ImagePositionPatient
-        ds.save_as(f)
+    rewrite(tmp_path / "loc", "ImagePositionPatient", SliceLocation=lambda ds: ds.ImagePositionPatient[2])
     code, out, err = run(capsys, "info", tmp_path / "loc")
     assert code == 0 and "Traceback" not in err
     assert "ordered and placed by SliceLocation" in out and "[3, 12, 10]" in out
@@ -226,10 +218,7 @@ def test_13_empty_folder_and_missing_path(tmp_path, capsys):
 
 def test_14_ct_secondary_capture(tmp_path, capsys):
     write_series(tmp_path / "sc", stored(2))
-    for f in (tmp_path / "sc").iterdir():
-        ds = pydicom.dcmread(f)
-        ds.SOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
-        ds.save_as(f)
+    rewrite(tmp_path / "sc", SOPClassUID=pydicom.uid.SecondaryCaptureImageStorage)
     code, _, err = run(capsys, "info", tmp_path / "sc")
     assert code == 2
     error_line(err, "Secondary Capture Image Storage")

@@ -14,7 +14,7 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from clearct.common.errors import ClearctError
 from clearct.io import read_ct
-from ct_dicom import PHI, write_enhanced, write_series, write_slice
+from ct_dicom import PHI, rewrite, write_enhanced, write_series, write_slice
 
 
 def _stored(z: int = 5, y: int = 12, x: int = 10, seed: int = 0) -> np.ndarray:
@@ -100,23 +100,12 @@ def test_mr_is_refused_and_ignored_beside_ct(tmp_path: Path) -> None:
     assert vol.shape[0] == 3 and any("MR ×1" in w for w in vol.warnings)
 
 
-def _strip(folder: Path, *keywords: str, **set_values) -> None:
-    """Rewrite every file of ``folder`` without ``keywords`` and with ``set_values`` (a stripped export)."""
-    for f in sorted(folder.iterdir()):
-        ds = pydicom.dcmread(f)
-        for key, value in set_values.items():
-            setattr(ds, key, value(ds) if callable(value) else value)
-        for key in keywords:
-            delattr(ds, key)
-        ds.save_as(f)
-
-
 def test_no_position_is_ordered_by_slice_location_with_a_warning(tmp_path: Path) -> None:
     stored = _stored()
     names = [f"x{n}.dcm" for n in random.Random(3).sample(range(100), 5)]
     for k in range(5):  # shuffled names, instance numbers running the other way: SliceLocation decides
         write_slice(tmp_path / names[k], stored[k], position=(-100, -120, -100 + 2 * k), instance=5 - k)
-    _strip(tmp_path, "ImagePositionPatient", SliceLocation=lambda ds: ds.ImagePositionPatient[2])
+    rewrite(tmp_path, "ImagePositionPatient", SliceLocation=lambda ds: ds.ImagePositionPatient[2])
     vol = read_ct(tmp_path)
     np.testing.assert_array_equal(vol.hu, stored.astype(np.int32) - 1024)
     np.testing.assert_allclose(vol.z_mm, -100 + 2 * np.arange(5))
@@ -129,7 +118,7 @@ def test_no_position_nor_location_falls_back_to_instance_number(tmp_path: Path) 
     stored = _stored(4)
     for k in range(4):  # instance 1 = most superior slice (the usual craniocaudal acquisition)
         write_slice(tmp_path / f"{k}.dcm", stored[k], position=(0, 0, 2.0 * k), instance=4 - k, thickness=2.5)
-    _strip(tmp_path, "ImagePositionPatient", "ImageOrientationPatient")
+    rewrite(tmp_path, "ImagePositionPatient", "ImageOrientationPatient")
     vol = read_ct(tmp_path)
     np.testing.assert_array_equal(vol.hu, stored.astype(np.int32) - 1024)
     assert vol.spacing_mm[0] == 2.5  # SliceThickness stands in for the unknown gap
@@ -140,7 +129,7 @@ def test_no_position_nor_location_falls_back_to_instance_number(tmp_path: Path) 
 
 def test_no_position_and_nothing_to_order_by_is_one_clear_error(tmp_path: Path) -> None:
     write_series(tmp_path, _stored(3))
-    _strip(tmp_path, "ImagePositionPatient", InstanceNumber=1)  # every slice claims instance 1
+    rewrite(tmp_path, "ImagePositionPatient", InstanceNumber=1)  # every slice claims instance 1
     with pytest.raises(ClearctError) as err:
         read_ct(tmp_path)
     msg = str(err.value)
@@ -159,7 +148,7 @@ def test_files_without_position_beside_placed_ones_are_left_out(tmp_path: Path) 
 
 def test_ct_secondary_capture_is_refused_by_name(tmp_path: Path) -> None:
     write_series(tmp_path, _stored(2))
-    _strip(tmp_path, SOPClassUID=pydicom.uid.SecondaryCaptureImageStorage)
+    rewrite(tmp_path, SOPClassUID=pydicom.uid.SecondaryCaptureImageStorage)
     with pytest.raises(ClearctError, match=r"no CT images \(found CT Secondary Capture Image Storage ×2\)"):
         read_ct(tmp_path)
 
