@@ -43,6 +43,7 @@ class Summary:
     slices: int = 0
     seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
+    random_init: bool = False  # the encoder has no weights: the features are a random-feature baseline
     warnings: list[str] = field(default_factory=list)
 
     def merge(self, other: Summary) -> None:
@@ -52,6 +53,7 @@ class Summary:
         self.slices += other.slices
         self.seconds = max(self.seconds, other.seconds)  # ranks run side by side
         self.failures += other.failures
+        self.random_init = self.random_init or other.random_init
         self.warnings += [w for w in other.warnings if w not in self.warnings]
 
     @property
@@ -128,6 +130,7 @@ def run_extract(cfg: ExtractConfig) -> int:
     summary = Summary()
     warning = random_init_warning(encoder, "extract")
     if warning:
+        summary.random_init = True
         summary.warnings.append(warning)
     remove_leftovers(out, [f"{r.scan_id}.h5" for r in records], suffix=".h5.tmp")  # from a killed run
     failures = Failures("extract")
@@ -170,8 +173,7 @@ def _finish(out: Path, summary: Summary, rank: int, world: int) -> int:
         failures = Failures("extract")
         failures.extend(total.failures)
         listed = failures.write(out / f"failures{suffix}.csv")
-        report = {**asdict(total), "slices_per_s": round(total.slices_per_s, 3), "world_size": world,
-                  "random_init": bool(total.warnings)}
+        report = {**asdict(total), "slices_per_s": round(total.slices_per_s, 3), "world_size": world}
         atomic_write_text(out / f"extract_summary{suffix}.json", json.dumps(report, indent=2) + "\n")
         line = (
             f"extract: {total.done} done, {total.skipped} skipped, {total.failed} failed; "

@@ -27,6 +27,7 @@ import io
 import json
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -63,7 +64,8 @@ ESTIMATE_AFTER = 3  # steps measured (after the first, which warms up) before th
 PRESETS: dict[str, dict] = {
     "paper": {"batch_size": 256, "drasclr_patch_size": 32, "drasclr_voxel_mm": 1.0, "drasclr_grid_mm": 20.0,
               "drasclr_channels": [8, 16, 32, 64], "drasclr_experts": 8, "drasclr_queue": 1024},
-    # the same 32 mm patch extent at half the resolution, sparser centres and a 3-stage network: ≈ 30× less work
+    # the same 32 mm patch extent at half the resolution, sparser centres and a 3-stage network: an epoch ≈ 40×
+    # shorter on 2 CPU cores (benchmarks/RESULTS.md, drasclr 10-patient CPU run)
     "cpu": {"batch_size": 32, "drasclr_patch_size": 16, "drasclr_voxel_mm": 2.0, "drasclr_grid_mm": 30.0,
             "drasclr_channels": [8, 16, 32], "drasclr_experts": 4, "drasclr_queue": 256},
 }
@@ -77,8 +79,6 @@ def cpu_threads() -> tuple[int, str]:
     """Intra-op threads for CPU training: one per core that other processes leave idle (load average), at least
     one; ``OMP_NUM_THREADS`` wins. A parallel region on a core another process holds waits at every barrier: on 2
     busy cores a DrasCLR step ran 10× slower with 2 threads than with 1."""
-    import os
-
     if "OMP_NUM_THREADS" in os.environ:
         return torch.get_num_threads(), "OMP_NUM_THREADS"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
