@@ -12,6 +12,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -61,9 +62,12 @@ def failure_lines(err: str, command: str) -> list[str]:
     return [ln for ln in err.splitlines() if ln.startswith(f"clearct {command}: ") and " failed: " in ln]
 
 
+TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)+$")  # atomic_path: .<target>.<8 random><suffix>
+
+
 def leftovers(folder: Path) -> list[Path]:
-    """Temporary files of atomic writes (``.name.XXXXXXXX.suffix``) anywhere below ``folder``."""
-    return [p for p in folder.rglob(".*") if p.is_file() and (p.name.endswith("tmp") or p.name.count(".") >= 3)]
+    """Temporary files of atomic writes anywhere below ``folder``."""
+    return [p for p in folder.rglob(".*") if p.is_file() and TEMPORARY.match(p.name)]
 
 
 def failures_csv(folder: Path) -> list[dict[str, str]]:
@@ -570,6 +574,22 @@ def test_40_png_value_mapping_that_does_not_parse(tmp_path, capsys):
     code, _, err = run(capsys, "info", tmp_path / "png", "--png-values", "window:100")
     assert code == 2
     error_line(err, "--png-values 'window:100'", "window:LO:HI")
+
+
+def test_41_synth_writes_the_patients_it_can_and_lists_the_other(tmp_path, capsys):
+    blocked = tmp_path / "c" / "scans" / "s0p0002_ct.nii.gz"
+    blocked.mkdir(parents=True)  # a folder where patient 2's file must go: that write fails, the others do not
+    (blocked / "keep").write_text("x")
+    code, stdout, err = run(capsys, "synth", tmp_path / "c", "--patients", "3", "--format", "nifti", "--size", "32",
+                            "--slices", "4", "--workers", "1")
+    assert code == 1
+    (line,) = failure_lines(err, "synth")
+    assert "s0p0002_ct failed:" in line and "s0p0002_ct.nii.gz" in line
+    assert [r["scan_id"] for r in csv.DictReader((tmp_path / "c" / "scans.csv").open())] == ["s0p0001_ct",
+                                                                                           "s0p0003_ct"]
+    assert [r["scan_id"] for r in failures_csv(tmp_path / "c")] == ["s0p0002_ct"]
+    assert "wrote 2 nifti scans" in stdout and "1 failed" in stdout
+    assert not leftovers(tmp_path / "c" / "scans")
 
 
 def test_the_corpus_has_at_least_30_cases():
