@@ -1,4 +1,5 @@
-# Two entry points (see README): `make demo` and `make test`. Both create .venv and install clearct first.
+# Two entry points (see README): `make demo` and `make test`. Both create .venv and install clearct first, with the
+# baselines' extras (open-clip-torch, transformers, merlin-vlm) so their tests run wherever code lands.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ DEMO_OUT ?= clearct-demo
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,baselines]'
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -128,3 +128,17 @@ def write_enhanced(
     _pixels(ds, stored)
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def rewrite(folder: Path, *delete: str, **set_values) -> None:
+    """Rewrite every file of ``folder`` without the attributes ``delete`` and with ``set_values`` (a value, or a
+    function of the dataset): a stripped or edited export."""
+    import pydicom
+
+    for f in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(f)
+        for key, value in set_values.items():
+            setattr(ds, key, value(ds) if callable(value) else value)
+        for key in delete:
+            delattr(ds, key)
+        ds.save_as(f)

@@ -162,3 +162,48 @@ def test_merlin_embeds_a_volume_and_reloads(tmp_path):
     torch.save(state | {"logit_scale": torch.tensor(1.0)}, path)
     torch.manual_seed(1)
     assert torch.equal(_embed(build_merlin(weights=path), small), out)
+
+
+def test_baselines_need_weights_or_an_explicit_random_init():
+    from clearct.encoders.random_init import check_baseline_weights
+
+    for name in ("biomedclip", "sam2_hiera_large", "merlin", "ctclip"):
+        with pytest.raises(ClearctError, match=rf"--encoder {name} is a pretrained baseline.*--random-init"):
+            check_baseline_weights(name, None, False)
+        check_baseline_weights(name, None, True)  # explicit consent: a control or a test
+        check_baseline_weights(name, "weights.bin", False)
+    check_baseline_weights("vit_conv_test", None, False)  # architectures: random init is their own spelling
+    with pytest.raises(ClearctError, match="contradict"):
+        check_baseline_weights("merlin", "weights.bin", True)
+
+
+def test_random_init_features_are_announced_where_they_are_made_and_used(tmp_path, capsys):
+    import json
+
+    from safetensors.torch import save_file
+
+    from clearct.cli import main
+    from clearct.encoders import create_encoder
+    from cohort_files import nifti, scans_table
+
+    rows = [(f"s{i}", f"p{i}", nifti(tmp_path / f"s{i}.nii.gz", z=3, seed=i)) for i in range(4)]
+    table = scans_table(tmp_path / "scans.csv", rows)
+    assert main(["extract", "--scans", str(table), "--encoder", "vit_conv_test", "--out", str(tmp_path / "f")]) == 0
+    err = capsys.readouterr().err
+    assert err.count("clearct extract: warning: features of vit_conv_test come from a randomly initialised") == 2
+    assert json.loads((tmp_path / "f" / "extract_summary.json").read_text())["random_init"] is True
+    (tmp_path / "labels.csv").write_text("patient_id,y\np0,0\np1,1\np2,0\np3,1\n")
+    assert main(["crossval", "--features", str(tmp_path / "f"), "--labels", str(tmp_path / "labels.csv"),
+                 "--targets", "y", "--task", "binary", "--folds", "2", "--epochs", "1", "--min-steps", "0",
+                 "--bootstrap", "0", "--device", "cpu", "--out", str(tmp_path / "cv")]) == 0
+    assert "randomly initialised encoder" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "cv" / "summary.json").read_text())
+    assert summary["issues"] == {"random_init_features": 1}
+    assert any("randomly initialised" in w for w in summary["warnings"])
+
+    weights = tmp_path / "w.safetensors"  # the same network from a weights file: no warning anywhere
+    save_file({k: v.contiguous() for k, v in create_encoder("vit_conv_test").state_dict().items()}, weights)
+    assert main(["extract", "--scans", str(table), "--encoder", "vit_conv_test", "--weights", str(weights),
+                 "--out", str(tmp_path / "g")]) == 0
+    assert "randomly initialised" not in capsys.readouterr().err
+    assert json.loads((tmp_path / "g" / "extract_summary.json").read_text())["random_init"] is False

@@ -103,3 +103,49 @@ def test_crossval_runs_on_drasclr_patch_features(tmp_path):
     predictions = (tmp_path / "cv" / "predictions.csv").read_text().splitlines()
     assert len(predictions) == 1 + 8 and all(f"p{s}" in "\n".join(predictions) for s in range(8))
     assert (tmp_path / "cv" / "metrics.csv").is_file()
+
+
+def test_presets_fill_only_the_sizes_not_given(tmp_path):
+    from clearct.pretrain.drasclr.train import PRESETS, resolve_preset
+
+    cfg, name = resolve_preset(PretrainConfig(scans=tmp_path / "s.csv", out=tmp_path, method="drasclr",
+                                              device="cpu", drasclr_grid_mm=50.0))
+    assert name == "cpu" and cfg.drasclr_preset == "cpu"  # auto without a GPU
+    assert (cfg.batch_size, cfg.drasclr_patch_size, cfg.drasclr_channels) == (32, 16, [8, 16, 32])
+    assert cfg.drasclr_grid_mm == 50.0  # given explicitly: kept
+    paper, _ = resolve_preset(PretrainConfig(scans=tmp_path / "s.csv", out=tmp_path, method="drasclr",
+                                             device="cpu", drasclr_preset="paper", batch_size=64))
+    assert paper.batch_size == 64 and paper.drasclr_patch_size == 32 and paper.drasclr_voxel_mm == 1.0
+    assert {k: getattr(paper, k) for k in PRESETS["paper"] if k != "batch_size"} == {
+        k: v for k, v in PRESETS["paper"].items() if k != "batch_size"}
+
+
+def test_progress_lines_with_an_epoch_estimate_and_resume_refuses_other_settings(tmp_path, capsys):
+    from clearct.common.errors import ClearctError
+    from clearct.pretrain.drasclr.train import ESTIMATE_AFTER
+
+    cfg = tiny_config(tmp_path, epochs=1, batch_size=4)
+    scans = plans(cfg, 2, z=24)
+    steps = sum(len(s) for s in scans) // 4
+    assert steps > ESTIMATE_AFTER + 1
+    train_drasclr(scans, cfg, progress_s=0.0)  # a line after every step
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("drasclr epoch 1/1 step")]
+    assert len(lines) == steps and all("patches/s" in ln and "loss" in ln for ln in lines)
+    assert "epoch ≈" not in lines[ESTIMATE_AFTER - 1] and "epoch ≈" in lines[ESTIMATE_AFTER]
+    assert f"{steps} steps of 4 anchors (16 patches) per epoch" in err and "torch thread" in err
+    with pytest.raises(ClearctError, match=r"--resume with different settings \(drasclr_grid_mm: 14.0 → 20.0"):
+        train_drasclr(scans, tiny_config(tmp_path, epochs=2, batch_size=4, drasclr_grid_mm=20.0, resume=True))
+
+
+def test_a_long_step_still_gets_a_progress_line(capsys):
+    import time
+
+    from clearct.pretrain.drasclr.train import Progress
+
+    with Progress(1, 2, 3, 16, every_s=0.05) as report:
+        time.sleep(0.3)  # one step far longer than the line interval (the paper's sizes on a CPU)
+        report.step(1, 1.5)
+    err = capsys.readouterr().err
+    assert "drasclr epoch 1/2 step 1/3 still running" in err
+    assert "drasclr epoch 1/2 step 1/3: loss 1.5000" in err

@@ -14,7 +14,7 @@ from pydicom.uid import JPEG2000Lossless, RLELossless
 
 from clearct.common.errors import ClearctError
 from clearct.io import read_ct
-from ct_dicom import PHI, write_enhanced, write_series, write_slice
+from ct_dicom import PHI, rewrite, write_enhanced, write_series, write_slice
 
 
 def _stored(z: int = 5, y: int = 12, x: int = 10, seed: int = 0) -> np.ndarray:
@@ -100,6 +100,59 @@ def test_mr_is_refused_and_ignored_beside_ct(tmp_path: Path) -> None:
     assert vol.shape[0] == 3 and any("MR ×1" in w for w in vol.warnings)
 
 
+def test_no_position_is_ordered_by_slice_location_with_a_warning(tmp_path: Path) -> None:
+    stored = _stored()
+    names = [f"x{n}.dcm" for n in random.Random(3).sample(range(100), 5)]
+    for k in range(5):  # shuffled names, instance numbers running the other way: SliceLocation decides
+        write_slice(tmp_path / names[k], stored[k], position=(-100, -120, -100 + 2 * k), instance=5 - k)
+    rewrite(tmp_path, "ImagePositionPatient", SliceLocation=lambda ds: ds.ImagePositionPatient[2])
+    vol = read_ct(tmp_path)
+    np.testing.assert_array_equal(vol.hu, stored.astype(np.int32) - 1024)
+    np.testing.assert_allclose(vol.z_mm, -100 + 2 * np.arange(5))
+    assert vol.spacing_mm == pytest.approx((2.0, 0.8, 0.8))
+    assert vol.warnings == ["no ImagePositionPatient: slices ordered and placed by SliceLocation; "
+                            "in-plane origin unknown"]
+
+
+def test_no_position_nor_location_falls_back_to_instance_number(tmp_path: Path) -> None:
+    stored = _stored(4)
+    for k in range(4):  # instance 1 = most superior slice (the usual craniocaudal acquisition)
+        write_slice(tmp_path / f"{k}.dcm", stored[k], position=(0, 0, 2.0 * k), instance=4 - k, thickness=2.5)
+    rewrite(tmp_path, "ImagePositionPatient", "ImageOrientationPatient")
+    vol = read_ct(tmp_path)
+    np.testing.assert_array_equal(vol.hu, stored.astype(np.int32) - 1024)
+    assert vol.spacing_mm[0] == 2.5  # SliceThickness stands in for the unknown gap
+    text = " | ".join(vol.warnings)
+    assert "ordered by InstanceNumber" in text and "z direction not verified" in text
+    assert "no ImageOrientationPatient: axial slices assumed" in text
+
+
+def test_no_position_and_nothing_to_order_by_is_one_clear_error(tmp_path: Path) -> None:
+    write_series(tmp_path, _stored(3))
+    rewrite(tmp_path, "ImagePositionPatient", InstanceNumber=1)  # every slice claims instance 1
+    with pytest.raises(ClearctError) as err:
+        read_ct(tmp_path)
+    msg = str(err.value)
+    assert msg.startswith(str(tmp_path)) and "no ImagePositionPatient (0020,0032) in 3 file(s)" in msg
+    assert "SliceLocation" in msg and "InstanceNumber" in msg and "\n" not in msg
+
+
+def test_files_without_position_beside_placed_ones_are_left_out(tmp_path: Path) -> None:
+    files = write_series(tmp_path, _stored(4))
+    ds = pydicom.dcmread(files[1])
+    del ds.ImagePositionPatient
+    ds.save_as(files[1])
+    vol = read_ct(tmp_path)
+    assert vol.shape[0] == 3 and any(f"without ImagePositionPatient (e.g. {files[1].name})" in w for w in vol.warnings)
+
+
+def test_ct_secondary_capture_is_refused_by_name(tmp_path: Path) -> None:
+    write_series(tmp_path, _stored(2))
+    rewrite(tmp_path, SOPClassUID=pydicom.uid.SecondaryCaptureImageStorage)
+    with pytest.raises(ClearctError, match=r"no CT images \(found CT Secondary Capture Image Storage ×2\)"):
+        read_ct(tmp_path)
+
+
 def test_gap_in_z_is_kept_and_warned(tmp_path: Path) -> None:
     stored = _stored(4)
     for k, z in enumerate([0.0, 2.0, 4.0, 10.0]):
@@ -157,12 +210,33 @@ def test_gantry_tilt_is_warned(tmp_path: Path) -> None:
 def test_padding_value_and_range_become_air(tmp_path: Path) -> None:
     stored = np.full((1, 4, 4), 1000, np.int16)  # 1000 − 1024 = −24 HU
     stored[0, 0, :] = -2000  # padding value
-    stored[0, 1, :] = -1500  # inside the padding range [−2000, −1024]
+    stored[0, 1, :] = -2300  # beyond the padding value, away from the data (a lossy codec's spread): padding too
+    stored[0, 2, :] = -1500  # between padding and data: −2524 HU, clipped to the physical range and counted
     write_slice(tmp_path / "a.dcm", stored[0], position=(0, 0, 0), padding=-2000)
     vol = read_ct(tmp_path / "a.dcm")
-    assert list(vol.hu[0, :, 0]) == [-1024, -2524, -24, -24]
+    assert list(vol.hu[0, :, 0]) == [-1024, -1024, -1024, -24]
+    assert vol.meta["hu_clipped"] == {"below_-1024": 4}  # only the −1500 row: padding is not "clipped"
     write_slice(tmp_path / "a.dcm", stored[0], position=(0, 0, 0), padding=-2000, padding_limit=-1024)
-    assert list(read_ct(tmp_path / "a.dcm").hu[0, :, 0]) == [-1024, -1024, -24, -24]
+    vol = read_ct(tmp_path / "a.dcm")
+    assert list(vol.hu[0, :, 0]) == [-1024, -1024, -1024, -24] and "hu_clipped" not in vol.meta
+    # padding above the data (e.g. an unsigned 4095 marker): values at or beyond it are padding, not 3000 HU
+    high = np.full((1, 4, 4), 1000, np.int16)
+    high[0, 0, :], high[0, 1, :] = 4095, 4200
+    write_slice(tmp_path / "b.dcm", high[0], position=(0, 0, 0), padding=4095)
+    assert list(read_ct(tmp_path / "b.dcm").hu[0, :, 0]) == [-1024, -1024, -24, -24]
+
+
+def test_lossy_jpeg2000_padding_and_clip_on_pydicoms_file() -> None:
+    """pydicom's 693_J2KI.dcm: lossy JPEG 2000 with PixelPaddingValue −2000; the codec leaves stored values from
+    −2971 up, i.e. down to −3995 HU, around the field of view."""
+    path = get_testdata_file("693_J2KI.dcm")
+    stored = pydicom.dcmread(path).pixel_array.astype(np.int32)
+    assert stored.min() < -2000  # the smear this reader must handle
+    vol = read_ct(path)
+    assert vol.hu.min() == -1024 and vol.hu.max() == stored.max() - 1024
+    # at or below the padding value: padding (−1024, not counted); between it and the data: clipped and counted
+    assert np.count_nonzero(vol.hu == -1024) == np.count_nonzero(stored <= 0)
+    assert vol.meta["hu_clipped"] == {"below_-1024": int(np.count_nonzero((stored > -2000) & (stored < 0)))}
 
 
 def test_rescale_slope_and_intercept(tmp_path: Path) -> None:

@@ -123,12 +123,45 @@ def test_png_folder_without_table_uses_spacing_or_warns(tmp_path: Path) -> None:
     np.testing.assert_allclose(vol.z_mm, [2.5, 5, 10, 22.5])
 
 
-def test_png_that_is_not_16_bit(tmp_path: Path) -> None:
-    folder = tmp_path / "rgb"
+def test_8_bit_png_is_refused_unless_a_mapping_is_given(tmp_path: Path, capsys) -> None:
+    from clearct.cli import main
+
+    folder = tmp_path / "shots"
     folder.mkdir()
-    Image.new("RGB", (4, 4)).save(folder / "001.png")
-    with pytest.raises(ClearctError, match="16-bit greyscale"):
+    grey = np.array([[0, 51], [204, 255]], np.uint8)
+    for k in range(3):  # ordinary 8-bit screenshots, once saved greyscale, once as RGB with equal channels
+        Image.fromarray(grey).save(folder / f"{k + 1:03d}.png")
+    Image.fromarray(np.stack([grey] * 3, axis=-1)).save(folder / "003.png")
+    with pytest.raises(ClearctError) as err:
         read_ct(folder)
+    msg = str(err.value)
+    assert "001.png" in msg and "8-bit" in msg and "16-bit" in msg and "value − 32768" in msg
+    assert "--png-values" in msg
+    assert main(["info", str(folder)]) == 2
+    out = capsys.readouterr()
+    assert out.err.count("\n") == 1 and "8-bit PNG" in out.err and "Traceback" not in out.err
+    vol = read_ct(folder, png_values="window:-1000:1000")  # 0 … 255 → −1000 … 1000 HU
+    np.testing.assert_array_equal(vol.hu[0], [[-1000, -600], [600, 1000]])
+    assert vol.meta["png_values"] == "window:-1000:1000"
+    assert main(["info", str(folder), "--png-values", "window:-1000:1000"]) == 0
+    assert "window:-1000:1000" in capsys.readouterr().out
+    with pytest.raises(ClearctError, match="expected deeplesion, offset:N or window:LO:HI"):
+        read_ct(folder, png_values="window:5:1")
+    Image.fromarray(np.stack([grey, grey, grey[::-1]], axis=-1)).save(folder / "002.png")
+    with pytest.raises(ClearctError, match="002.png: a colour image"):
+        read_ct(folder, png_values="window:-1000:1000")
+
+
+def test_16_bit_png_in_another_encoding_is_refused_then_read_with_an_offset(tmp_path: Path) -> None:
+    hu = _contract_volume()
+    folder = tmp_path / "plus1024"
+    folder.mkdir()
+    for k, sl in enumerate(hu):  # stored as HU + 1024, as many exporters do: DeepLesion's rule would give −31k HU
+        Image.fromarray((sl.astype(np.int32) + 1024).clip(0).astype(np.uint16)).save(folder / f"{k + 1:03d}.png")
+    with pytest.raises(ClearctError, match="decode to at most .* HU with the DeepLesion rule.*offset:N"):
+        read_ct(folder)
+    vol = read_ct(folder, png_values="offset:-1024")
+    np.testing.assert_array_equal(vol.hu, np.maximum(hu, -1024))
 
 
 def test_npz_with_and_without_spacing(tmp_path: Path) -> None:

@@ -149,7 +149,9 @@ def test_bad_input_is_reported_and_the_rest_goes_on(tmp_path, capsys):
     labels.write_text(text)  # an unknown label value
     out = tmp_path / "cv"
     assert main(["crossval", "--features", str(feats), "--labels", str(labels), "--targets", "t0,t1", "--folds", "2",
-                 "--epochs", "2", "--min-steps", "10", "--bootstrap", "50", "--device", "cpu", "--out", str(out)]) == 0
+                 "--epochs", "2", "--min-steps", "10", "--bootstrap", "50", "--device", "cpu", "--out", str(out)]) == 1
+    # exit code 1: the broken inputs (NaN, empty bag, unknown label value) are failures, listed in failures.csv
+    assert [r["scan_id"] for r in _rows(out / "failures.csv")] == ["s0002", "s0003", "s0004"]
     err = [line for line in capsys.readouterr().err.splitlines() if "clearct: warning" in line]
     assert len(err) == 5, err
     for needle in ("p0000", "stray", "NaN", "empty bag", "maybe"):
@@ -203,7 +205,7 @@ def test_mark_lesion_slices_moves_exactly_the_key_slice_rows(tmp_path, caplog):
     steps = {}
     for b in bags:
         marked = read_features(out / f"{b.features.scan_id}.h5")
-        assert marked.weights_sha256 == "random-init+lesion-marks(shift_sd=0.5,seed=3)"
+        assert marked.weights_sha256 == "planted+lesion-marks(shift_sd=0.5,seed=3)"
         assert marked.feats.dtype == np.float16 and marked.patient_id == b.features.patient_id
         delta = marked.feats.astype(np.float32) - b.features.feats.astype(np.float32)
         moved = sorted(set(marked.slice_index[np.abs(delta).max(axis=1) > 0.05].tolist()))
@@ -243,7 +245,7 @@ def test_crossval_on_one_window_of_two_window_features(tmp_path, capsys):
     out = tmp_path / "cv"
     assert main(["crossval", "--features", str(tmp_path / "features"), "--labels", str(labels), "--targets", "t0",
                  "--windows", "abdomen", "--out", str(out), "--folds", "2", "--epochs", "3", "--min-steps", "30",
-                 "--bootstrap", "0", "--device", "cpu"]) == 0
+                 "--bootstrap", "0", "--device", "cpu"]) == 1  # the file without the window is a failure
     assert f"{lung_only}: no abdomen window (the file has lung); scan left out" in capsys.readouterr().err
     meta = json.loads((out / "fold-1" / "model.json").read_text())
     assert [w[0] for w in meta["windows"]] == ["abdomen"] and meta["n_windows"] == 1
@@ -251,7 +253,7 @@ def test_crossval_on_one_window_of_two_window_features(tmp_path, capsys):
     # deploy and attention read only the window the models were trained on
     dep = tmp_path / "dep"
     assert main(["deploy", "--model", str(out), "--features", str(tmp_path / "features"), "--labels", str(labels),
-                 "--out", str(dep), "--allow-overlap", "--bootstrap", "0", "--device", "cpu"]) == 0
+                 "--out", str(dep), "--allow-overlap", "--bootstrap", "0", "--device", "cpu"]) == 1
     assert {r["window"] for r in _rows(dep / "attention.csv")} == {"abdomen"}
     n_rows = sum(len(b.features) // 2 for b in bags[1:])
     assert len(_rows(dep / "attention.csv")) == n_rows

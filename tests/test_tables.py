@@ -26,8 +26,15 @@ def test_scans_table_errors_name_file_and_rows(tmp_path, body, message):
     table = tmp_path / "scans.csv"
     table.write_text(body)
     with pytest.raises(ClearctError) as info:
-        read_scans_table(table)
+        read_scans_table(table, check_exists=True)
     assert str(table) in str(info.value) and message in str(info.value)
+
+
+def test_missing_scan_paths_are_left_to_the_batch(tmp_path):
+    table = tmp_path / "scans.csv"
+    table.write_text("scan_id,patient_id,path\nA,P1,missing.nii\n")
+    (rec,) = read_scans_table(table)  # the command reports the missing file for this scan and goes on
+    assert rec.path == (tmp_path / "missing.nii").resolve() and not rec.path.exists()
 
 
 def test_lesions_and_labels(tmp_path):

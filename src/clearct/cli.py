@@ -104,7 +104,18 @@ def _format_validation(command: str, exc: ValidationError) -> str:
     return f"clearct {command}: error: " + "; ".join(parts)
 
 
+def _os_error_line(exc: OSError) -> str:
+    """``PATH: reason``; a temporary file of an atomic write is named by its folder, the place the user chose."""
+    where = Path(exc.filename) if exc.filename is not None else None
+    if where is not None and where.name.startswith(".") and where.name.endswith("tmp"):
+        where = where.parent
+    return f"{where or 'file system'}: {exc.strerror or exc}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    import logging
+
+    logging.raiseExceptions = False  # a full disk must not turn each log line into a traceback on the terminal
     parser = build_parser()
     ns = vars(parser.parse_args(argv))
     command = ns.pop("command", None)
@@ -125,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         result = func(cfg)
     except ClearctError as exc:
         print(f"clearct {command}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an output folder that is read-only or full: the file and the reason, no traceback
+        print(f"clearct {command}: error: {_os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"clearct {command}: interrupted", file=sys.stderr)

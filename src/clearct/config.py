@@ -9,7 +9,7 @@ This module must not import torch (``clearct --help`` stays fast).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -24,6 +24,21 @@ def _split_list(value: object) -> object:
     return value
 
 
+def _png_values() -> Any:
+    """The PNG value mapping option shared by every command that reads scans (docs/inputs.md)."""
+    return Field(
+        None, description="how PNG slice values map to HU: deeplesion (16-bit, HU = value − 32768; the default), "
+        "offset:N (HU = value + N) or window:LO:HI (0 … the bit depth's maximum → LO … HI HU, e.g. 8-bit PNGs)"
+    )
+
+
+def _random_init() -> Any:
+    """Consent to random features from a foundation baseline (clearct.encoders.random_init)."""
+    return Field(
+        False, description="allow a foundation baseline without --weights (random features: controls and tests only)"
+    )
+
+
 class CommandConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -32,6 +47,7 @@ class InfoConfig(CommandConfig):
     path: Path = Field(**_positional("CT scan: DICOM folder, NIfTI file, PNG slice folder or .npz"))
     series: str | None = Field(None, description="SeriesInstanceUID to read when a folder holds several series")
     spacing: float | None = Field(None, description="slice spacing in mm for PNG folders without a DL_info table")
+    png_values: str | None = _png_values()
 
 
 class SynthConfig(CommandConfig):
@@ -85,6 +101,7 @@ class PretrainConfig(CommandConfig):
         "stored in encoder.json and used by extract and predict"
     )
     windows: list[str] = Field(["lung", "abdomen"], description="HU windows drawn per sample: presets or name:lo:hi")
+    png_values: str | None = _png_values()
     out: Path = Field(..., description="run folder (checkpoints, log, encoder.safetensors, encoder.json)")
     resume: bool = Field(False, description="continue from the last checkpoint in --out")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
@@ -123,7 +140,11 @@ class PretrainConfig(CommandConfig):
     )
     amp: bool = Field(True, description="bf16 autocast on CUDA (no effect on CPU)")
 
-    # --- method drasclr only (clearct.pretrain.drasclr; defaults follow the DrasCLR paper / authors' code) ---
+    # --- method drasclr only (clearct.pretrain.drasclr; docs/drasclr.md) ---
+    drasclr_preset: Literal["auto", "paper", "cpu"] = Field(
+        "auto", description="drasclr: sizes of the flags not given — paper (the authors' 32³ patches, batch 256), "
+        "cpu (16³ patches of 2 mm, batch 32: minutes on 2 cores), auto (cpu without a GPU, else paper)"
+    )
     drasclr_patch_size: int = Field(32, ge=8, description="drasclr: patch side in voxels")
     drasclr_voxel_mm: float = Field(1.0, gt=0, description="drasclr: patch voxel size in mm (isotropic)")
     drasclr_grid_mm: float = Field(20.0, gt=0, description="drasclr: step of the patch-centre grid in mm")
@@ -168,7 +189,9 @@ class ExtractConfig(CommandConfig):
         "architecture's)"
     )
     allow_resize: bool = Field(False, description="run a pretraining run folder at another --image-size than its own")
+    random_init: bool = _random_init()
     windows: list[str] = Field(["lung", "abdomen"], description="HU windows, each slice is embedded once per window")
+    png_values: str | None = _png_values()
     out: Path = Field(..., description="folder for the <scan_id>.h5 feature files")
     batch_size: int = Field(64, ge=1, description="slices per forward pass")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
@@ -303,10 +326,13 @@ class AttentionConfig(CommandConfig):
 
 
 class PredictConfig(CommandConfig):
-    scan_path: Path = Field(**_positional("one scan: DICOM folder, NIfTI file, PNG folder or .npz"))
+    scan_path: Path = Field(**_positional(
+        "one scan (DICOM folder, NIfTI file, PNG folder or .npz), or a scans.csv: one output folder per scan"))
     model: Path = Field(..., description="a crossval output folder")
     encoder: str = Field(..., description="the encoder the model's features came from (name or run folder)")
     weights: Path | None = Field(None, description="local weights file for the encoder")
+    random_init: bool = _random_init()
+    png_values: str | None = _png_values()
     out: Path = Field(..., description="output folder for prediction.json and attention.png")
     series: str | None = Field(None, description="SeriesInstanceUID when the folder holds several series")
     top_k: int = Field(6, ge=1, description="slices in the attention montage")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -36,3 +36,27 @@ def atomic_write_text(target: str | Path, text: str) -> None:
 def atomic_write_bytes(target: str | Path, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+_RANDOM = 8  # characters mkstemp puts between the prefix and the suffix
+
+
+def remove_leftovers(folder: str | Path, names: Iterable[str], suffix: str = ".tmp") -> list[Path]:
+    """Remove the temporary files that :func:`atomic_path` left beside ``names`` in ``folder`` when its process was
+    killed (SIGKILL, power loss) between writing and renaming; returns what was removed.
+
+    Only the temporaries of ``names`` are touched, so a process working on other targets in the same folder (another
+    torchrun rank) keeps its own.
+    """
+    folder, wanted = Path(folder), set(names)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    cut = len(suffix) + _RANDOM + 1  # ".<8 random characters><suffix>" after the target's name
+    for entry in folder.iterdir():
+        name = entry.name
+        ours = name.startswith(".") and name.endswith(suffix) and len(name) > cut and name[-cut] == "."
+        if ours and name[1:-cut] in wanted and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed

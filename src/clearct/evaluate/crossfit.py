@@ -255,17 +255,20 @@ def evaluate_and_write(out: Path, sets: dict[str, Predictions], *, n_boot: int, 
 
 
 def finish_crossfit(command: str, cfg: Any, out: Path, sets: dict[str, Predictions], summary: dict, issues: Any,
-                    device: Any) -> list[dict]:
-    """The end of a cross-validation command: metrics and plots, summary.json (``summary`` + the issue counts),
-    compute.json, the table and one line on stdout."""
+                    device: Any) -> int:
+    """The end of a cross-validation command: metrics and plots, summary.json (``summary`` + the issue counts and
+    warnings), compute.json, the table, one line on stdout and failures.csv; returns the command's exit code (1 when
+    an input was broken)."""
     rows = evaluate_and_write(out, sets, n_boot=cfg.bootstrap, seed=cfg.seed)
-    atomic_write_text(out / "summary.json", json.dumps({**summary, "issues": issues.summary()}, indent=1))
+    atomic_write_text(out / "summary.json", json.dumps({**summary, "issues": issues.summary(),
+                                                        "warnings": issues.lines}, indent=1))
     compute.finish_run(out, device=device, items=summary["scans_used"])
     print_table(rows)
+    left = {k: v for k, v in issues.counts.items() if k != "random_init_features"}
     print(f"{command}: {summary['scans_used']} scans of {summary['patients']} patients used, "
-          f"{sum(issues.counts.values())} left out "
-          f"({', '.join(f'{k} {v}' for k, v in issues.counts.items()) or 'none'}); results in {out}")
-    return rows
+          f"{sum(left.values())} left out ({', '.join(f'{k} {v}' for k, v in left.items()) or 'none'}); "
+          f"results in {out}")
+    return issues.finish(out, command)
 
 
 def print_table(rows: list[dict]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +53,8 @@ def write_features(path: str | Path, f: ScanFeatures) -> Path:
         if len(getattr(f, name)) != n:
             raise ValueError(f"{f.scan_id}: {name} has {len(getattr(f, name))} rows for {n} instances")
     path = Path(path)
-    with atomic_path(path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as h5:
+    buffer = io.BytesIO()  # built in memory: HDF5 crashes the process on a failed disk write, Python raises OSError
+    with h5py.File(buffer, "w") as h5:
         feats = f.feats if f.feats.dtype in (np.float16, np.float32) else f.feats.astype(np.float32)
         h5.create_dataset("feats", data=feats)
         h5.create_dataset("slice_index", data=np.asarray(f.slice_index, dtype=np.int32))
@@ -74,6 +76,8 @@ def write_features(path: str | Path, f: ScanFeatures) -> Path:
         )
         for key, value in f.attrs.items():
             h5.attrs[key] = value
+    with atomic_path(path, suffix=".h5.tmp") as tmp:
+        tmp.write_bytes(buffer.getbuffer())
     return path
 
 

@@ -2,17 +2,17 @@
 
 Flow per rank: its shard of scans.csv (``RANK``/``WORLD_SIZE``) → skip the scans whose valid feature file has the
 same encoder, weights, windows and image size → read the next scans in threads while the current one is rendered
-and embedded → write each file atomically. A scan that fails is logged and listed in ``failures.csv``; the rest go
-on, and the exit code is 1 when any failed.
+and embedded → write each file atomically. A scan that fails (missing path, unreadable file, a write that fails)
+gets one line on the terminal and in the log and a row in ``failures.csv``; the rest go on, and the exit code is 1
+when any failed. Temporary files left by a killed run are removed when the same command runs again.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
@@ -22,15 +22,16 @@ import torch
 from tqdm import tqdm
 
 from clearct.common import compute
-from clearct.common.atomic import atomic_write_text
+from clearct.common.atomic import atomic_write_text, remove_leftovers
 from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
+from clearct.common.failures import Failures
 from clearct.common.runs import start_run
 from clearct.config import ExtractConfig
 from clearct.extract.embed import embed_volume, feature_windows
 from clearct.extract.h5 import read_features, write_features
 from clearct.extract.prefetch import read_ahead
-from clearct.io import ScanRecord, read_scans_table
+from clearct.io import read_scans_table
 
 LOG = logging.getLogger("clearct")
 
@@ -43,6 +44,8 @@ class Summary:
     slices: int = 0
     seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
+    random_init: bool = False  # the encoder has no weights: the features are a random-feature baseline
+    warnings: list[str] = field(default_factory=list)
 
     def merge(self, other: Summary) -> None:
         self.done += other.done
@@ -51,6 +54,8 @@ class Summary:
         self.slices += other.slices
         self.seconds = max(self.seconds, other.seconds)  # ranks run side by side
         self.failures += other.failures
+        self.random_init = self.random_init or other.random_init
+        self.warnings += [w for w in other.warnings if w not in self.warnings]
 
     @property
     def slices_per_s(self) -> float:
@@ -95,9 +100,11 @@ def is_done(path: Path, expected: dict[str, object], overwrite: bool) -> bool:
 def run_extract(cfg: ExtractConfig) -> int:
     """Embed every scan of ``cfg.scans`` with ``cfg.encoder``; returns 1 when any scan failed, else 0."""
     from clearct.encoders import create_encoder
+    from clearct.encoders.random_init import check_baseline_weights, random_init_warning
     from clearct.io import read_ct
     from clearct.preprocess import parse_windows
 
+    check_baseline_weights(cfg.encoder, cfg.weights, cfg.random_init)
     rank, world = shard_of_env()
     out = start_run(cfg.out, "extract", cfg)
     records = read_scans_table(cfg.scans)[rank::world]
@@ -124,21 +131,27 @@ def run_extract(cfg: ExtractConfig) -> int:
 
     summary = Summary()
     flops = compute.FlopSample()  # the first scan counted, its FLOPs per row applied to every row (compute.json)
+    warning = random_init_warning(encoder, "extract")
+    if warning:
+        summary.random_init = True
+        summary.warnings.append(warning)
+    remove_leftovers(out, [f"{r.scan_id}.h5" for r in records], suffix=".h5.tmp")  # from a killed run
+    failures = Failures("extract")
     todo = [r for r in records if not is_done(out / f"{r.scan_id}.h5", expected, cfg.overwrite)]
     summary.skipped = len(records) - len(todo)
     start = time.perf_counter()
     bar = tqdm(
         total=len(todo), desc=f"extract[{rank}]" if world > 1 else "extract", unit="scan", disable=None
     )
-    for record, volume in read_ahead(lambda r: read_ct(r.path), todo, cfg.workers):
+    for record, volume in read_ahead(lambda r: read_ct(r.path, png_values=cfg.png_values), todo, cfg.workers):
         try:
             if isinstance(volume, Exception):
                 raise volume
             feats = flops.run(embed_volume, volume, encoder, windows, batch_size=cfg.batch_size, device=device)
             feats.scan_id, feats.patient_id = record.scan_id, record.patient_id
             write_features(out / f"{record.scan_id}.h5", feats)
-        except Exception as exc:
-            _fail(summary, record, exc)
+        except Exception as exc:  # this scan failed; the rest go on
+            failures.add(record.scan_id, record.path, exc)
         else:
             LOG.info("rank %d wrote %s (%d slices)", rank, record.scan_id, volume.hu.shape[0])
             summary.done += 1
@@ -148,14 +161,8 @@ def run_extract(cfg: ExtractConfig) -> int:
     summary.seconds = time.perf_counter() - start
     compute.finish_run(out, flops=flops.total, steps=flops.units, device=device, scans=summary.done,
                        file="compute.json" if rank == 0 else f"compute.rank{rank}.json")
+    summary.failed, summary.failures = len(failures), failures.rows
     return _finish(out, summary, rank, world)
-
-
-def _fail(summary: Summary, record: ScanRecord, exc: Exception) -> None:
-    reason = str(exc) if isinstance(exc, ClearctError) else f"{type(exc).__name__}: {exc}"
-    LOG.error("scan %s failed: %s", record.scan_id, reason)
-    summary.failed += 1
-    summary.failures.append({"scan_id": record.scan_id, "path": str(record.path), "reason": reason})
 
 
 def _finish(out: Path, summary: Summary, rank: int, world: int) -> int:
@@ -168,11 +175,9 @@ def _finish(out: Path, summary: Summary, rank: int, world: int) -> int:
     for part in parts:
         total.merge(part)
     if rank == 0 or suffix:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=["scan_id", "path", "reason"], lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(total.failures)
-        atomic_write_text(out / f"failures{suffix}.csv", buf.getvalue())
+        failures = Failures("extract")
+        failures.extend(total.failures)
+        listed = failures.write(out / f"failures{suffix}.csv")
         report = {**asdict(total), "slices_per_s": round(total.slices_per_s, 3), "world_size": world}
         atomic_write_text(out / f"extract_summary{suffix}.json", json.dumps(report, indent=2) + "\n")
         line = (
@@ -180,7 +185,9 @@ def _finish(out: Path, summary: Summary, rank: int, world: int) -> int:
             f"{total.slices} slices in {total.seconds:.1f} s ({total.slices_per_s:.2f} slices/s)"
         )
         LOG.info(line)
-        print(line + (f"; failures listed in {out / f'failures{suffix}.csv'}" if total.failed else ""))
+        print(line + (f"; failures {failures.listing(listed)}" if total.failed else ""))
+        for warning in total.warnings:  # repeated last, where a user looks when the run ends
+            print(f"clearct extract: warning: {warning}", file=sys.stderr)
     return 1 if total.failed else 0
 
 

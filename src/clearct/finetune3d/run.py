@@ -144,7 +144,6 @@ def run_finetune3d(cfg) -> int:
                                 meta)
 
     sets = cross_predict(out, splits, by_patient, spec, fit)
-    finish_crossfit("finetune3d", cfg, out, sets, {
+    return finish_crossfit("finetune3d", cfg, out, sets, {
         "scans_used": len(items), "patients": len(by_patient), "holdout_patients": len(splits.holdout),
         "jobs": len(splits.jobs), "arch": settings.arch, "prep": prep.to_json()}, issues, device)
-    return 0

@@ -42,8 +42,9 @@ def run_import(cfg) -> int:
                             unlabelled=cfg.unlabelled)
     out = start_run(cfg.out, "import", cfg)
     written = write_tables(result, out, absolute=cfg.absolute_paths)
+    written.append(result.failures.write(out / "failures.csv"))
     for line in report_lines(result):
         LOG.info(line)
         print(line)
     print(f"wrote {', '.join(p.name for p in written)} in {out}")
-    return 0
+    return 1 if result.failures else 0

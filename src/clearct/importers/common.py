@@ -12,6 +12,7 @@ import io
 import json
 import os
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,10 @@ import yaml
 
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
+from clearct.common.failures import Failures
 
 SCAN_COLUMNS = ["scan_id", "patient_id", "path"]
+EXAMPLES = 3  # ids named per reason in the import report
 LESION_COLUMNS = ["scan_id", "slice_index", "x1", "y1", "x2", "y2", "label"]
 
 
@@ -41,11 +44,16 @@ class ImportResult:
     scans: list[tuple[str, str, Path]] = field(default_factory=list)  # (scan_id, patient_id, absolute path)
     tables: dict[str, Table] = field(default_factory=dict)  # file name → table, e.g. "labels.csv"
     dropped: Counter = field(default_factory=Counter)  # "why" → number of rows left out
+    examples: dict[str, list[str]] = field(default_factory=dict)  # "why" → the first ids left out for it
     notes: list[str] = field(default_factory=list)  # facts worth a line in the report
     prevalence: dict[str, dict[str, float]] = field(default_factory=dict)  # table → column → share of 1s
+    failures: Failures = field(default_factory=lambda: Failures("import"))  # files that could not be read
 
-    def drop(self, reason: str, n: int = 1) -> None:
+    def drop(self, reason: str, n: int = 1, examples: Iterable[str] = ()) -> None:
+        """Rows left out by the dataset's own rules (not failures); the first ids are named in the report."""
         self.dropped[reason] += n
+        named = self.examples.setdefault(reason, [])
+        named += [str(e) for e in list(examples)[: EXAMPLES - len(named)]]
 
 
 def not_this_dataset(root: Path, dataset: str, expected: str) -> ClearctError:
@@ -169,8 +177,14 @@ def report_lines(result: ImportResult) -> list[str]:
     for name, prev in result.prevalence.items():
         lines.append(f"  prevalence in {name}: " + ", ".join(f"{k} {v:.1%}" for k, v in prev.items()))
     if result.dropped:
-        lines.append("  left out: " + "; ".join(f"{n} {why}" for why, n in sorted(result.dropped.items())))
+        lines.append("  left out:")
+        for why, n in sorted(result.dropped.items()):
+            named = result.examples.get(why, [])
+            lines.append(f"    {n} {why}" + (f" (e.g. {', '.join(named)}{' …' if n > len(named) else ''})"
+                                              if named else ""))
     else:
         lines.append("  left out: nothing")
+    if result.failures:
+        lines.append(f"  failed: {len(result.failures)} unreadable file(s), listed above and in failures.csv")
     lines += [f"  note: {n}" for n in result.notes]
     return lines

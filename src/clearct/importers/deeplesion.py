@@ -68,6 +68,16 @@ def _split_name(value: str, splits: dict[int, str]) -> str:
         return value.strip()
 
 
+def _slice_size(png: Path, folder: str, result: ImportResult) -> tuple[int, int] | None:
+    """(width, height) of a key slice, or None after listing the series as a failure (a broken PNG)."""
+    try:
+        with Image.open(png) as img:
+            return img.size
+    except Exception as exc:  # PIL raises many types for a damaged file
+        result.failures.add(folder, png, f"{png}: not a readable PNG ({type(exc).__name__}: {exc})")
+        return None
+
+
 def import_deeplesion(root: Path | str, *, mapping: Path | None = None, unlabelled: str = "drop") -> ImportResult:
     """Read DeepLesion at ``root``. ``unlabelled``: ``drop`` (default) leaves scans with an untyped lesion (and
     their patients) out of the label tables, since their locations are unknown, not negative; ``flag`` keeps them
@@ -94,7 +104,7 @@ def import_deeplesion(root: Path | str, *, mapping: Path | None = None, unlabell
     for row in rows:
         m = _FILE_NAME.match(row["File_name"])
         if m is None:
-            result.drop("DL_info rows with a File_name not like 000001_01_01_103.png")
+            result.drop("DL_info rows with a File_name not like 000001_01_01_103.png", examples=[row["File_name"]])
             continue
         by_folder[m.group(1)].append(row)
 
@@ -104,27 +114,30 @@ def import_deeplesion(root: Path | str, *, mapping: Path | None = None, unlabell
         path = images / folder
         numbers = [n for n, _ in slice_files(path)] if path.is_dir() else []
         if not numbers:
-            result.drop("lesions of series without a PNG folder", len(by_folder[folder]))
+            result.drop("lesions of series without a PNG folder", len(by_folder[folder]), examples=[folder])
             continue
         index = {n: i for i, n in enumerate(numbers)}
         size = None
         found: set[str] = set()
         split_values: set[str] = set()
         n_unlabelled = n_kept = 0
+        unreadable = False
         for row in by_folder[folder]:
             key = row["Key_slice_index"].strip()
             box = _box(row["Bounding_boxes"])
             if not key.isdigit() or int(key) not in index:
-                result.drop("lesions whose key-slice PNG is not in the folder")
+                result.drop("lesions whose key-slice PNG is not in the folder", examples=[f"{folder}/{key}"])
                 continue
             if box is None:
-                result.drop("lesions with an invalid box")
+                result.drop("lesions with an invalid box", examples=[f"{folder}/{key}"])
                 continue
             if size is None:
-                with Image.open(path / f"{int(key):03d}.png") as img:
-                    size = img.size  # (width, height); every slice of a folder has one size
+                size = _slice_size(path / f"{int(key):03d}.png", folder, result)  # one size per folder
+                unreadable = size is None
+                if unreadable:
+                    break
             if box[2] > size[0] or box[3] > size[1]:
-                result.drop("lesions with a box outside the slice")
+                result.drop("lesions with a box outside the slice", examples=[f"{folder}/{key}"])
                 continue
             try:
                 code = int(float(row["Coarse_lesion_type"]))
@@ -137,9 +150,11 @@ def import_deeplesion(root: Path | str, *, mapping: Path | None = None, unlabell
             split_values.add(_split_name(row.get("Train_Val_Test", ""), splits))
             lesions.append({"scan_id": folder, "slice_index": index[int(key)], "x1": box[0], "y1": box[1],
                             "x2": box[2], "y2": box[3], "label": label})
+        if unreadable:
+            continue  # listed as a failure, neither a scan nor a label row
         result.scans.append((folder, folder.split("_")[0], path))
         if not n_kept:  # every DeepLesion series has a lesion: all-zero locations would be false negatives
-            result.drop("label rows of scans without a usable lesion")
+            result.drop("label rows of scans without a usable lesion", examples=[folder])
             continue
         scan_labels.append({"scan_id": folder, "patient_id": folder.split("_")[0],
                             **{loc: int(loc in found) for loc in LOCATIONS},
@@ -147,7 +162,8 @@ def import_deeplesion(root: Path | str, *, mapping: Path | None = None, unlabell
                             "n_unlabelled": n_unlabelled, "split": one_or_mixed(split_values)})
     on_disk = {p.name for p in images.iterdir() if p.is_dir()}
     if on_disk - set(by_folder):
-        result.drop("PNG folders without a DL_info row (no spacing, no boxes)", len(on_disk - set(by_folder)))
+        result.drop("PNG folders without a DL_info row (no spacing, no boxes)", len(on_disk - set(by_folder)),
+                    examples=sorted(on_disk - set(by_folder)))
 
     if unlabelled == "drop":
         flagged = {r["patient_id"] for r in scan_labels if r["has_unlabelled"]}

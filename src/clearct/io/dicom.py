@@ -1,9 +1,12 @@
 """DICOM CT reader: a folder of single-frame CT files or an Enhanced (multi-frame) CT file → CTVolume.
 
 Slices are grouped by SeriesInstanceUID, ordered by ImagePositionPatient projected on the slice normal (never by
-file name or InstanceNumber), rescaled to HU, padding mapped to −1024 and oriented to the contract. Compressed
-transfer syntaxes (JPEG 2000, JPEG lossless, RLE …) decode through pydicom's pixel handlers and the pylibjpeg
-plugins. Only technical attributes reach ``meta``; names, birth dates and patient ids never do.
+file name), rescaled to HU, padding mapped to −1024, clipped to the physical range [−1024, 3071] HU and oriented to
+the contract. A series without ImagePositionPatient (a stripped export) is still read, with a warning in ``meta``,
+when its slices can be ordered by SliceLocation or, failing that, InstanceNumber; otherwise it is refused with one
+line naming the folder and the attribute (docs/inputs.md). Compressed transfer syntaxes (JPEG 2000, JPEG lossless,
+RLE …) decode through pydicom's pixel handlers and the pylibjpeg plugins. Only technical attributes reach
+``meta``; names, birth dates and patient ids never do.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ CT_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.2.2": "Legacy Converted Enhanced CT Image Storage",
 }
 PADDING_HU = -1024
+HU_RANGE = (-1024, 3071)  # the physical range of 12-bit CT; lossy codecs and padding ramps leave values outside
+AXIAL = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0])  # rows anterior → posterior, columns right → left
 _TILT_DEGREES = 0.5  # below this the stacking direction counts as the slice normal
 _UNEVEN_TOLERANCE = 0.01  # relative deviation of a gap from the median gap
 _DUPLICATE_MM = 1e-3
@@ -40,11 +45,13 @@ class Frame:
     path: Path
     ds: Dataset
     index: int | None  # frame number in a multi-frame file, None for single-frame files
-    position: np.ndarray  # ImagePositionPatient (3,)
-    orientation: np.ndarray  # ImageOrientationPatient (6,)
-    pixel_spacing: tuple[float, float]  # (row spacing, column spacing)
+    position: np.ndarray | None  # ImagePositionPatient (3,); None when absent (filled by fill_geometry)
+    orientation: np.ndarray | None  # ImageOrientationPatient (6,); None when absent
+    pixel_spacing: tuple[float, float] | None  # (row spacing, column spacing); None when absent
     slope: float
     intercept: float
+    slice_location: float | None = None
+    instance: int | None = None
 
     @property
     def name(self) -> str:
@@ -85,34 +92,105 @@ def _lookup(ds: Dataset, index: int | None, group: str, keyword: str) -> Any:
     return ds.get(keyword)
 
 
+def _vector(value: Any, n: int) -> np.ndarray | None:
+    """``value`` as a float vector of length ``n``; None when absent, empty or malformed (stripped exports)."""
+    try:
+        vec = np.asarray(list(value), dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return vec if vec.shape == (n,) and np.all(np.isfinite(vec)) else None
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
 def frames_of(path: Path, ds: Dataset) -> list[Frame]:
-    """The image frames of one CT file (one for classic CT, NumberOfFrames for Enhanced CT)."""
+    """The image frames of one CT file (one for classic CT, NumberOfFrames for Enhanced CT); missing geometry is
+    left as None for :func:`fill_geometry` to decide on."""
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     multi = "PerFrameFunctionalGroupsSequence" in ds or n_frames > 1
     frames = []
     for i in range(n_frames) if multi else [None]:
-        ipp = _lookup(ds, i, "PlanePositionSequence", "ImagePositionPatient")
-        iop = _lookup(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient")
-        spacing = _lookup(ds, i, "PixelMeasuresSequence", "PixelSpacing")
-        slope = _lookup(ds, i, "PixelValueTransformationSequence", "RescaleSlope")
-        intercept = _lookup(ds, i, "PixelValueTransformationSequence", "RescaleIntercept")
-        if ipp is None or iop is None or spacing is None:
-            missing = [k for k, v in (("ImagePositionPatient", ipp), ("ImageOrientationPatient", iop),
-                                      ("PixelSpacing", spacing)) if v is None]
-            raise ValueError(f"no {', '.join(missing)}")
+        spacing = _vector(_lookup(ds, i, "PixelMeasuresSequence", "PixelSpacing"), 2)
+        slope = _number(_lookup(ds, i, "PixelValueTransformationSequence", "RescaleSlope"))
+        intercept = _number(_lookup(ds, i, "PixelValueTransformationSequence", "RescaleIntercept"))
+        instance = _number(ds.get("InstanceNumber"))
         frames.append(
             Frame(
                 path=path,
                 ds=ds,
                 index=i,
-                position=np.asarray(ipp, dtype=np.float64),
-                orientation=np.asarray(iop, dtype=np.float64),
-                pixel_spacing=(float(spacing[0]), float(spacing[1])),
-                slope=float(slope if slope is not None else 1.0),
-                intercept=float(intercept if intercept is not None else 0.0),
+                position=_vector(_lookup(ds, i, "PlanePositionSequence", "ImagePositionPatient"), 3),
+                orientation=_vector(_lookup(ds, i, "PlaneOrientationSequence", "ImageOrientationPatient"), 6),
+                pixel_spacing=None if spacing is None or np.any(spacing <= 0) else (float(spacing[0]), float(spacing[1])),
+                slope=slope if slope is not None else 1.0,
+                intercept=intercept if intercept is not None else 0.0,
+                slice_location=_number(ds.get("SliceLocation")) if i is None else None,
+                instance=None if instance is None or i is not None else int(instance),
             )
         )
     return frames
+
+
+def _distinct(values: list[float | None]) -> bool:
+    return None not in values and len(set(values)) == len(values)
+
+
+def fill_geometry(frames: list[Frame], where: Path) -> tuple[list[Frame], list[str]]:
+    """Frames that all have a position, orientation and pixel spacing, and the warnings of any fallback.
+
+    Without ImagePositionPatient (secondary captures, stripped exports) the slices are placed along the slice
+    normal by SliceLocation, or else stacked by InstanceNumber (1 = most superior: the usual head-first,
+    craniocaudal acquisition) at SpacingBetweenSlices/SliceThickness; a series that offers neither is refused.
+    Files without a position inside a series whose other files have one are left out.
+    """
+    warnings: list[str] = []
+    placed = [f for f in frames if f.position is not None]
+    if placed and len(placed) < len(frames):
+        lost = [f.name for f in frames if f.position is None]
+        warnings.append(f"skipped {len(lost)} file(s) without ImagePositionPatient (e.g. {lost[0]})")
+        frames = placed
+    if any(f.orientation is None for f in frames):
+        warnings.append("no ImageOrientationPatient: axial slices assumed (rows anterior→posterior, columns "
+                        "right→left)")
+        for f in frames:
+            f.orientation = AXIAL.copy()
+    if not placed:
+        normal = np.cross(frames[0].orientation[:3], frames[0].orientation[3:])
+        if len(frames) == 1:
+            along = [0.0]
+            warnings.append("no ImagePositionPatient: a single slice, placed at z = 0 mm")
+        elif _distinct([f.slice_location for f in frames]):
+            along = [f.slice_location for f in frames]
+            warnings.append("no ImagePositionPatient: slices ordered and placed by SliceLocation; "
+                            "in-plane origin unknown")
+        elif _distinct([f.instance for f in frames]):
+            gap = _single_gap(frames[0].ds)
+            if gap is None:
+                gap = 1.0
+                warnings.append("no SpacingBetweenSlices/SliceThickness: z spacing set to 1 mm")
+            rank = np.argsort(np.argsort([f.instance for f in frames]))
+            along = list((len(frames) - 1 - rank) * gap)  # instance 1 = most superior
+            warnings.append("no ImagePositionPatient or SliceLocation: slices ordered by InstanceNumber, assumed "
+                            "to run superior→inferior (the usual acquisition); z direction not verified")
+        else:
+            raise ClearctError(
+                f"no ImagePositionPatient (0020,0032) in {len(frames)} file(s), and neither SliceLocation nor "
+                "InstanceNumber is present and distinct on every slice to order them by (a secondary capture or "
+                "stripped export?)",
+                where,
+            )
+        for f, d in zip(frames, along):
+            f.position = normal * float(d)
+    if any(f.pixel_spacing is None for f in frames):
+        warnings.append("no PixelSpacing: in-plane spacing set to 1 mm")
+        for f in frames:
+            f.pixel_spacing = f.pixel_spacing or (1.0, 1.0)
+    return frames, warnings
 
 
 def _sop_class(ds: Dataset) -> str:
@@ -133,11 +211,17 @@ def scan_files(files: list[Path]) -> _Scan:
             modality = str(ds.get("Modality", "") or "")
             if not modality and not _sop_class(ds):
                 raise ValueError("no SOP class and no modality (damaged header)")
-            is_ct = _sop_class(ds) in CT_SOP_CLASSES or (not _sop_class(ds) and modality == "CT")
-            if not is_ct or "PixelData" not in ds:
-                scan.other_modalities[modality or _sop_class(ds) or "unknown"] += 1
+            sop = _sop_class(ds)
+            is_ct = sop in CT_SOP_CLASSES or (not sop and modality == "CT")
+            if not is_ct:
+                # a CT secondary capture (a screenshot) is named by its SOP class, not just "CT"
+                kind = f"{modality} {pydicom.uid.UID(sop).name}" if modality == "CT" and sop else modality
+                scan.other_modalities[kind or sop or "unknown"] += 1
                 continue
-            scan.frames[str(ds.get("SeriesInstanceUID", ""))].extend(frames_of(path, ds))
+            if "PixelData" not in ds:
+                raise ValueError("a CT image header without pixel data (a truncated file?)")
+            frames = frames_of(path, ds)  # before touching the defaultdict: a failure must not leave an empty series
+            scan.frames[str(ds.get("SeriesInstanceUID", ""))].extend(frames)
         except Exception as exc:  # a broken file must not stop the others
             scan.warnings.append(f"skipped unreadable file {path.name}: {type(exc).__name__}: {exc}")
     return scan
@@ -180,19 +264,22 @@ def _decode(frame: Frame, cache: dict[int, np.ndarray]) -> np.ndarray:
 
 
 def _padding_mask(stored: np.ndarray, ds: Dataset) -> np.ndarray | None:
-    """Stored values that mean 'outside the scanned field' (PixelPaddingValue … PixelPaddingRangeLimit)."""
-    pad = ds.get("PixelPaddingValue")
+    """Stored values that mean 'outside the scanned field': PixelPaddingValue (… PixelPaddingRangeLimit) and
+    everything beyond it on the side away from the data, since lossy compression (JPEG 2000) smears the padding
+    value into a spread of values past it."""
+    pad = _number(ds.get("PixelPaddingValue"))
     if pad is None:
         return None
-    limit = ds.get("PixelPaddingRangeLimit")
-    if limit is None:
-        return stored == pad
-    lo, hi = min(pad, limit), max(pad, limit)
-    return (stored >= lo) & (stored <= hi)
+    limit = _number(ds.get("PixelPaddingRangeLimit"))
+    lo, hi = (pad, pad) if limit is None else (min(pad, limit), max(pad, limit))
+    if hi <= (float(stored.min()) + float(stored.max())) / 2:  # padding below the data (the usual case)
+        return stored <= hi
+    return stored >= lo
 
 
 def to_hu(stored: np.ndarray, frame: Frame) -> np.ndarray:
-    """Stored pixel values → int16 HU: rescale, padding → −1024, clip to the int16 range."""
+    """Stored pixel values → int16 HU: rescale, padding → −1024, clip to the int16 range (the physical range
+    is applied to the whole volume by :func:`read_dicom`)."""
     if frame.slope == 1.0 and frame.intercept.is_integer():  # the usual case: exact and faster in integers
         hu = stored.astype(np.int32) + int(frame.intercept)
     else:
@@ -206,6 +293,14 @@ def to_hu(stored: np.ndarray, frame: Frame) -> np.ndarray:
 def _normal(frames: list[Frame]) -> np.ndarray:
     iop = frames[0].orientation
     return np.cross(iop[:3], iop[3:])
+
+
+def clip_physical(hu: np.ndarray) -> dict[str, int]:
+    """Clip ``hu`` in place to :data:`HU_RANGE`; the numbers of voxels clipped below and above (empty if none)."""
+    lo, hi = HU_RANGE
+    counts = {"below_-1024": int(np.count_nonzero(hu < lo)), "above_3071": int(np.count_nonzero(hu > hi))}
+    np.clip(hu, lo, hi, out=hu)
+    return {k: v for k, v in counts.items() if v}
 
 
 def sort_frames(frames: list[Frame], where: Path) -> tuple[list[Frame], np.ndarray]:
@@ -309,8 +404,9 @@ def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
     path = Path(path)
     scan = scan_files(dicom_files(path))
     uid, frames = choose_series(scan, series, path)
+    frames, geometry = fill_geometry(frames, path)
     frames, dist = sort_frames(frames, path)
-    warnings = list(scan.warnings)
+    warnings = list(scan.warnings) + geometry
     if scan.other_modalities:
         found = ", ".join(f"{m} ×{n}" for m, n in scan.other_modalities.items())
         warnings.append(f"ignored non-CT-image files: {found}")
@@ -338,7 +434,9 @@ def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
     if gap is None:
         gap = 1.0
         warnings.append("single slice without SliceThickness/SpacingBetweenSlices: z spacing set to 1 mm")
-    oriented = to_contract(np.stack(slices), _affine(frames, gap))
+    stacked = np.stack(slices)
+    clipped = clip_physical(stacked)
+    oriented = to_contract(stacked, _affine(frames, gap))
     spacing = list(oriented.spacing_mm)
     z_mm = oriented.slice_z_mm()
     axis, flipped = oriented.input_axis_to_z()
@@ -356,6 +454,7 @@ def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
         "n_files": len({f.path for f in frames}),
         "source_orientation": oriented.source_axcodes,
         **technical_meta(frames[0].ds),
+        **({"hu_clipped": clipped} if clipped else {}),
         "warnings": warnings,
     }
     return CTVolume(

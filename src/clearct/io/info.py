@@ -13,7 +13,7 @@ from clearct.io.volume import CTVolume
 # Technical meta keys printed after the geometry, in this order, when present.
 _META_KEYS = (
     "series_description", "kernel", "slice_thickness_mm", "manufacturer", "model", "kvp", "contrast",
-    "transfer_syntax", "sop_class", "n_files", "source_dtype", "dl_info",
+    "transfer_syntax", "sop_class", "n_files", "source_dtype", "dl_info", "png_values", "hu_clipped",
 )
 
 
@@ -48,6 +48,6 @@ def format_facts(facts: dict[str, Any]) -> str:
 
 def run_info(cfg: InfoConfig) -> int:
     """Read ``cfg.path`` and print its facts."""
-    volume = read_ct(cfg.path, series=cfg.series, spacing=cfg.spacing)
+    volume = read_ct(cfg.path, series=cfg.series, spacing=cfg.spacing, png_values=cfg.png_values)
     print(format_facts(describe_volume(volume)))
     return 0

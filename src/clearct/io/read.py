@@ -24,11 +24,15 @@ def input_kind(path: Path) -> str:
     return "png" if slice_files(path) else "dicom"
 
 
-def read_ct(path: Path | str, *, series: str | None = None, spacing: float | None = None) -> CTVolume:
+def read_ct(
+    path: Path | str, *, series: str | None = None, spacing: float | None = None, png_values: str | None = None
+) -> CTVolume:
     """Read a CT scan — DICOM folder or file, NIfTI file, DeepLesion PNG folder, or .npz — as a CTVolume.
 
     ``series`` picks a SeriesInstanceUID when a DICOM folder holds several; ``spacing`` (mm) is the slice
-    spacing for PNG folders without a DL_info table and npz files without a spacing key.
+    spacing for PNG folders without a DL_info table and npz files without a spacing key; ``png_values`` says how
+    the values of PNGs that are not DeepLesion's 16-bit encoding map to HU (:class:`clearct.io.png.PngValues`).
+    What each reader accepts and refuses: docs/inputs.md.
     """
     path = Path(path)
     kind = input_kind(path)
@@ -43,7 +47,7 @@ def read_ct(path: Path | str, *, series: str | None = None, spacing: float | Non
     if kind == "png":
         from clearct.io.png import read_png_folder
 
-        return read_png_folder(path, spacing=spacing)
+        return read_png_folder(path, spacing=spacing, png_values=png_values)
     from clearct.io.dicom import read_dicom
 
     return read_dicom(path, series=series)

@@ -76,10 +76,17 @@ def _rows_where(rows: list[dict[str, str]], bad: list[int], limit: int = 8) -> s
     return shown + (f" and {len(bad) - limit} more" if len(bad) > limit else "")
 
 
-def read_scans_table(path: str | Path, *, check_exists: bool = True) -> list[ScanRecord]:
-    """Read ``scans.csv`` (scan_id, patient_id, path); duplicate ids, empty fields and missing files are errors."""
+def read_scans_table(path: str | Path, *, check_exists: bool = False) -> list[ScanRecord]:
+    """Read ``scans.csv`` (scan_id, patient_id, path); duplicate ids and empty fields are errors.
+
+    A scan path that does not exist is not an error of the table: batch commands report it for that scan (the
+    reader names the file) and go on with the rest. ``check_exists=True`` makes it one for callers that need
+    every file up front.
+    """
     path = Path(path)
     _, rows = _read_rows(path, ("scan_id", "patient_id", "path"))
+    if not rows:
+        raise ClearctError("the table lists no scans (only a header)", path)
     empty = [i for i, r in enumerate(rows) if not (r["scan_id"] and r["patient_id"] and r["path"])]
     if empty:
         raise ClearctError(f"empty scan_id, patient_id or path on line(s) {_rows_where(rows, empty)}", path)

@@ -63,7 +63,7 @@ def run_attention(cfg) -> int:
             from clearct.io import read_ct
 
             try:
-                hu = read_ct(paths[bag.scan_id]).hu
+                hu = read_ct(paths[bag.scan_id]).hu  # a missing or broken scan costs only the montage
             except ClearctError as exc:
                 issues.add("unreadable_scan", f"{exc}; figure without montage")
         attention_figure(out / "figures" / f"{bag.scan_id}.png", title=bag.scan_id, z_mm=bag.z_mm,
@@ -71,4 +71,4 @@ def run_attention(cfg) -> int:
                          lesion_slices=lesions.get(bag.scan_id, []), hu=hu, top_k=cfg.top_k)
     write_csv(out / "attention.csv", rows)
     print(f"attention: {len(cohort.bags)} scans → {out / 'attention.csv'} and {out / 'figures'}")
-    return 0
+    return issues.finish(out, "attention")

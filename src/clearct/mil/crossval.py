@@ -88,7 +88,6 @@ def run_crossval(cfg) -> int:
         return Fitted.from_meta(lambda bags: predict_scores(model, job_spec, bags, device)[0], meta)
 
     sets = cross_predict(out, splits, by_patient, spec, fit)
-    finish_crossfit("crossval", cfg, out, sets, {
+    return finish_crossfit("crossval", cfg, out, sets, {
         "scans_used": len(cohort.bags), "patients": len(by_patient), "holdout_patients": len(splits.holdout),
         "jobs": len(splits.jobs), "encoder": cohort.encoder, "windows": cohort.windows}, issues, device)
-    return 0

@@ -3,6 +3,9 @@
 Every problem with the input (a label row without a feature file, a feature file without a label row, an
 unknown label value, NaN in the features, an empty bag, an unreadable file) is reported once as one line naming
 the file; the affected rows are left out, the rest goes on, and :class:`Issues` counts them for the summary.
+Unusable files and label values are failures (``failures.csv``, exit code 1 of the command); rows that only lack
+their counterpart (a feature file without a label row) are warnings. Features of a random-init encoder are
+announced as a warning too.
 """
 
 from __future__ import annotations
@@ -42,21 +45,40 @@ class Bag:
         return int(self.feats.shape[0])
 
 
+# issue kinds that mean a scan's input is broken (not merely unmatched): listed in failures.csv, exit code 1
+FAILURE_KINDS = ("unreadable_features", "nan_features", "empty_bag", "missing_window", "unknown_label")
+
+
 @dataclass
 class Issues:
-    """Input problems: each is printed as one line (stderr and the log) and counted by kind."""
+    """Input problems: each is printed as one line (stderr and the log) and counted by kind; failures (see
+    :data:`FAILURE_KINDS`) are also kept as ``failures.csv`` rows."""
 
     lines: list[str] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
+    failed: list[dict[str, str]] = field(default_factory=list)
 
-    def add(self, kind: str, message: str, n: int = 1) -> None:
+    def add(self, kind: str, message: str, n: int = 1, *, item: str = "", path: Path | str | None = None) -> None:
         self.counts[kind] += n
         self.lines.append(message)
+        if kind in FAILURE_KINDS:
+            self.failed.append({"scan_id": item, "path": "" if path is None else str(path), "reason": message})
         LOG.warning(message)
         tqdm.write(f"clearct: warning: {message}", file=sys.stderr)  # keeps progress bars intact
 
     def summary(self) -> dict[str, int]:
         return dict(self.counts)
+
+    def finish(self, out: Path, command: str) -> int:
+        """Write ``failures.csv`` into ``out``, print the count of failures; the command's exit code (1 if any)."""
+        from clearct.common.failures import Failures
+
+        failures = Failures(command)
+        failures.extend(self.failed)
+        listed = failures.write(out / "failures.csv")
+        if failures:
+            print(f"clearct {command}: {failures.summary(listed)}", file=sys.stderr)
+        return 1 if failures else 0
 
 
 @dataclass
@@ -115,7 +137,7 @@ class LabelJoin:
             return parse_label(self.spec, self.rows[key])
         except ValueError as exc:
             self.issues.add("unknown_label", f"{self.path}: {self.labels.id_column} {key}: {exc}; "
-                            f"scan {scan_id} left out")
+                            f"scan {scan_id} left out", item=scan_id, path=self.path)
             return None
 
     def finish(self, source: Path, broken: set[str] = frozenset()) -> None:
@@ -153,7 +175,7 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
             f = read_features(path)
         except ClearctError as exc:
             kind = "nan_features" if "NaN" in str(exc) else "unreadable_features"
-            issues.add(kind, f"{exc}; scan left out")
+            issues.add(kind, f"{exc}; scan left out", item=path.stem, path=path)
             broken.add(path.stem)
             with contextlib.suppress(ClearctError):  # the ids, when the header is intact (NaN in feats)
                 head = read_features(path, load_feats=False)
@@ -163,11 +185,11 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
             try:
                 f = select_windows(f, windows)
             except ValueError as exc:
-                issues.add("missing_window", f"{path}: {exc}; scan left out")
+                issues.add("missing_window", f"{path}: {exc}; scan left out", item=f.scan_id, path=path)
                 broken.update((path.stem, f.scan_id, f.patient_id))
                 continue
         if len(f) == 0:
-            issues.add("empty_bag", f"{path}: empty bag (0 instances); scan left out")
+            issues.add("empty_bag", f"{path}: empty bag (0 instances); scan left out", item=f.scan_id, path=path)
             broken.update((path.stem, f.patient_id))
             continue
         meta = {"encoder": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size}
@@ -187,4 +209,8 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
         join.finish(features, broken)
     if not bags:
         raise ClearctError("no usable scans (see the warnings above)", features)
+    if first[2]["weights_sha256"] == "random-init":
+        from clearct.encoders.random_init import random_features_note
+
+        issues.add("random_init_features", f"{features}: {random_features_note(first[2]['encoder'])}")
     return Cohort(bags, first[0], first[1], first[2], issues)

@@ -65,10 +65,10 @@ def run_deploy(cfg) -> int:
     if attn is not None:  # slice attention exists for MIL models only
         write_csv(out / "attention.csv", [r for b, a in zip(items, attn) for r in attention_rows(b, a, ensemble.windows)])
     summary = {"scans_used": len(items), "models": len(ensemble.models), "model_kind": ensemble.kind,
-               "issues": issues.summary(), "overlap_patients": overlap, "encoder": encoder}
+               "issues": issues.summary(), "overlap_patients": overlap, "encoder": encoder, "warnings": issues.lines}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     compute.finish_run(out, device=ensemble.device, items=len(items))
     print_table(rows)
-    print(f"deploy: {len(ensemble.models)} models on {len(items)} scans, "
-          f"{sum(issues.counts.values())} left out; results in {out}")
-    return 0
+    left = sum(v for k, v in issues.counts.items() if k not in ("random_init_features", "overlap_with_training"))
+    print(f"deploy: {len(ensemble.models)} models on {len(items)} scans, {left} left out; results in {out}")
+    return issues.finish(out, "deploy")

@@ -59,7 +59,7 @@ def planted_bags(n_bags: int, *, dim: int = 64, instances: tuple[int, int] = (30
             feats=feats.reshape(-1, dim).astype(dtype), slice_index=np.repeat(np.arange(n_slices), windows),
             z_mm=np.repeat(np.arange(n_slices) * 2.5, windows).astype(np.float32),
             window=np.tile(np.arange(windows), n_slices), scan_id=f"{prefix}s{i:04d}", patient_id=pid,
-            encoder="planted", weights_sha256="random-init", image_size=64, windows=names)
+            encoder="planted", weights_sha256="planted", image_size=64, windows=names)  # no encoder, no weights
         rows = (slices[:, None] * windows + np.arange(windows)[None, :]).ravel()
         out.append(PlantedBag(f, labels, np.sort(rows)))
     return out

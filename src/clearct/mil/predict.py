@@ -2,6 +2,10 @@
 ``prediction.json`` (score per output, thresholded calls, encoder and model provenance), ``attention.csv`` and
 ``attention.png`` (profile over z per window + the most attended slices), and a short table on stdout.
 
+``SCAN`` may also be a scans.csv: every scan gets those files in ``OUT/<scan_id>/``, ``OUT/predictions.csv`` holds
+one row per scan, and a scan that fails gets one line and a row in ``OUT/failures.csv`` while the rest go on (exit
+code 1 at the end).
+
 The HU windows are the ones the model's training features were extracted with (stored with every model), so a
 model trained on lung+abdomen features is always fed lung+abdomen features.
 """
@@ -9,69 +13,130 @@ model trained on lung+abdomen features is always fed lung+abdomen features.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import torch
+from tqdm import tqdm
 
 from clearct import __version__
 from clearct.common.atomic import atomic_write_text
 from clearct.common.device import resolve_device
+from clearct.common.failures import Failures
 from clearct.common.runs import start_run
 from clearct.evaluate.tables import write_csv
 from clearct.mil.attention import attention_rows, check_encoder
 from clearct.mil.data import Bag
-from clearct.mil.store import load_ensemble, require_mil
+from clearct.mil.store import Ensemble, load_ensemble, require_mil
 from clearct.report.attention import attention_figure
+
+
+@dataclass
+class Predictor:
+    """What every scan of a predict run shares: the ensemble, the encoder and its windows."""
+
+    cfg: object
+    ensemble: Ensemble
+    encoder: torch.nn.Module
+    windows: list
+    device: torch.device
+    warnings: list[str]
+
+    def __call__(self, scan_path: Path, out: Path, *, scan_id: str | None = None,
+                 patient_id: str | None = None) -> dict:
+        """Predict one scan into ``out``; returns the content of its prediction.json."""
+        from clearct.extract import embed_volume
+        from clearct.io import read_ct
+
+        cfg, ensemble = self.cfg, self.ensemble
+        volume = read_ct(scan_path, series=cfg.series, png_values=cfg.png_values)
+        volume.scan_id = scan_id or volume.scan_id
+        volume.patient_id = patient_id or volume.patient_id
+        f = embed_volume(volume, self.encoder, self.windows, batch_size=cfg.batch_size, device=self.device)
+        bag = Bag(f.scan_id, f.patient_id, f.feats.astype(np.float32), f.window.astype(np.int64),
+                  f.slice_index.astype(np.int32), f.z_mm.astype(np.float32), np.zeros(0, np.float32))
+        scores, attn = ensemble.predict([bag])
+        spec = ensemble.spec
+        names = spec.output_names
+        thresholds = ensemble.thresholds
+        calls = {}
+        if spec.kind in ("multilabel", "binary"):
+            calls = {n: bool(scores[0, j] >= thresholds[j]) for j, n in enumerate(names)}
+        elif spec.kind == "multiclass":
+            calls = {spec.targets[0]: names[int(np.argmax(scores[0]))]}
+        result = {
+            "scan": str(scan_path), "scan_id": f.scan_id, "slices": int(volume.hu.shape[0]),
+            "task": spec.kind, "scores": {n: float(scores[0, j]) for j, n in enumerate(names)},
+            "thresholds": {n: float(t) for n, t in zip(names, thresholds)} if spec.kind != "multiclass" else {},
+            "predictions": calls,
+            "encoder": {"name": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size,
+                        "windows": ensemble.windows},
+            "model": {"folder": str(cfg.model), "models": [m["job"] for m in ensemble.metas],
+                      "trained_with": ensemble.metas[0].get("clearct_version"),
+                      "training_patients": len(ensemble.training_patients)},
+            "warnings": self.warnings + volume.warnings,
+            "clearct_version": __version__,
+        }
+        atomic_write_text(out / "prediction.json", json.dumps(result, indent=1))
+        write_csv(out / "attention.csv", attention_rows(bag, attn[0], ensemble.windows))
+        attention_figure(out / "attention.png", title=f"{f.scan_id}: attention of {len(ensemble.models)} fold models",
+                         z_mm=bag.z_mm, window=bag.window, slice_index=bag.slice_index, attention=attn[0],
+                         windows=ensemble.windows, hu=volume.hu, top_k=cfg.top_k)
+        return result
+
+
+def _is_table(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() == ".csv"
 
 
 def run_predict(cfg) -> int:
     from clearct.encoders import create_encoder
-    from clearct.extract import embed_volume
-    from clearct.io import read_ct
+    from clearct.encoders.random_init import check_baseline_weights, random_init_warning
     from clearct.preprocess import Window
 
+    check_baseline_weights(cfg.encoder, cfg.weights, cfg.random_init)
     out = start_run(cfg.out, "predict", cfg)
     device = resolve_device(cfg.device)
     ensemble = load_ensemble(cfg.model, device)
     require_mil(ensemble, "predict", cfg.model)
-    volume = read_ct(cfg.scan_path, series=cfg.series)
     # the size the models' training features were embedded at (a run folder resized on purpose stays resized)
     size = ensemble.encoder.get("image_size")
     encoder = create_encoder(cfg.encoder, weights=cfg.weights, image_size=size, allow_resize=True).to(device).eval()
+    # before any scan is read: features of another encoder than the models' would be meaningless
+    check_encoder(ensemble, {"encoder": encoder.encoder_name, "weights_sha256": encoder.weights_sha256,
+                             "image_size": encoder.input_size}, cfg.model)
+    warning = random_init_warning(encoder, "predict")
     windows = [Window(str(n), float(lo), float(hi)) for n, lo, hi in ensemble.windows]
-    f = embed_volume(volume, encoder, windows, batch_size=cfg.batch_size, device=device)
-    check_encoder(ensemble, {"encoder": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size},
-                  cfg.scan_path)
-    bag = Bag(f.scan_id, f.patient_id, f.feats.astype(np.float32), f.window.astype(np.int64),
-              f.slice_index.astype(np.int32), f.z_mm.astype(np.float32), np.zeros(0, np.float32))
-    scores, attn = ensemble.predict([bag])
-    spec = ensemble.spec
-    names = spec.output_names
-    thresholds = ensemble.thresholds
-    calls = {}
-    if spec.kind in ("multilabel", "binary"):
-        calls = {n: bool(scores[0, j] >= thresholds[j]) for j, n in enumerate(names)}
-    elif spec.kind == "multiclass":
-        calls = {spec.targets[0]: names[int(np.argmax(scores[0]))]}
-    result = {
-        "scan": str(cfg.scan_path), "scan_id": f.scan_id, "slices": int(volume.hu.shape[0]),
-        "task": spec.kind, "scores": {n: float(scores[0, j]) for j, n in enumerate(names)},
-        "thresholds": {n: float(t) for n, t in zip(names, thresholds)} if spec.kind != "multiclass" else {},
-        "predictions": calls,
-        "encoder": {"name": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size,
-                    "windows": ensemble.windows},
-        "model": {"folder": str(cfg.model), "models": [m["job"] for m in ensemble.metas],
-                  "trained_with": ensemble.metas[0].get("clearct_version"),
-                  "training_patients": len(ensemble.training_patients)},
-        "clearct_version": __version__,
-    }
-    atomic_write_text(out / "prediction.json", json.dumps(result, indent=1))
-    write_csv(out / "attention.csv", attention_rows(bag, attn[0], ensemble.windows))
-    attention_figure(out / "attention.png", title=f"{f.scan_id}: attention of {len(ensemble.models)} fold models",
-                     z_mm=bag.z_mm, window=bag.window, slice_index=bag.slice_index, attention=attn[0],
-                     windows=ensemble.windows, hu=volume.hu, top_k=cfg.top_k)
+    predictor = Predictor(cfg, ensemble, encoder, windows, device, [warning] if warning else [])
+    if _is_table(cfg.scan_path):
+        return _predict_table(predictor, Path(cfg.scan_path), out)
+    result = predictor(Path(cfg.scan_path), out)
     print(f"{'output':24s} {'score':>8s}  call")
-    for j, n in enumerate(names):
-        call = calls.get(n, "")
-        print(f"{n:24s} {scores[0, j]:8.3f}  {call}")
+    for name, score in result["scores"].items():
+        print(f"{name:24s} {score:8.3f}  {result['predictions'].get(name, '')}")
     print(f"prediction: {out / 'prediction.json'}, attention: {out / 'attention.png'}")
     return 0
+
+
+def _predict_table(predictor: Predictor, table: Path, out: Path) -> int:
+    """Every scan of a scans.csv; one failing scan is listed, the others are predicted."""
+    from clearct.io import read_scans_table
+
+    failures = Failures("predict")
+    rows = []
+    for record in tqdm(read_scans_table(table), desc="predict", unit="scan", disable=None):
+        try:
+            result = predictor(record.path, out / record.scan_id, scan_id=record.scan_id,
+                               patient_id=record.patient_id)
+        except Exception as exc:  # this scan failed; the rest go on
+            failures.add(record.scan_id, record.path, exc)
+            continue
+        rows.append({"scan_id": record.scan_id, "patient_id": record.patient_id,
+                     **{f"score_{k}": v for k, v in result["scores"].items()},
+                     **{f"call_{k}": v for k, v in result["predictions"].items()}})
+    if rows:
+        write_csv(out / "predictions.csv", rows)
+    listed = failures.write(out / "failures.csv")
+    print(f"predict: {len(rows)} scans predicted into {out}" + (f"; {failures.summary(listed)}" if failures else ""))
+    return 1 if failures else 0

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from clearct.common.atomic import atomic_path, atomic_write_text
 from clearct.common.errors import ClearctError
+from clearct.common.failures import SHOWN, Failures
 from clearct.io import CTVolume, LesionBox, ScanRecord
 
 LOG = logging.getLogger("clearct")
@@ -97,22 +98,21 @@ def build_cache(
     records: Sequence[ScanRecord], root: str | Path, *, reader: Callable[[Path], CTVolume] | None = None,
     progress: bool = True,
 ) -> SliceCache:
-    """Cache every scan of ``records`` in ``root`` (reusing valid entries); a scan that fails is logged and skipped."""
+    """Cache every scan of ``records`` in ``root`` (reusing valid entries); a scan that fails gets one line (on the
+    terminal when ``progress``, always in the log) and is skipped."""
     if reader is None:
         from clearct.io import read_ct as reader
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    scans, skipped = [], []
+    scans, failures = [], Failures("pretrain", shown=SHOWN if progress else 0)
     for record in tqdm(records, desc="slice cache", disable=not progress):
         try:
             scans.append(_cache_one(record, root, reader))
         except (ClearctError, OSError, ValueError) as exc:
-            message = str(exc) if isinstance(exc, ClearctError) else f"{record.path}: {exc}"
-            LOG.warning("slice cache: skipping scan %s: %s", record.scan_id, message)
-            skipped.append(record.scan_id)
+            failures.add(record.scan_id, record.path, exc)
     if not scans:
-        raise ClearctError("no scan could be read for pretraining (see the log for each scan)", root)
-    return SliceCache(scans, skipped)
+        raise ClearctError("no scan could be read for pretraining (see the lines above)", root)
+    return SliceCache(scans, [r["scan_id"] for r in failures.rows])
 
 
 @dataclass(frozen=True)

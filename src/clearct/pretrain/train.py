@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from tqdm import tqdm
 
 from clearct import __version__
 from clearct.common import compute
-from clearct.common.atomic import atomic_path
+from clearct.common.atomic import atomic_path, remove_leftovers
 from clearct.common.device import autocast_for, resolve_device
 from clearct.common.errors import ClearctError
 from clearct.pretrain.distributed import DistInfo, convert_global_batchnorm, init_distributed, is_distributed
@@ -200,7 +201,7 @@ def _build_data(cfg, out: Path, info: DistInfo, encoder: nn.Module):
     """Slice cache (built by rank 0, reused by the others), slice index with lesion boxes, dataset, loader.
 
     Returns the windows, the loader, a data summary and ``cfg`` with the size-dependent defaults resolved."""
-    from clearct.io import read_lesions_table, read_scans_table
+    from clearct.io import read_ct, read_lesions_table, read_scans_table
     from clearct.preprocess import parse_windows
     from clearct.pretrain.cache import build_cache, build_index
     from clearct.pretrain.data import PretrainSlices, make_loader
@@ -215,11 +216,11 @@ def _build_data(cfg, out: Path, info: DistInfo, encoder: nn.Module):
         lesions = read_lesions_table(cfg.lesions)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "slice-cache"
     if info.is_main:
-        cache = build_cache(records, cache_dir)
+        cache = build_cache(records, cache_dir, reader=partial(read_ct, png_values=cfg.png_values))
     if is_distributed():
         dist.barrier()
     if not info.is_main:
-        cache = build_cache(records, cache_dir, progress=False)
+        cache = build_cache(records, cache_dir, reader=partial(read_ct, png_values=cfg.png_values), progress=False)
     index = build_index(cache, lesions, source=cfg.lesions or "")
     if cfg.method == "supervised":
         rows, emphasis = np.flatnonzero(index.annotated), index.covered_rows
@@ -291,6 +292,8 @@ def run_pretrain(cfg) -> int:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
     out = start_run(cfg.out, "pretrain", cfg) if info.is_main else Path(cfg.out)
+    if info.is_main:
+        remove_leftovers(out, [CHECKPOINT], suffix=".pt")  # of a run killed while saving; checkpoint.pt is intact
     try:
         torch.manual_seed(cfg.seed)
         encoder = create_encoder(cfg.arch, seed=cfg.seed, image_size=cfg.image_size)
@@ -335,7 +338,7 @@ def run_pretrain(cfg) -> int:
     finally:
         if is_distributed():
             dist.destroy_process_group()
-    return 0
+    return 1 if data_summary["skipped_scans"] else 0  # scans left out (listed above): the batch rule's exit code
 
 
 def _train(cfg, model, optimizer, loader, info: DistInfo, device, out: Path, start: int, stop: int,

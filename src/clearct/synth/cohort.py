@@ -9,6 +9,7 @@ settings reuses finished scans (each scan's truth is stored next to it as JSON),
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
+from clearct.common.failures import Failures, reason_of
 from clearct.common.runs import start_run
 from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS, Knobs
 from clearct.synth.noise import KERNELS, PRESETS, acquisition
@@ -109,6 +111,14 @@ def _one_patient(job: dict[str, Any]) -> dict[str, Any]:
     return truth
 
 
+def _one_patient_or_reason(job: dict[str, Any]) -> dict[str, Any]:
+    """:func:`_one_patient`, or ``{"failed": reason}``: one patient that cannot be written must not stop the rest."""
+    try:
+        return _one_patient(job)
+    except Exception as exc:
+        return {"failed": reason_of(exc, Path(job["out"]) / scan_relpath(job["scan_id"], job["format"]))}
+
+
 def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
@@ -175,18 +185,20 @@ def generate_cohort(out: str | Path, *, patients: int = 20, seed: int = 0, forma
     start = time.perf_counter()
     workers = max(1, min(workers, patients, os.cpu_count() or 1))
     bar = tqdm(total=patients, desc="synth", unit="scan", disable=not progress)
-    if workers == 1:
-        truths = []
-        for job in jobs:
-            truths.append(_one_patient(job))
-            bar.update()
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            truths = []
-            for truth in pool.map(_one_patient, jobs, chunksize=1):
+    failures = Failures("synth")
+    truths = []
+    with contextlib.ExitStack() as stack:
+        run = map if workers == 1 else stack.enter_context(ProcessPoolExecutor(workers)).map
+        for job, truth in zip(jobs, run(_one_patient_or_reason, jobs)):
+            if "failed" in truth:
+                failures.add(job["scan_id"], out / scan_relpath(job["scan_id"], format), truth["failed"])
+            else:
                 truths.append(truth)
-                bar.update()
+            bar.update()
     bar.close()
+    failures.write(out / "failures.csv")
+    if not truths:
+        raise ClearctError(f"no scan could be written ({failures.rows[0]['reason']})", out)
     atomic_write_text(out / "scans.csv", _csv([t["scan"] for t in truths], ["scan_id", "patient_id", "path"]))
     atomic_write_text(out / "labels.csv", _csv([t["labels"] for t in truths], LABEL_COLUMNS))
     lesion_rows = [les for t in truths if t["annotated"] for les in t["lesions"]]
@@ -197,7 +209,8 @@ def generate_cohort(out: str | Path, *, patients: int = 20, seed: int = 0, forma
     prevalence = {c: float(np.mean([t["labels"][c] for t in truths])) for c in LABEL_COLUMNS[1:-1]}
     summary = {"out": str(out), "patients": patients, "format": format, "seconds": round(seconds, 2),
                "annotated_scans": int(annotated.sum()), "lesion_rows": len(lesion_rows),
-               "lesions_drawn": sum(len(t["lesions"]) for t in truths), "prevalence": prevalence}
+               "lesions_drawn": sum(len(t["lesions"]) for t in truths), "prevalence": prevalence,
+               "failed": [r["scan_id"] for r in failures.rows]}
     LOG.info("synth: %s", json.dumps(summary))
     return summary
 
@@ -212,6 +225,8 @@ def run_synth(cfg) -> int:
         noise_hu=cfg.noise_hu, kernel=cfg.kernel, thickness_factor=cfg.thickness_factor, hu_offset=cfg.hu_offset,
         workers=cfg.workers, **knobs,
     )
-    print(f"wrote {summary['patients']} {summary['format']} scans, {summary['lesion_rows']} annotated lesions "
-          f"to {summary['out']} in {summary['seconds']:.1f} s")
-    return 0
+    failed = summary["failed"]
+    print(f"wrote {summary['patients'] - len(failed)} {summary['format']} scans, {summary['lesion_rows']} annotated "
+          f"lesions to {summary['out']} in {summary['seconds']:.1f} s"
+          + (f"; {len(failed)} failed (listed in {Path(summary['out']) / 'failures.csv'})" if failed else ""))
+    return 1 if failed else 0

@@ -129,6 +129,13 @@ def window_unit(hu: torch.Tensor, window: tuple[float, float]) -> torch.Tensor:
     return 2.0 * (hu.clamp(lo, hi) - lo) / (hi - lo) - 1.0
 
 
+def _patch_offsets(spec: PatchSpec) -> np.ndarray:
+    """(P³, 3) mm offsets (z, y, x) of the patch voxels from its centre."""
+    p = spec.patch_size
+    ticks = (np.arange(p, dtype=np.float32) - (p - 1) / 2) * np.float32(spec.voxel_mm)
+    return np.stack(np.meshgrid(ticks, ticks, ticks, indexing="ij"), axis=-1).reshape(-1, 3)
+
+
 def sample_patches(
     scan: ScanPatches, index: np.ndarray, spec: PatchSpec, affines: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -136,25 +143,27 @@ def sample_patches(
 
     ``affines`` (n, 3, 4) maps the patch's mm offsets (z, y, x) to offsets in the scan: [A | t] with t in mm;
     None samples the plain axis-aligned patch. Only a small block around each patch is read from ``region``,
-    so the region may be a memory-mapped array.
+    so the region may be a memory-mapped array. The coordinates are computed in numpy: these arrays are small,
+    and torch's multi-threaded kernels for them stall when other processes hold the cores.
     """
     p = spec.patch_size
-    ticks = (torch.arange(p, dtype=torch.float32) - (p - 1) / 2) * spec.voxel_mm
-    offsets = torch.stack(torch.meshgrid(ticks, ticks, ticks, indexing="ij"), dim=-1).reshape(-1, 3)
-    spacing = torch.tensor(scan.spacing_mm, dtype=torch.float32)
+    offsets = _patch_offsets(spec)
+    spacing = np.asarray(scan.spacing_mm, dtype=np.float32)
     shape = np.array(scan.region.shape)
+    aff = None if affines is None else affines.detach().cpu().numpy().astype(np.float32)
     out = []
     for j, i in enumerate(np.asarray(index)):
-        off = offsets if affines is None else offsets @ affines[j, :, :3].T + affines[j, :, 3]
-        vox = torch.from_numpy(scan.centers_vox[i]).float() + off / spacing
-        lo = np.clip(np.floor(vox.min(0).values.numpy()).astype(np.int64) - 1, 0, shape - 1)
-        hi = np.clip(np.ceil(vox.max(0).values.numpy()).astype(np.int64) + 2, lo + 1, shape)
-        block = scan.region[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]]
-        block = torch.from_numpy(np.asarray(block, dtype=np.float32)) - AIR_HU  # zero padding reads as air
-        size = torch.tensor(block.shape, dtype=torch.float32)
-        grid = 2.0 * (vox - torch.from_numpy(lo).float()) / (size - 1).clamp(min=1) - 1.0
-        grid = grid.flip(-1).reshape(1, p, p, p, 3)  # grid_sample wants (x, y, z)
-        hu = F.grid_sample(block[None, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        off = offsets if aff is None else offsets @ aff[j, :, :3].T + aff[j, :, 3]
+        vox = scan.centers_vox[i].astype(np.float32) + off / spacing
+        lo = np.clip(np.floor(vox.min(0)).astype(np.int64) - 1, 0, shape - 1)
+        hi = np.clip(np.ceil(vox.max(0)).astype(np.int64) + 2, lo + 1, shape)
+        block = np.asarray(scan.region[lo[0] : hi[0], lo[1] : hi[1], lo[2] : hi[2]], dtype=np.float32)
+        block -= AIR_HU  # zero padding outside the scan then reads as air
+        size = np.array(block.shape, dtype=np.float32)
+        grid = 2.0 * (vox - lo.astype(np.float32)) / np.maximum(size - 1, 1) - 1.0
+        grid = torch.from_numpy(np.ascontiguousarray(grid[:, ::-1])).reshape(1, p, p, p, 3)  # (x, y, z) order
+        hu = F.grid_sample(torch.from_numpy(block)[None, None], grid, mode="bilinear", padding_mode="zeros",
+                           align_corners=True)
         out.append(hu[0] + AIR_HU)
     return window_unit(torch.stack(out), spec.window)
 

@@ -5,14 +5,21 @@ queue of negatives kept per location bin. Each step draws B anchor patches at ra
 view, the key view and the anchor's R nearest patches (neighbours) are all resampled with their own random
 affine + intensity augmentation. Loss = L_local(q, k) + β · L_neighbour(r, k) (``losses.py``).
 
+Sizes come from a preset (``--drasclr-preset``): ``paper`` (the authors' 32³ patches of 1 mm, batch 256) or
+``cpu`` (16³ patches of 2 mm on a 30 mm grid, a smaller network, batch 32), ``auto`` = cpu without a GPU; a flag
+given explicitly always wins. The resolved sizes, the steps per epoch and, after the first steps, an estimate of
+the epoch time are printed; a progress line (step, patches/s, loss) follows at least every
+:data:`PROGRESS_SECONDS` on the terminal and in ``pretrain.log``.
+
 Run folder: ``cache/`` (per-scan cropped region and patch plan, reused), ``drasclr-checkpoint.pt`` (written
-atomically after every epoch with optimiser, queue and RNG state; ``--resume`` continues from it),
-``drasclr-log.csv`` (loss, lr, patches/s per epoch) and, at the end, ``encoder.safetensors`` + ``encoder.json``
-through :func:`clearct.encoders.save_encoder_run` with arch ``drasclr``.
+atomically after every epoch with optimiser, queue and RNG state; ``--resume`` continues from it, refusing other
+settings), ``drasclr-log.csv`` (loss, lr, patches/s per epoch), ``failures.csv`` (scans left out) and, at the end,
+``encoder.safetensors`` + ``encoder.json`` through :func:`clearct.encoders.save_encoder_run` with arch ``drasclr``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import hashlib
@@ -20,7 +27,11 @@ import io
 import json
 import logging
 import math
+import os
+import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,7 +40,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from clearct.common.atomic import atomic_path, atomic_write_text
+from clearct.common.atomic import atomic_path, atomic_write_text, remove_leftovers
 from clearct.common.device import autocast_for, resolve_device
 from clearct.common.errors import ClearctError
 from clearct.pretrain.drasclr.losses import LocationQueue, local_contrastive_loss, neighbour_contrastive_loss
@@ -46,6 +57,50 @@ from clearct.pretrain.drasclr.patches import (
 LOG = logging.getLogger("clearct")
 CHECKPOINT = "drasclr-checkpoint.pt"
 LOG_CSV = "drasclr-log.csv"
+PROGRESS_SECONDS = 30.0  # a progress line at least this often (the issue asked for one a minute at worst)
+ESTIMATE_AFTER = 3  # steps measured (after the first, which warms up) before the epoch time is estimated
+
+# Sizes per preset; a flag given on the command line or in the YAML file (``model_fields_set``) keeps its value.
+PRESETS: dict[str, dict] = {
+    "paper": {"batch_size": 256, "drasclr_patch_size": 32, "drasclr_voxel_mm": 1.0, "drasclr_grid_mm": 20.0,
+              "drasclr_channels": [8, 16, 32, 64], "drasclr_experts": 8, "drasclr_queue": 1024},
+    # the same 32 mm patch extent at half the resolution, sparser centres and a 3-stage network: an epoch ≈ 40×
+    # shorter on 2 CPU cores (benchmarks/RESULTS.md, drasclr 10-patient CPU run)
+    "cpu": {"batch_size": 32, "drasclr_patch_size": 16, "drasclr_voxel_mm": 2.0, "drasclr_grid_mm": 30.0,
+            "drasclr_channels": [8, 16, 32], "drasclr_experts": 4, "drasclr_queue": 256},
+}
+# settings a resumed run must share with its checkpoint (epochs, device, workers may change)
+RESUME_KEYS = ("batch_size", "seed", *(k for k in PRESETS["paper"] if k != "batch_size"), "drasclr_mask",
+               "drasclr_window", "drasclr_embed_dim", "drasclr_proj_dim", "drasclr_location_bins",
+               "drasclr_neighbours")
+
+
+def cpu_threads() -> tuple[int, str]:
+    """Intra-op threads for CPU training: one per core that other processes leave idle (load average), at least
+    one; ``OMP_NUM_THREADS`` wins. A parallel region on a core another process holds waits at every barrier: on 2
+    busy cores a DrasCLR step ran 10× slower with 2 threads than with 1."""
+    if "OMP_NUM_THREADS" in os.environ:
+        return torch.get_num_threads(), "OMP_NUM_THREADS"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    return max(1, min(cores, round(cores - load))), f"{cores} cores, load {load:.1f}"
+
+
+def resolve_preset(cfg):
+    """``cfg`` with the preset's sizes for every size field not set explicitly, and the preset's name."""
+    name = cfg.drasclr_preset
+    if name == "auto":
+        name = "paper" if resolve_device(cfg.device).type == "cuda" else "cpu"
+    update = {k: v for k, v in PRESETS[name].items() if k not in cfg.model_fields_set}
+    return cfg.model_copy(update={**update, "drasclr_preset": name}), name
+
+
+def describe_sizes(cfg) -> str:
+    """The sizes that decide the cost of a step, in one line."""
+    p = cfg.drasclr_patch_size
+    return (f"batch {cfg.batch_size}, {p}³ patches of {cfg.drasclr_voxel_mm:g} mm on a {cfg.drasclr_grid_mm:g} mm "
+            f"grid, widths {'-'.join(map(str, cfg.drasclr_channels))}, {cfg.drasclr_experts} experts, queue "
+            f"{cfg.drasclr_queue}")
 
 
 def specs_from_config(cfg) -> tuple[EncoderSpec, PatchSpec]:
@@ -142,6 +197,17 @@ def draw_views(
     )
 
 
+@contextlib.contextmanager
+def threads(n: int) -> Iterator[None]:
+    """Run a block on ``n`` intra-op threads, restoring the count afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def training_step(
     model: DrasCLR, queue: LocationQueue, views: Views, *, tau: float, beta: float, momentum: float
 ) -> dict[str, torch.Tensor]:
@@ -179,7 +245,136 @@ def _write_log(path: Path, history: list[dict]) -> None:
     atomic_write_text(path, text.getvalue())
 
 
-def train_drasclr(scans: list[ScanPatches], cfg) -> DrasCLR:
+def _say(line: str) -> None:
+    """A progress line in the log and on the terminal (between progress-bar redraws)."""
+    LOG.info(line)
+    tqdm.write(line, file=sys.stderr)
+
+
+class Progress:
+    """Progress lines for one epoch: step, patches/s, loss, and the estimated epoch time once it is known.
+
+    Used as a context manager it also keeps a heartbeat: when one step takes longer than ``every_s`` (the paper's
+    sizes on a CPU: ≈ 1.5 min a step), a line says which step is still running, so the log never goes quiet.
+    """
+
+    def __init__(self, epoch: int, epochs: int, steps: int, patches_per_step: int, every_s: float):
+        self.epoch, self.epochs, self.steps, self.per_step = epoch, epochs, steps, patches_per_step
+        self.every_s = every_s
+        self.start = self.last = time.perf_counter()
+        self.warm = None  # time when the first (warm-up) step ended
+        self.done = 0
+        self._stop = threading.Event()
+        self._heart: threading.Thread | None = None
+
+    def __enter__(self) -> Progress:
+        if self.every_s > 0:
+            self._heart = threading.Thread(target=self._beat, name="drasclr-progress", daemon=True)
+            self._heart.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._heart is not None:
+            self._heart.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(min(self.every_s, 5.0)):
+            quiet = time.perf_counter() - self.last
+            if quiet >= self.every_s:
+                _say(f"drasclr epoch {self.epoch}/{self.epochs} step {self.done + 1}/{self.steps} still running "
+                     f"({quiet / 60:.1f} min since the last line)")
+                self.last = time.perf_counter()
+
+    def step(self, done: int, loss: float) -> None:
+        now = time.perf_counter()
+        self.done = done
+        if done == 1:
+            self.warm = now
+        estimate = ""
+        if done > ESTIMATE_AFTER:
+            per = (now - self.warm) / (done - 1)
+            total = (now - self.warm) + (self.warm - self.start) + per * (self.steps - done)
+            estimate = f"; epoch ≈ {total / 60:.1f} min ({per * (self.steps - done) / 60:.1f} min left)"
+        due = now - self.last >= self.every_s or done in (1, ESTIMATE_AFTER + 1) or done == self.steps
+        if due:
+            rate = self.per_step * done / max(now - self.start, 1e-9)
+            _say(f"drasclr epoch {self.epoch}/{self.epochs} step {done}/{self.steps}: loss {loss:.4f}, "
+                 f"{rate:.1f} patches/s{estimate}")
+            self.last = now
+
+
+def _check_resume(state: dict, cfg, path: Path) -> None:
+    saved = state.get("settings")
+    if saved is None:
+        return  # a checkpoint from before settings were stored
+    now = cfg.model_dump(mode="json", include=set(RESUME_KEYS))
+    differ = [k for k in RESUME_KEYS if saved.get(k) != now.get(k)]
+    if differ:
+        pairs = ", ".join(f"{k}: {saved.get(k)!r} → {now.get(k)!r}" for k in differ)
+        raise ClearctError(f"--resume with different settings ({pairs}); use a new --out or the old settings", path)
+
+
+@dataclass
+class _Loop:
+    """What every epoch of one training run uses."""
+
+    model: DrasCLR
+    queue: LocationQueue
+    optimizer: torch.optim.Optimizer
+    scans: list[ScanPatches]
+    neighbours: list[np.ndarray]
+    anchors: list[tuple[int, int]]
+    generator: torch.Generator
+    batch: int
+    device: torch.device
+
+    @property
+    def steps(self) -> int:
+        return len(self.anchors) // self.batch
+
+
+def _steps(loop: _Loop, cfg, epoch: int, patch: PatchSpec, sums: dict, report: Progress) -> None:
+    """The optimiser steps of one epoch (anchors in a fresh random order), summing the losses into ``sums``."""
+    order = torch.randperm(len(loop.anchors), generator=loop.generator).tolist()
+    bar = tqdm(range(loop.steps), desc=f"drasclr epoch {epoch + 1}/{cfg.epochs}", leave=False)
+    for step in bar:
+        chosen = [loop.anchors[j] for j in order[step * loop.batch : (step + 1) * loop.batch]]
+        with threads(1):  # many small tensors: OpenMP barriers cost more than a second thread saves
+            views = draw_views(loop.scans, loop.neighbours, chosen, patch, loop.generator)
+        with autocast_for(loop.device):
+            losses = training_step(loop.model, loop.queue, views.to(loop.device), tau=cfg.drasclr_tau,
+                                   beta=cfg.drasclr_beta, momentum=cfg.drasclr_momentum)
+        loop.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        loop.optimizer.step()
+        for name in sums:
+            sums[name] += float(losses[name].detach())
+        loss = float(losses["loss"].detach())
+        bar.set_postfix(loss=f"{loss:.3f}")
+        report.step(step + 1, loss)
+
+
+def _epoch(loop: _Loop, cfg, epoch: int, patch: PatchSpec, per_step: int, progress_s: float) -> dict:
+    """One epoch over every anchor in a random order; the row of drasclr-log.csv."""
+    lr = cosine_lr(cfg.drasclr_lr, epoch, cfg.epochs)
+    for group in loop.optimizer.param_groups:
+        group["lr"] = lr
+    loop.model.train()
+    sums = {"loss": 0.0, "local": 0.0, "neighbour": 0.0}
+    t0 = time.perf_counter()
+    with Progress(epoch + 1, cfg.epochs, loop.steps, per_step, progress_s) as report:
+        _steps(loop, cfg, epoch, patch, sums, report)
+    seconds = time.perf_counter() - t0
+    row = {"epoch": epoch + 1, **{k: v / loop.steps for k, v in sums.items()}, "lr": lr,
+           "patches_per_s": loop.steps * per_step / seconds}
+    _say(f"drasclr epoch {epoch + 1}/{cfg.epochs} done in {seconds / 60:.1f} min: loss {row['loss']:.4f} "
+         f"(local {row['local']:.4f}, neighbour {row['neighbour']:.4f}), lr {lr:.2e}, "
+         f"{row['patches_per_s']:.1f} patches/s")
+    return row
+
+
+def train_drasclr(scans: list[ScanPatches], cfg, *, progress_s: float = PROGRESS_SECONDS) -> DrasCLR:
     """Train on prepared scans for ``cfg.epochs`` (resuming from ``cfg.out`` when ``cfg.resume``)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -191,14 +386,21 @@ def train_drasclr(scans: list[ScanPatches], cfg) -> DrasCLR:
     queue = LocationQueue(cfg.drasclr_location_bins, cfg.drasclr_queue, cfg.drasclr_proj_dim, generator).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=cfg.drasclr_lr, momentum=0.9, weight_decay=1e-4)
-    neighbours = [nearest_neighbours(s.center_mm, cfg.drasclr_neighbours) for s in scans]
     anchors = [(s, i) for s, scan in enumerate(scans) for i in range(len(scan))]
-    batch = min(cfg.batch_size or 256, len(anchors))
-    steps = len(anchors) // batch
+    loop = _Loop(model, queue, optimizer, scans, [nearest_neighbours(s.center_mm, cfg.drasclr_neighbours)
+                                                  for s in scans], anchors, generator,
+                 min(cfg.batch_size, len(anchors)), device)
+    per_step = loop.batch * (2 + cfg.drasclr_neighbours)  # query, key and R neighbour views per anchor
+    _say(f"drasclr: {len(scans)} scans, {len(anchors)} patches → {loop.steps} steps of {loop.batch} anchors "
+         f"({per_step} patches) per epoch, {cfg.epochs} epoch(s), device {device}")
     start, history = 0, []
     ckpt = out / CHECKPOINT
     if cfg.resume and ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except Exception as exc:  # a truncated or foreign file
+            raise ClearctError(f"cannot read the checkpoint: {type(exc).__name__}: {exc}", ckpt) from exc
+        _check_resume(state, cfg, ckpt)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         queue.load_state_dict(state["queue"])
@@ -206,39 +408,19 @@ def train_drasclr(scans: list[ScanPatches], cfg) -> DrasCLR:
         torch.set_rng_state(state["torch_rng"])
         start, history = int(state["epoch"]), list(state["history"])
         LOG.info("drasclr: resumed from %s at epoch %d", ckpt, start)
-    for epoch in range(start, cfg.epochs):
-        lr = cosine_lr(cfg.drasclr_lr, epoch, cfg.epochs)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        model.train()
-        order = torch.randperm(len(anchors), generator=generator).tolist()
-        sums = {"loss": 0.0, "local": 0.0, "neighbour": 0.0}
-        t0 = time.perf_counter()
-        bar = tqdm(range(steps), desc=f"drasclr epoch {epoch + 1}/{cfg.epochs}", leave=False)
-        for step in bar:
-            views = draw_views(scans, neighbours, [anchors[j] for j in order[step * batch : (step + 1) * batch]],
-                               patch, generator).to(device)
-            with autocast_for(device):
-                losses = training_step(model, queue, views, tau=cfg.drasclr_tau, beta=cfg.drasclr_beta,
-                                       momentum=cfg.drasclr_momentum)
-            optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimizer.step()
-            for name in sums:
-                sums[name] += float(losses[name].detach())
-            bar.set_postfix(loss=f"{float(losses['loss'].detach()):.3f}")
-        seconds = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, **{k: v / steps for k, v in sums.items()}, "lr": lr,
-               "patches_per_s": steps * batch / seconds}
-        history.append(row)
-        LOG.info("drasclr epoch %d: loss %.4f (local %.4f, neighbour %.4f), lr %.2e, %.1f patches/s",
-                 epoch + 1, row["loss"], row["local"], row["neighbour"], lr, row["patches_per_s"])
-        _save_checkpoint(ckpt, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "queue": queue.state_dict(),
-            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
-            "history": history,
-        })
-        _write_log(out / LOG_CSV, history)
+    n_threads = torch.get_num_threads()
+    if device.type == "cpu":
+        n_threads, why = cpu_threads()
+        _say(f"drasclr: {n_threads} torch thread(s) ({why}; set OMP_NUM_THREADS to choose)")
+    with threads(n_threads):
+        for epoch in range(start, cfg.epochs):
+            history.append(_epoch(loop, cfg, epoch, patch, per_step, progress_s))
+            _save_checkpoint(ckpt, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "queue": queue.state_dict(),
+                "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
+                "history": history, "settings": cfg.model_dump(mode="json", include=set(RESUME_KEYS)),
+            })
+            _write_log(out / LOG_CSV, history)
     return model
 
 
@@ -247,14 +429,14 @@ def _cache_key(path: Path, spec: PatchSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cached_plan(record, spec: PatchSpec, cache: Path) -> ScanPatches:
+def cached_plan(record, spec: PatchSpec, cache: Path, png_values: str | None = None) -> ScanPatches:
     """Read, mask and plan one scan, or load that plan from ``cache`` (the region memory-mapped)."""
     from clearct.io import read_ct
 
     stem = cache / f"{record.scan_id}-{_cache_key(record.path, spec)}"
     region_file, meta_file = stem.with_suffix(".npy"), stem.with_suffix(".npz")
     if not (region_file.exists() and meta_file.exists()):
-        scan = plan_patches(read_ct(record.path), spec)
+        scan = plan_patches(read_ct(record.path, png_values=png_values), spec)
         with atomic_path(region_file, suffix=".npy") as tmp:
             np.save(tmp, scan.region)
         fields = {k: v for k, v in asdict(scan).items() if k != "region"}
@@ -275,31 +457,51 @@ def cached_plan(record, spec: PatchSpec, cache: Path) -> ScanPatches:
     )
 
 
+def _remove_leftovers(out: Path, records, spec: PatchSpec) -> None:
+    """Temporary files of a run killed while writing (checkpoint, log, cache, encoder)."""
+    remove_leftovers(out, [CHECKPOINT, LOG_CSV, "failures.csv", "encoder.json", "config.yaml"])
+    remove_leftovers(out, ["encoder.safetensors"], suffix=".safetensors")
+    stems = [f"{r.scan_id}-{_cache_key(r.path, spec)}" for r in records]
+    for ext in (".npy", ".npz"):
+        remove_leftovers(out / "cache", [stem + ext for stem in stems], suffix=ext)
+
+
 def run_drasclr(cfg) -> int:
-    """``clearct pretrain --method drasclr``: plan patches per scan (cached), train, export the encoder."""
+    """``clearct pretrain --method drasclr``: plan patches per scan (cached), train, export the encoder.
+
+    A scan that cannot be read or gives too few patches is listed (terminal, log, failures.csv) and left out; the
+    exit code is then 1 after the encoder is exported from the others.
+    """
+    from clearct.common.failures import Failures
     from clearct.common.runs import start_run
     from clearct.encoders import save_encoder_run
     from clearct.io import read_scans_table
 
+    cfg, preset = resolve_preset(cfg)
     out = start_run(cfg.out, "pretrain", cfg)
-    enc_spec, patch = specs_from_config(cfg)
-    scans, skipped = [], []
-    for record in tqdm(read_scans_table(cfg.scans), desc="drasclr: masks and patch grids"):
+    records = read_scans_table(cfg.scans)
+    _, patch = specs_from_config(cfg)
+    _remove_leftovers(out, records, patch)
+    _say(f"drasclr: preset {preset}: {describe_sizes(cfg)}"
+         + ("" if preset == "paper" else " (the paper's sizes: --drasclr-preset paper)"))
+
+    scans, failures = [], Failures("pretrain")
+    for record in tqdm(records, desc="drasclr: masks and patch grids"):
         try:
-            scan = cached_plan(record, patch, out / "cache")
+            scan = cached_plan(record, patch, out / "cache", cfg.png_values)
             if len(scan) <= cfg.drasclr_neighbours:
                 raise ClearctError(f"only {len(scan)} patches in the {scan.mask_kind} mask", record.path)
-        except (ClearctError, ValueError, OSError) as exc:
-            message = str(exc) if isinstance(exc, ClearctError) else f"{record.path}: {exc}"
-            LOG.warning("drasclr: skipping scan %s: %s", record.scan_id, message)
-            skipped.append(record.scan_id)
+        except Exception as exc:  # this scan is left out; the rest train
+            failures.add(record.scan_id, record.path, exc)
             continue
         scans.append(scan)
+    listed = failures.write(out / "failures.csv")
     if not scans:
-        raise ClearctError("no scan gave DrasCLR patches (see the log for each scan)", cfg.scans)
+        raise ClearctError("no scan gave DrasCLR patches (see the lines above)", cfg.scans)
     model = train_drasclr(scans, cfg)
     encoder = model.encoder_q.cpu().eval()
     patches = [len(s) for s in scans]
+    skipped = [r["scan_id"] for r in failures.rows]
     info = {
         **encoder.info(),
         "method": "drasclr",
@@ -309,5 +511,5 @@ def run_drasclr(cfg) -> int:
                  "lung_masks": sum(s.mask_kind == "lung" for s in scans)},
     }
     save_encoder_run(out, encoder, arch="drasclr", windows=[(patch.window_name, *patch.window)], info=info)
-    LOG.info("drasclr: exported the encoder to %s", out)
-    return 0
+    _say(f"drasclr: exported the encoder to {out}" + (f"; {failures.summary(listed)}" if failures else ""))
+    return 1 if failures else 0
