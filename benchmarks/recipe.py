@@ -42,7 +42,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--table", type=Path, default=Path("benchmarks/out/recipes.csv"))
     parser.add_argument("--arch", default="resnet_tiny")
-    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--image-size", type=int, default=128, help="pretraining (view) size")
+    parser.add_argument("--extract-size", type=int, help="extraction size (default: --image-size)")
     parser.add_argument("--method", default="lecl", help="lecl, moco, supervised or random (no pretraining)")
     parser.add_argument("--pretrain-json", default="{}", help="further PretrainConfig fields as JSON")
     parser.add_argument("--mil-lr", type=float, default=1e-3)
@@ -69,6 +70,7 @@ def main() -> None:
     if args.method == "random":
         encoder = f"random:{args.arch}"
     else:
+        extra.setdefault("cache_dir", source / ".slice-cache")  # decoded once, shared by every recipe run
         cfg = PretrainConfig(scans=source / "scans.csv", lesions=source / "lesions.csv", arch=args.arch,
                              method=args.method, image_size=args.image_size, out=out / "encoder",
                              workers=args.workers, **extra)
@@ -79,18 +81,21 @@ def main() -> None:
             log = list(csv.DictReader(fh))
         steps, rate = int(log[-1]["step"]), float(log[-1]["images_per_s"])
         batch = json.loads((out / "encoder" / "encoder.json").read_text())["info"]["training"]["batch_size"]
+        minutes = steps * batch / rate / 60  # the training loop (the last epoch's rate), not the cache build
         encoder = str(out / "encoder")
+    size = args.extract_size or args.image_size
     run_extract(ExtractConfig(scans=args.cohort / "scans.csv", encoder=encoder, out=out / "features",
-                              image_size=args.image_size if args.method == "random" else None,
-                              workers=args.workers))
+                              image_size=size, allow_resize=True, workers=args.workers))
     probe = lesion_slice_probe(out / "features", args.cohort / "lesions.csv")
     run_crossval(CrossvalConfig(features=out / "features", labels=args.cohort / "labels.csv", targets=list(LOCATIONS),
                                 out=out / "crossval", lr=args.mil_lr, epochs=args.mil_epochs, min_steps=200,
                                 bootstrap=500))
     m = _metrics(out / "crossval" / "metrics.csv")
     macro = m["macro"]
+    extra.pop("cache_dir", None)
     row = {"date": time.strftime("%Y-%m-%d %H:%M"), "load": round(load, 1), "cohort": str(args.cohort),
-           "pretrain_cohort": str(source), "arch": args.arch, "image_size": args.image_size, "method": args.method,
+           "pretrain_cohort": str(source), "arch": args.arch, "image_size": args.image_size,
+           "extract_size": size, "method": args.method,
            "settings": json.dumps(extra), "batch": batch, "steps": steps, "minutes": round(minutes, 1),
            "images_per_s": round(rate, 1), "probe": round(probe["mean"], 3),
            "abmil_macro": f"{float(macro['value']):.3f} [{float(macro['ci_low']):.3f}, {float(macro['ci_high']):.3f}]",

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-import numpy as np
 import pytest
 import torch
 
 from clearct.common import compute
 
+STAGES = """
+import json, sys
+import numpy as np, torch
+from clearct.common import compute
+out = sys.argv[1]
+compute.begin_run(out, "test")
+with compute.stage(out, "big") as big:
+    block = np.ones(300 * 2**20 // 8)  # 300 MiB touched
+    del block
+    big.flops, big.steps = 10, 2
+with compute.stage(out, "small") as small:
+    sum(range(1000))
+    small.flops, small.steps = 5, 1
+print(json.dumps(compute.finish_run(out, device=torch.device("cpu"))))
+"""
+
 
 def test_stage_peaks_are_their_own_and_the_run_sums_them(tmp_path):
-    compute.begin_run(tmp_path, "test")
-    with compute.stage(tmp_path, "big") as big:
-        block = np.ones(300 * 2**20 // 8)  # 300 MiB touched
-        del block
-        big.flops, big.steps = 10, 2
-    with compute.stage(tmp_path, "small") as small:
-        sum(range(1000))
-        small.flops, small.steps = 5, 1
-    doc = compute.finish_run(tmp_path, device=torch.device("cpu"))
+    # in a fresh process: a test worker that already holds gigabytes can serve the block from memory it keeps
+    run = subprocess.run([sys.executable, "-c", STAGES, str(tmp_path)], capture_output=True, text=True, check=True)
+    doc = json.loads(run.stdout.strip().splitlines()[-1])
     assert json.loads((tmp_path / "compute.json").read_text()) == doc
     stages = {s["name"]: s for s in doc["stages"]}
     assert stages["big"]["peak_rss_scope"] == "stage"  # Linux: the high-water mark is reset per stage

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from clearct import __version__
 from clearct.common import compute
 from clearct.common.atomic import atomic_path, remove_leftovers
-from clearct.common.device import autocast_for, resolve_device
+from clearct.common.device import autocast_for, channels_last, cpu_threads, resolve_device, threads
 from clearct.common.errors import ClearctError
 from clearct.pretrain.distributed import DistInfo, convert_global_batchnorm, init_distributed, is_distributed
 from clearct.pretrain.losses import Variant
@@ -101,6 +101,7 @@ def train_step(
     ``extra`` is the LECL lesion mask (MoCo: None) or the supervised ceiling's slice targets."""
     for group in optimizer.param_groups:
         group["lr"] = lr
+    x1, x2 = channels_last(x1), channels_last(x2)
     with autocast_for(device, enabled=amp):
         loss = model(x1, x2, m, extra, lam=loss_spec.lam, variant=loss_spec.variant,
                      include_own_positive=loss_spec.include_own_positive)
@@ -302,7 +303,7 @@ def run_pretrain(cfg) -> int:
         if cfg.image_size is None:
             cfg = cfg.model_copy(update={"image_size": int(encoder.input_size)})
         windows, loader, data_summary, cfg, index = _build_data(cfg, out, info, encoder)
-        model = build_model(cfg, encoder, index, distributed=is_distributed()).to(device)
+        model = channels_last(build_model(cfg, encoder, index, distributed=is_distributed()).to(device))
         _announce(cfg, data_summary, len(loader))
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=0.0, weight_decay=cfg.weight_decay)
@@ -313,7 +314,12 @@ def run_pretrain(cfg) -> int:
         elif cfg.resume:
             LOG.info("pretrain: --resume but no %s yet, starting from scratch", CHECKPOINT)
         last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
-        loss = _train(cfg, model, optimizer, loader, info, device, out, start_epoch, last, step)
+        n_threads = torch.get_num_threads()
+        if device.type == "cpu" and not is_distributed():
+            n_threads, why = cpu_threads()
+            LOG.info("pretrain: %d torch thread(s) (%s; set OMP_NUM_THREADS to choose)", n_threads, why)
+        with threads(n_threads):
+            loss = _train(cfg, model, optimizer, loader, info, device, out, start_epoch, last, step)
         local = cfg.batch_size // info.world_size
         views = torch.zeros(local, 3, cfg.image_size, cfg.image_size, device=device)
         # the extra input of the step: no lesion mask for MoCo/LECL's probe, zero targets for the supervised head

@@ -19,7 +19,6 @@ settings), ``drasclr-log.csv`` (loss, lr, patches/s per epoch), ``failures.csv``
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import csv
 import hashlib
@@ -27,11 +26,9 @@ import io
 import json
 import logging
 import math
-import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from clearct.common.atomic import atomic_path, atomic_write_text, remove_leftovers
-from clearct.common.device import autocast_for, resolve_device
+from clearct.common.device import autocast_for, cpu_threads, resolve_device, threads
 from clearct.common.errors import ClearctError
 from clearct.pretrain.drasclr.losses import LocationQueue, local_contrastive_loss, neighbour_contrastive_loss
 from clearct.pretrain.drasclr.model import DrasCLREncoder, EncoderSpec
@@ -73,17 +70,6 @@ PRESETS: dict[str, dict] = {
 RESUME_KEYS = ("batch_size", "seed", *(k for k in PRESETS["paper"] if k != "batch_size"), "drasclr_mask",
                "drasclr_window", "drasclr_embed_dim", "drasclr_proj_dim", "drasclr_location_bins",
                "drasclr_neighbours")
-
-
-def cpu_threads() -> tuple[int, str]:
-    """Intra-op threads for CPU training: one per core that other processes leave idle (load average), at least
-    one; ``OMP_NUM_THREADS`` wins. A parallel region on a core another process holds waits at every barrier: on 2
-    busy cores a DrasCLR step ran 10× slower with 2 threads than with 1."""
-    if "OMP_NUM_THREADS" in os.environ:
-        return torch.get_num_threads(), "OMP_NUM_THREADS"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    return max(1, min(cores, round(cores - load))), f"{cores} cores, load {load:.1f}"
 
 
 def resolve_preset(cfg):
@@ -195,17 +181,6 @@ def draw_views(
         loc=torch.from_numpy(np.stack(loc)),
         neighbour_loc=torch.from_numpy(np.stack(nloc)),
     )
-
-
-@contextlib.contextmanager
-def threads(n: int) -> Iterator[None]:
-    """Run a block on ``n`` intra-op threads, restoring the count afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def training_step(
