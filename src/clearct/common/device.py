@@ -31,9 +31,11 @@ def busy_cores(seconds: float = 0.3) -> float | None:
     own (/proc/self/stat); None where /proc is not there. Unlike the load average it does not lag a minute behind
     (a demo stage that follows two synth workers would see load ≈ 2 on an idle machine)."""
     def sample() -> tuple[float, float]:
-        fields = [float(v) for v in open("/proc/stat").readline().split()[1:]]
+        from pathlib import Path
+
+        fields = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
         busy = sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0.0)  # minus idle and iowait
-        own = sum(float(v) for v in open("/proc/self/stat").read().rsplit(")", 1)[1].split()[11:13])
+        own = sum(float(v) for v in Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[11:13])
         return busy, own
 
     try:
