@@ -22,13 +22,14 @@ TINY = {
 
 
 def test_plan_shares_cohorts_encoders_and_features(tmp_path):
-    cfg = BenchmarkConfig(out=tmp_path, **{**TINY, "encoders": ["lecl-3", "random", "moco", "lecl-0", "drasclr"]})
+    cfg = BenchmarkConfig(out=tmp_path, **{**TINY, "encoders": ["lecl-3", "random", "moco", "lecl-0", "supervised",
+                                                                "drasclr"]})
     steps = bm.plan(cfg, tmp_path)
     names = [s.name for s in steps]
     assert names[:3] == ["synth train", "synth external", "synth stage"]
     # one pretraining per encoder, none for random init
     assert [n for n in names if n.startswith("pretrain")] == [
-        "pretrain lecl-3", "pretrain moco", "pretrain lecl-0", "pretrain drasclr"]
+        "pretrain lecl-3", "pretrain moco", "pretrain lecl-0", "pretrain supervised", "pretrain drasclr"]
     # one encoder after the other: its pretraining, extractions and tasks before the next encoder's
     assert names.index("crossval lecl-3 stage") < names.index("extract random train-both")
     lam = {s.name: s.config.lam for s in steps if s.name.startswith("pretrain lecl")}
@@ -39,11 +40,15 @@ def test_plan_shares_cohorts_encoders_and_features(tmp_path):
         "extract drasclr external-lung", "extract drasclr train-lung"]
     assert [n for n in names if "drasclr" in n and n.split()[0] in ("crossval", "deploy")] == [
         "crossval drasclr lung", "deploy drasclr lung-external"]
-    # same budget for every 2D encoder: their pretrain configs differ only in method, λ and folder
-    pre = [s.config.model_dump() for s in steps if s.name in ("pretrain moco", "pretrain lecl-3")]
-    assert {k for k in pre[0] if pre[0][k] != pre[1][k]} == {"method", "lam", "out"}
+    # same budget for every 2D encoder: their pretrain configs differ only in method, λ, folder and the lesion
+    # sampling / crops that plain MoCo does not use; the ceiling differs in its epochs too
+    pre = {s.name: s.config.model_dump() for s in steps if s.name.startswith("pretrain") and "drasclr" not in s.name}
+    moco, lecl, sup = pre["pretrain moco"], pre["pretrain lecl-3"], pre["pretrain supervised"]
+    assert {k for k in moco if moco[k] != lecl[k]} == {"method", "lam", "out", "lesion_share", "lesion_crop_scale"}
+    assert moco["lesion_share"] is None and lecl["lesion_share"] == sup["lesion_share"] == 0.5
+    assert {k for k in lecl if lecl[k] != sup[k]} == {"method", "lam", "out", "lesion_crop_scale", "epochs"}
     random_src = next(s for s in steps if s.name == "extract random train-both").config.encoder
-    assert random_src == "random:vit_conv_test"
+    assert random_src == "random:resnet_tiny"
     # the tasks read the features their encoder's extraction wrote; Task 1 uses both windows, the others lung
     by_name = {s.name: s for s in steps}
     assert by_name["crossval moco location"].config.features == by_name["extract moco train-both"].out

@@ -371,8 +371,8 @@ class BenchmarkConfig(CommandConfig):
 
     out: Path = Field(..., description="output folder (cohorts, encoders, features, task results; a re-run resumes)")
     encoders: list[str] = Field(
-        ["random", "moco", "lecl-0", "lecl-1", "lecl-3", "lecl-5", "drasclr"],
-        description="encoders compared: random, moco, lecl-<λ>, drasclr (DrasCLR: lung task only)",
+        ["random", "moco", "lecl-0", "lecl-1", "lecl-3", "lecl-5", "supervised", "drasclr"],
+        description="encoders compared: random, moco, lecl-<λ>, supervised (the ceiling), drasclr (lung task only)",
     )
     tasks: list[str] = Field(["location", "lung", "stage"], description="tasks: location, lung, stage")
     # --- cohorts (clearct synth) ---
@@ -385,8 +385,12 @@ class BenchmarkConfig(CommandConfig):
     lesion_size_mm: list[float] = Field([10.0, 50.0], description="synth lesion diameter range min,max in mm")
     synth_workers: int = Field(2, ge=1, description="synth worker processes")
     # --- pretraining (one run per encoder, same architecture and budget) ---
-    arch: str = Field("vit_conv_test", description="architecture of every 2D encoder (random init included)")
+    arch: str = Field("resnet_tiny", description="architecture of every 2D encoder (random init included)")
+    image_size: int | None = Field(None, ge=16, description="encoder input size (default: image_px)")
     epochs: int = Field(6, ge=1, description="pretraining epochs of every MoCo / LECL run")
+    supervised_epochs: int = Field(3, ge=1, description="epochs of the supervised ceiling")
+    lesion_share: float | None = Field(0.5, gt=0, lt=1, description="share of each epoch from annotated slices")
+    lesion_crop_scale: list[float] | None = Field([2.0, 4.0], description="LECL lesion crop side / box side lo,hi")
     batch_size: int = Field(64, ge=2, description="pretraining batch size")
     lr: float = Field(2e-3, gt=0, description="pretraining base lr (per 256 images)")
     warmup_epochs: float = Field(1.0, ge=0, description="pretraining warmup epochs")
@@ -414,7 +418,8 @@ class BenchmarkConfig(CommandConfig):
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     seed: int = Field(0, description="random seed (cohorts use seed, seed + 1, seed + 2)")
 
-    _split = field_validator("encoders", "tasks", "lesion_size_mm", "drasclr_channels", mode="before")(_split_list)
+    _split = field_validator("encoders", "tasks", "lesion_size_mm", "drasclr_channels", "lesion_crop_scale",
+                             mode="before")(_split_list)
 
     @field_validator("tasks")
     @classmethod

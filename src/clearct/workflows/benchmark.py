@@ -66,7 +66,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Encoder:
-    name: str  # random, moco, lecl-<λ>, drasclr
+    name: str  # random, moco, lecl-<λ>, supervised, drasclr
     method: str | None  # pretrain method; None for random init
     lam: float = 0.0
 
@@ -76,13 +76,13 @@ class Encoder:
 
 
 def parse_encoder(name: str) -> Encoder:
-    """``random`` | ``moco`` | ``lecl-<λ>`` | ``drasclr`` → :class:`Encoder`."""
-    if name in ("random", "moco", "drasclr"):
+    """``random`` | ``moco`` | ``lecl-<λ>`` | ``supervised`` | ``drasclr`` → :class:`Encoder`."""
+    if name in ("random", "moco", "supervised", "drasclr"):
         return Encoder(name, None if name == "random" else name)
     m = re.fullmatch(r"lecl-(\d+(?:\.\d+)?)", name)
     if m:
         return Encoder(name, "lecl", float(m.group(1)))
-    raise ClearctError(f"unknown benchmark encoder {name!r} (random, moco, lecl-<λ>, drasclr)")
+    raise ClearctError(f"unknown benchmark encoder {name!r} (random, moco, lecl-<λ>, supervised, drasclr)")
 
 
 def _synth_steps(cfg: BenchmarkConfig, root: Path) -> list[Step]:
@@ -105,7 +105,8 @@ def _synth_steps(cfg: BenchmarkConfig, root: Path) -> list[Step]:
 def _pretrain_step(cfg: BenchmarkConfig, enc: Encoder, root: Path) -> Step:
     train = root / "cohorts" / "train"
     out = root / "encoders" / enc.name
-    common = {"scans": train / "scans.csv", "epochs": cfg.epochs if not enc.is_3d else cfg.drasclr_epochs,
+    epochs = {"drasclr": cfg.drasclr_epochs, "supervised": cfg.supervised_epochs}.get(enc.method, cfg.epochs)
+    common = {"scans": train / "scans.csv", "epochs": epochs,
               "out": out, "resume": True, "device": cfg.device, "seed": cfg.seed, "workers": cfg.loader_workers}
     if enc.is_3d:
         config = PretrainConfig(method="drasclr", batch_size=cfg.drasclr_batch_size,
@@ -113,10 +114,13 @@ def _pretrain_step(cfg: BenchmarkConfig, enc: Encoder, root: Path) -> Step:
                                 drasclr_grid_mm=cfg.drasclr_grid_mm, drasclr_channels=cfg.drasclr_channels,
                                 drasclr_experts=cfg.drasclr_experts, drasclr_queue=cfg.drasclr_queue, **common)
     else:
+        lesion_pairs = enc.method == "lecl"
         config = PretrainConfig(lesions=train / "lesions.csv", arch=cfg.arch, method=enc.method, lam=enc.lam,
-                                batch_size=cfg.batch_size, lr=cfg.lr, warmup_epochs=cfg.warmup_epochs,
-                                mlp_dim=cfg.mlp_dim, proj_dim=cfg.proj_dim, cache_dir=root / "slice-cache",
-                                log_every=cfg.log_every, **common)
+                                image_size=cfg.image_size or cfg.image_px, batch_size=cfg.batch_size, lr=cfg.lr,
+                                warmup_epochs=cfg.warmup_epochs, mlp_dim=cfg.mlp_dim, proj_dim=cfg.proj_dim,
+                                lesion_share=cfg.lesion_share if enc.method != "moco" else None,
+                                lesion_crop_scale=cfg.lesion_crop_scale if lesion_pairs else None,
+                                cache_dir=root / "slice-cache", log_every=cfg.log_every, **common)
     return Step(f"pretrain {enc.name}", "clearct.pretrain.train:run_pretrain", config, out)
 
 
@@ -139,6 +143,7 @@ def _extract_steps(cfg: BenchmarkConfig, enc: Encoder, root: Path) -> list[Step]
     for folder, (cohort, windows) in feature_sets(enc, cfg.tasks).items():
         out = root / "features" / enc.name / folder
         config = ExtractConfig(scans=root / "cohorts" / cohort / "scans.csv", encoder=source, windows=windows,
+                               image_size=(cfg.image_size or cfg.image_px) if enc.method is None else None,
                                out=out, batch_size=cfg.extract_batch_size, device=cfg.device,
                                workers=cfg.loader_workers)
         steps.append(Step(f"extract {enc.name} {folder}", "clearct.extract.run:run_extract", config, out))
@@ -184,9 +189,9 @@ def plan(cfg: BenchmarkConfig, root: Path) -> list[Step]:
 
 
 def encoder_order(name: str) -> tuple[int, float]:
-    """Table row order: random, MoCo, LECL by λ, DrasCLR."""
+    """Table row order: random, MoCo, LECL by λ, the supervised ceiling, DrasCLR."""
     e = parse_encoder(name)
-    return ({None: 0, "moco": 1, "lecl": 2, "drasclr": 3}[e.method], e.lam)
+    return ({None: 0, "moco": 1, "lecl": 2, "supervised": 3, "drasclr": 4}[e.method], e.lam)
 
 
 # --- running with per-step resume ----------------------------------------------------------------------------
