@@ -6,7 +6,8 @@ Geometry
   [crop_min, 1]), shifted to stay inside the image. With ``lesion_scale`` (lo, hi) the side is instead uniform in
   [lo, hi] × the box's longer side (at least S/8, at most S): a crop sized to the lesion, so the lesion fills a
   similar share of every lesion view whatever its size.
-- supervised ceiling (``full_slice``): both views are the full slice (a crop could cut the lesion out).
+- supervised ceiling (``full_slice``): one view of the full slice (a crop could cut the lesion out) with view 2's
+  light augmentation (jitter, flip, blur p = 0.1, no solarize), returned twice; its loss uses it once.
 - any other slice (and every slice for plain MoCo): two independent RandomResizedCrops (area [crop_min, 1], aspect
   3/4..4/3), as MoCo v3.
 
@@ -14,8 +15,10 @@ Augmentations (MoCo v3 / BYOL, asymmetric, adapted to grey CT; no colour jitter 
 - one HU window per sample, drawn from the configured windows (both views share it);
 - window jitter with p = 0.8 per view: level shifted by U(−0.1, 0.1)·width and width scaled by U(0.8, 1.25) before
   clipping — brightness/contrast jitter done in HU, so nothing saturates twice;
-- horizontal flip p = 0.5; Gaussian blur σ ~ U(0.1, 2.0) px with p = 1.0 (view 1) / 0.1 (view 2);
-  solarize (x ≥ 0.5 → 1 − x) with p = 0 (view 1) / 0.2 (view 2);
+- horizontal flip p = 0.5; Gaussian blur σ ~ U(0.1, 2.0) px × size / 224 with p = 1.0 (view 1) / 0.1 (view 2) —
+  MoCo v3's σ range is for 224 px views, so a 128 px view gets the same blur relative to the image (an unscaled
+  σ of 2 px on a 128 px slice wipes out a 6 px lesion); solarize (x ≥ 0.5 → 1 − x) with p = 0 (view 1) / 0.2
+  (view 2);
 - grey → 3 channels, then the encoder's mean/std normalisation.
 """
 
@@ -45,6 +48,7 @@ class ViewSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     jitter_p: float = 0.8
     blur_p: tuple[float, float] = (1.0, 0.1)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # at 224 px; scaled by size / 224
     solarize_p: tuple[float, float] = (0.0, 0.2)
 
 
@@ -83,7 +87,8 @@ def lesion_crop(rng: np.random.Generator, height: int, width: int, box: Box, cro
 
 
 def _render(
-    hu: torch.Tensor, crop: Crop, window: tuple[float, float], spec: ViewSpec, rng: np.random.Generator, view: int
+    hu: torch.Tensor, crop: Crop, window: tuple[float, float], spec: ViewSpec, rng: np.random.Generator, view: int,
+    solarize: bool = True,
 ) -> torch.Tensor:
     lo, hi = window
     if rng.random() < spec.jitter_p:
@@ -96,9 +101,9 @@ def _render(
     if rng.random() < 0.5:
         x = TF.horizontal_flip(x)
     if rng.random() < spec.blur_p[view]:
-        sigma = float(rng.uniform(0.1, 2.0))
+        sigma = float(rng.uniform(*spec.blur_sigma)) * spec.size / 224
         x = TF.gaussian_blur(x, kernel_size=2 * math.ceil(3 * sigma) + 1, sigma=sigma)
-    if rng.random() < spec.solarize_p[view]:
+    if rng.random() < spec.solarize_p[view] and solarize:
         x = torch.where(x >= 0.5, 1.0 - x, x)
     x = x.clamp(0.0, 1.0).expand(3, -1, -1)
     return TF.normalize(x, list(spec.mean), list(spec.std))
@@ -114,8 +119,9 @@ def make_views(
     height, width = hu.shape
     window = spec.windows[int(rng.integers(len(spec.windows)))]
     if full_slice:
-        crops = [(0, 0, height, width)] * 2
-    elif box is None:
+        view = _render(hu, (0, 0, height, width), window, spec, rng, 1, solarize=False)
+        return view, view
+    if box is None:
         crops = [random_resized_crop(rng, height, width, spec.crop_min) for _ in range(2)]
     else:
         crops = [(0, 0, height, width), lesion_crop(rng, height, width, box, spec.crop_min, spec.lesion_scale)]
