@@ -78,6 +78,15 @@ def _hosts(cv: Canvas, anat: Anatomy, loc: str) -> tuple[tuple[int, ...], np.nda
     return codes, cand
 
 
+# Lesions that grow beyond their organ, as real ones do: a renal mass bulges into the perirenal fat (exophytic), a
+# lytic bone metastasis breaks through the cortex into the paraspinal soft tissue. For these a share of the volume
+# may lie outside the host (the rest must be inside), and the lesion is painted there too; the others stay ≥ 70 %
+# inside and are painted only inside their host.
+_GROWS_INTO = {"kidney": (C.VISCERAL_FAT, C.FAT, C.MUSCLE), "bone": (C.CORTEX, C.MUSCLE, C.FAT, C.VISCERAL_FAT)}
+_INSIDE_SHARE = {"kidney": 0.5, "bone": 0.5}
+# Largest diameter per location as a multiple of the body scale (a vertebral body, a kidney with its mass)
+_MAX_DIAMETER = {"bone": 45.0, "kidney": 55.0}
+
 # Nominal lesion HU per location (the host's nominal HU comes from the canvas).
 _LESION_HU = {"lung": 35.0, "liver": 45.0, "kidney": 25.0, "mediastinum": 45.0, "abdomen": 45.0,
               "pelvis": 45.0, "soft_tissue": 40.0}
@@ -101,7 +110,8 @@ def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator
         box, w = cv.ellipsoid(center, axes, edge=1.0)
         inside = np.isin(cv.organ[box], codes)
         outside_body = np.isin(cv.organ[box], (C.AIR, C.TABLE))
-        if (w * inside).sum() >= 0.7 * w.sum() and (w * outside_body).sum() < 0.01 * w.sum() and (w > 0.5).any():
+        share = _INSIDE_SHARE.get(loc, 0.7)
+        if (w * inside).sum() >= share * w.sum() and (w * outside_body).sum() < 0.01 * w.sum() and (w > 0.5).any():
             break
     else:
         return None
@@ -111,7 +121,7 @@ def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator
     value = host + knobs.lesion_contrast * (lesion_hu - host)
     texture = gaussian_filter(rng.standard_normal(w.shape).astype(np.float32), 1.0)
     texture *= 0.12 * abs(value - host) / max(float(texture.std()), 1e-6)
-    weight = w * inside
+    weight = w * (inside | np.isin(cv.organ[box], _GROWS_INTO.get(loc, ())))
     cv.paint(box, weight, value + texture, C.LESION)
     lab = (weight > 0.5)
     area = lab.sum(axis=(1, 2))
@@ -146,8 +156,8 @@ def draw_findings(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator,
             continue
         for _ in range(1 + int(rng.random() < 0.3)):
             size = np.exp(rng.uniform(np.log(lo), np.log(hi)))
-            if loc in ("bone", "kidney"):
-                size = min(size, 30.0 * anat.scale)
+            if loc in _MAX_DIAMETER:
+                size = min(size, _MAX_DIAMETER[loc] * anat.scale)
             les = place_lesion(cv, loc, size, rng, anat, knobs)
             if les is not None:
                 out.lesions.append(les)
