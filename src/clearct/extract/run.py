@@ -28,7 +28,7 @@ from clearct.common.errors import ClearctError
 from clearct.common.failures import Failures
 from clearct.common.runs import start_run
 from clearct.config import ExtractConfig
-from clearct.extract.embed import embed_volume, feature_windows
+from clearct.extract.embed import embed_volume, feature_windows, prepare_encoder
 from clearct.extract.h5 import read_features, write_features
 from clearct.extract.prefetch import read_ahead
 from clearct.io import read_scans_table
@@ -111,8 +111,8 @@ def run_extract(cfg: ExtractConfig) -> int:
     device = resolve_device(cfg.device)
     _set_cpu_threads(device)
     windows = parse_windows(cfg.windows)
-    encoder = create_encoder(cfg.encoder, weights=cfg.weights, image_size=cfg.image_size,
-                             allow_resize=cfg.allow_resize).to(device).eval()
+    encoder = prepare_encoder(create_encoder(cfg.encoder, weights=cfg.weights, image_size=cfg.image_size,
+                                             allow_resize=cfg.allow_resize).to(device).eval())
     expected = {
         "encoder": encoder.encoder_name,
         "weights_sha256": encoder.weights_sha256,

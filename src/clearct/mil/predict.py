@@ -93,6 +93,7 @@ def _is_table(path: Path) -> bool:
 def run_predict(cfg) -> int:
     from clearct.encoders import create_encoder
     from clearct.encoders.random_init import check_baseline_weights, random_init_warning
+    from clearct.extract.embed import prepare_encoder
     from clearct.preprocess import Window
 
     check_baseline_weights(cfg.encoder, cfg.weights, cfg.random_init)
@@ -102,7 +103,8 @@ def run_predict(cfg) -> int:
     require_mil(ensemble, "predict", cfg.model)
     # the size the models' training features were embedded at (a run folder resized on purpose stays resized)
     size = ensemble.encoder.get("image_size")
-    encoder = create_encoder(cfg.encoder, weights=cfg.weights, image_size=size, allow_resize=True).to(device).eval()
+    encoder = prepare_encoder(create_encoder(cfg.encoder, weights=cfg.weights, image_size=size,
+                                             allow_resize=True).to(device).eval())
     # before any scan is read: features of another encoder than the models' would be meaningless
     check_encoder(ensemble, {"encoder": encoder.encoder_name, "weights_sha256": encoder.weights_sha256,
                              "image_size": encoder.input_size}, cfg.model)
