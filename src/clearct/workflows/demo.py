@@ -83,9 +83,9 @@ SIZES: dict[str, DemoSize] = {
                      proj_dim=32, supervised_epochs=1, folds=2, mil_epochs=2, mil_lr=1e-3, min_steps=20,
                      bootstrap=50, lesion_contrast=2.0, lesion_size_mm=(20.0, 60.0), workers=0),
     # the default: the CPU recipe of docs/pretraining.md, ≤ 10 min on 2 CPU cores with setup (benchmarks/RESULTS.md)
-    "small": DemoSize(patients=200, external_patients=100, image_px=128, slices=32, arch="resnet_tiny", epochs=5,
-                      batch_size=64, lr=2e-3, lam=1.0, lesion_share=0.5, lesion_crop_scale=(2.0, 4.0), mlp_dim=512,
-                      proj_dim=128, supervised_epochs=2, folds=5, mil_epochs=32, mil_lr=1e-3, min_steps=200,
+    "small": DemoSize(patients=200, external_patients=100, image_px=128, slices=32, arch="resnet_tiny", epochs=2,
+                      batch_size=64, lr=4e-3, lam=1.0, lesion_share=0.5, lesion_crop_scale=(2.0, 4.0), mlp_dim=512,
+                      proj_dim=128, supervised_epochs=4, folds=5, mil_epochs=32, mil_lr=1e-3, min_steps=200,
                       bootstrap=500, lesion_contrast=4.0, lesion_size_mm=(30.0, 80.0), workers=1),
     # a GPU run: the paper's encoder and image size, a DeepLesion-sized slice count per epoch is still far away
     "full": DemoSize(patients=1000, external_patients=300, image_px=512, slices=64, arch="vit_conv_base",
