@@ -128,23 +128,37 @@ def run_curve(command: str, cfg: Any, out: Path, shares: Sequence[float] = SHARE
     return rows
 
 
+def headline(rows: list[dict], metric: str = "auroc") -> list[dict]:
+    """The rows of one curve that a plot or a summary shows: ``metric`` for the macro mean, or for the single target
+    of a one-target task."""
+    mine = [r for r in rows if r["metric"] == metric]
+    target = "macro" if any(r["target"] == "macro" for r in mine) else (mine[0]["target"] if mine else "")
+    return [r for r in mine if r["target"] == target]
+
+
+def draw_curves(ax, rows: list[dict], metric: str = "auroc", x: str = "train_patients") -> None:
+    """One line per ``command`` (with its 95 % bootstrap CI as a band) of held-out ``metric`` against ``x``
+    (``train_patients`` or ``share``) on ``ax``."""
+    for command in sorted({r["command"] for r in rows}):
+        mine = headline([r for r in rows if r["command"] == command], metric)
+        pts = sorted((r[x], r["value"], r["ci_low"], r["ci_high"]) for r in mine)
+        if not pts:
+            continue
+        n, v, lo, hi = (np.array(c, dtype=float) for c in zip(*pts))
+        ax.plot(n, v, marker="o", label=f"{command} ({mine[0]['target']})")
+        ax.fill_between(n, lo, hi, alpha=0.2)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    label = "training patients (nested shares)" if x == "train_patients" else "share of labelled training patients"
+    ax.set(xlabel=label, ylabel=f"held-out {metric}", ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+
+
 def curve_figure(rows: list[dict], stem: Path, metric: str = "auroc") -> list[Path]:
     """Held-out ``metric`` (macro, or the single target) against the number of training patients, with the 95 %
     bootstrap CI as a band — one line per command."""
     from clearct.evaluate.plots import plt, save_figure
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for command in sorted({r["command"] for r in rows}):
-        mine = [r for r in rows if r["command"] == command and r["metric"] == metric]
-        target = "macro" if any(r["target"] == "macro" for r in mine) else (mine[0]["target"] if mine else "")
-        pts = sorted((r["train_patients"], r["value"], r["ci_low"], r["ci_high"]) for r in mine if r["target"] == target)
-        if not pts:
-            continue
-        n, v, lo, hi = (np.array(c, dtype=float) for c in zip(*pts))
-        ax.plot(n, v, marker="o", label=f"{command} ({target})")
-        ax.fill_between(n, lo, hi, alpha=0.2)
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="training patients (nested shares)", ylabel=f"held-out {metric}", ylim=(0, 1.01),
-           title="data efficiency")
-    ax.legend(loc="lower right", fontsize=8)
+    draw_curves(ax, rows, metric)
+    ax.set_title("data efficiency")
     return save_figure(fig, stem)

@@ -5,6 +5,7 @@ cohort and then one MIL cross-validation per task on the existing features; the 
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 from clearct.common.compute import load_compute
@@ -28,6 +29,19 @@ def cost_of(folder: Path, stage: str) -> dict:
             **{k: total.get(k) for k in FIELDS}}
 
 
+def training_budget(encoder: Path) -> tuple[int, float, float]:
+    """(steps, images/s of the last logged step, training-loop minutes = steps × batch / that rate) of a pretrained
+    run folder — the x-axis of a learning-vs-budget frontier. The loop alone: the slice cache is built once and
+    shared, and a run's wall time on a shared machine says more about the neighbours than about the recipe."""
+    import json
+
+    with open(encoder / "pretrain-log.csv", newline="") as fh:
+        last = list(csv.DictReader(fh))[-1]
+    batch = json.loads((encoder / "encoder.json").read_text())["info"]["training"]["batch_size"]
+    steps, rate = int(last["step"]), float(last["images_per_s"])
+    return steps, rate, steps * batch / rate / 60
+
+
 def one_more_task(*, mil: Path, finetune3d: Path, pretrain: Path | None = None,
                   extract: Path | None = None) -> dict:
     """Rows per stage (``once``: CLEAR's pretraining and extraction; ``per task``: its MIL crossval and the 3D
@@ -40,18 +54,26 @@ def one_more_task(*, mil: Path, finetune3d: Path, pretrain: Path | None = None,
     return {"rows": [*once, clear, ft], "ratio_3d_over_clear": ratio}
 
 
+def _num(v: float | None, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
+    return "–" if v is None else fmt.format(v / scale)
+
+
+def cost_table(summary: dict) -> tuple[list[str], list[list[str]], str]:
+    """The summary's header, cells (wall and CPU seconds, TFLOPs, peak RSS / CUDA memory in GiB) and the sentence
+    with the per-task ratio — the parts of :func:`cost_markdown`, for a report's own table type."""
+    header = ["stage", "device", "wall s", "CPU s", "TFLOPs", "peak RSS GiB", "peak CUDA GiB"]
+    rows = [[r["stage"], r["device"], _num(r["wall_s"]), _num(r["cpu_s"]), _num(r["flops"], 1e12, "{:.3g}"),
+             _num(r["peak_rss_bytes"], 2**30, "{:.2f}"), _num(r["peak_cuda_bytes"], 2**30, "{:.2f}")]
+            for r in summary["rows"]]
+    q = summary["ratio_3d_over_clear"]
+    ratio = (f"One more task, 3D fine-tune / CLEAR MIL: wall {_num(q['wall_s'], fmt='{:.1f}×')}, "
+             f"CPU {_num(q['cpu_s'], fmt='{:.1f}×')}, FLOPs {_num(q['flops'], fmt='{:.0f}×')}.")
+    return header, rows, ratio
+
+
 def cost_markdown(summary: dict) -> str:
     """The summary as a markdown table (wall and CPU seconds, TFLOPs, peak RSS / CUDA memory in GiB)."""
-    def num(v: float | None, scale: float = 1.0, fmt: str = "{:.1f}") -> str:
-        return "–" if v is None else fmt.format(v / scale)
-
-    lines = ["| stage | device | wall s | CPU s | TFLOPs | peak RSS GiB | peak CUDA GiB |",
-             "|---|---|---|---|---|---|---|"]
-    for r in summary["rows"]:
-        lines.append(f"| {r['stage']} | {r['device']} | {num(r['wall_s'])} | {num(r['cpu_s'])} | "
-                     f"{num(r['flops'], 1e12, '{:.3g}')} | {num(r['peak_rss_bytes'], 2**30, '{:.2f}')} | "
-                     f"{num(r['peak_cuda_bytes'], 2**30, '{:.2f}')} |")
-    q = summary["ratio_3d_over_clear"]
-    lines.append(f"\nOne more task, 3D fine-tune / CLEAR MIL: wall {num(q['wall_s'], fmt='{:.1f}×')}, "
-                 f"CPU {num(q['cpu_s'], fmt='{:.1f}×')}, FLOPs {num(q['flops'], fmt='{:.0f}×')}.")
-    return "\n".join(lines) + "\n"
+    header, rows, ratio = cost_table(summary)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + f"\n\n{ratio}\n"
