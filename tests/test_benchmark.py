@@ -18,6 +18,9 @@ TINY = {
     "mlp_dim": 32, "proj_dim": 16, "drasclr_epochs": 1, "drasclr_batch_size": 16, "drasclr_channels": [4, 8],
     "drasclr_queue": 16, "drasclr_grid_mm": 80, "drasclr_voxel_mm": 5, "folds": 2, "stage_folds": 2,
     "test_frac": 0.25, "mil_epochs": 1, "min_steps": 5, "bootstrap": 20, "loader_workers": 0, "device": "cpu",
+    # data-efficiency curves: one CLEAR family and the 3D fine-tune at two shares, a toy 3D network
+    "curve_shares": [0.5, 1.0], "curve_encoders": ["lecl-3"], "curve_folds": 2,
+    "finetune3d_grid": [8, 16, 16], "finetune3d_width": 0.25, "finetune3d_epochs": 1,
 }
 
 
@@ -71,6 +74,38 @@ def test_plan_respects_tasks_and_rejects_unknown_names(tmp_path):
         bm.plan(BenchmarkConfig(out=tmp_path, encoders=["simclr"]), tmp_path)
     with pytest.raises(ValueError, match="unknown task"):
         BenchmarkConfig(out=tmp_path, tasks="location,survival")
+
+
+def test_plan_curve_steps_read_the_benchmark_features_with_one_seed_and_test_share(tmp_path):
+    cfg = BenchmarkConfig(out=tmp_path, **{**TINY, "curve_encoders": ["lecl-3", "supervised", "drasclr"]})
+    steps = bm.plan(cfg, tmp_path)
+    by_name = {s.name: s for s in steps}
+    curves = [s for s in steps if s.name.startswith("curve ")]
+    # supervised is not a benchmark encoder here: skipped; DrasCLR enters the lung task only; curves come last
+    assert [s.name for s in curves] == ["curve lecl-3 location", "curve finetune3d location", "curve lecl-3 lung",
+                                        "curve drasclr lung", "curve finetune3d lung"]
+    assert steps[-len(curves):] == curves
+    assert by_name["curve lecl-3 location"].config.run.features == by_name["extract lecl-3 train-both"].out
+    assert by_name["curve drasclr lung"].config.run.features == by_name["extract drasclr train-lung"].out
+    for task, windows in (("location", ["lung", "abdomen"]), ("lung", ["lung"])):
+        runs = [s.config.run for s in curves if s.name.endswith(task)]
+        # the settings that draw the held-out patients and the nested shares are the same for every family
+        keys = ("labels", "targets", "task", "seed", "test_frac", "folds", "val_frac", "nested", "split_column")
+        assert len({tuple(str(getattr(r, k)) for k in keys) for r in runs}) == 1
+        assert runs[0].test_frac == cfg.test_frac and runs[0].folds == cfg.curve_folds
+        ft = by_name[f"curve finetune3d {task}"].config.run
+        assert ft.scans == tmp_path / "cohorts/train/scans.csv" and ft.windows == windows
+        assert ft.grid == [8, 16, 16] and ft.cache_dir == tmp_path / "volume-cache"
+    # a curve step reads its features: re-extracting re-runs it (nested config paths count as upstream)
+    extract = by_name["extract lecl-3 train-both"]
+    extract.out.mkdir(parents=True)
+    (extract.out / bm.MARKER).write_text("{}")
+    assert list(bm.upstream_markers(by_name["curve lecl-3 location"], steps)) == [extract.name]
+    assert not any(s.name.startswith("curve") for s in bm.plan(cfg.model_copy(update={"curves": False}), tmp_path))
+    with pytest.raises(ClearctError, match="unknown benchmark encoder"):
+        bm.plan(cfg.model_copy(update={"curve_encoders": ["lecl1"]}), tmp_path)
+    with pytest.raises(ValueError, match="curve_shares"):
+        BenchmarkConfig(out=tmp_path, curve_shares=[0.0, 1.0])
 
 
 def test_step_marker_reuses_only_the_same_config(tmp_path):
@@ -156,6 +191,41 @@ def test_tiny_benchmark_end_to_end_and_resume(tmp_path, capsys):
     assert {p: p.stat().st_mtime_ns for p in out.rglob(bm.MARKER)} == markers
     assert {p: p.stat().st_mtime_ns for p in (out / "features").rglob("*.h5")} == h5
     assert "0 step(s) ran" in capsys.readouterr().out
+    _check_curves(out, cfg)
+
+
+def _check_curves(out: Path, cfg: BenchmarkConfig) -> None:
+    """The data-efficiency section of the tiny run: one row per family × task × share, nested shares, one
+    held-out set per task for every family, the figure and the cost of one more task for both routes."""
+    import csv
+
+    results = out / "results"
+    with open(results / "curves.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    families = ["CLEAR lecl-3", "3D fine-tune"]
+    keys = sorted((r["task"], r["family"], float(r["share"])) for r in rows)
+    assert keys == sorted((t, f, s) for t in ("location", "lung") for f in families for s in (0.5, 1.0))
+    assert {r["metric"] for r in rows} == {"auroc"} and {r["target"] for r in rows} == {"macro"}
+    for task in ("location", "lung"):
+        splits = {(fam, s): json.loads((out / "curves" / task / fam / f"share-{s:g}" / "splits.json").read_text())
+                  for fam in ("lecl-3", "finetune3d") for s in (0.5, 1.0)}
+        train = {k: {p for j in sp["jobs"] for p in j["train"] + j["val"] + j["test"]} for k, sp in splits.items()}
+        held = {tuple(sp["holdout"]) for sp in splits.values()}
+        assert len(held) == 1 and held.pop()  # the same held-out patients for every family and share
+        for s in (0.5, 1.0):  # the same training patients too: one draw of nested shares for both families
+            assert train["lecl-3", s] == train["finetune3d", s]
+        assert train["lecl-3", 0.5] < train["lecl-3", 1.0]  # nested shares
+    report = (results / "report.md").read_text()
+    assert "## Data efficiency" in report and "![held-out AUROC vs share" in report
+    assert (results / "curves.png").stat().st_size > 5000
+    compute = json.loads((results / "results.json").read_text())["curves"]["compute"]
+    assert set(compute) == {"location", "lung"} and compute["lung"]["encoder"] == "lecl-3"
+    stages = {r["stage"]: r for r in compute["location"]["rows"]}
+    assert {"CLEAR pretrain (once)", "CLEAR extract (once)"} <= set(stages)
+    for route in ("CLEAR: one more task (MIL crossval)", "3D: one more task (finetune3d)"):
+        assert stages[route]["flops"] > 0 and route in report
+    assert compute["location"]["ratio_3d_over_clear"]["flops"] > 0
+    assert "location: at the smallest share (0.5" in report
 
 
 def test_benchmark_yaml_is_a_valid_config():

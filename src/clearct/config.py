@@ -367,7 +367,8 @@ class ImportConfig(CommandConfig):
 
 
 class BenchmarkConfig(CommandConfig):
-    """The synthetic benchmark (docs/benchmark.md). Defaults: the 2-CPU-core size (≈ 30–40 min on an idle machine)."""
+    """The synthetic benchmark (docs/benchmark.md). Defaults: the 2-CPU-core size (≈ 30–40 min on an idle machine,
+    plus ≈ 11–23 min for the data-efficiency curves)."""
 
     out: Path = Field(..., description="output folder (cohorts, encoders, features, task results; a re-run resumes)")
     encoders: list[str] = Field(
@@ -415,13 +416,41 @@ class BenchmarkConfig(CommandConfig):
     min_steps: int = Field(200, ge=0, description="floor on ABMIL optimizer steps per model (see docs/mil.md)")
     bootstrap: int = Field(200, ge=0, description="patient-bootstrap resamples for CIs and held-out sd")
     loader_workers: int = Field(1, ge=0, description="data-loader / read-ahead workers of pretrain and extract")
+    # --- data-efficiency curves and the cost of one more task (docs/efficiency.md) ---
+    curves: bool = Field(True, description="data-efficiency curves: each family trained on nested shares of the "
+                         "labelled training patients, evaluated on one held-out test set per task")
+    curve_shares: list[float] = Field([0.1, 0.25, 0.5, 1.0], description="shares of the training patients (0, 1]")
+    curve_encoders: list[str] = Field(["lecl-1", "random", "supervised"],
+                                      description="encoders whose CLEAR features get a curve (those not in encoders "
+                                      "are skipped)")
+    curve_tasks: list[str] = Field(["location", "lung"], description="tasks with curves (those not in tasks are "
+                                   "skipped)")
+    curve_folds: int = Field(3, ge=2, description="cross-validation folds inside each share (a curve is one "
+                             "cross-validation per share, hence fewer than folds)")
+    curve_finetune3d: bool = Field(True, description="add the end-to-end 3D fine-tune (clearct finetune3d) as a "
+                                   "curve family")
+    finetune3d_arch: Literal[ARCHS_3D] = Field(  # type: ignore[valid-type]
+        "resnet10", description="3D network of the curves' finetune3d family (see clearct finetune3d --arch)"
+    )
+    finetune3d_width: float = Field(0.5, gt=0, description="channel width factor of the 3D ResNet")
+    finetune3d_grid: list[int] = Field([32, 64, 64], description="3D input grid z,y,x in voxels")
+    finetune3d_epochs: int = Field(6, ge=1, description="maximum 3D training epochs per fold")
+    finetune3d_batch_size: int = Field(4, ge=1, description="volumes per 3D optimizer step")
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     seed: int = Field(0, description="random seed (cohorts use seed, seed + 1, seed + 2)")
 
     _split = field_validator("encoders", "tasks", "lesion_size_mm", "drasclr_channels", "lesion_crop_scale",
+                             "curve_shares", "curve_encoders", "curve_tasks", "finetune3d_grid",
                              mode="before")(_split_list)
 
-    @field_validator("tasks")
+    @field_validator("curve_shares")
+    @classmethod
+    def _shares_in_range(cls, value: list[float]) -> list[float]:
+        if not value or min(value) <= 0 or max(value) > 1:
+            raise ValueError(f"curve_shares must lie in (0, 1], got {value}")
+        return sorted(set(value))
+
+    @field_validator("tasks", "curve_tasks")
     @classmethod
     def _known_tasks(cls, value: list[str]) -> list[str]:
         unknown = sorted(set(value) - {"location", "lung", "stage"})

@@ -133,6 +133,123 @@ def comparison_rows(results: dict[str, dict[str, dict]]) -> list[list[str]]:
     return rows
 
 
+def _ci(r: dict) -> str:
+    return f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" if math.isfinite(r["value"]) else "–"
+
+
+def _tasks(rows: list[dict]) -> list[str]:
+    return list(dict.fromkeys(r["task"] for r in rows))
+
+
+def curves_figure(rows: list[dict], stem: Path) -> list[Path]:
+    """Held-out AUROC against the share of labelled training patients: one panel per task, one line (with its
+    95 % patient-bootstrap CI band) per family — :func:`clearct.evaluate.curves.draw_curves` on each panel."""
+    from clearct.evaluate.curves import draw_curves
+    from clearct.evaluate.plots import plt, save_figure
+
+    tasks = _tasks(rows)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        mine = [{**r, "command": r["family"]} for r in rows if r["task"] == task]  # draw_curves: a line per command
+        draw_curves(ax, mine, x="share")
+        ax.set_xticks(sorted({r["share"] for r in mine}))
+        ax.set_title(task, fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, stem)
+
+
+def curve_table(rows: list[dict]) -> Table:
+    """Rows = task × family, columns = shares, cells the held-out AUROC [95 % CI]; the caption gives the training
+    and test patients per share."""
+    shares = sorted({r["share"] for r in rows})
+    cell = {(r["task"], r["family"], r["share"]): r for r in rows}
+    keys = list(dict.fromkeys((r["task"], r["family"]) for r in rows))
+    body = [[t, f, *(_ci(cell[t, f, s]) if (t, f, s) in cell else "–" for s in shares)] for t, f in keys]
+    sizes = []
+    for task in _tasks(rows):
+        n = {r["share"]: int(r["train_patients"]) for r in rows if r["task"] == task}
+        test = next(int(r["test_patients"]) for r in rows if r["task"] == task)
+        sizes.append(f"{task}: {' / '.join(str(n[s]) for s in shares if s in n)} training, {test} test patients")
+    caption = ("held-out AUROC (macro over the task's classes) of each share's fold ensemble [95 % patient-bootstrap "
+               "CI]; " + "; ".join(sizes))
+    return Table(["task", "family", *(f"share {s:g}" for s in shares)], body, caption)
+
+
+def _best(rows: list[dict]) -> dict | None:
+    finite = [r for r in rows if math.isfinite(r["value"])]
+    return max(finite, key=lambda r: r["value"]) if finite else None
+
+
+def _three_d_clause(rows: list[dict]) -> str:
+    """Whether the 3D fine-tune is above every CLEAR family at some share, and whether the CIs separate them."""
+    ft = {r["share"]: r for r in rows if r["command"] == "finetune3d" and math.isfinite(r["value"])}
+    if not ft:
+        return ""
+    wins, separated = [], []
+    for share, r in sorted(ft.items()):
+        clear = _best([c for c in rows if c["share"] == share and c["command"] != "finetune3d"])
+        if clear is None or r["value"] > clear["value"]:
+            wins.append(f"{share:g}")
+            if clear is None or r["ci_low"] > clear["ci_high"]:
+                separated.append(f"{share:g}")
+    if not wins:
+        return "; the 3D fine-tune is not above the best CLEAR family at any share"
+    sep = f"its CI above theirs at {', '.join(separated)}" if separated else "the CIs overlap"
+    return f"; the 3D fine-tune is above every CLEAR family at share{'s' * (len(wins) > 1)} {', '.join(wins)} ({sep})"
+
+
+def curve_sentence(task: str, rows: list[dict]) -> str:
+    """One sentence from the numbers of one task: the best family at the smallest share (and whether its CI clears
+    the others'), whether the 3D route wins anywhere, and whether everything is at chance."""
+    mine = [r for r in rows if r["task"] == task]
+    smallest = min(r["share"] for r in mine)
+    at = [r for r in mine if r["share"] == smallest]
+    best = _best(at)
+    if best is None:
+        return f"{task}: no finite held-out AUROC at share {smallest:g}."
+    text = (f"{task}: at the smallest share ({smallest:g}, {int(best['train_patients'])} training patients) "
+            f"{best['family']} is highest ({_ci(best)})")
+    rivals = [r for r in at if r is not best and math.isfinite(r["value"])]
+    if rivals:
+        clear = all(r["ci_high"] < best["ci_low"] for r in rivals)
+        text += ", its CI above every other family's" if clear else ", within the CI of another family"
+    text += _three_d_clause(mine)
+    finite = [r for r in mine if math.isfinite(r["value"])]
+    if all(r["ci_low"] <= 0.5 <= r["ci_high"] for r in finite):
+        text += "; every CI contains 0.5 (chance level) at this size"
+    return text + "."
+
+
+def cost_tables(cfg, compute: dict[str, dict]) -> list[Table]:
+    """The cost of one more task per curve task, as :func:`clearct.evaluate.efficiency.cost_table` renders it."""
+    from clearct.evaluate.efficiency import cost_table
+
+    tables = []
+    for task, summary in compute.items():
+        header, rows, ratio = cost_table(summary)
+        tables.append(Table(header, rows, f"{task}: the cost of one more task — CLEAR with {summary['encoder']} "
+                            f"({cfg.curve_folds}-fold MIL crossval at share {max(cfg.curve_shares):g}) against the "
+                            f"3D fine-tune on the same patients and folds. {ratio}"))
+    return tables
+
+
+def add_curves(report: Report, cfg, curves: dict, figure: str) -> None:
+    """The "Data efficiency" section: figure, the curve table, one sentence per task and the compute tables."""
+    rows = curves["rows"]
+    three_d = (f"3D fine-tune: `{cfg.finetune3d_arch}` width {cfg.finetune3d_width:g} on a "
+               f"{'×'.join(map(str, cfg.finetune3d_grid))} grid, ≤ {cfg.finetune3d_epochs} epochs, batch "
+               f"{cfg.finetune3d_batch_size}" if cfg.curve_finetune3d else "no 3D family")
+    section = report.add(
+        "Data efficiency",
+        f"Each family is trained on nested shares ({', '.join(f'{s:g}' for s in cfg.curve_shares)}) of the "
+        f"labelled training patients, {cfg.curve_folds}-fold cross-validated inside each share, and its fold "
+        f"ensemble predicts the same held-out test patients ({cfg.test_frac:g} of the cohort, seed {cfg.seed}) for "
+        f"every share and family. CLEAR: ABMIL on the benchmark's features of each curve encoder; {three_d}.",
+        *(curve_sentence(task, rows) for task in _tasks(rows)))
+    section.figures.append(Figure(figure, "held-out AUROC vs share of labelled training patients (95 % CI bands)"))
+    section.tables += [curve_table(rows), *cost_tables(cfg, curves["compute"])]
+
+
 def build_report(cfg, results: dict, machine: dict, figure: str, step_seconds: float) -> Report:
     report = Report("clearct benchmark — CLEAR's encoder comparison on synthetic CT")
     load = f"load average {machine['load_start'][0]:.1f} at start, {machine['load_end'][0]:.1f} at the end"
@@ -161,13 +278,23 @@ def build_report(cfg, results: dict, machine: dict, figure: str, step_seconds: f
     return report
 
 
-def write_results(cfg, root: Path, results: dict, machine: dict, step_seconds: float = float("nan")) -> dict[str, Path]:
-    """Write ``results/{results.json, tables.md, lambda.png|svg, report.md|html}``; returns their paths."""
+def write_results(cfg, root: Path, results: dict, machine: dict, step_seconds: float = float("nan"),
+                  curves: dict | None = None) -> dict[str, Path]:
+    """Write ``results/{results.json, tables.md, lambda.png|svg, report.md|html}`` and, with curve rows,
+    ``curves.csv`` and ``curves.png|svg``; returns their paths."""
+    from clearct.evaluate.tables import write_csv
+
     folder = root / "results"
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "results.json", json.dumps({"machine": machine, "auroc": results}, indent=1))
+    curves = curves or {"rows": [], "compute": {}}
+    atomic_write_text(folder / "results.json", json.dumps({"machine": machine, "auroc": results, "curves": curves},
+                                                          indent=1))
     lambda_figure(results, folder / "lambda")
     report = build_report(cfg, results, machine, "lambda.png", step_seconds)
+    if curves["rows"]:
+        write_csv(folder / "curves.csv", curves["rows"])
+        curves_figure(curves["rows"], folder / "curves")
+        add_curves(report, cfg, curves, "curves.png")
     write_report(report, folder)
     tables = Report(report.title, [s for s in report.sections if s.tables])
     atomic_write_text(folder / "tables.md", to_markdown(tables))

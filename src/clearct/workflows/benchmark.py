@@ -8,7 +8,10 @@ OUT/cohorts/{train,external,stage}/     clearct synth (train: pretraining + Task
 OUT/encoders/<encoder>/                  clearct pretrain (random init needs none); OUT/slice-cache is shared
 OUT/features/<encoder>/<cohort>-<win>/   clearct extract, once per encoder and cohort, reused by every task
 OUT/tasks/<encoder>/<task>/              clearct crossval / deploy
-OUT/results/                             tables.md, results.json, lambda.png/svg, report.md/html, steps.json
+OUT/curves/<task>/<encoder|finetune3d>/  data-efficiency curves (evaluate.curves.run_curve): share-<s>/ runs,
+                                         curve.csv; OUT/volume-cache is the 3D family's shared volume cache
+OUT/results/                             tables.md, results.json, lambda.png/svg, curves.csv, curves.png/svg,
+                                         report.md/html, steps.json
 ```
 
 A step that finished writes ``benchmark-step.json`` (its config and the hashes of the markers of the steps whose
@@ -31,8 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
@@ -42,8 +47,10 @@ from clearct.config import (
     CrossvalConfig,
     DeployConfig,
     ExtractConfig,
+    Finetune3dConfig,
     PretrainConfig,
     SynthConfig,
+    ValidationConfig,
 )
 from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
 
@@ -175,17 +182,93 @@ def _task_steps(cfg: BenchmarkConfig, enc: Encoder, root: Path) -> list[Step]:
     return steps
 
 
+class CurveStep(BaseModel):
+    """A curve step's config: the arguments of :func:`clearct.evaluate.curves.run_curve`. ``run`` is the family's
+    command config; its folds, seed and ``test_frac`` fix the held-out patients and the nested shares."""
+
+    model_config = ConfigDict(extra="forbid")
+    command: Literal["crossval", "finetune3d"]
+    run: CrossvalConfig | Finetune3dConfig
+    out: Path
+    shares: list[float]
+
+
+def run_curve_step(step: CurveStep) -> int:
+    from clearct.evaluate.curves import run_curve
+
+    run_curve(step.command, step.run, step.out, step.shares)
+    return 0
+
+
+def _task_crossval(cfg: BenchmarkConfig, enc: Encoder, root: Path, task: str) -> CrossvalConfig | None:
+    """The benchmark's own crossval config of ``task`` for ``enc``; None where the benchmark does not run it (task
+    not in ``cfg.tasks``, or DrasCLR outside the lung task)."""
+    name = f"crossval {enc.name} {task}"
+    return next((s.config for s in _task_steps(cfg, enc, root) if s.name == name), None)
+
+
+def _curve_runs(cfg: BenchmarkConfig, out: Path) -> dict:
+    # one seed, one test_frac and one fold count for every family of a task: run_curve then draws the same
+    # held-out patients and the same nested shares for all of them (the lung task has no held-out set of its own)
+    return {"folds": cfg.curve_folds, "test_frac": cfg.test_frac, "splits": None, "out": out}
+
+
+def _finetune3d_curve(cfg: BenchmarkConfig, base: CrossvalConfig, windows: list[str], root: Path,
+                      out: Path) -> Finetune3dConfig:
+    """The 3D family of a task: the crossval's labels, targets, task type and validation settings, on the volumes
+    of the same cohort (``scans.csv`` beside its ``labels.csv``) in the same HU windows as the task's features."""
+    shared = {k: getattr(base, k) for k in ValidationConfig.model_fields}
+    return Finetune3dConfig(**{**shared, **_curve_runs(cfg, out)}, scans=base.labels.parent / "scans.csv",
+                            arch=cfg.finetune3d_arch, width=cfg.finetune3d_width, grid=cfg.finetune3d_grid,
+                            epochs=cfg.finetune3d_epochs, batch_size=cfg.finetune3d_batch_size, windows=windows,
+                            cache_dir=root / "volume-cache", workers=cfg.loader_workers)
+
+
+def curve_encoders(cfg: BenchmarkConfig) -> list[Encoder]:
+    """The curve encoders the benchmark runs (``curve_encoders`` ∩ ``encoders``, in ``curve_encoders`` order); every
+    name is parsed first, so a misspelt one is an error rather than a silently missing curve."""
+    wanted = [parse_encoder(e) for e in cfg.curve_encoders]
+    return [e for e in wanted if e.name in cfg.encoders]
+
+
+def _curve_steps(cfg: BenchmarkConfig, root: Path) -> list[Step]:
+    """Per curve task: one step per curve encoder (run_curve of crossval on the features the benchmark extracted)
+    and, with ``curve_finetune3d``, one for the 3D fine-tune on the volumes."""
+    if not cfg.curves:
+        return []
+    steps = []
+    function = "clearct.workflows.benchmark:run_curve_step"
+    for task in cfg.curve_tasks:
+        folder = root / "curves" / task
+        for enc in curve_encoders(cfg):
+            base = _task_crossval(cfg, enc, root, task)
+            if base is not None:
+                run = base.model_copy(update=_curve_runs(cfg, folder / enc.name))
+                step = CurveStep(command="crossval", run=run, out=folder / enc.name, shares=cfg.curve_shares)
+                steps.append(Step(f"curve {enc.name} {task}", function, step, step.out))
+        # labels, targets and task type do not depend on the encoder; random init stands in for any 2D encoder
+        ref = parse_encoder("random")
+        base = _task_crossval(cfg, ref, root, task)
+        if cfg.curve_finetune3d and base is not None:
+            windows = feature_sets(ref, cfg.tasks)[base.features.name][1]
+            run = _finetune3d_curve(cfg, base, windows, root, folder / "finetune3d")
+            step = CurveStep(command="finetune3d", run=run, out=folder / "finetune3d", shares=cfg.curve_shares)
+            steps.append(Step(f"curve finetune3d {task}", function, step, step.out))
+    return steps
+
+
 def plan(cfg: BenchmarkConfig, root: Path) -> list[Step]:
     """Every step of the benchmark in run order (pure: nothing is run or written).
 
     The cohorts come first, then one encoder after the other (pretrain, extract, tasks) in ``cfg.encoders``
-    order, so a run that is stopped early has complete rows for the encoders it reached."""
+    order, so a run that is stopped early has complete rows for the encoders it reached; the data-efficiency
+    curves come last (they read the features of the curve encoders)."""
     steps = _synth_steps(cfg, root)
     for e in map(parse_encoder, cfg.encoders):
         if e.method is not None:
             steps.append(_pretrain_step(cfg, e, root))
         steps += _extract_steps(cfg, e, root) + _task_steps(cfg, e, root)
-    return steps
+    return steps + _curve_steps(cfg, root)
 
 
 def encoder_order(name: str) -> tuple[int, float]:
@@ -196,16 +279,34 @@ def encoder_order(name: str) -> tuple[int, float]:
 
 # --- running with per-step resume ----------------------------------------------------------------------------
 
+def _result_fields(data: object) -> object:
+    """``data`` without the fields that do not change a result, at every depth (a curve step nests its command's
+    config)."""
+    if isinstance(data, dict):
+        return {k: _result_fields(v) for k, v in data.items() if k not in _NOT_RESULT}
+    return data
+
+
 def _fingerprint(config: object) -> dict:
-    data = config.model_dump(mode="json")
-    return {k: v for k, v in data.items() if k not in _NOT_RESULT}
+    return _result_fields(config.model_dump(mode="json"))
+
+
+def _paths(value: object) -> list[Path]:
+    """The paths in a (nested) config dump."""
+    if isinstance(value, Path):
+        return [value]
+    if isinstance(value, dict):
+        return [p for v in value.values() for p in _paths(v)]
+    if isinstance(value, list | tuple):
+        return [p for v in value for p in _paths(v)]
+    return []
 
 
 def upstream_markers(step: Step, earlier: list[Step]) -> dict[str, str]:
     """sha256 of the markers of the earlier steps whose folders this step reads (a path of its config lies in
     one). A marker is rewritten whenever its step runs again, so a re-run upstream step (new features, new fold
     models) makes every step that reads its output run again too."""
-    paths = [Path(v) for v in step.config.model_dump().values() if isinstance(v, Path)]
+    paths = _paths(step.config.model_dump())
     used = {}
     for s in earlier:
         marker = s.out / MARKER
@@ -275,7 +376,8 @@ def run_benchmark(cfg: BenchmarkConfig) -> int:
     (root / "results").mkdir(exist_ok=True)
     atomic_write_text(root / "results" / "steps.json", json.dumps({"steps": times, "machine": machine}, indent=1))
     results = collect(root, sorted(cfg.encoders, key=encoder_order), n_boot=max(cfg.bootstrap, 100), seed=cfg.seed)
-    paths = write_results(cfg, root, results, machine, sum(t["seconds"] for t in times.values()))
+    paths = write_results(cfg, root, results, machine, sum(t["seconds"] for t in times.values()),
+                          collect_curves(cfg, root, steps))
     ran = sum(t["status"] == "ran" for t in times.values())
     print(f"\nbenchmark: {ran} step(s) ran, {len(steps) - ran} reused, {machine['wall_s']:.0f} s; "
           f"tables in {paths['tables']}, λ plot in {paths['lambda']}")
@@ -327,6 +429,55 @@ def collect(root: Path, encoders: list[str], *, n_boot: int, seed: int) -> dict[
             out[rs.key] = per_encoder
     return out
 
+
+
+_CURVE_NUMBERS = ("share", "train_patients", "test_patients", "value", "ci_low", "ci_high", "wall_s", "flops")
+
+
+def read_curve(step: Step) -> list[dict]:
+    """The headline rows (held-out macro AUROC, or the single target's) of a curve step's ``curve.csv``, one per
+    share, with the step's task and family; [] before the step has run."""
+    from clearct.evaluate.curves import headline
+
+    path = step.out / "curve.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    for r in rows:
+        for k in _CURVE_NUMBERS:
+            r[k] = float(r[k]) if r.get(k) not in (None, "") else math.nan
+    family = "3D fine-tune" if step.config.command == "finetune3d" else f"CLEAR {step.out.name}"
+    return [{"task": step.out.parent.name, "family": family, **r} for r in headline(rows)]
+
+
+def curve_costs(cfg: BenchmarkConfig, root: Path) -> dict[str, dict]:
+    """Per curve task, the cost of one more task (:func:`clearct.evaluate.efficiency.one_more_task`) at the largest
+    share: the MIL crossval of the first pretrained curve encoder (else the first) against the 3D fine-tune — the
+    same patients and folds — plus that encoder's pretraining and extraction, paid once per cohort."""
+    from clearct.evaluate.efficiency import one_more_task
+
+    encoders = sorted(curve_encoders(cfg), key=lambda e: e.method is None)  # stable: pretrained ones first
+    share = f"share-{max(cfg.curve_shares):g}"
+    out = {}
+    for task in cfg.curve_tasks:
+        for enc in encoders:
+            base = _task_crossval(cfg, enc, root, task)
+            mil, ft = root / "curves" / task / enc.name / share, root / "curves" / task / "finetune3d" / share
+            if base is None or not (mil / "compute.json").is_file() or not (ft / "compute.json").is_file():
+                continue
+            pretrain = root / "encoders" / enc.name
+            out[task] = {"encoder": enc.name, **one_more_task(
+                mil=mil, finetune3d=ft, extract=base.features,
+                pretrain=pretrain if (pretrain / "compute.json").is_file() else None)}
+            break
+    return out
+
+
+def collect_curves(cfg: BenchmarkConfig, root: Path, steps: list[Step]) -> dict:
+    """{"rows": headline rows of every curve step, "compute": {task: cost of one more task}}."""
+    rows = [r for s in steps if isinstance(s.config, CurveStep) for r in read_curve(s)]
+    return {"rows": rows, "compute": curve_costs(cfg, root) if rows else {}}
 
 
 def read_metric_rows(path: Path) -> list[dict]:
