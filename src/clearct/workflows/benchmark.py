@@ -66,8 +66,8 @@ TASK_ENCODERS = {"location": "2d", "lung": "all", "stage": "2d"}
 @dataclass(frozen=True)
 class Step:
     name: str  # e.g. "pretrain lecl-3"
-    function: str  # "module:function" of clearct.config.COMMANDS
-    config: object  # the command's config model
+    function: str  # "module:function": a command of clearct.config.COMMANDS, or run_curve_step
+    config: object  # the command's config model (a CurveStep for a curve)
     out: Path  # the step's folder (holds the marker)
 
 
