@@ -49,12 +49,15 @@ def main() -> None:
     parser.add_argument("--mil-lr", type=float, default=1e-3)
     parser.add_argument("--mil-epochs", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep a finished encoder in --out (resume an unfinished one) and extracted features")
     args, rest = parser.parse_known_args()
     extra = json.loads(args.pretrain_json)
     # remaining --flag value pairs are PretrainConfig fields (e.g. --lam 1 --epochs 2 --lesion-share 0.5)
     for flag, value in zip(rest[::2], rest[1::2]):
         extra[flag.lstrip("-").replace("-", "_")] = value
 
+    from clearct.evaluate.efficiency import training_budget
     from clearct.evaluate.probe import lesion_slice_probe
     from clearct.extract.run import run_extract
     from clearct.mil.crossval import run_crossval
@@ -74,14 +77,10 @@ def main() -> None:
         cfg = PretrainConfig(scans=source / "scans.csv", lesions=source / "lesions.csv", arch=args.arch,
                              method=args.method, image_size=args.image_size, out=out / "encoder",
                              workers=args.workers, **extra)
-        tick = time.perf_counter()
-        run_pretrain(cfg)
-        minutes = (time.perf_counter() - tick) / 60
-        with open(out / "encoder" / "pretrain-log.csv", newline="") as fh:
-            log = list(csv.DictReader(fh))
-        steps, rate = int(log[-1]["step"]), float(log[-1]["images_per_s"])
+        if not (args.reuse and (out / "encoder" / "encoder.json").is_file()):
+            run_pretrain(cfg.model_copy(update={"resume": args.reuse}))
+        steps, rate, minutes = training_budget(out / "encoder")
         batch = json.loads((out / "encoder" / "encoder.json").read_text())["info"]["training"]["batch_size"]
-        minutes = steps * batch / rate / 60  # the training loop (the last epoch's rate), not the cache build
         encoder = str(out / "encoder")
     size = args.extract_size or args.image_size
     run_extract(ExtractConfig(scans=args.cohort / "scans.csv", encoder=encoder, out=out / "features",
