@@ -54,7 +54,8 @@ class DemoSize:
 
     patients: int  # training cohort (pretraining and cross-validation)
     external_patients: int  # second cohort, other seed and the external acquisition preset
-    image_px: int  # synth in-plane size = the encoders' input size
+    image_px: int  # synth in-plane size
+    encoder_px: int  # the encoders' input size (a CNN pretrains and embeds at any size; smaller is faster)
     slices: int  # synth slices per scan
     arch: str  # encoder architecture of every arm
     epochs: int  # LECL pretraining epochs
@@ -78,19 +79,20 @@ class DemoSize:
 
 SIZES: dict[str, DemoSize] = {
     # a few seconds per stage: for tests
-    "test": DemoSize(patients=12, external_patients=6, image_px=64, slices=16, arch="resnet_tiny", epochs=1,
-                     batch_size=32, lr=2e-3, lam=1.0, lesion_share=0.5, lesion_crop_scale=(2.0, 4.0), mlp_dim=64,
-                     proj_dim=32, supervised_epochs=1, folds=2, mil_epochs=2, mil_lr=1e-3, min_steps=20,
+    "test": DemoSize(patients=12, external_patients=6, image_px=64, encoder_px=64, slices=16, arch="resnet_tiny",
+                     epochs=1, batch_size=32, lr=2e-3, lam=1.0, lesion_share=0.5, lesion_crop_scale=(2.0, 4.0),
+                     mlp_dim=64, proj_dim=32, supervised_epochs=1, folds=2, mil_epochs=2, mil_lr=1e-3, min_steps=20,
                      bootstrap=50, lesion_contrast=2.0, lesion_size_mm=(20.0, 60.0), workers=0),
     # the default: the CPU recipe of docs/pretraining.md, ≤ 10 min on 2 CPU cores with setup (benchmarks/RESULTS.md)
-    "small": DemoSize(patients=200, external_patients=100, image_px=128, slices=32, arch="resnet_tiny", epochs=2,
-                      batch_size=64, lr=4e-3, lam=1.0, lesion_share=0.5, lesion_crop_scale=(2.0, 4.0), mlp_dim=512,
-                      proj_dim=128, supervised_epochs=4, folds=5, mil_epochs=32, mil_lr=1e-3, min_steps=200,
+    # (encoders at 96 px on 128-px slices: 1.9× the 128-px training rate, the pretraining half of the demo's time)
+    "small": DemoSize(patients=200, external_patients=60, image_px=128, encoder_px=96, slices=32, arch="resnet_tiny",
+                      epochs=2, batch_size=64, lr=4e-3, lam=1.0, lesion_share=0.5, lesion_crop_scale=(2.0, 4.0),
+                      mlp_dim=512, proj_dim=128, supervised_epochs=4, folds=5, mil_epochs=32, mil_lr=1e-3, min_steps=200,
                       bootstrap=500, lesion_contrast=4.0, lesion_size_mm=(30.0, 80.0), workers=1),
     # a GPU run: the paper's encoder and image size, a DeepLesion-sized slice count per epoch is still far away
-    "full": DemoSize(patients=1000, external_patients=300, image_px=512, slices=64, arch="vit_conv_base",
-                     epochs=30, batch_size=256, lr=1.5e-4, lam=1.0, lesion_share=None, lesion_crop_scale=None,
-                     mlp_dim=4096, proj_dim=256, supervised_epochs=10, folds=5, mil_epochs=32, mil_lr=1e-4,
+    "full": DemoSize(patients=1000, external_patients=300, image_px=512, encoder_px=224, slices=64,
+                     arch="vit_conv_base", epochs=30, batch_size=256, lr=1.5e-4, lam=1.0, lesion_share=None,
+                     lesion_crop_scale=None, mlp_dim=4096, proj_dim=256, supervised_epochs=10, folds=5, mil_epochs=32, mil_lr=1e-4,
                      min_steps=2000, bootstrap=1000, lesion_contrast=1.0, lesion_size_mm=(10.0, 50.0), workers=8),
 }
 
@@ -151,7 +153,7 @@ def demo_stages(cfg: DemoConfig, size: DemoSize, root: Path, predict_scan: Path 
              "lesion_size_mm": list(size.lesion_size_mm), "workers": 2}
     common = {"device": cfg.device}
     pretrain = {"scans": at.cohort / "scans.csv", "lesions": at.cohort / "lesions.csv", "arch": size.arch,
-                "image_size": size.image_px, "batch_size": size.batch_size, "lr": size.lr,
+                "image_size": size.encoder_px, "batch_size": size.batch_size, "lr": size.lr,
                 "lesion_share": size.lesion_share, "resume": True, "seed": cfg.seed, "workers": size.workers,
                 "log_every": 5, "cache_dir": root / "slice-cache", **common}
     mil = {"folds": size.folds, "epochs": size.mil_epochs, "lr": size.mil_lr, "min_steps": size.min_steps,
@@ -182,7 +184,7 @@ def demo_stages(cfg: DemoConfig, size: DemoSize, root: Path, predict_scan: Path 
             stages.append(Stage(f"extract-{arm}" + ("-external" if name == "external" else ""),
                                 "clearct.extract.run:run_extract",
                                 ExtractConfig(scans=cohort / "scans.csv", encoder=encoder_spec(arm, size, at),
-                                              image_size=size.image_px if arm == "random" else None,
+                                              image_size=size.encoder_px if arm == "random" else None,
                                               out=at.features(arm, name), workers=size.workers, **common),
                                 f"{ARM_TITLES[arm]}: features of the {name} cohort, lung + abdomen window"))
     # positive control: the LECL features with the annotated lesions' key slices marked — separates "the MIL
