@@ -97,7 +97,8 @@ def test_demo_end_to_end_then_resumed(tmp_path, capsys):
     assert sum(r.startswith("attention/lecl/figures/") for r in md_images) == 3
     assert sum(r.startswith("attention/control/figures/") for r in md_images) == 3
     md = (out / "report.md").read_text()
-    for heading in ("Summary", "Cohorts", "Pretraining", "Lesion location: AUROC", "Lung abnormalities: AUROC",
+    for heading in ("Summary", "Cohorts", "Pretraining", "Lesion location: AUROC", "Learning against pretraining budget",
+                    "Lung abnormalities: AUROC",
                     "Attention over slices", "Attention over slices: positive control", "One scan: clearct predict",
                     "Stage times", "Where everything lies"):
         assert f"## {heading}" in md
@@ -112,6 +113,15 @@ def test_demo_end_to_end_then_resumed(tmp_path, capsys):
     # the targets table states every goal with its measured value and whether it was met
     summary = md.split("## Summary")[1].split("\n## ")[0]
     assert summary.count("| met |") + summary.count("| missed |") == 6
+    # a ceiling below the learning target makes a small LECL–ceiling gap hollow: the report must say so
+    ceiling = float(re.search(r"\| supervised ceiling \| (\d\.\d{3})", location).group(1))
+    assert ("only because the ceiling itself reaches" in summary) == (
+        ceiling < 0.80 and "| supervised ceiling − LECL, macro CV AUROC | " in summary
+        and "≤ 0.10 | met |" in summary)
+    # the recorded frontier with this run's two pretrained arms on it
+    frontier = md.split("## Learning against pretraining budget")[1].split("\n## ")[0]
+    assert "figures/frontier.png" in md_images and "Recorded frontier (" in frontier
+    assert sum(line.endswith("| this run |") for line in frontier.splitlines()) == 2
     assert re.search(r"within ±1 slice of a lesion of the predicted location \(LECL\) \| \d\.\d{3}", summary)
     marked = sorted((out / "features" / "control" / "cohort").glob("*.h5"))
     assert [p.name for p in marked] == [p.name for p in sorted((out / "features" / "lecl" / "cohort").glob("*.h5"))]

@@ -181,9 +181,9 @@ def demo_goals(location: dict[str, dict], targets: list[str], attention_share: f
 
 def goals_table(goals: list[Goal]) -> Table:
     rows = [[g.what, f"{g.measured:+.3f}" if "−" in g.what else f"{g.measured:.3f}",
-             f"{'≥' if g.above else '≤'} {g.wanted:.2f}",
-             ("met" + (f" ({g.caveat})" if g.caveat else "")) if g.met else "missed"] for g in goals]
-    return Table(["target", "measured", "wanted", ""], rows)
+             f"{'≥' if g.above else '≤'} {g.wanted:.2f}", "met" if g.met else "missed",
+             g.caveat if g.met else ""] for g in goals]
+    return Table(["target", "measured", "wanted", "", "note"], rows)
 
 
 def goals_sentence(goals: list[Goal]) -> str:
