@@ -79,8 +79,7 @@ def main() -> None:
                              workers=args.workers, **extra)
         if not (args.reuse and (out / "encoder" / "encoder.json").is_file()):
             run_pretrain(cfg.model_copy(update={"resume": args.reuse}))
-        steps, rate, minutes = training_budget(out / "encoder")
-        batch = json.loads((out / "encoder" / "encoder.json").read_text())["info"]["training"]["batch_size"]
+        steps, batch, rate, minutes = training_budget(out / "encoder")
         encoder = str(out / "encoder")
     size = args.extract_size or args.image_size
     run_extract(ExtractConfig(scans=args.cohort / "scans.csv", encoder=encoder, out=out / "features",

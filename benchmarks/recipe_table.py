@@ -48,6 +48,7 @@ def _machine() -> str:
 def frontier(rows: list[dict], cohort: str) -> None:
     writer = csv.DictWriter(sys.stdout, FRONTIER)
     writer.writeheader()
+    machine = _machine()
     for r in rows:
         settings = json.loads(r["settings"])
         recipe = (r["arch"] == "resnet_tiny" and r["image_size"] == r["extract_size"] == "128"
@@ -58,7 +59,7 @@ def frontier(rows: list[dict], cohort: str) -> None:
         auroc, lo, hi = map(float, re.findall(r"[0-9.]+", r["abmil_macro"]))
         writer.writerow({**{k: r[k] for k in ("method", "arch", "image_size", "steps", "batch", "minutes", "load",
                                                "probe", "date")},
-                         "auroc": auroc, "ci_low": lo, "ci_high": hi, "machine": _machine()})
+                         "auroc": auroc, "ci_low": lo, "ci_high": hi, "machine": machine})
 
 
 def main() -> None:

@@ -6,7 +6,9 @@ cohort and then one MIL cross-validation per task on the existing features; the 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
+from typing import NamedTuple
 
 from clearct.common.compute import load_compute
 from clearct.common.errors import ClearctError
@@ -29,17 +31,22 @@ def cost_of(folder: Path, stage: str) -> dict:
             **{k: total.get(k) for k in FIELDS}}
 
 
-def training_budget(encoder: Path) -> tuple[int, float, float]:
-    """(steps, images/s of the last logged step, training-loop minutes = steps × batch / that rate) of a pretrained
-    run folder — the x-axis of a learning-vs-budget frontier. The loop alone: the slice cache is built once and
-    shared, and a run's wall time on a shared machine says more about the neighbours than about the recipe."""
-    import json
+class TrainingBudget(NamedTuple):
+    steps: int
+    batch: int
+    images_per_s: float  # of the last logged step
+    minutes: float  # the training loop: steps × batch / images_per_s
 
+
+def training_budget(encoder: Path) -> TrainingBudget:
+    """The training budget of a pretrained run folder — the x-axis of a learning-vs-budget frontier. The loop
+    alone: the slice cache is built once and shared, and a run's wall time on a shared machine says more about the
+    neighbours than about the recipe."""
     with open(encoder / "pretrain-log.csv", newline="") as fh:
         last = list(csv.DictReader(fh))[-1]
     batch = json.loads((encoder / "encoder.json").read_text())["info"]["training"]["batch_size"]
     steps, rate = int(last["step"]), float(last["images_per_s"])
-    return steps, rate, steps * batch / rate / 60
+    return TrainingBudget(steps, batch, rate, steps * batch / rate / 60)
 
 
 def one_more_task(*, mil: Path, finetune3d: Path, pretrain: Path | None = None,

@@ -217,10 +217,10 @@ def _run_point(root: Path, arm: str, metrics: dict) -> dict | None:
     m = metrics.get(("cv", "macro", "auroc"))
     if m is None or not (root / "encoders" / arm / "pretrain-log.csv").is_file():
         return None
-    steps, _, minutes = training_budget(root / "encoders" / arm)
+    budget = training_budget(root / "encoders" / arm)
     compute = load_compute(root / "encoders" / arm) or {}
     load = compute.get("host", {}).get("load_avg_end", [float("nan")])[0]  # while it trained, not now
-    return {"method": arm, "steps": steps, "minutes": minutes, "load": load, "auroc": m["value"],
+    return {"method": arm, "steps": budget.steps, "minutes": budget.minutes, "load": load, "auroc": m["value"],
             "ci_low": m["ci_low"], "ci_high": m["ci_high"]}
 
 
