@@ -19,7 +19,13 @@ from torch import nn
 
 from clearct.encoders.registry import describe, register_encoder
 from clearct.encoders.vit_conv import IMAGENET_MEAN, IMAGENET_STD
-from clearct.encoders.vmamba.scan import cross_merge, cross_scan, selective_scan
+from clearct.encoders.vmamba.scan import (
+    cross_merge,
+    cross_scan,
+    fused_scan_available,
+    selective_scan,
+    selective_scan_steps,
+)
 
 DIRECTIONS = 4
 
@@ -58,18 +64,54 @@ class SS2D(nn.Module):
         self.out_proj = nn.Linear(inner, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, _ = x.shape
-        x = self.act(self.conv2d(self.in_proj(x).permute(0, 3, 1, 2)))
-        xs = cross_scan(x)  # (b, 4, inner, L)
+        z = self.act(self.conv2d(self.in_proj(x).permute(0, 3, 1, 2)))  # (b, inner, h, w)
+        y = self._fused_scan(z) if fused_scan_available(z) else self._steps_scan(z)
+        y = self.out_norm(y.to(self.out_norm.weight.dtype))  # (b, h, w, inner)
+        return self.out_proj(y.to(x.dtype))
+
+    def _weights(self, directions: list[int]) -> tuple[torch.Tensor, ...]:
+        """x_proj, dt_proj, A (k, d, n), D and Δ bias (k, d) of the given directions."""
+        inner = self.dt_projs_weight.shape[1]
+        A = -torch.exp(self.A_logs.float()).view(DIRECTIONS, inner, self.d_state)
+        return (self.x_proj_weight[directions], self.dt_projs_weight[directions], A[directions],
+                self.Ds.view(DIRECTIONS, inner)[directions], self.dt_projs_bias[directions])
+
+    def _steps_scan(self, z: torch.Tensor) -> torch.Tensor:
+        """The four directions in the steps-first layout (scan.py): (b, inner, h, w) → (b, h, w, inner)."""
+        _, _, h, w = z.shape
+        rows, cols = z.permute(3, 0, 1, 2), z.permute(2, 0, 1, 3)  # (w, b, inner, h): chunk = row; (h, b, inner, w)
+        if h == w:  # both families in one pass
+            families = [(torch.stack([rows, cols], dim=2), [0, 1])]
+        else:
+            families = [(rows.unsqueeze(2).contiguous(), [0]), (cols.unsqueeze(2).contiguous(), [1])]
+        out = None
+        for u, forward in families:
+            backward = [k + 2 for k in forward]  # the reversed directions: the same tensors, scanned from the end
+            y = self._directions(u, forward, reverse=False) + self._directions(u, backward, reverse=True)
+            for i, k in enumerate(forward):  # back to (b, h, w, inner)
+                part = y[:, :, i].permute(1, 3, 0, 2) if k == 0 else y[:, :, i].permute(1, 0, 3, 2)
+                out = part if out is None else out + part
+        return out.contiguous()
+
+    def _directions(self, u: torch.Tensor, directions: list[int], *, reverse: bool) -> torch.Tensor:
+        """Selective scan of steps-first u (T, b, k, inner, C) with the weights of k directions."""
+        x_proj, dt_proj, A, D, bias = self._weights(directions)
+        proj = torch.matmul(x_proj.to(u.dtype), u)  # (T, b, k, rank + 2n, C)
+        dts, Bs, Cs = torch.split(proj, [self.rank, self.d_state, self.d_state], dim=3)
+        delta = torch.matmul(dt_proj.to(dts.dtype), dts)  # (T, b, k, inner, C)
+        return selective_scan_steps(u, delta, A, Bs, Cs, D, bias, reverse=reverse)
+
+    def _fused_scan(self, z: torch.Tensor) -> torch.Tensor:
+        """mamba_ssm's CUDA kernel in its (b, d, l) layout."""
+        b, _, h, w = z.shape
+        xs = cross_scan(z)  # (b, 4, inner, L)
         inner, length = xs.shape[2], xs.shape[3]
         proj = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
         dts, Bs, Cs = torch.split(proj, [self.rank, self.d_state, self.d_state], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(dts.dtype))
         ys = selective_scan(xs.reshape(b, -1, length), dts.reshape(b, -1, length), -torch.exp(self.A_logs.float()),
                             Bs, Cs, self.Ds, self.dt_projs_bias.reshape(-1))
-        y = cross_merge(ys.reshape(b, DIRECTIONS, inner, length), h, w)
-        y = self.out_norm(y.transpose(1, 2).to(self.out_norm.weight.dtype)).reshape(b, h, w, inner)
-        return self.out_proj(y.to(x.dtype))
+        return cross_merge(ys.reshape(b, DIRECTIONS, inner, length), h, w).transpose(1, 2).reshape(b, h, w, inner)
 
 
 class Mlp(nn.Module):

@@ -4,12 +4,18 @@ The selective scan (Mamba's S6) per channel d and state n, with Δ_t = softplus(
 
     h_t = exp(Δ_t A_dn) h_{t−1} + Δ_t B_tn u_t,        y_t = Σ_n C_tn h_tn + D_d u_t.
 
-On CPU (and on GPUs without ``mamba_ssm``) it runs as a blockwise scan: the sequence is cut into chunks of T
-positions; one pass steps through the T positions of *all* chunks at once (T vectorised steps, starting each chunk
-from zero), a second short loop carries the chunk-end states across the L/T chunks, and the carried state enters
-every position through the chunk's cumulative decay (a cumprod, values in (0, 1], so nothing overflows, unlike the
-exp(−cumsum) factorisation). That is T + L/T ≈ 2√L small steps instead of L, and O(L) work. With ``mamba_ssm``
-importable and the tensors on CUDA, its fused kernel computes the same function.
+On CPU (and on GPUs without ``mamba_ssm``) it runs as a blockwise scan in a *steps-first* layout: a sequence of
+L = C·T positions is held as (T, ..., C) — position l = c·T + t at [t, ..., c] — so step t of all C chunks is one
+contiguous slab. One in-place pass steps through the T positions of every chunk at once (each chunk starting
+from zero), a short loop carries the chunk-end states across the C chunks, and a last pass adds the carried state
+times the running decay (products of values in (0, 1]: nothing overflows, unlike an exp(−cumsum) scheme). That
+is ≈ 3T + C small in-place steps instead of L, O(L) work, and no autograd graph over the steps: the recurrence is
+one autograd function whose backward is the same scan run the other way (:func:`linear_scan`).
+
+SS2D works in that layout from the cross-scan on: with a square map the rows of the row-major direction are its
+chunks (T = W) and the columns of the column-major one (T = H), so the cross-scan is one permuted copy, the
+reversed directions are the same tensors scanned backwards, and no flip or pad is ever made. With ``mamba_ssm``
+importable and the tensors on CUDA, its fused kernel computes the same function in the usual (b, d, l) layout.
 """
 
 from __future__ import annotations
@@ -18,6 +24,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+LN2 = math.log(2.0)
 
 
 def cross_scan(x: torch.Tensor) -> torch.Tensor:
@@ -45,9 +53,122 @@ def _mamba_ssm_scan():
     return selective_scan_fn
 
 
+def fused_scan_available(x: torch.Tensor) -> bool:
+    return x.is_cuda and _mamba_ssm_scan() is not None
+
+
 def default_chunk(length: int) -> int:
     """≈√L rounded up to a multiple of 8: balances the in-chunk and the across-chunk loops."""
     return max(8, 8 * math.ceil(math.sqrt(length) / 8))
+
+
+# --- the linear recurrence h_l = a_l h_{l−1} + x_l in the steps-first layout -------------------------------------
+
+def _from_previous(z: torch.Tensor) -> torch.Tensor:
+    """out_l = z_{l−1} in sequence order (l = c·T + t of a (T, ..., C) tensor), 0 at l = 0."""
+    out = torch.empty_like(z)
+    out[1:] = z[:-1]
+    out[0, ..., 1:] = z[-1, ..., :-1]
+    out[0, ..., 0] = 0
+    return out
+
+
+def _from_next(z: torch.Tensor) -> torch.Tensor:
+    """out_l = z_{l+1} in sequence order, 0 at the last position."""
+    out = torch.empty_like(z)
+    out[:-1] = z[1:]
+    out[-1, ..., :-1] = z[0, ..., 1:]
+    out[-1, ..., -1] = 0
+    return out
+
+
+@torch.no_grad()
+def _scan(a: torch.Tensor, x: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """h_l = a_l h_{l∓1} + x_l over (T, ..., C) tensors, forward (l ascending) or reverse; a new tensor."""
+    h = x.contiguous().clone()
+    steps, chunks = h.shape[0], h.shape[-1]
+    order = range(steps - 2, -1, -1) if reverse else range(1, steps)
+    for t in order:  # every chunk from a zero state, all chunks at once
+        h[t].addcmul_(a[t], h[t + 1 if reverse else t - 1])
+    if chunks == 1:
+        return h
+    # States at each chunk's far end, carried across chunks: E_c = local_c + (Π_t a_tc) E_{c∓1}.
+    ends = h[0 if reverse else -1].movedim(-1, 0).clone()
+    through = a.prod(dim=0).movedim(-1, 0)
+    for c in (range(chunks - 2, -1, -1) if reverse else range(1, chunks)):
+        ends[c].addcmul_(through[c], ends[c + 1 if reverse else c - 1])
+    carry = torch.zeros_like(ends)  # the state entering each chunk
+    if reverse:
+        carry[:-1] = ends[1:]
+    else:
+        carry[1:] = ends[:-1]
+    carry = carry.movedim(0, -1).contiguous()
+    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):  # + carry × decay since the chunk start
+        carry.mul_(a[t])
+        h[t].add_(carry)
+    return h
+
+
+class _LinearScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, x, reverse):
+        h = _scan(a, x, reverse)
+        ctx.save_for_backward(a, h)
+        ctx.reverse = reverse
+        return h
+
+    @staticmethod
+    def backward(ctx, grad_h):
+        a, h = ctx.saved_tensors
+        # The adjoint is the same recurrence run the other way: g_l = ∂L/∂h_l + a_{l±1} g_{l±1};
+        # then ∂L/∂x_l = g_l and ∂L/∂a_l = g_l h_{l∓1}.
+        if ctx.reverse:
+            g = _scan(_from_previous(a), grad_h, reverse=False)
+            return g * _from_next(h), g, None
+        g = _scan(_from_next(a), grad_h, reverse=True)
+        return g * _from_previous(h), g, None
+
+
+def linear_scan(a: torch.Tensor, x: torch.Tensor, *, reverse: bool = False) -> torch.Tensor:
+    """h_l = a_l h_{l−1} + x_l (``reverse``: h_l = a_l h_{l+1} + x_l) along the sequence l = c·T + t of
+    (T, ..., C) tensors of one shape, starting from zero; differentiable in ``a`` and ``x``."""
+    return _LinearScan.apply(a, x, reverse)
+
+
+class _FastSoftplus(torch.autograd.Function):
+    """softplus(z) = max(z, 0) + ln 2 · log2(1 + e^−|z|): this CPU build's softplus and log1p kernels are scalar
+    (≈ 10× slower than exp and log2 on 2 cores, benchmarks/RESULTS.md "vmamba"); float32 within 1e-6 of it."""
+
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return torch.exp(-z.abs()).add_(1.0).log2_().mul_(LN2).add_(z.clamp(min=0.0))
+
+    @staticmethod
+    def backward(ctx, grad):
+        (z,) = ctx.saved_tensors
+        return grad * torch.sigmoid(z)
+
+
+def softplus(z: torch.Tensor) -> torch.Tensor:
+    return _FastSoftplus.apply(z) if z.dtype == torch.float32 and not z.is_cuda else F.softplus(z)
+
+
+def selective_scan_steps(u, delta, A, B, C, D, delta_bias, *, reverse: bool = False) -> torch.Tensor:
+    """The selective scan on steps-first tensors of k independent groups (directions, or channel groups).
+
+    u, delta: (T, b, k, d, C); A: (k, d, n); B, C: (T, b, k, n, C) (shared by the group's d channels);
+    D, delta_bias: (k, d). Returns y (T, b, k, d, C) in float32 (float64 if u is float64).
+    """
+    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    u, A, B, C = u.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype)
+    dt = softplus(delta.to(dtype) + delta_bias.to(dtype)[..., None])
+    if A.shape[-1] == 1:  # VMamba's state size: no state axis at all
+        h = linear_scan(torch.exp(dt * A), dt * u * B, reverse=reverse)
+        return torch.addcmul(D.to(dtype)[..., None] * u, h, C)
+    decay = torch.exp(dt[..., None, :] * A[..., None])  # (T, b, k, d, n, C)
+    h = linear_scan(decay, (dt * u)[..., None, :] * B[:, :, :, None], reverse=reverse)
+    return (h * C[:, :, :, None]).sum(dim=-2) + D.to(dtype)[..., None] * u
 
 
 def selective_scan(
@@ -67,51 +188,28 @@ def selective_scan(
     u, delta: (b, d, l); A: (d, n); B, C: (b, g, n, l) with the d channels in g equal groups; D, delta_bias: (d,).
     Returns y (b, d, l) in float32 (the fused kernel returns u's dtype).
     """
-    if fused and u.is_cuda:
-        kernel = _mamba_ssm_scan()
-        if kernel is not None:
-            return kernel(u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(),
-                          D.float(), delta_bias=delta_bias.float(), delta_softplus=True)
+    if fused and fused_scan_available(u):
+        return _mamba_ssm_scan()(u.contiguous(), delta.contiguous(), A.contiguous(), B.contiguous(), C.contiguous(),
+                                 D.float(), delta_bias=delta_bias.float(), delta_softplus=True)
     return chunked_scan(u, delta, A, B, C, D, delta_bias, chunk=chunk)
 
 
 def chunked_scan(u, delta, A, B, C, D, delta_bias, *, chunk: int | None = None) -> torch.Tensor:
-    """The blockwise scan described in the module docstring (float32, or float64 if given float64)."""
-    dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
+    """:func:`selective_scan_steps` for (b, d, l) tensors: chunks of ``chunk`` positions (zero-padded at the end,
+    where padding cannot reach a real position), rearranged steps-first and back."""
     b, d, length = u.shape
     g, n = B.shape[1], A.shape[1]
     T = chunk or default_chunk(length)
     chunks = -(-length // T)
-    # Everything is laid out (T, ..., chunks) from here on: step t of all chunks is one contiguous slab. Padding
-    # with Δ = 0 gives decay 1 and input 0, so padded positions never feed real ones.
-    dt = _steps_first(F.softplus(delta.to(dtype) + delta_bias.to(dtype)[:, None]), chunks, T)  # (T, b, d, c)
-    us = _steps_first(u.to(dtype), chunks, T)
-    Bs = _steps_first(B.to(dtype), chunks, T)  # (T, b, g, n, c)
-    Cs = _steps_first(C.to(dtype), chunks, T)
-    # Channels split as (group, channel-in-group) so the grouped B, C broadcast rather than being copied.
-    dt_g = dt.view(T, b, g, d // g, 1, chunks)
-    decay = torch.exp(dt_g * A.to(dtype).view(1, 1, g, d // g, n, 1))  # (T, b, g, dg, n, c), in (0, 1]
-    x = (dt * us).view(T, b, g, d // g, 1, chunks) * Bs[:, :, :, None]  # Δ_t B_t u_t
 
-    states = [x[0]]
-    for t in range(1, T):
-        states.append(decay[t] * states[-1] + x[t])
-    local = torch.stack(states)  # every chunk started from zero
-    gain = torch.cumprod(decay, dim=0)  # decay from the chunk start to t, inclusive
+    def steps_first(x: torch.Tensor) -> torch.Tensor:  # (b, g, m, L) → (T, b, g, m, chunks)
+        x = F.pad(x, (0, chunks * T - length))
+        return x.reshape(*x.shape[:-1], chunks, T).movedim(-1, 0)
 
-    carries = [torch.zeros_like(local[0, ..., 0])]
-    for c in range(chunks - 1):
-        carries.append(gain[-1, ..., c] * carries[-1] + local[-1, ..., c])
-    hs = local + gain * torch.stack(carries, dim=-1)  # + the state entering each chunk
-
-    y = (hs * Cs[:, :, :, None]).sum(dim=4).reshape(T, b, d, chunks) + D.to(dtype)[:, None] * us
-    return y.permute(1, 2, 3, 0).reshape(b, d, chunks * T)[..., :length]
-
-
-def _steps_first(x: torch.Tensor, chunks: int, T: int) -> torch.Tensor:
-    """(..., L) → (T, ..., chunks), zero-padded to chunks·T and contiguous."""
-    x = F.pad(x, (0, chunks * T - x.shape[-1]))
-    return x.reshape(*x.shape[:-1], chunks, T).movedim(-1, 0).contiguous()
+    y = selective_scan_steps(steps_first(u.reshape(b, g, d // g, length)),
+                             steps_first(delta.reshape(b, g, d // g, length)), A.reshape(g, d // g, n),
+                             steps_first(B), steps_first(C), D.reshape(g, d // g), delta_bias.reshape(g, d // g))
+    return y.movedim(0, -1).reshape(b, d, chunks * T)[..., :length]
 
 
 def reference_scan(u, delta, A, B, C, D, delta_bias) -> torch.Tensor:

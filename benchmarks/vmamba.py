@@ -1,0 +1,73 @@
+"""VMamba's speed on CPU against MambaOut (similar FLOPs): inference forward, and the pretraining step over the
+two-view forward (issue targets: forward ≤ 2.5× mambaout_tiny's, step / two-view forward ≤ 5×).
+
+    .venv/bin/python benchmarks/vmamba.py                 # 2 × 224² inference, batch 8 steps
+    .venv/bin/python benchmarks/vmamba.py --profile       # + the top ops of vmamba_tiny's forward
+
+Timings are medians of ``--repeats`` after a warm-up, all in one process so the ratios share the machine's load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import torch
+
+from clearct.encoders import create_encoder
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def forward_time(arch: str, *, batch: int, size: int, repeats: int) -> float:
+    torch.manual_seed(0)
+    model = create_encoder(arch).eval()
+    x = torch.randn(batch, 3, size, size)
+    with torch.inference_mode():
+        return median_time(lambda: model(x), repeats)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--size", type=int, default=224)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--step-batch", type=int, default=8)
+    ap.add_argument("--step-repeats", type=int, default=2)
+    ap.add_argument("--profile", action="store_true")
+    args = ap.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+    fwd = {a: forward_time(a, batch=args.batch, size=args.size, repeats=args.repeats)
+           for a in ("mambaout_tiny", "vmamba_tiny")}
+    print(f"forward {args.batch} × {args.size}²: mambaout_tiny {fwd['mambaout_tiny']:.3f} s, vmamba_tiny "
+          f"{fwd['vmamba_tiny']:.3f} s → {fwd['vmamba_tiny'] / fwd['mambaout_tiny']:.2f}×")
+    from pretrain_step import bench_step  # benchmarks/ is the script's folder
+
+    for arch in ("mambaout_tiny", "vmamba_tiny"):
+        r = bench_step(arch, batch=args.step_batch, size=args.size, device=torch.device("cpu"),
+                       repeats=args.step_repeats)
+        print(f"pretrain step {arch}, batch {args.step_batch}: {r['step_s']:.2f} s, step / two-view forward "
+              f"{r['ratio']:.2f}")
+    print(f"load at the end {os.getloadavg()[0]:.2f}")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        model = create_encoder("vmamba_tiny").eval()
+        x = torch.randn(args.batch, 3, args.size, args.size)
+        with torch.inference_mode(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            model(x)
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+if __name__ == "__main__":
+    main()
