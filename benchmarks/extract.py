@@ -2,13 +2,18 @@
 encoder forward alone on ready tensors, with (c)'s FLOP/s against a dense-matmul peak measured here.
 
 Usage: python benchmarks/extract.py [--encoders mambaout_tiny,vit_conv_base] [--slices 48] [--scans 2]
-       [--size 512] [--batch-size 16] [--device auto] [--repeats 2]
+       [--size 512] [--batch-size 16] [--device auto] [--repeats 2] [--compete 1]
 The benchmark writes a DICOM series (one window, abdomen, so rows = slices) and uses random weights.
+``--compete N`` runs N other processes during the measurement, each a frozen mambaout_tiny forward loop with 2
+torch threads (a second extract on the same machine), to measure under load.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -135,6 +140,18 @@ def bench(
     )
 
 
+COMPETITOR = """
+import torch
+from clearct.encoders import create_encoder
+torch.set_num_threads(2)
+model = create_encoder("mambaout_tiny").eval()
+x = torch.randn(16, 3, 224, 224)
+with torch.inference_mode():
+    while True:
+        model(x)
+"""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoders", default="mambaout_tiny,vit_conv_base")
@@ -144,15 +161,25 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best of each is kept")
+    parser.add_argument("--compete", type=int, default=0, help="competing forward-loop processes (load)")
     args = parser.parse_args()
     device = resolve_device(args.device)
-    peak = matmul_peak(device)
-    print(f"device {device}, torch threads {torch.get_num_threads()}, matmul peak {peak / 1e9:.1f} GFLOP/s")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         scans_csv = write_cohort(root, args.scans, args.slices, args.size)
-        for name in args.encoders.split(","):
-            bench(name, scans_csv, root, args, device, peak)
+        others = [subprocess.Popen([sys.executable, "-c", COMPETITOR]) for _ in range(args.compete)]
+        try:
+            if others:
+                time.sleep(20)  # the competitors are past their start-up
+            peak = matmul_peak(device)
+            print(f"device {device}, torch threads {torch.get_num_threads()}, {args.compete} competing processes, "
+                  f"load {os.getloadavg()[0]:.2f}, matmul peak {peak / 1e9:.1f} GFLOP/s")
+            for name in args.encoders.split(","):
+                bench(name, scans_csv, root, args, device, peak)
+            print(f"load at the end {os.getloadavg()[0]:.2f}")
+        finally:
+            for p in others:
+                p.kill()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Benchmark: 5-fold crossval of ABMIL on 1,000 bags × 1,400 instances × 576-d random features with a planted
-signal (generated in memory, float16 like the loader keeps them). Prints wall time, peak RSS and the AUROC.
+signal (generated in memory, float16 like the loader keeps them). Prints wall time, peak RSS, the AUROC, and the
+FLOP/s of the whole 5-fold run (training steps, validation and test passes, counted by torch's flop counter)
+against a dense float32 matmul peak measured at the start and at the end of the same run.
 
     .venv/bin/python benchmarks/mil.py [--bags 1000] [--instances 1400] [--epochs 32]
 """
@@ -7,6 +9,7 @@ signal (generated in memory, float16 like the loader keeps them). Prints wall ti
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import time
 
@@ -17,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from clearct.evaluate.splits import make_splits, stratification_matrix
 from clearct.mil.data import Bag
 from clearct.mil.tasks import make_loss, make_task
-from clearct.mil.train import TrainSettings, predict_scores, train_model
+from clearct.mil.train import TrainSettings, mil_flops, predict_scores, train_model
 
 
 def planted(n_bags: int, n_inst: int, dim: int, seed: int = 0) -> list[Bag]:
@@ -55,6 +58,11 @@ def main() -> None:
     splits = make_splits(patients, stratification_matrix("multilabel", y), folds=5, seed=0)
     settings = TrainSettings(epochs=args.epochs, bag_size=args.bag_size, patience=args.patience)
     device = torch.device("cpu")
+    from extract import matmul_peak  # benchmarks/ is the script's folder
+
+    peak_start = matmul_peak(device)
+    print(f"load {os.getloadavg()[0]:.2f}, matmul peak {peak_start / 1e9:.1f} GFLOP/s")
+    flops = 0
     t1 = time.perf_counter()
     scores, labels = [], []
     for k, job in enumerate(splits.jobs):
@@ -64,14 +72,21 @@ def main() -> None:
         loss = make_loss(spec, np.stack([b.y for b in train]))
         model, hist = train_model(spec, loss, train, val, settings, n_windows=1, seed=k, device=device, desc=job.name)
         s, _ = predict_scores(model, spec, test, device)
+        step, item = mil_flops(model, train, settings, device)  # whole-bag forward of a median-length bag
+        flops += step * hist[-1]["steps"] + item * (len(val) * len(hist) + len(test))
         scores.append(s[:, 0])
         labels.append([b.y[0] for b in test])
         print(f"{job.name}: {len(hist)} epochs, {hist[-1]['steps']} steps, {time.perf_counter() - t1:.1f} s so far")
     t_cv = time.perf_counter() - t1
+    peak_end = matmul_peak(device)
+    peak = max(peak_start, peak_end)
     auc = roc_auc_score(np.concatenate(labels), np.concatenate(scores))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     print(f"bags {args.bags} × {args.instances} × {args.dim}, torch threads {torch.get_num_threads()}")
     print(f"data in memory: {t_data:.1f} s; 5-fold CV: {t_cv:.1f} s; peak RSS {rss:.2f} GB; pooled AUROC {auc:.3f}")
+    print(f"model FLOPs {flops / 1e12:.2f} T in {t_cv:.0f} s = {flops / t_cv / 1e9:.1f} GFLOP/s = "
+          f"{100 * flops / t_cv / peak:.0f} % of the matmul peak ({peak_start / 1e9:.1f} at the start, "
+          f"{peak_end / 1e9:.1f} at the end); load {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import torch
 from clearct.common.compute import count_flops, step_flops
 from clearct.common.device import autocast_for
 from clearct.common.errors import ClearctError
-from clearct.common.training import run_epochs
+from clearct.common.training import adamw, run_epochs
 from clearct.finetune3d.models import build_net, load_backbone
 from clearct.finetune3d.volumes import VolumePrep, augment, channels
 from clearct.mil.tasks import LossFn, TaskSpec, scores_from_outputs
@@ -102,7 +102,7 @@ def train_volumes(spec: TaskSpec, loss_fn: LossFn, train: Sequence[VolumeItem], 
     net = new_net(spec, prep, s)
     init = load_backbone(net, s.arch, weights) if weights is not None else None
     net = net.to(device)
-    opt = torch.optim.AdamW(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    opt = adamw(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     LOG.info("%s: %d training scans, %d validation scans, batch %d (%d steps/epoch)", desc, len(train), len(val),
              s.batch_size, len(batches(np.arange(len(train)), s.batch_size)))
 

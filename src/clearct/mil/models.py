@@ -68,7 +68,8 @@ class FeatureScaler(nn.Module):
         self.std.copy_(torch.from_numpy(np.where(std > 1e-6, std, 1.0)))  # constant features pass unscaled
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        inv = 1.0 / self.std  # x / std − mean / std in one pass over x
+        return torch.addcmul(-self.mean * inv, x.to(inv.dtype), inv)
 
 
 def input_scaler(dim: int, standardize: bool) -> nn.Module:

@@ -25,7 +25,7 @@ import torch
 
 from clearct.common.compute import count_flops, step_flops
 from clearct.common.device import autocast_for
-from clearct.common.training import run_epochs
+from clearct.common.training import adamw, run_epochs
 from clearct.mil.data import Bag
 from clearct.mil.models import build_model
 from clearct.mil.tasks import LossFn, TaskSpec, scores_from_outputs
@@ -128,7 +128,7 @@ def train_model(spec: TaskSpec, loss_fn: LossFn, train: Sequence[Bag], val: Sequ
     if s.standardize:
         model.scaler.fit(b.feats for b in train)
     model = model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    opt = adamw(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     batch = effective_batch_size(len(train), s)
     LOG.info("%s: %d training bags, %d validation bags, batch %d (%d steps/epoch)", desc, len(train), len(val),
              batch, math.ceil(len(train) / batch))
