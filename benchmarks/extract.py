@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from clearct.common.device import resolve_device
+from clearct.common.device import resolve_device, reuse_freed_memory
 from clearct.config import ExtractConfig
 from clearct.encoders import create_encoder
 from clearct.extract.embed import forward_rows
@@ -163,6 +163,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="interleaved rounds; the best of each is kept")
     parser.add_argument("--compete", type=int, default=0, help="competing forward-loop processes (load)")
     args = parser.parse_args()
+    print(f"malloc tuning {reuse_freed_memory()} (as the clearct command; CLEARCT_MALLOC_TUNING=0: off)")
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from clearct.common.device import reuse_freed_memory
 from clearct.evaluate.splits import make_splits, stratification_matrix
 from clearct.mil.data import Bag
 from clearct.mil.tasks import make_loss, make_task
@@ -48,6 +49,7 @@ def main() -> None:
     ap.add_argument("--bag-size", type=int, default=512)
     ap.add_argument("--patience", type=int, default=8)
     args = ap.parse_args()
+    print(f"malloc tuning {reuse_freed_memory()} (as the clearct command; CLEARCT_MALLOC_TUNING=0: off)")
     t0 = time.perf_counter()
     bags = planted(args.bags, args.instances, args.dim)
     t_data = time.perf_counter() - t0

@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from clearct.common.device import reuse_freed_memory
 from clearct.encoders import create_encoder
 
 
@@ -46,7 +47,9 @@ def main() -> None:
     ap.add_argument("--step-repeats", type=int, default=2)
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, load {os.getloadavg()[0]:.2f}")
+    tuned = reuse_freed_memory()  # as the clearct command does (CLEARCT_MALLOC_TUNING=0: off)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, malloc tuning {tuned}, "
+          f"load {os.getloadavg()[0]:.2f}")
     fwd = {a: forward_time(a, batch=args.batch, size=args.size, repeats=args.repeats)
            for a in ("mambaout_tiny", "vmamba_tiny")}
     print(f"forward {args.batch} × {args.size}²: mambaout_tiny {fwd['mambaout_tiny']:.3f} s, vmamba_tiny "

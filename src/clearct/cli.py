@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from clearct import __version__
+from clearct.common.device import reuse_freed_memory
 from clearct.config import COMMANDS, CommandConfig
 
 
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.raiseExceptions = False  # a full disk must not turn each log line into a traceback on the terminal
+    reuse_freed_memory()
     parser = build_parser()
     ns = vars(parser.parse_args(argv))
     command = ns.pop("command", None)

@@ -367,8 +367,8 @@ class ImportConfig(CommandConfig):
 
 
 class BenchmarkConfig(CommandConfig):
-    """The synthetic benchmark (docs/benchmark.md). Defaults: the 2-CPU-core size (≈ 30–40 min on an idle machine,
-    plus ≈ 11–23 min for the data-efficiency curves)."""
+    """The synthetic benchmark (docs/benchmark.md). Defaults: the 2-CPU-core size of benchmarks/synthetic.yaml
+    (41 min on 2 cores with the data-efficiency curves, benchmarks/RESULTS.md "benchmark")."""
 
     out: Path = Field(..., description="output folder (cohorts, encoders, features, task results; a re-run resumes)")
     encoders: list[str] = Field(
@@ -382,18 +382,18 @@ class BenchmarkConfig(CommandConfig):
     stage_patients: int = Field(60, ge=10, description="staging cohort (every patient has a primary lung tumour)")
     image_px: int = Field(96, ge=32, description="synth in-plane size in pixels")
     slices: int = Field(32, ge=4, description="synth slices per scan")
-    lesion_contrast: float = Field(1.0, gt=0, description="synth lesion contrast (harder: < 1)")
-    lesion_size_mm: list[float] = Field([10.0, 50.0], description="synth lesion diameter range min,max in mm")
+    lesion_contrast: float = Field(4.0, gt=0, description="synth lesion contrast (the recipe's; harder: lower)")
+    lesion_size_mm: list[float] = Field([30.0, 80.0], description="synth lesion diameter range min,max in mm")
     synth_workers: int = Field(2, ge=1, description="synth worker processes")
     # --- pretraining (one run per encoder, same architecture and budget) ---
     arch: str = Field("resnet_tiny", description="architecture of every 2D encoder (random init included)")
     image_size: int | None = Field(None, ge=16, description="encoder input size (default: image_px)")
     epochs: int = Field(6, ge=1, description="pretraining epochs of every MoCo / LECL run")
-    supervised_epochs: int = Field(3, ge=1, description="epochs of the supervised ceiling")
+    supervised_epochs: int = Field(24, ge=1, description="epochs of the supervised ceiling")
     lesion_share: float | None = Field(0.5, gt=0, lt=1, description="share of each epoch from annotated slices")
     lesion_crop_scale: list[float] | None = Field([2.0, 4.0], description="LECL lesion crop side / box side lo,hi")
     batch_size: int = Field(64, ge=2, description="pretraining batch size")
-    lr: float = Field(2e-3, gt=0, description="pretraining base lr (per 256 images)")
+    lr: float = Field(4e-3, gt=0, description="pretraining base lr (per 256 images)")
     warmup_epochs: float = Field(1.0, ge=0, description="pretraining warmup epochs")
     mlp_dim: int = Field(512, ge=2, description="MoCo projector / predictor hidden size")
     proj_dim: int = Field(128, ge=2, description="MoCo projector / predictor output size")

@@ -76,10 +76,7 @@ def embed_volume(
     of a DrasCLR encoder).
 
     ``encoder`` must already sit on ``device`` in eval mode (``device=None`` uses the encoder's own device).
-    On an accelerator, rendering of the next chunk runs in a background thread while the current chunk goes through
-    the encoder. On the CPU it runs between the forwards: both are torch ops on the same cores, and two threads
-    each driving their own OpenMP team oversubscribe them — under load the render then took 4–5× its idle time
-    and the forward's threads waited on it (benchmarks/RESULTS.md "extract").
+    Rendering of the next chunk runs in a background thread while the current chunk goes through the encoder.
     """
     if getattr(encoder, "instance_kind", None) == "patch3d":  # DrasCLR: instances are 3D patches, own windowing
         from clearct.pretrain.drasclr.extract import embed_volume_patches
@@ -94,9 +91,7 @@ def embed_volume(
         window = np.zeros(1, np.int8)
         z_mm = np.array([np.mean(volume.z_mm)], np.float32)
     else:
-        chunks = render_chunks(volume.hu, windows, encoder, batch_size)
-        if device.type != "cpu":  # render on the CPU while the accelerator runs the previous chunk
-            chunks = background(chunks)
+        chunks = background(render_chunks(volume.hu, windows, encoder, batch_size))
         feats = torch.cat([forward_rows(encoder, x, device) for x in chunks])
         n_w = len(windows)
         slice_index = np.repeat(np.arange(z, dtype=np.int32), n_w)

@@ -84,22 +84,24 @@ class SS2D(nn.Module):
             families = [(torch.stack([rows, cols], dim=2), [0, 1])]
         else:
             families = [(rows.unsqueeze(2).contiguous(), [0]), (cols.unsqueeze(2).contiguous(), [1])]
-        out = None
+        parts = []
         for u, forward in families:
             backward = [k + 2 for k in forward]  # the reversed directions: the same tensors, scanned from the end
-            y = self._directions(u, forward, reverse=False) + self._directions(u, backward, reverse=True)
+            y = self._directions(u, forward, reverse=False).add_(self._directions(u, backward, reverse=True))
             for i, k in enumerate(forward):  # back to (b, h, w, inner)
-                part = y[:, :, i].permute(1, 3, 0, 2) if k == 0 else y[:, :, i].permute(1, 0, 3, 2)
-                out = part if out is None else out + part
-        return out.contiguous()
+                parts.append(y[:, :, i].permute(1, 3, 0, 2) if k == 0 else y[:, :, i].permute(1, 0, 3, 2))
+        row_major, col_major = parts
+        return (row_major + col_major).contiguous()
 
     def _directions(self, u: torch.Tensor, directions: list[int], *, reverse: bool) -> torch.Tensor:
         """Selective scan of steps-first u (T, b, k, inner, C) with the weights of k directions."""
         x_proj, dt_proj, A, D, bias = self._weights(directions)
         proj = torch.matmul(x_proj.to(u.dtype), u)  # (T, b, k, rank + 2n, C)
         dts, Bs, Cs = torch.split(proj, [self.rank, self.d_state, self.d_state], dim=3)
-        delta = torch.matmul(dt_proj.to(dts.dtype), dts)  # (T, b, k, inner, C)
-        return selective_scan_steps(u, delta, A, Bs, Cs, D, bias, reverse=reverse)
+        # Δ's bias rides in the matmul as a column of dt_proj against a row of ones: no pass over (…, inner, C)
+        ones = torch.ones_like(dts[:, :, :, :1])
+        delta = torch.matmul(torch.cat([dt_proj, bias[..., None]], dim=2).to(dts.dtype), torch.cat([dts, ones], 3))
+        return selective_scan_steps(u, delta, A, Bs, Cs, D, None, reverse=reverse)
 
     def _fused_scan(self, z: torch.Tensor) -> torch.Tensor:
         """mamba_ssm's CUDA kernel in its (b, d, l) layout."""

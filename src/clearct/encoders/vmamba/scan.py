@@ -83,9 +83,8 @@ def _from_next(z: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _scan(a: torch.Tensor, x: torch.Tensor, reverse: bool) -> torch.Tensor:
-    """h_l = a_l h_{l∓1} + x_l over (T, ..., C) tensors, forward (l ascending) or reverse; a new tensor."""
-    h = x.contiguous().clone()
+def _scan(a: torch.Tensor, h: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """h_l ← a_l h_{l∓1} + h_l over contiguous (T, ..., C) tensors, forward (l ascending) or reverse, in place."""
     steps, chunks = h.shape[0], h.shape[-1]
     order = range(steps - 2, -1, -1) if reverse else range(1, steps)
     for t in order:  # every chunk from a zero state, all chunks at once
@@ -112,7 +111,8 @@ def _scan(a: torch.Tensor, x: torch.Tensor, reverse: bool) -> torch.Tensor:
 class _LinearScan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, x, reverse):
-        h = _scan(a, x, reverse)
+        h = _scan(a, x, reverse)  # x becomes h: the backward needs only a and h
+        ctx.mark_dirty(x)
         ctx.save_for_backward(a, h)
         ctx.reverse = reverse
         return h
@@ -123,15 +123,18 @@ class _LinearScan(torch.autograd.Function):
         # The adjoint is the same recurrence run the other way: g_l = ∂L/∂h_l + a_{l±1} g_{l±1};
         # then ∂L/∂x_l = g_l and ∂L/∂a_l = g_l h_{l∓1}.
         if ctx.reverse:
-            g = _scan(_from_previous(a), grad_h, reverse=False)
+            g = _scan(_from_previous(a), grad_h.contiguous().clone(), reverse=False)
             return g * _from_next(h), g, None
-        g = _scan(_from_next(a), grad_h, reverse=True)
+        g = _scan(_from_next(a), grad_h.contiguous().clone(), reverse=True)
         return g * _from_previous(h), g, None
 
 
-def linear_scan(a: torch.Tensor, x: torch.Tensor, *, reverse: bool = False) -> torch.Tensor:
+def linear_scan(a: torch.Tensor, x: torch.Tensor, *, reverse: bool = False, inplace: bool = False) -> torch.Tensor:
     """h_l = a_l h_{l−1} + x_l (``reverse``: h_l = a_l h_{l+1} + x_l) along the sequence l = c·T + t of
-    (T, ..., C) tensors of one shape, starting from zero; differentiable in ``a`` and ``x``."""
+    (T, ..., C) tensors of one shape, starting from zero; differentiable in ``a`` and ``x``. ``inplace``: x (a
+    contiguous temporary of the caller's) is overwritten with h, saving a copy."""
+    if not (inplace and x.is_contiguous()):
+        x = x.contiguous().clone()
     return _LinearScan.apply(a, x, reverse)
 
 
@@ -142,7 +145,7 @@ class _FastSoftplus(torch.autograd.Function):
     @staticmethod
     def forward(ctx, z):
         ctx.save_for_backward(z)
-        return torch.exp(-z.abs()).add_(1.0).log2_().mul_(LN2).add_(z.clamp(min=0.0))
+        return torch.abs(z).neg_().exp_().add_(1.0).log2_().mul_(LN2).add_(torch.clamp_min(z, 0.0))
 
     @staticmethod
     def backward(ctx, grad):
@@ -158,16 +161,17 @@ def selective_scan_steps(u, delta, A, B, C, D, delta_bias, *, reverse: bool = Fa
     """The selective scan on steps-first tensors of k independent groups (directions, or channel groups).
 
     u, delta: (T, b, k, d, C); A: (k, d, n); B, C: (T, b, k, n, C) (shared by the group's d channels);
-    D, delta_bias: (k, d). Returns y (T, b, k, d, C) in float32 (float64 if u is float64).
+    D, delta_bias: (k, d) (``delta_bias=None``: already in ``delta``). Returns y (T, b, k, d, C) in float32
+    (float64 if u is float64).
     """
     dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
     u, A, B, C = u.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype)
-    dt = softplus(delta.to(dtype) + delta_bias.to(dtype)[..., None])
+    dt = softplus(delta.to(dtype) + delta_bias.to(dtype)[..., None] if delta_bias is not None else delta.to(dtype))
     if A.shape[-1] == 1:  # VMamba's state size: no state axis at all
-        h = linear_scan(torch.exp(dt * A), dt * u * B, reverse=reverse)
+        h = linear_scan(torch.mul(dt, A).exp_(), torch.mul(dt, u).mul_(B), reverse=reverse, inplace=True)
         return torch.addcmul(D.to(dtype)[..., None] * u, h, C)
-    decay = torch.exp(dt[..., None, :] * A[..., None])  # (T, b, k, d, n, C)
-    h = linear_scan(decay, (dt * u)[..., None, :] * B[:, :, :, None], reverse=reverse)
+    decay = torch.mul(dt[..., None, :], A[..., None]).exp_()  # (T, b, k, d, n, C)
+    h = linear_scan(decay, (dt * u)[..., None, :] * B[:, :, :, None], reverse=reverse, inplace=True)
     return (h * C[:, :, :, None]).sum(dim=-2) + D.to(dtype)[..., None] * u
 
 
