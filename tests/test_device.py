@@ -1,7 +1,9 @@
-"""CPU thread choice: other processes' busy cores are measured now (not the lagging load average)."""
+"""CPU thread choice: other processes' busy cores are measured now (not the lagging load average); the
+allocator setting of the clearct command."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -33,3 +35,31 @@ def test_channels_last_converts_modules_and_images_only():
     assert image.is_contiguous(memory_format=torch.channels_last)
     flags = torch.ones(5)
     assert channels_last(flags) is flags
+
+
+ALLOCATION_PROBE = """
+import ctypes
+from clearct.common.device import reuse_freed_memory
+import torch
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+tuned = reuse_freed_memory()
+before = libc.mallinfo2().hblks
+x = torch.empty(10_000_000)  # 40 MB
+print(tuned, libc.mallinfo2().hblks - before)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+@pytest.mark.parametrize("setting, expected", [("1", "True 0"), ("0", "False 1")])
+def test_allocator_tuning_serves_large_tensors_from_the_heap_unless_switched_off(setting, expected):
+    # a fresh process each: the setting is process-wide; glibc counts the blocks it mmaps (mallinfo2().hblks)
+    env = {**os.environ, "CLEARCT_MALLOC_TUNING": setting}
+    out = subprocess.run([sys.executable, "-c", ALLOCATION_PROBE], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert " ".join(out) == expected

@@ -204,3 +204,21 @@ def test_standardizing_rescues_features_with_a_large_common_component():
         auroc[standardize] = min(roc_auc_score(y[:, j], scores[:, j]) for j in range(2))
     assert auroc[True] > 0.9, auroc
     assert auroc[False] < 0.8, auroc
+
+
+def test_the_shared_adamw_is_fused_and_steps_like_the_per_tensor_loop():
+    from clearct.common.training import adamw
+
+    torch.manual_seed(0)
+    params = [torch.randn(7, 5, requires_grad=True), torch.randn(5, requires_grad=True)]
+    twins = [p.detach().clone().requires_grad_(True) for p in params]
+    fused = adamw(params, lr=1e-2, weight_decay=0.1)
+    loop = torch.optim.AdamW(twins, lr=1e-2, weight_decay=0.1, foreach=False)
+    assert fused.defaults["fused"] is True
+    for _ in range(3):
+        for group, opt in ((params, fused), (twins, loop)):
+            opt.zero_grad()
+            (group[0].sum(0) * group[1]).square().sum().backward()
+            opt.step()
+    for p, q in zip(params, twins):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
