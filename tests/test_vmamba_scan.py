@@ -46,8 +46,9 @@ def test_chunked_scan_default_chunk_long_sequence_and_strong_decay():
     torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
-def test_chunked_scan_gradients_match_reference():
-    leaves = [a.clone().requires_grad_(True) for a in _random_inputs(b=1, length=23, seed=7)]
+@pytest.mark.parametrize("n", [1, 3])  # 1: VMamba's state size, which takes the path without a state axis
+def test_chunked_scan_gradients_match_reference(n):
+    leaves = [a.clone().requires_grad_(True) for a in _random_inputs(b=1, n=n, length=23, seed=7)]
     ref_leaves = [a.detach().clone().requires_grad_(True) for a in leaves]
     weights = torch.randn(1, 6, 23, dtype=torch.float64)
     (chunked_scan(*leaves, chunk=6) * weights).sum().backward()
