@@ -43,7 +43,8 @@ def test_loss_falls_on_a_tiny_synthetic_run(tmp_path):
     assert float(rows[-1]["neighbour"]) > 0 and float(rows[-1]["local"]) > 0
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # one thread count for both runs
     straight = train_drasclr(plans(tiny_config(tmp_path / "a"), 2, z=24), tiny_config(tmp_path / "a"))
     first = tiny_config(tmp_path / "b", epochs=1)
     train_drasclr(plans(first, 2, z=24), first)
