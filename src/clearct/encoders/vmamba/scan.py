@@ -20,6 +20,7 @@ importable and the tensors on CUDA, its fused kernel computes the same function 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -44,6 +45,7 @@ def cross_merge(ys: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return pair[:, 0] + cols
 
 
+@functools.cache  # asked once per SS2D block and forward: a failing import is not retried each time
 def _mamba_ssm_scan():
     """mamba_ssm's fused selective scan, or None when the package (or its CUDA build) is missing."""
     try:
@@ -166,7 +168,8 @@ def selective_scan_steps(u, delta, A, B, C, D, delta_bias, *, reverse: bool = Fa
     """
     dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
     u, A, B, C = u.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype)
-    dt = softplus(delta.to(dtype) + delta_bias.to(dtype)[..., None] if delta_bias is not None else delta.to(dtype))
+    delta = delta.to(dtype)
+    dt = softplus(delta if delta_bias is None else delta + delta_bias.to(dtype)[..., None])
     if A.shape[-1] == 1:  # VMamba's state size: no state axis at all
         h = linear_scan(torch.mul(dt, A).exp_(), torch.mul(dt, u).mul_(B), reverse=reverse, inplace=True)
         return torch.addcmul(D.to(dtype)[..., None] * u, h, C)
