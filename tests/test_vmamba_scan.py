@@ -131,3 +131,16 @@ def test_ss2d_matches_a_direction_by_direction_recomputation(h, w):
         total += y.reshape(1, inner, h, w) if k % 2 == 0 else y.reshape(1, inner, w, h).transpose(2, 3)
     expected = op.out_proj(op.out_norm(total.permute(0, 2, 3, 1)))
     torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("h, w", [(3, 4), (5, 5)])
+def test_ss2d_float32_fast_path_is_close_to_float64(h, w):
+    # float32 on CPU takes the fast softplus and exp2 kernels; float64 the exact ones
+    from clearct.encoders.vmamba.model import SS2D
+
+    torch.manual_seed(1)
+    op = SS2D(16)
+    x = torch.randn(2, h, w, 16)
+    got = op(x)
+    expected = op.double()(x.double())
+    torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
