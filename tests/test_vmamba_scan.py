@@ -96,6 +96,19 @@ def test_linear_scan_equals_the_recurrence_and_its_gradients_check(shape, revers
     assert torch.autograd.gradcheck(lambda a, x: linear_scan(a, x, reverse=reverse), (a, x))
 
 
+@pytest.mark.parametrize("reverse", [False, True])
+def test_linear_scan_along_inner_axes_equals_the_steps_first_scan(reverse):
+    # SS2D's layout (k, T, b, C, d): steps on axis 1, chunks on axis 3, channels last
+    gen = torch.Generator().manual_seed(9)
+    a = torch.rand(2, 4, 1, 3, 5, generator=gen, dtype=torch.float64).requires_grad_(True)
+    x = torch.randn(2, 4, 1, 3, 5, generator=gen, dtype=torch.float64).requires_grad_(True)
+    got = linear_scan(a, x, step_dim=1, chunk_dim=3, reverse=reverse)
+    steps_first = lambda t: t.permute(1, 0, 2, 4, 3)  # noqa: E731 — (T, k, b, d, C)
+    expected = linear_scan(steps_first(a), steps_first(x), reverse=reverse)
+    torch.testing.assert_close(steps_first(got), expected, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda a, x: linear_scan(a, x, step_dim=1, chunk_dim=3, reverse=reverse), (a, x))
+
+
 def test_fast_softplus_matches_torch_in_value_and_gradient():
     z = (torch.randn(10_000, dtype=torch.float64) * 8).float().requires_grad_(True)
     z_ref = z.detach().clone().requires_grad_(True)

@@ -15,6 +15,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from clearct.encoders.registry import describe, register_encoder
@@ -28,6 +29,9 @@ from clearct.encoders.vmamba.scan import (
 )
 
 DIRECTIONS = 4
+# (b, h, w, c) → (T, b, C, c) for the row-major scan (T = w: a chunk is a row) and the column-major one (T = h),
+# and back
+ROWS, ROWS_BACK, COLS = (2, 0, 1, 3), (1, 2, 0, 3), (1, 0, 2, 3)
 
 
 class Permute(nn.Module):
@@ -69,39 +73,47 @@ class SS2D(nn.Module):
         y = self.out_norm(y.to(self.out_norm.weight.dtype))  # (b, h, w, inner)
         return self.out_proj(y.to(x.dtype))
 
-    def _weights(self, directions: list[int]) -> tuple[torch.Tensor, ...]:
-        """x_proj, dt_proj, A (k, d, n), D and Δ bias (k, d) of the given directions."""
-        inner = self.dt_projs_weight.shape[1]
-        A = -torch.exp(self.A_logs.float()).view(DIRECTIONS, inner, self.d_state)
-        return (self.x_proj_weight[directions], self.dt_projs_weight[directions], A[directions],
-                self.Ds.view(DIRECTIONS, inner)[directions], self.dt_projs_bias[directions])
-
     def _steps_scan(self, z: torch.Tensor) -> torch.Tensor:
-        """The four directions in the steps-first layout (scan.py): (b, inner, h, w) → (b, h, w, inner)."""
-        _, _, h, w = z.shape
-        rows, cols = z.permute(3, 0, 1, 2), z.permute(2, 0, 1, 3)  # (w, b, inner, h): chunk = row; (h, b, inner, w)
-        if h == w:  # both families in one pass
-            families = [(torch.stack([rows, cols], dim=2), [0, 1])]
-        else:
-            families = [(rows.unsqueeze(2).contiguous(), [0]), (cols.unsqueeze(2).contiguous(), [1])]
-        parts = []
-        for u, forward in families:
-            backward = [k + 2 for k in forward]  # the reversed directions: the same tensors, scanned from the end
-            y = self._directions(u, forward, reverse=False).add_(self._directions(u, backward, reverse=True))
-            for i, k in enumerate(forward):  # back to (b, h, w, inner)
-                parts.append(y[:, :, i].permute(1, 3, 0, 2) if k == 0 else y[:, :, i].permute(1, 0, 3, 2))
-        row_major, col_major = parts
-        return (row_major + col_major).contiguous()
+        """The four directions blockwise (scan.py): (b, inner, h, w) → (b, h, w, inner).
 
-    def _directions(self, u: torch.Tensor, directions: list[int], *, reverse: bool) -> torch.Tensor:
-        """Selective scan of steps-first u (T, b, k, inner, C) with the weights of k directions."""
-        x_proj, dt_proj, A, D, bias = self._weights(directions)
-        proj = torch.matmul(x_proj.to(u.dtype), u)  # (T, b, k, rank + 2n, C)
-        dts, Bs, Cs = torch.split(proj, [self.rank, self.d_state, self.d_state], dim=3)
-        # Δ's bias rides in the matmul as a column of dt_proj against a row of ones: no pass over (…, inner, C)
-        ones = torch.ones_like(dts[:, :, :, :1])
-        delta = torch.matmul(torch.cat([dt_proj, bias[..., None]], dim=2).to(dts.dtype), torch.cat([dts, ones], 3))
-        return selective_scan_steps(u, delta, A, Bs, Cs, D, None, reverse=reverse)
+        Each direction's sequence is held as (T, b, C, inner) with channels last, as the conv wrote them: the
+        row-major one as (w, b, h, inner) (its chunks are the rows), the column-major one as (h, b, w, inner); the
+        reversed directions are the same tensors scanned from the end. For a square map the two families are
+        stacked (k = 2) and scanned in one pass.
+        """
+        _, inner, h, w = z.shape
+        z = z.permute(0, 2, 3, 1)  # (b, h, w, inner)
+        # x_proj of all four directions is one GEMM over the map; its small result is rearranged per direction
+        proj = F.linear(z, self.x_proj_weight.reshape(-1, inner)).unflatten(-1, (DIRECTIONS, -1))
+        to_steps, from_steps = [ROWS, COLS], [ROWS_BACK, COLS]  # row-major (directions 0, 2), column-major (1, 3)
+        families = [[0, 1]] if h == w else [[0], [1]]
+        y = None
+        for family in families:
+            u = torch.stack([z.permute(to_steps[k]) for k in family])  # (k, T, b, C, inner)
+            forward, backward = ([self._directions(u, [proj[:, :, :, k + shift].permute(to_steps[k]) for k in family],
+                                                   [k + shift for k in family], reverse=shift > 0)
+                                  for shift in (0, 2)])
+            # the skip term D·u of a direction and of its reverse, added once
+            D = self.Ds.view(DIRECTIONS, 1, 1, 1, inner)
+            out = forward.add_(backward).addcmul_(D[family] + D[[k + 2 for k in family]], u)
+            # back to (b, h, w, inner); unbind, not indexing: its gradient is one stacked tensor in this layout
+            for k, part in zip(family, out.unbind(0)):
+                y = part.permute(from_steps[k]) if y is None else y + part.permute(from_steps[k])
+        return y
+
+    def _directions(self, u: torch.Tensor, proj: list[torch.Tensor], directions: list[int], *,
+                    reverse: bool) -> torch.Tensor:
+        """Selective scan of u (k, T, b, C, inner) with the x_proj outputs (T, b, C, rank + 2n) of k directions."""
+        k, inner, n = len(directions), u.shape[-1], self.d_state
+        dts, B, C = torch.split(torch.stack(proj), [self.rank, n, n], dim=-1)  # (k, T, b, C, ·)
+        # Δ of each direction is one GEMM over all its positions; its bias rides in it as a row of dt_proj against
+        # a column of ones (a separate bias would cost a pass over Δ's gradient)
+        dts = torch.cat([dts.reshape(k, -1, self.rank), torch.ones_like(dts[..., :1]).reshape(k, -1, 1)], dim=2)
+        weight = torch.cat([self.dt_projs_weight[directions], self.dt_projs_bias[directions, :, None]], dim=2)
+        delta = torch.bmm(dts, weight.transpose(1, 2).to(dts.dtype)).view(u.shape)
+        A = -torch.exp(self.A_logs.float()).view(DIRECTIONS, inner, n)[directions].view(k, 1, 1, 1, inner, n)
+        return selective_scan_steps(u, delta, A, B[..., None, :], C[..., None, :], None, step_dim=1, chunk_dim=3,
+                                    reverse=reverse)
 
     def _fused_scan(self, z: torch.Tensor) -> torch.Tensor:
         """mamba_ssm's CUDA kernel in its (b, d, l) layout."""

@@ -4,18 +4,20 @@ The selective scan (Mamba's S6) per channel d and state n, with Δ_t = softplus(
 
     h_t = exp(Δ_t A_dn) h_{t−1} + Δ_t B_tn u_t,        y_t = Σ_n C_tn h_tn + D_d u_t.
 
-On CPU (and on GPUs without ``mamba_ssm``) it runs as a blockwise scan in a *steps-first* layout: a sequence of
-L = C·T positions is held as (T, ..., C) — position l = c·T + t at [t, ..., c] — so step t of all C chunks is one
-contiguous slab. One in-place pass steps through the T positions of every chunk at once (each chunk starting
-from zero), a short loop carries the chunk-end states across the C chunks, and a last pass adds the carried state
-times the running decay (products of values in (0, 1]: nothing overflows, unlike an exp(−cumsum) scheme). That
-is ≈ 3T + C small in-place steps instead of L, O(L) work, and no autograd graph over the steps: the recurrence is
-one autograd function whose backward is the same scan run the other way (:func:`linear_scan`).
+On CPU (and on GPUs without ``mamba_ssm``) it runs as a blockwise scan: a sequence of L = C·T positions is held
+with a *step* axis t and a *chunk* axis c — position l = c·T + t — so step t of all C chunks is one slab. One
+in-place pass steps through the T positions of every chunk at once (each chunk starting from zero), a short loop
+carries the chunk-end states across the C chunks, and a last pass adds the carried state times the running decay
+(products of values in (0, 1]: nothing overflows, unlike an exp(−cumsum) scheme). That is ≈ 3T + C small
+in-place steps instead of L, O(L) work, and no autograd graph over the steps: the recurrence is one autograd
+function whose backward is the same scan run the other way (:func:`linear_scan`). The two axes can sit anywhere in
+the tensors, so callers keep their own memory layout and pay no rearranging copies.
 
-SS2D works in that layout from the cross-scan on: with a square map the rows of the row-major direction are its
-chunks (T = W) and the columns of the column-major one (T = H), so the cross-scan is one permuted copy, the
-reversed directions are the same tensors scanned backwards, and no flip or pad is ever made. With ``mamba_ssm``
-importable and the tensors on CUDA, its fused kernel computes the same function in the usual (b, d, l) layout.
+SS2D holds the map channels-last, as its conv writes it: with a square map the rows are the chunks of the
+row-major direction (T = W) and the columns those of the column-major one (T = H), so the cross-scan is one
+permuted copy, the reversed directions are the same tensors scanned backwards, no flip or pad is ever made, and
+the projections (x_proj, Δ) are single GEMMs over all positions. With ``mamba_ssm`` importable and the tensors on
+CUDA, its fused kernel computes the same function in the usual (b, d, l) layout.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def default_chunk(length: int) -> int:
     return max(8, 8 * math.ceil(math.sqrt(length) / 8))
 
 
-# --- the linear recurrence h_l = a_l h_{l−1} + x_l in the steps-first layout -------------------------------------
+# --- the linear recurrence h_l = a_l h_{l−1} + x_l, blockwise -----------------------------------------------------
 
 def _from_previous(z: torch.Tensor) -> torch.Tensor:
     """out_l = z_{l−1} in sequence order (l = c·T + t of a (T, ..., C) tensor), 0 at l = 0."""
@@ -86,7 +88,7 @@ def _from_next(z: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def _scan(a: torch.Tensor, h: torch.Tensor, reverse: bool) -> torch.Tensor:
-    """h_l ← a_l h_{l∓1} + h_l over contiguous (T, ..., C) tensors, forward (l ascending) or reverse, in place."""
+    """h_l ← a_l h_{l∓1} + h_l over (T, ..., C) views of dense tensors, forward (l ascending) or reverse, in place."""
     steps, chunks = h.shape[0], h.shape[-1]
     order = range(steps - 2, -1, -1) if reverse else range(1, steps)
     for t in order:  # every chunk from a zero state, all chunks at once
@@ -94,50 +96,66 @@ def _scan(a: torch.Tensor, h: torch.Tensor, reverse: bool) -> torch.Tensor:
     if chunks == 1:
         return h
     # States at each chunk's far end, carried across chunks: E_c = local_c + (Π_t a_tc) E_{c∓1}.
+    # Every temporary keeps h's memory order (empty_like/clone preserve it; a reduction's own output would not).
     ends = h[0 if reverse else -1].movedim(-1, 0).clone()
-    through = a.prod(dim=0).movedim(-1, 0)
+    through = torch.prod(a, dim=0, out=torch.empty_like(a[0])).movedim(-1, 0)
     for c in (range(chunks - 2, -1, -1) if reverse else range(1, chunks)):
         ends[c].addcmul_(through[c], ends[c + 1 if reverse else c - 1])
-    carry = torch.zeros_like(ends)  # the state entering each chunk
+    carry = torch.empty_like(h[0])  # the state entering each chunk
     if reverse:
-        carry[:-1] = ends[1:]
+        carry[..., :-1], carry[..., -1] = ends[1:].movedim(0, -1), 0
     else:
-        carry[1:] = ends[:-1]
-    carry = carry.movedim(0, -1).contiguous()
+        carry[..., 1:], carry[..., 0] = ends[:-1].movedim(0, -1), 0
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):  # + carry × decay since the chunk start
         carry.mul_(a[t])
         h[t].add_(carry)
     return h
 
 
+def _steps_view(x: torch.Tensor, axes: tuple[int, int]) -> torch.Tensor:
+    """x seen as (T, ..., C): its step axis first and its chunk axis last (a view: writes reach x)."""
+    step, chunk = axes
+    return x.permute(step, *[i for i in range(x.dim()) if i not in axes], chunk)
+
+
 class _LinearScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, x, reverse):
-        h = _scan(a, x, reverse)  # x becomes h: the backward needs only a and h
+    def forward(ctx, a, x, reverse, axes):
+        _scan(_steps_view(a, axes), _steps_view(x, axes), reverse)  # x becomes h: the backward needs only a and h
         ctx.mark_dirty(x)
-        ctx.save_for_backward(a, h)
-        ctx.reverse = reverse
-        return h
+        ctx.save_for_backward(a, x)
+        ctx.reverse, ctx.axes = reverse, axes
+        return x
 
     @staticmethod
     def backward(ctx, grad_h):
         a, h = ctx.saved_tensors
+        a, h = _steps_view(a, ctx.axes), _steps_view(h, ctx.axes)
+        g = grad_h.clone(memory_format=torch.preserve_format)
         # The adjoint is the same recurrence run the other way: g_l = ∂L/∂h_l + a_{l±1} g_{l±1};
         # then ∂L/∂x_l = g_l and ∂L/∂a_l = g_l h_{l∓1}.
         if ctx.reverse:
-            g = _scan(_from_previous(a), grad_h.contiguous().clone(), reverse=False)
-            return g * _from_next(h), g, None
-        g = _scan(_from_next(a), grad_h.contiguous().clone(), reverse=True)
-        return g * _from_previous(h), g, None
+            _scan(_from_previous(a), _steps_view(g, ctx.axes), reverse=False)
+            return _steps_view(g, ctx.axes).mul(_from_next(h)).permute(_inverse(a.dim(), ctx.axes)), g, None, None
+        _scan(_from_next(a), _steps_view(g, ctx.axes), reverse=True)
+        return _steps_view(g, ctx.axes).mul(_from_previous(h)).permute(_inverse(a.dim(), ctx.axes)), g, None, None
 
 
-def linear_scan(a: torch.Tensor, x: torch.Tensor, *, reverse: bool = False, inplace: bool = False) -> torch.Tensor:
-    """h_l = a_l h_{l−1} + x_l (``reverse``: h_l = a_l h_{l+1} + x_l) along the sequence l = c·T + t of
-    (T, ..., C) tensors of one shape, starting from zero; differentiable in ``a`` and ``x``. ``inplace``: x (a
-    contiguous temporary of the caller's) is overwritten with h, saving a copy."""
-    if not (inplace and x.is_contiguous()):
-        x = x.contiguous().clone()
-    return _LinearScan.apply(a, x, reverse)
+def _inverse(ndim: int, axes: tuple[int, int]) -> list[int]:
+    """The permutation that undoes :func:`_steps_view`."""
+    order = [axes[0], *[i for i in range(ndim) if i not in axes], axes[1]]
+    return sorted(range(ndim), key=order.__getitem__)
+
+
+def linear_scan(a: torch.Tensor, x: torch.Tensor, *, step_dim: int = 0, chunk_dim: int = -1, reverse: bool = False,
+                inplace: bool = False) -> torch.Tensor:
+    """h_l = a_l h_{l−1} + x_l (``reverse``: h_l = a_l h_{l+1} + x_l) along the sequence l = c·T + t, where t
+    indexes ``step_dim`` and c ``chunk_dim`` of a and x (one shape), starting from zero; differentiable in ``a`` and
+    ``x``. ``inplace``: x (a dense temporary of the caller's) is overwritten with h, saving a copy."""
+    axes = (step_dim % x.dim(), chunk_dim % x.dim())
+    if not inplace:
+        x = x.clone(memory_format=torch.preserve_format)
+    return _LinearScan.apply(a, x, reverse, axes)
 
 
 class _FastSoftplus(torch.autograd.Function):
@@ -159,25 +177,27 @@ def softplus(z: torch.Tensor) -> torch.Tensor:
     return _FastSoftplus.apply(z) if z.dtype == torch.float32 and not z.is_cuda else F.softplus(z)
 
 
-def selective_scan_steps(u, delta, A, B, C, D, delta_bias, *, reverse: bool = False) -> torch.Tensor:
-    """The selective scan on steps-first tensors of k independent groups (directions, or channel groups).
+def selective_scan_steps(u, delta, A, B, C, D, *, step_dim: int, chunk_dim: int, reverse: bool = False):
+    """The selective scan on blockwise tensors: the sequence l = c·T + t runs along u's ``step_dim`` (t) and
+    ``chunk_dim`` (c); every other axis is independent (images, directions, channels).
 
-    u, delta: (T, b, k, d, C); A: (k, d, n); B, C: (T, b, k, n, C) (shared by the group's d channels);
-    D, delta_bias: (k, d) (``delta_bias=None``: already in ``delta``). Returns y (T, b, k, d, C) in float32
-    (float64 if u is float64).
+    u, delta (Δ before the softplus, bias included): one shape S. A, B, C: broadcastable against S + (n,), the state
+    axis last (B and C reach the channels that share them by broadcasting). D: broadcastable against S, or None to
+    leave out the D·u term (a caller summing directions adds it once). Returns y (shape S) in float32 (float64 if u
+    is float64).
     """
     dtype = torch.float64 if u.dtype == torch.float64 else torch.float32
-    u, A, B, C = u.to(dtype), A.to(dtype), B.to(dtype), C.to(dtype)
-    delta = delta.to(dtype)
-    dt = softplus(delta if delta_bias is None else delta + delta_bias.to(dtype)[..., None])
+    u, B, C = u.to(dtype), B.to(dtype), C.to(dtype)
+    dt = softplus(delta.to(dtype))
     # exp(Δ A) as exp2(Δ · A log2 e): this build's exp2 is ≈ 3× faster than its exp (float32 within 4e-6 relative)
-    A = A * LOG2E
+    A = A.to(dtype) * LOG2E
+    scan = dict(step_dim=step_dim % u.dim(), chunk_dim=chunk_dim % u.dim(), reverse=reverse, inplace=True)
     if A.shape[-1] == 1:  # VMamba's state size: no state axis at all
-        h = linear_scan(torch.mul(dt, A).exp2_(), torch.mul(dt, u).mul_(B), reverse=reverse, inplace=True)
-        return torch.addcmul(D.to(dtype)[..., None] * u, h, C)
-    decay = torch.mul(dt[..., None, :], A[..., None]).exp2_()  # (T, b, k, d, n, C)
-    h = linear_scan(decay, (dt * u)[..., None, :] * B[:, :, :, None], reverse=reverse, inplace=True)
-    return (h * C[:, :, :, None]).sum(dim=-2) + D.to(dtype)[..., None] * u
+        y = linear_scan(torch.mul(dt, A[..., 0]).exp2_(), torch.mul(dt, u).mul_(B[..., 0]), **scan) * C[..., 0]
+    else:
+        decay = torch.mul(dt[..., None], A).exp2_()  # S + (n,)
+        y = (linear_scan(decay, (dt * u)[..., None] * B, **scan) * C).sum(dim=-1)
+    return y if D is None else y.addcmul_(D.to(dtype), u)
 
 
 def selective_scan(
@@ -204,21 +224,26 @@ def selective_scan(
 
 
 def chunked_scan(u, delta, A, B, C, D, delta_bias, *, chunk: int | None = None) -> torch.Tensor:
-    """:func:`selective_scan_steps` for (b, d, l) tensors: chunks of ``chunk`` positions (zero-padded at the end,
-    where padding cannot reach a real position), rearranged steps-first and back."""
+    """:func:`selective_scan_steps` for (b, d, l) tensors, in chunks of ``chunk`` positions (zero-padded at the end,
+    where padding cannot reach a real position): (b, g, d/g, L) viewed as (b, g, d/g, chunks, T)."""
     b, d, length = u.shape
-    g, n = B.shape[1], A.shape[1]
+    g = B.shape[1]
     T = chunk or default_chunk(length)
     chunks = -(-length // T)
 
-    def steps_first(x: torch.Tensor) -> torch.Tensor:  # (b, g, m, L) → (T, b, g, m, chunks)
-        x = F.pad(x, (0, chunks * T - length))
-        return x.reshape(*x.shape[:-1], chunks, T).movedim(-1, 0)
+    def blocks(x: torch.Tensor) -> torch.Tensor:  # (..., L) → (..., chunks, T)
+        return F.pad(x, (0, chunks * T - length)).unflatten(-1, (chunks, T))
 
-    y = selective_scan_steps(steps_first(u.reshape(b, g, d // g, length)),
-                             steps_first(delta.reshape(b, g, d // g, length)), A.reshape(g, d // g, n),
-                             steps_first(B), steps_first(C), D.reshape(g, d // g), delta_bias.reshape(g, d // g))
-    return y.movedim(0, -1).reshape(b, d, chunks * T)[..., :length]
+    def per_channel(x: torch.Tensor) -> torch.Tensor:  # (d, ...) → (g, d/g, 1, 1, ...)
+        return x.reshape(g, d // g, 1, 1, *x.shape[1:])
+
+    def state_last(x: torch.Tensor) -> torch.Tensor:  # (b, g, n, L) → (b, g, 1, chunks, T, n)
+        return blocks(x).movedim(2, -1).unsqueeze(2)
+
+    y = selective_scan_steps(blocks(u.reshape(b, g, d // g, length)),
+                             blocks(delta.reshape(b, g, d // g, length)) + per_channel(delta_bias),
+                             per_channel(A), state_last(B), state_last(C), per_channel(D), step_dim=-1, chunk_dim=-2)
+    return y.reshape(b, d, chunks * T)[..., :length]
 
 
 def reference_scan(u, delta, A, B, C, D, delta_bias) -> torch.Tensor:
