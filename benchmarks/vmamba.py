@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=224)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--step-batch", type=int, default=8)
-    ap.add_argument("--step-repeats", type=int, default=2)
+    ap.add_argument("--step-repeats", type=int, default=2, help="0: forward only")
     ap.add_argument("--profile", action="store_true")
     args = ap.parse_args()
     tuned = reuse_freed_memory()  # as the clearct command does (CLEARCT_MALLOC_TUNING=0: off)
@@ -56,7 +56,7 @@ def main() -> None:
           f"{fwd['vmamba_tiny']:.3f} s → {fwd['vmamba_tiny'] / fwd['mambaout_tiny']:.2f}×")
     from pretrain_step import bench_step  # benchmarks/ is the script's folder
 
-    for arch in ("mambaout_tiny", "vmamba_tiny"):
+    for arch in ("mambaout_tiny", "vmamba_tiny") if args.step_repeats else ():
         r = bench_step(arch, batch=args.step_batch, size=args.size, device=torch.device("cpu"),
                        repeats=args.step_repeats)
         print(f"pretrain step {arch}, batch {args.step_batch}: {r['step_s']:.2f} s, step / two-view forward "

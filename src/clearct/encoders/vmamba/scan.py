@@ -193,7 +193,8 @@ def selective_scan_steps(u, delta, A, B, C, D, *, step_dim: int, chunk_dim: int,
     A = A.to(dtype) * LOG2E
     scan = dict(step_dim=step_dim % u.dim(), chunk_dim=chunk_dim % u.dim(), reverse=reverse, inplace=True)
     if A.shape[-1] == 1:  # VMamba's state size: no state axis at all
-        y = linear_scan(torch.mul(dt, A[..., 0]).exp2_(), torch.mul(dt, u).mul_(B[..., 0]), **scan) * C[..., 0]
+        # (dt · u) · B out of place: an in-place product would make autograd keep a copy of dt · u
+        y = linear_scan(torch.mul(dt, A[..., 0]).exp2_(), dt * u * B[..., 0], **scan) * C[..., 0]
     else:
         decay = torch.mul(dt[..., None], A).exp2_()  # S + (n,)
         y = (linear_scan(decay, (dt * u)[..., None] * B, **scan) * C).sum(dim=-1)
