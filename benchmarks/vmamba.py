@@ -3,6 +3,7 @@ two-view forward (issue targets: forward ≤ 2.5× mambaout_tiny's, step / two-v
 
     .venv/bin/python benchmarks/vmamba.py                 # 2 × 224² inference, batch 8 steps
     .venv/bin/python benchmarks/vmamba.py --profile       # + the top ops of vmamba_tiny's forward
+    .venv/bin/python benchmarks/vmamba.py --blocks --step-repeats 0   # + one SS2D block at stage 1 and stage 3
 
 Timings are medians of ``--repeats`` after a warm-up, all in one process so the ratios share the machine's load.
 """
@@ -38,6 +39,19 @@ def forward_time(arch: str, *, batch: int, size: int, repeats: int) -> float:
         return median_time(lambda: model(x), repeats)
 
 
+def block_times(dim: int, side: int, repeats: int) -> tuple[float, float]:
+    """One SS2D block of vmamba_tiny (batch 2, ``side``² map of ``dim`` channels): inference, forward + backward."""
+    from clearct.encoders.vmamba.model import SS2D
+
+    torch.manual_seed(0)
+    op = SS2D(dim)
+    x = torch.randn(2, side, side, dim)
+    with torch.inference_mode():
+        inference = median_time(lambda: op(x), repeats)
+    x.requires_grad_(True)
+    return inference, median_time(lambda: op(x).sum().backward(), repeats)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=2)
@@ -46,6 +60,7 @@ def main() -> None:
     ap.add_argument("--step-batch", type=int, default=8)
     ap.add_argument("--step-repeats", type=int, default=2, help="0: forward only")
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--blocks", action="store_true", help="also time one SS2D block per stage shape")
     args = ap.parse_args()
     tuned = reuse_freed_memory()  # as the clearct command does (CLEARCT_MALLOC_TUNING=0: off)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, malloc tuning {tuned}, "
@@ -61,6 +76,9 @@ def main() -> None:
                        repeats=args.step_repeats)
         print(f"pretrain step {arch}, batch {args.step_batch}: {r['step_s']:.2f} s, step / two-view forward "
               f"{r['ratio']:.2f}")
+    for dim, side in ((96, 56), (384, 14)) if args.blocks else ():  # the shapes of stages 1 and 3
+        inference, train = block_times(dim, side, args.repeats)
+        print(f"SS2D {dim} ch, 2 × {side}²: inference {inference * 1e3:.1f} ms, forward + backward {train * 1e3:.1f} ms")
     print(f"load at the end {os.getloadavg()[0]:.2f}")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
