@@ -157,3 +157,18 @@ def test_ss2d_float32_fast_path_is_close_to_float64(h, w):
     got = op(x)
     expected = op.double()(x.double())
     torch.testing.assert_close(got.double(), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("h, w", [(2, 3), (3, 3)])
+def test_ss2d_gradients_check_against_finite_differences(h, w):
+    # the whole block: the stacked directions, the GEMM projections, the scan and the merge back
+    from clearct.encoders.vmamba.model import SS2D
+
+    torch.manual_seed(2)
+    op = SS2D(4).double()
+    x = torch.randn(1, h, w, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(op, (x,))
+    names = ["x_proj_weight", "dt_projs_weight", "dt_projs_bias", "A_logs", "Ds"]
+    params = tuple(getattr(op, n).detach().clone().requires_grad_(True) for n in names)
+    assert torch.autograd.gradcheck(
+        lambda *ps: torch.func.functional_call(op, dict(zip(names, ps)), (x.detach(),)), params)
