@@ -3,7 +3,7 @@ signal (generated in memory, float16 like the loader keeps them). Prints wall ti
 FLOP/s of the whole 5-fold run (training steps, validation and test passes, counted by torch's flop counter)
 against a dense float32 matmul peak measured at the start and at the end of the same run.
 
-    .venv/bin/python benchmarks/mil.py [--bags 1000] [--instances 1400] [--epochs 32]
+    .venv/bin/python benchmarks/mil.py [--bags 1000] [--instances 1400] [--epochs 32] [--device auto]
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from clearct.common.device import reuse_freed_memory
+from clearct.common.device import resolve_device, reuse_freed_memory
 from clearct.evaluate.splits import make_splits, stratification_matrix
 from clearct.mil.data import Bag
 from clearct.mil.tasks import make_loss, make_task
@@ -48,6 +48,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=32)
     ap.add_argument("--bag-size", type=int, default=512)
     ap.add_argument("--patience", type=int, default=8)
+    ap.add_argument("--device", default="cpu", help="cpu, auto, cuda or cuda:N")
     args = ap.parse_args()
     print(f"malloc tuning {reuse_freed_memory()} (as the clearct command; CLEARCT_MALLOC_TUNING=0: off)")
     t0 = time.perf_counter()
@@ -59,7 +60,7 @@ def main() -> None:
     y = np.stack([b.y for b in bags])
     splits = make_splits(patients, stratification_matrix("multilabel", y), folds=5, seed=0)
     settings = TrainSettings(epochs=args.epochs, bag_size=args.bag_size, patience=args.patience)
-    device = torch.device("cpu")
+    device = resolve_device(args.device)
     from extract import matmul_peak  # benchmarks/ is the script's folder
 
     peak_start = matmul_peak(device)
@@ -84,7 +85,7 @@ def main() -> None:
     peak = max(peak_start, peak_end)
     auc = roc_auc_score(np.concatenate(labels), np.concatenate(scores))
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
-    print(f"bags {args.bags} × {args.instances} × {args.dim}, torch threads {torch.get_num_threads()}")
+    print(f"bags {args.bags} × {args.instances} × {args.dim}, device {device}, torch threads {torch.get_num_threads()}")
     print(f"data in memory: {t_data:.1f} s; 5-fold CV: {t_cv:.1f} s; peak RSS {rss:.2f} GB; pooled AUROC {auc:.3f}")
     print(f"model FLOPs {flops / 1e12:.2f} T in {t_cv:.0f} s = {flops / t_cv / 1e9:.1f} GFLOP/s = "
           f"{100 * flops / t_cv / peak:.0f} % of the matmul peak ({peak_start / 1e9:.1f} at the start, "
