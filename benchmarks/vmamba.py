@@ -5,7 +5,8 @@ two-view forward (issue targets: forward ≤ 2.5× mambaout_tiny's, step / two-v
     .venv/bin/python benchmarks/vmamba.py --profile       # + the top ops of vmamba_tiny's forward
     .venv/bin/python benchmarks/vmamba.py --blocks --step-repeats 0   # + one SS2D block at stage 1 and stage 3
 
-Timings are medians of ``--repeats`` after a warm-up, all in one process so the ratios share the machine's load.
+Timings are medians of ``--repeats`` after a warm-up, all in one process so the ratios share the machine's load
+(the two forwards interleaved).
 """
 
 from __future__ import annotations
@@ -31,12 +32,24 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def forward_time(arch: str, *, batch: int, size: int, repeats: int) -> float:
-    torch.manual_seed(0)
-    model = create_encoder(arch).eval()
+def forward_times(archs: tuple[str, ...], *, batch: int, size: int, repeats: int) -> dict[str, float]:
+    """Median inference forward of each architecture, the repeats interleaved (A B A B …) so that a change in the
+    machine's load reaches every architecture alike."""
     x = torch.randn(batch, 3, size, size)
+    models = {}
+    for arch in archs:
+        torch.manual_seed(0)
+        models[arch] = create_encoder(arch).eval()
+    times = {arch: [] for arch in archs}
     with torch.inference_mode():
-        return median_time(lambda: model(x), repeats)
+        for model in models.values():  # warm-up
+            model(x)
+        for _ in range(repeats):
+            for arch, model in models.items():
+                start = time.perf_counter()
+                model(x)
+                times[arch].append(time.perf_counter() - start)
+    return {arch: statistics.median(t) for arch, t in times.items()}
 
 
 def block_times(dim: int, side: int, repeats: int) -> tuple[float, float]:
@@ -65,8 +78,7 @@ def main() -> None:
     tuned = reuse_freed_memory()  # as the clearct command does (CLEARCT_MALLOC_TUNING=0: off)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, malloc tuning {tuned}, "
           f"load {os.getloadavg()[0]:.2f}")
-    fwd = {a: forward_time(a, batch=args.batch, size=args.size, repeats=args.repeats)
-           for a in ("mambaout_tiny", "vmamba_tiny")}
+    fwd = forward_times(("mambaout_tiny", "vmamba_tiny"), batch=args.batch, size=args.size, repeats=args.repeats)
     print(f"forward {args.batch} × {args.size}²: mambaout_tiny {fwd['mambaout_tiny']:.3f} s, vmamba_tiny "
           f"{fwd['vmamba_tiny']:.3f} s → {fwd['vmamba_tiny'] / fwd['mambaout_tiny']:.2f}×")
     from pretrain_step import bench_step  # benchmarks/ is the script's folder
