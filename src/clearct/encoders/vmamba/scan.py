@@ -130,8 +130,8 @@ class _LinearScan(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_h):
         a, h = ctx.saved_tensors
+        g = torch.empty_like(h).copy_(grad_h)  # in h's memory order, whatever layout the gradient arrives in
         a, h = _steps_view(a, ctx.axes), _steps_view(h, ctx.axes)
-        g = grad_h.clone(memory_format=torch.preserve_format)
         # The adjoint is the same recurrence run the other way: g_l = ∂L/∂h_l + a_{l±1} g_{l±1};
         # then ∂L/∂x_l = g_l and ∂L/∂a_l = g_l h_{l∓1}.
         if ctx.reverse:
