@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -101,6 +101,19 @@ def threads(n: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@contextlib.contextmanager
+def training_threads(choose: bool, say: Callable[[str], None], what: str) -> Iterator[None]:
+    """Run a training loop on :func:`cpu_threads` intra-op threads, announced with ``say``, when ``choose`` (CPU
+    training in one process); otherwise on the threads as they are."""
+    if not choose:
+        yield
+        return
+    n, why = cpu_threads()
+    say(f"{what}: {n} torch thread(s) ({why}; set OMP_NUM_THREADS to choose)")
+    with threads(n):
+        yield
 
 
 def channels_last(x: Any) -> Any:

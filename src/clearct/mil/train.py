@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from clearct.common.compute import count_flops, step_flops
-from clearct.common.device import autocast_for, cpu_threads, threads
+from clearct.common.device import autocast_for, training_threads
 from clearct.common.training import adamw, run_epochs
 from clearct.mil.data import Bag
 from clearct.mil.models import build_model
@@ -146,11 +146,7 @@ def train_model(spec: TaskSpec, loss_fn: LossFn, train: Sequence[Bag], val: Sequ
             out, _ = model(x, mask, window)
         return loss_fn(out.float(), y), len(bags)
 
-    n_threads = torch.get_num_threads()
-    if device.type == "cpu":  # one thread per core other processes leave idle (cpu_threads says why)
-        n_threads, why = cpu_threads()
-        LOG.info("%s: %d torch thread(s) (%s)", desc, n_threads, why)
-    with threads(n_threads):
+    with training_threads(device.type == "cpu", LOG.info, desc):
         history = run_epochs(model, opt, epochs=s.epochs, patience=s.patience, batches=batches, step_loss=step_loss,
                              val_loss=(lambda: validation_loss(model, loss_fn, val, device, s.eval_instances)) if val
                              else None, desc=desc)

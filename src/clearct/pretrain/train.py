@@ -27,7 +27,7 @@ from tqdm import tqdm
 from clearct import __version__
 from clearct.common import compute
 from clearct.common.atomic import atomic_path, remove_leftovers
-from clearct.common.device import autocast_for, channels_last, cpu_threads, resolve_device, threads
+from clearct.common.device import autocast_for, channels_last, resolve_device, training_threads
 from clearct.common.errors import ClearctError
 from clearct.pretrain.distributed import DistInfo, convert_global_batchnorm, init_distributed, is_distributed
 from clearct.pretrain.losses import Variant
@@ -314,11 +314,7 @@ def run_pretrain(cfg) -> int:
         elif cfg.resume:
             LOG.info("pretrain: --resume but no %s yet, starting from scratch", CHECKPOINT)
         last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
-        n_threads = torch.get_num_threads()
-        if device.type == "cpu" and not is_distributed():
-            n_threads, why = cpu_threads()
-            LOG.info("pretrain: %d torch thread(s) (%s; set OMP_NUM_THREADS to choose)", n_threads, why)
-        with threads(n_threads):
+        with training_threads(device.type == "cpu" and not is_distributed(), LOG.info, "pretrain"):
             loss = _train(cfg, model, optimizer, loader, info, device, out, start_epoch, last, step)
         local = cfg.batch_size // info.world_size
         views = torch.zeros(local, 3, cfg.image_size, cfg.image_size, device=device)

@@ -87,6 +87,7 @@ class SS2D(nn.Module):
         proj = F.linear(z, self.x_proj_weight.reshape(-1, inner)).unflatten(-1, (DIRECTIONS, -1))
         to_steps, from_steps = [ROWS, COLS], [ROWS_BACK, COLS]  # row-major (directions 0, 2), column-major (1, 3)
         families = [[0, 1]] if h == w else [[0], [1]]
+        D = self.Ds.view(DIRECTIONS, 1, 1, 1, inner)
         y = None
         for family in families:
             u = torch.stack([z.permute(to_steps[k]) for k in family])  # (k, T, b, C, inner)
@@ -94,7 +95,6 @@ class SS2D(nn.Module):
                                                    [k + shift for k in family], reverse=shift > 0)
                                   for shift in (0, 2)])
             # the skip term D·u of a direction and of its reverse, added once
-            D = self.Ds.view(DIRECTIONS, 1, 1, 1, inner)
             out = forward.add_(backward).addcmul_(D[family] + D[[k + 2 for k in family]], u)
             # back to (b, h, w, inner); unbind, not indexing: its gradient is one stacked tensor in this layout
             for k, part in zip(family, out.unbind(0)):

@@ -131,14 +131,13 @@ class _LinearScan(torch.autograd.Function):
     def backward(ctx, grad_h):
         a, h = ctx.saved_tensors
         g = torch.empty_like(h).copy_(grad_h)  # in h's memory order, whatever layout the gradient arrives in
-        a, h = _steps_view(a, ctx.axes), _steps_view(h, ctx.axes)
         # The adjoint is the same recurrence run the other way: g_l = ∂L/∂h_l + a_{l±1} g_{l±1};
         # then ∂L/∂x_l = g_l and ∂L/∂a_l = g_l h_{l∓1}.
-        if ctx.reverse:
-            _scan(_from_previous(a), _steps_view(g, ctx.axes), reverse=False)
-            return _steps_view(g, ctx.axes).mul(_from_next(h)).permute(_inverse(a.dim(), ctx.axes)), g, None, None
-        _scan(_from_next(a), _steps_view(g, ctx.axes), reverse=True)
-        return _steps_view(g, ctx.axes).mul(_from_previous(h)).permute(_inverse(a.dim(), ctx.axes)), g, None, None
+        shift_a, shift_h = (_from_previous, _from_next) if ctx.reverse else (_from_next, _from_previous)
+        g_steps = _steps_view(g, ctx.axes)
+        _scan(shift_a(_steps_view(a, ctx.axes)), g_steps, reverse=not ctx.reverse)
+        grad_a = g_steps * shift_h(_steps_view(h, ctx.axes))
+        return grad_a.permute(_inverse(a.dim(), ctx.axes)), g, None, None
 
 
 def _inverse(ndim: int, axes: tuple[int, int]) -> list[int]:

@@ -38,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from clearct.common.atomic import atomic_path, atomic_write_text, remove_leftovers
-from clearct.common.device import autocast_for, cpu_threads, resolve_device, threads
+from clearct.common.device import autocast_for, resolve_device, threads, training_threads
 from clearct.common.errors import ClearctError
 from clearct.pretrain.drasclr.losses import LocationQueue, local_contrastive_loss, neighbour_contrastive_loss
 from clearct.pretrain.drasclr.model import DrasCLREncoder, EncoderSpec
@@ -383,11 +383,7 @@ def train_drasclr(scans: list[ScanPatches], cfg, *, progress_s: float = PROGRESS
         torch.set_rng_state(state["torch_rng"])
         start, history = int(state["epoch"]), list(state["history"])
         LOG.info("drasclr: resumed from %s at epoch %d", ckpt, start)
-    n_threads = torch.get_num_threads()
-    if device.type == "cpu":
-        n_threads, why = cpu_threads()
-        _say(f"drasclr: {n_threads} torch thread(s) ({why}; set OMP_NUM_THREADS to choose)")
-    with threads(n_threads):
+    with training_threads(device.type == "cpu", _say, "drasclr"):
         for epoch in range(start, cfg.epochs):
             history.append(_epoch(loop, cfg, epoch, patch, per_step, progress_s))
             _save_checkpoint(ckpt, {
