@@ -17,10 +17,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from clearct.common.device import autocast_for, resolve_device  # noqa: E402
-from clearct.pretrain.drasclr.extract import embed_volume_patches  # noqa: E402
+from clearct.encoders.drasclr.model import TEST_ENCODER, TEST_PATCH, DrasCLREncoder, EncoderSpec  # noqa: E402
+from clearct.encoders.drasclr.patches import PatchSpec, nearest_neighbours, plan_patches  # noqa: E402
 from clearct.pretrain.drasclr.losses import LocationQueue  # noqa: E402
-from clearct.pretrain.drasclr.model import TEST_ENCODER, TEST_PATCH, DrasCLREncoder, EncoderSpec  # noqa: E402
-from clearct.pretrain.drasclr.patches import PatchSpec, nearest_neighbours, plan_patches  # noqa: E402
 from clearct.pretrain.drasclr.train import DrasCLR, draw_views, training_step  # noqa: E402
 from drasclr_phantom import chest_phantom  # noqa: E402
 
@@ -53,7 +52,7 @@ def bench(name: str, enc: EncoderSpec, patch: PatchSpec, batch: int, steps: int,
         if i:
             sample_s, step_s = sample_s + t1 - t0, step_s + t2 - t1
     t = time.perf_counter()
-    feats = embed_volume_patches(vol, model.encoder_q, batch_size=64, device=device)
+    feats = model.encoder_q.embed_scan(vol, batch_size=64, device=device)
     extract_s = time.perf_counter() - t
     params = sum(p.numel() for p in model.encoder_q.parameters())
     print(f"{name}: encoder {params:,} params; {len(scan)} patches in the phantom lungs (plan {plan_s:.2f} s)")

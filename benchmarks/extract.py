@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from clearct.common.device import resolve_device, reuse_freed_memory
 from clearct.config import ExtractConfig
 from clearct.encoders import create_encoder
-from clearct.extract.embed import forward_rows
+from clearct.encoders.embed import forward_rows
 from clearct.extract.run import run_extract
 from clearct.io import CTVolume, read_ct
 from clearct.preprocess import parse_windows, render_slices

@@ -20,8 +20,8 @@ from sklearn.metrics import roc_auc_score
 from clearct.common.device import resolve_device, reuse_freed_memory
 from clearct.evaluate.splits import make_splits, stratification_matrix
 from clearct.mil.data import Bag
-from clearct.mil.tasks import make_loss, make_task
 from clearct.mil.train import TrainSettings, mil_flops, predict_scores, train_model
+from clearct.modeling.tasks import make_loss, make_task
 
 
 def planted(n_bags: int, n_inst: int, dim: int, seed: int = 0) -> list[Bag]:

@@ -27,7 +27,7 @@ import pytest
 from PIL import Image
 
 from clearct.cli import main
-from clearct.extract.h5 import ScanFeatures, write_features
+from clearct.io.features import ScanFeatures, write_features
 from cohort_files import DRASCLR, drasclr_scans, nifti, scans_table
 from ct_dicom import rewrite, write_series, write_slice
 

@@ -11,8 +11,8 @@ import pytest
 
 from clearct.common.runs import sha256_file
 from clearct.config import CrossvalConfig, ExtractConfig, PretrainConfig
-from clearct.extract.h5 import read_features
 from clearct.extract.run import run_extract
+from clearct.io.features import read_features
 from clearct.mil.crossval import run_crossval
 from clearct.pretrain.train import run_pretrain
 from clearct.synth import generate_cohort

@@ -9,18 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clearct.io.volume import CTVolume
-from clearct.pretrain.drasclr.condconv import CondConv3d
-from clearct.pretrain.drasclr.losses import LocationQueue, local_contrastive_loss, neighbour_contrastive_loss
-from clearct.pretrain.drasclr.mask import region_mask
-from clearct.pretrain.drasclr.model import TEST_ENCODER, TEST_PATCH, DrasCLREncoder, encoder_from_info
-from clearct.pretrain.drasclr.patches import (
+from clearct.encoders.drasclr.condconv import CondConv3d
+from clearct.encoders.drasclr.mask import region_mask
+from clearct.encoders.drasclr.model import TEST_ENCODER, TEST_PATCH, DrasCLREncoder, encoder_from_info
+from clearct.encoders.drasclr.patches import (
     PatchSpec,
     nearest_neighbours,
     plan_patches,
     random_affines,
     sample_patches,
 )
+from clearct.io.volume import CTVolume
+from clearct.pretrain.drasclr.losses import LocationQueue, local_contrastive_loss, neighbour_contrastive_loss
 from drasclr_phantom import chest_phantom
 
 

@@ -9,10 +9,9 @@ import pytest
 import torch
 
 from clearct.config import PretrainConfig
-from clearct.extract.h5 import read_features, write_features
-from clearct.pretrain.drasclr.extract import embed_volume_patches
-from clearct.pretrain.drasclr.model import DrasCLREncoder
-from clearct.pretrain.drasclr.patches import plan_patches
+from clearct.encoders.drasclr.model import DrasCLREncoder
+from clearct.encoders.drasclr.patches import plan_patches
+from clearct.io.features import read_features, write_features
 from clearct.pretrain.drasclr.train import CHECKPOINT, LOG_CSV, specs_from_config, train_drasclr
 from drasclr_phantom import chest_phantom
 
@@ -63,7 +62,7 @@ def test_patch_embeddings_write_a_valid_feature_file(tmp_path):
     enc_spec, patch = specs_from_config(cfg)
     encoder = DrasCLREncoder(enc_spec, patch)
     vol = chest_phantom(seed=4)
-    feats = embed_volume_patches(vol, encoder, batch_size=5, device="cpu")
+    feats = encoder.embed_scan(vol, batch_size=5, device="cpu")
     n = len(plan_patches(vol, patch))
     path = write_features(tmp_path / "s4.h5", feats)
     back = read_features(path)
@@ -74,7 +73,7 @@ def test_patch_embeddings_write_a_valid_feature_file(tmp_path):
     assert np.allclose(back.z_mm, back.extra["patch_center_mm"][:, 0])
     assert back.scan_id == "s4" and back.patient_id == "p4" and back.attrs["instance_kind"] == "patch3d"
     # batching does not change the embeddings (eval mode: BatchNorm uses running statistics)
-    one_batch = embed_volume_patches(vol, encoder, batch_size=n, device="cpu")
+    one_batch = encoder.embed_scan(vol, batch_size=n, device="cpu")
     assert np.allclose(one_batch.feats, feats.feats, atol=1e-5)
 
 
@@ -94,7 +93,7 @@ def test_crossval_runs_on_drasclr_patch_features(tmp_path):
             lower = np.zeros(vol.hu.shape, dtype=bool)
             lower[: vol.hu.shape[0] // 2] = True
             vol.hu[vol.meta["truth"] & lower] = -100
-        write_features(feats_dir / f"{vol.scan_id}.h5", embed_volume_patches(vol, encoder, device="cpu"))
+        write_features(feats_dir / f"{vol.scan_id}.h5", encoder.embed_scan(vol, device="cpu"))
         rows.append(f"{vol.patient_id},{s % 2}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
     cv = CrossvalConfig(features=feats_dir, labels=tmp_path / "labels.csv", targets=["disease"], task="binary",

@@ -221,7 +221,7 @@ def test_mambaout_returns_the_normed_pooled_stage4_features():
 
 
 def test_drasclr_runs_load_through_the_registry(tmp_path):
-    from clearct.pretrain.drasclr.model import TEST_ENCODER, TEST_PATCH, DrasCLREncoder
+    from clearct.encoders.drasclr.model import TEST_ENCODER, TEST_PATCH, DrasCLREncoder
 
     torch.manual_seed(0)
     encoder = DrasCLREncoder(TEST_ENCODER, TEST_PATCH).eval()

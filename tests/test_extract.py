@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from clearct.cli import main
-from clearct.extract import embed_volume, read_features
-from clearct.extract.embed import render_chunks
-from clearct.extract.prefetch import background, read_ahead
+from clearct.common.prefetch import background, read_ahead
+from clearct.encoders.embed import embed_volume, render_chunks
 from clearct.io import CTVolume, read_ct
+from clearct.io.features import read_features
 from clearct.preprocess import parse_windows, render_slices
 
 ENCODER = "vit_conv_test"

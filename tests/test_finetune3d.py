@@ -110,13 +110,13 @@ def test_deploy_reads_finetune3d_models(runs, tmp_path, capsys):
     assert json.loads((dep / "compute.json").read_text())["total"]["wall_s"] > 0
     assert _metric(dep, "t0", "deploy") > 0.8
     from clearct.finetune3d.train import predict_volumes
-    from clearct.mil.store import load_ensemble
+    from clearct.inference.ensembles import load_ensemble
 
     ens = load_ensemble(runs["ft"])
     assert ens.kind == "finetune3d" and len(ens.models) == 3
     items = {r["scan_id"]: float(r["probability"]) for r in _rows(dep / "predictions.csv") if r["target"] == "t0"}
+    from clearct.common.failures import Issues
     from clearct.finetune3d.run import load_volume_items
-    from clearct.mil.data import Issues
 
     vols = load_volume_items(scans, None, None, ens.prep, cache_dir=tmp_path / "c", workers=0, issues=Issues())
     single = np.mean([predict_volumes(m, ens.spec, vols[:1], ens.prep, ens.device) for m in ens.models], axis=0)

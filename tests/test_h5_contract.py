@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from clearct.common.errors import ClearctError
-from clearct.extract import ScanFeatures, read_features, write_features
+from clearct.io.features import ScanFeatures, read_features, write_features
 
 
 def _features(n_slices=4, windows=(("lung", -1500, 500), ("abdomen", -175, 275))):

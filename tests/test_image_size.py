@@ -12,8 +12,8 @@ from clearct.cli import main
 from clearct.common.errors import ClearctError
 from clearct.config import CrossvalConfig, DeployConfig, ExtractConfig, PretrainConfig
 from clearct.extract.run import run_extract
+from clearct.inference.deploy import run_deploy
 from clearct.mil.crossval import run_crossval
-from clearct.mil.deploy import run_deploy
 from clearct.pretrain.train import run_pretrain
 from clearct.synth import generate_cohort
 from clearct.synth.labels import LOCATIONS
@@ -78,8 +78,8 @@ def test_supervised_ceiling_learns_lesion_slices(cohort, tmp_path):
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from clearct.extract.h5 import read_features
     from clearct.io import read_lesions_table
+    from clearct.io.features import read_features
 
     run = _pretrain(cohort, tmp_path / "sup", method="supervised", image_size=64, epochs=30, lr=2e-2,
                     lesion_share=0.5, batch_size=16)

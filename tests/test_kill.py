@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clearct.extract.h5 import read_features
+from clearct.io.features import read_features
 from cohort_files import DRASCLR, drasclr_scans, nifti, scans_table
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: fast on shared cores, and the same in every run

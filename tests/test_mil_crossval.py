@@ -12,10 +12,10 @@ import pytest
 from sklearn import metrics as skm
 
 from clearct.cli import main
-from clearct.extract.h5 import read_features, write_features
+from clearct.inference.ensembles import load_ensemble
+from clearct.io.features import read_features, write_features
 from clearct.mil.data import select_windows
 from clearct.mil.planted import LesionMarks, mark_lesion_slices, planted_bags, write_planted_cohort
-from clearct.mil.store import load_ensemble
 
 FAST = ["--folds", "3", "--epochs", "10", "--lr", "5e-4", "--min-steps", "300", "--bootstrap", "200", "--device", "cpu"]
 

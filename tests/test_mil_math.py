@@ -14,10 +14,10 @@ from clearct.evaluate.metrics import (
 )
 from clearct.evaluate.splits import iterative_stratification, make_splits
 from clearct.evaluate.tables import Predictions, compute_metrics
-from clearct.mil.losses import cox_partial_likelihood
 from clearct.mil.models import build_model, masked_softmax
-from clearct.mil.tasks import make_task, parse_label
 from clearct.mil.train import TrainSettings, effective_batch_size
+from clearct.modeling.losses import cox_partial_likelihood
+from clearct.modeling.tasks import make_task, parse_label
 
 
 def test_masked_softmax_gives_padding_zero_attention():
@@ -149,8 +149,9 @@ def test_concordance_index():
 def test_feature_scaler_matches_numpy_and_is_saved_with_the_model(tmp_path):
     from dataclasses import asdict
 
-    from clearct.mil.store import load_model, save_model
+    from clearct.mil.store import load_model
     from clearct.mil.train import new_model
+    from clearct.modeling.store import save_model
 
     rng = np.random.default_rng(0)
     parts = [rng.normal(3.0, 0.5, size=(n, 6)).astype(np.float16) for n in (5, 40, 17)]
@@ -182,8 +183,8 @@ def test_standardizing_rescues_features_with_a_large_common_component():
 
     from clearct.mil.data import Bag
     from clearct.mil.planted import planted_bags
-    from clearct.mil.tasks import make_loss
     from clearct.mil.train import predict_scores, train_model
+    from clearct.modeling.tasks import make_loss
 
     offset = np.random.default_rng(99).normal(size=32) * 2.0
 

@@ -10,7 +10,8 @@ import pytest
 
 from clearct.cli import main
 from clearct.encoders import create_encoder
-from clearct.extract import embed_volume, write_features
+from clearct.encoders.embed import embed_volume
+from clearct.io.features import write_features
 from clearct.io.volume import CTVolume
 from clearct.preprocess import parse_windows
 

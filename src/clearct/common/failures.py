@@ -3,7 +3,9 @@ them in ``failures.csv``; the rest of the batch goes on and the command's exit c
 
 Every batch command (extract, pretrain's readers, synth, import, crossval / deploy / attention over feature files,
 predict over a scans table) reports through :class:`Failures`, so the lines look the same everywhere:
-``clearct extract: s3 failed: /data/s3.nii.gz: no such file or folder``.
+``clearct extract: s3 failed: /data/s3.nii.gz: no such file or folder``. Commands that join inputs (features or
+volumes with label rows) collect their problems in :class:`Issues`: warnings for rows that only lack their
+counterpart, failures for broken inputs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import csv
 import io
 import logging
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,3 +90,37 @@ class Failures:
     def summary(self, where: str | Path) -> str:
         """The closing count, e.g. ``3 failed (listed in OUT/failures.csv)``; empty when nothing failed."""
         return f"{len(self.rows)} failed ({self.listing(where)})" if self.rows else ""
+
+
+# issue kinds that mean a scan's input is broken (not merely unmatched): listed in failures.csv, exit code 1
+FAILURE_KINDS = ("unreadable_features", "nan_features", "empty_bag", "missing_window", "unknown_label")
+
+
+@dataclass
+class Issues:
+    """Input problems: each is printed as one line (stderr and the log) and counted by kind; failures (see
+    :data:`FAILURE_KINDS`) are also kept as ``failures.csv`` rows."""
+
+    lines: list[str] = field(default_factory=list)
+    counts: Counter = field(default_factory=Counter)
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, kind: str, message: str, n: int = 1, *, item: str = "", path: Path | str | None = None) -> None:
+        self.counts[kind] += n
+        self.lines.append(message)
+        if kind in FAILURE_KINDS:
+            self.failed.append({"scan_id": item, "path": "" if path is None else str(path), "reason": message})
+        LOG.warning(message)
+        _terminal(f"clearct: warning: {message}")
+
+    def summary(self) -> dict[str, int]:
+        return dict(self.counts)
+
+    def finish(self, out: Path, command: str) -> int:
+        """Write ``failures.csv`` into ``out``, print the count of failures; the command's exit code (1 if any)."""
+        failures = Failures(command)
+        failures.extend(self.failed)
+        listed = failures.write(out / "failures.csv")
+        if failures:
+            print(f"clearct {command}: {failures.summary(listed)}", file=sys.stderr)
+        return 1 if failures else 0

@@ -12,8 +12,9 @@ from pathlib import Path
 from torch import nn
 
 from clearct.common.errors import ClearctError
+from clearct.encoders import builtin  # noqa: F401  (fills the registry)
 from clearct.encoders.registry import INIT_SEED, RANDOM_INIT, build, list_encoders, register_encoder
-from clearct.encoders.run import load_encoder_run, save_encoder_run
+from clearct.encoders.run_folder import load_encoder_run, save_encoder_run
 
 RANDOM_PREFIX = "random:"
 

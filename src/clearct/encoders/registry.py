@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from clearct.common.errors import ClearctError
+from clearct.encoders.weights import load_weights
 
 RANDOM_INIT = "random-init"
 # Random initialisation is drawn from this seed unless the caller gives one: every "random-init" encoder of a name
@@ -60,20 +61,13 @@ def register_encoder(name: str) -> Callable[[Callable[..., nn.Module]], Callable
     return wrap
 
 
-def _load_builtin() -> None:
-    """Import the modules whose decorators fill the registry (once; cheap: no optional packages)."""
-    from clearct.encoders import builtin  # noqa: F401
-
-
 def list_encoders() -> list[str]:
     """Registered names, families shown as ``family:<name>``."""
-    _load_builtin()
     return sorted(f"{e.name}:<name>" if e.family else e.name for e in _REGISTRY.values())
 
 
 def lookup(name: str) -> tuple[Entry, str | None]:
     """The entry for ``name`` and the variant (the part after ``family:``), or a ClearctError listing names."""
-    _load_builtin()
     if name in _REGISTRY and not _REGISTRY[name].family:
         return _REGISTRY[name], None
     family, sep, variant = name.partition(":")
@@ -102,8 +96,6 @@ def build(
     The initialisation is drawn under ``torch.manual_seed(seed)`` in a forked CPU RNG, so the same name and seed
     give the same weights and the caller's global RNG stream is left as it was.
     """
-    from clearct.encoders.weights import load_weights
-
     entry, variant = lookup(name)
     kwargs: dict[str, Any] = {}
     if variant is not None:

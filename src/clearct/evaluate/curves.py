@@ -1,31 +1,20 @@
-"""Data-efficiency curves: train on a share of the labelled training patients, evaluate on fixed held-out test
-patients — for any model family (``crossval``'s ABMIL on features, ``finetune3d`` on volumes).
+"""Data-efficiency curves, the pure part: the nested shares of the labelled training patients with one fixed
+held-out test set, and the curve figures. The runs themselves are :func:`clearct.workflows.curves.run_curve`.
 
 The held-out patients are drawn once (stratified, ``test_frac``, or marked by ``--split-column``) and are the test
 set of every share. The training pool shrinks by nested stratified draws: the patients of share 0.1 are among
 those of 0.25, which are among those of 0.5 …, so a curve point differs from the next only by added patients.
-Each share is cross-validated as usual (folds, inner validation for early stopping) on its patients; its fold
-ensemble predicts the held-out set, and that is the curve's value. A share's run is an ordinary command run in
-``OUT/share-<s>/`` (its splits.json lists the pool patients it leaves out as ``unused``), so it resumes and
-writes compute.json like any other.
 """
 
 from __future__ import annotations
 
-import csv
-import importlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from clearct.common.compute import load_compute
 from clearct.common.errors import ClearctError
-from clearct.evaluate.crossfit import group_by_patient, holdout_from_column, patient_strata, read_task
 from clearct.evaluate.splits import Splits, iterative_stratification, make_splits
-from clearct.evaluate.tables import write_csv
-from clearct.mil.data import Issues
 
 SHARES = (0.1, 0.25, 0.5, 1.0)
 
@@ -70,62 +59,6 @@ def curve_splits(patients: list[str], strat: np.ndarray, shares: Sequence[float]
         splits.unused = sorted(set(pool) - set(subset))
         out[share] = splits
     return out
-
-
-def _labelled_items(command: str, cfg: Any, labels, spec, issues: Issues) -> list:
-    """The command's labelled scans, as its run will see them (grids and features are not needed here)."""
-    if command == "crossval":
-        from clearct.mil.data import load_cohort
-
-        return load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues,
-                           windows=cfg.windows).bags
-    if command == "finetune3d":
-        from clearct.finetune3d.run import labelled_volume_items
-
-        return labelled_volume_items(cfg.scans, labels, spec, issues=issues, labels_path=cfg.labels)[0]
-    raise ClearctError(f"no data-efficiency curve for command {command!r} (crossval, finetune3d)")
-
-
-def run_curve(command: str, cfg: Any, out: Path, shares: Sequence[float] = SHARES, *,
-              test_frac: float = 0.2) -> list[dict]:
-    """Run ``command`` (``crossval`` or ``finetune3d``, with config ``cfg``) once per share into
-    ``out/share-<s>/`` and collect the held-out metrics into ``out/curve.csv`` (+ ``curve.png``).
-
-    ``cfg.split_column`` fixes the held-out patients where given; else ``test_frac`` (or ``cfg.test_frac`` when it
-    is set) draws them. finetune3d shares one volume cache (``cfg.cache_dir`` or ``out/volume-cache``).
-    """
-    from clearct.config import COMMANDS
-
-    out = Path(out)
-    labels, spec = read_task(cfg.labels, cfg.targets, cfg.task)
-    items = _labelled_items(command, cfg, labels, spec, Issues())
-    by_patient = group_by_patient(items)
-    patients, strat = patient_strata(spec, by_patient)
-    holdout = holdout_from_column(labels, cfg.split_column, items, cfg.labels) if cfg.split_column else None
-    per_share = curve_splits(patients, strat, shares, folds=cfg.folds, seed=cfg.seed,
-                             test_frac=cfg.test_frac or test_frac, holdout=holdout, val_frac=cfg.val_frac,
-                             nested=cfg.nested)
-    module, function = COMMANDS[command][1].split(":")
-    run = getattr(importlib.import_module(module), function)
-    extra = {"cache_dir": cfg.cache_dir or out / "volume-cache"} if command == "finetune3d" else {}
-    rows = []
-    for share, splits in sorted(per_share.items()):
-        folder = out / f"share-{share:g}"
-        splits.save(folder / "curve-splits.json")
-        run(cfg.model_copy(update={"out": folder, "splits": folder / "curve-splits.json", **extra}))
-        used = load_compute(folder) or {"total": {}}
-        n_train = len({p for j in splits.jobs for p in j.train + j.val})
-        with open(folder / "metrics.csv", newline="") as fh:
-            for r in csv.DictReader(fh):
-                if r["set"] == "holdout":
-                    rows.append({"command": command, "share": share, "train_patients": n_train,
-                                 "test_patients": len(splits.holdout), "target": r["target"], "metric": r["metric"],
-                                 "value": float(r["value"]), "ci_low": float(r["ci_low"]),
-                                 "ci_high": float(r["ci_high"]), "wall_s": used["total"].get("wall_s"),
-                                 "flops": used["total"].get("flops")})
-    write_csv(out / "curve.csv", rows)
-    curve_figure(rows, out / "curve")
-    return rows
 
 
 def headline(rows: list[dict], metric: str = "auroc") -> list[dict]:

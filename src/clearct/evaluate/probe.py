@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from clearct.common.errors import ClearctError
-from clearct.extract.h5 import read_features
+from clearct.io.features import read_features
 from clearct.io.tables import read_lesions_table
 
 

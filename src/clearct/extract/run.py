@@ -26,12 +26,12 @@ from clearct.common.atomic import atomic_write_text, remove_leftovers
 from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Failures
+from clearct.common.prefetch import read_ahead
 from clearct.common.runs import start_run
 from clearct.config import ExtractConfig
-from clearct.extract.embed import embed_volume, feature_windows, prepare_encoder
-from clearct.extract.h5 import read_features, write_features
-from clearct.extract.prefetch import read_ahead
+from clearct.encoders.embed import embed_volume, feature_windows, prepare_encoder
 from clearct.io import read_scans_table
+from clearct.io.features import read_features, write_features
 
 LOG = logging.getLogger("clearct")
 

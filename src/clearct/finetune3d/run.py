@@ -1,5 +1,5 @@
 """``clearct finetune3d``: the end-to-end 3D baseline — a 3D CNN trained on whole volumes per task, with the
-folds, early stopping, outputs and compute accounting of ``crossval`` (:mod:`clearct.evaluate.crossfit`).
+folds, early stopping, outputs and compute accounting of ``crossval`` (:mod:`clearct.modeling.cv_runner`).
 
 Flow: scans.csv joined with labels.csv (by patient or scan id) → every scan resampled once onto the grid and
 cached (:mod:`clearct.finetune3d.volumes`) → the same patient-level splits as crossval for the same seed (or
@@ -19,26 +19,26 @@ import torch
 from clearct.common import compute
 from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
+from clearct.common.failures import Issues
 from clearct.common.runs import start_run
-from clearct.evaluate.crossfit import (
-    Fitted,
-    choose_splits,
-    cross_predict,
-    fingerprint,
-    finish_crossfit,
-    fit_measured,
-    group_by_patient,
-    read_task,
-    reuse_saved,
-)
 from clearct.evaluate.splits import Job
 from clearct.finetune3d.store import load_volume_model
 from clearct.finetune3d.train import VolumeItem, VolumeSettings, predict_volumes, train_volumes, volume_flops
 from clearct.finetune3d.volumes import VolumeCache, VolumePrep
 from clearct.io.tables import LabelTable
-from clearct.mil.data import Issues, LabelJoin
-from clearct.mil.store import save_model
-from clearct.mil.tasks import TaskSpec
+from clearct.modeling.cv_runner import (
+    Fitted,
+    choose_splits,
+    cross_predict,
+    fingerprint,
+    finish_cross_validation,
+    fit_measured,
+    group_by_patient,
+    reuse_saved,
+)
+from clearct.modeling.labels import LabelJoin, read_task
+from clearct.modeling.store import save_model
+from clearct.modeling.tasks import TaskSpec
 
 LOG = logging.getLogger("clearct")
 
@@ -144,6 +144,6 @@ def run_finetune3d(cfg) -> int:
                                 meta)
 
     sets = cross_predict(out, splits, by_patient, spec, fit)
-    return finish_crossfit("finetune3d", cfg, out, sets, {
+    return finish_cross_validation("finetune3d", cfg, out, sets, {
         "scans_used": len(items), "patients": len(by_patient), "holdout_patients": len(splits.holdout),
         "jobs": len(splits.jobs), "arch": settings.arch, "prep": prep.to_json()}, issues, device)

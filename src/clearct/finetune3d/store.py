@@ -1,6 +1,6 @@
-"""finetune3d fold models: ``fold-*/model.safetensors`` + ``model.json`` as for MIL (same writer), with the 3D
-network's arch and width and the volume preparation (:class:`~clearct.finetune3d.volumes.VolumePrep`), so deploy
-prepares new scans exactly like the training scans."""
+"""finetune3d fold models: ``fold-*/model.safetensors`` + ``model.json`` as for MIL (:mod:`clearct.modeling.store`),
+with the 3D network's arch and width and the volume preparation (:class:`~clearct.finetune3d.volumes.VolumePrep`),
+so deploy prepares new scans exactly like the training scans."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import torch
 
 from clearct.finetune3d.train import VolumeItem, VolumeSettings, new_net, predict_volumes
 from clearct.finetune3d.volumes import VolumePrep
-from clearct.mil.store import Ensemble, load_saved
-from clearct.mil.tasks import TaskSpec
+from clearct.modeling.store import Ensemble, load_folder, load_saved
+from clearct.modeling.tasks import TaskSpec
 
 
 def _build(meta: dict) -> torch.nn.Module:
@@ -36,3 +36,7 @@ class VolumeEnsemble(Ensemble):
         scores = [predict_volumes(m, TaskSpec.from_json(meta["task"]), items, self.prep, self.device,
                                   meta["settings"]["batch_size"]) for m, meta in zip(self.models, self.metas)]
         return np.mean(scores, axis=0), None
+
+
+def load_volume_ensemble(folder: Path, device: torch.device | str = "cpu") -> VolumeEnsemble:
+    return VolumeEnsemble(*load_folder(folder, load_volume_model, device), torch.device(device))

@@ -1,6 +1,6 @@
 """Training and inference of one 3D network on whole volumes.
 
-Same recipe as the MIL models where it carries over: AdamW, the task's loss from :mod:`clearct.mil.tasks`, one
+Same recipe as the MIL models where it carries over: AdamW, the task's loss from :mod:`clearct.modeling.tasks`, one
 validation pass per epoch on the job's validation patients, early stopping on that loss (the best epoch's weights
 are kept, :class:`~clearct.common.training.EarlyStopping`), bf16 autocast on CUDA only. Batches are built from
 the cached int16 grids: light augmentation (training only), then one channel per HU window.
@@ -22,7 +22,7 @@ from clearct.common.errors import ClearctError
 from clearct.common.training import adamw, run_epochs
 from clearct.finetune3d.models import build_net, load_backbone
 from clearct.finetune3d.volumes import VolumePrep, augment, channels
-from clearct.mil.tasks import LossFn, TaskSpec, scores_from_outputs
+from clearct.modeling.tasks import LossFn, TaskSpec, scores_from_outputs
 
 LOG = logging.getLogger("clearct")
 

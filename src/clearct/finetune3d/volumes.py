@@ -142,7 +142,7 @@ class VolumeCache:
 
     def load(self, items: Sequence, *, workers: int = 2) -> list[tuple[object, np.ndarray | Exception]]:
         """``(item, grid or the exception that stopped it)`` for every item (``item.scan_id``, ``item.path``)."""
-        from clearct.extract.prefetch import read_ahead
+        from clearct.common.prefetch import read_ahead
         from clearct.io import read_ct
 
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -2,7 +2,7 @@
 
 One fold runner (:func:`fit_job`) trains every model — plain folds, nested inner folds — and deploy reuses the
 saved models. The splits, the pooling of fold predictions and the writers are shared with ``finetune3d``
-(:mod:`clearct.evaluate.crossfit`). Outputs in ``--out``: ``splits.json``, ``fold-*/model.{safetensors,json}``,
+(:mod:`clearct.modeling.cv_runner`). Outputs in ``--out``: ``splits.json``, ``fold-*/model.{safetensors,json}``,
 ``predictions.csv``, ``metrics.csv``, ``summary.json``, ``plots/{cv,holdout}-<target>.{png,svg}``,
 ``compute.json``.
 """
@@ -16,23 +16,25 @@ from pathlib import Path
 import torch
 
 from clearct.common.device import resolve_device
+from clearct.common.failures import Issues
 from clearct.common.runs import start_run
-from clearct.evaluate.crossfit import (
+from clearct.evaluate.splits import Job
+from clearct.mil.data import Bag, Cohort, load_cohort
+from clearct.mil.store import load_model, model_meta
+from clearct.mil.train import TrainSettings, mil_flops, predict_scores, train_model
+from clearct.modeling.cv_runner import (
     Fitted,
     choose_splits,
     cross_predict,
     fingerprint,
-    finish_crossfit,
+    finish_cross_validation,
     fit_measured,
     group_by_patient,
-    read_task,
     reuse_saved,
 )
-from clearct.evaluate.splits import Job
-from clearct.mil.data import Bag, Cohort, Issues, load_cohort
-from clearct.mil.store import load_model, model_meta, save_model
-from clearct.mil.tasks import TaskSpec
-from clearct.mil.train import TrainSettings, mil_flops, predict_scores, train_model
+from clearct.modeling.labels import read_task
+from clearct.modeling.store import save_model
+from clearct.modeling.tasks import TaskSpec
 
 LOG = logging.getLogger("clearct")
 
@@ -88,6 +90,6 @@ def run_crossval(cfg) -> int:
         return Fitted.from_meta(lambda bags: predict_scores(model, job_spec, bags, device)[0], meta)
 
     sets = cross_predict(out, splits, by_patient, spec, fit)
-    return finish_crossfit("crossval", cfg, out, sets, {
+    return finish_cross_validation("crossval", cfg, out, sets, {
         "scans_used": len(cohort.bags), "patients": len(by_patient), "holdout_patients": len(splits.holdout),
         "jobs": len(splits.jobs), "encoder": cohort.encoder, "windows": cohort.windows}, issues, device)

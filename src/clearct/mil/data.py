@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sys
-from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from clearct.common.errors import ClearctError
-from clearct.extract.h5 import ScanFeatures, read_features
+from clearct.common.failures import Issues
+from clearct.io.features import ScanFeatures, read_features
 from clearct.io.tables import LabelTable
-from clearct.mil.tasks import TaskSpec, parse_label
+from clearct.modeling.labels import LabelJoin
+from clearct.modeling.tasks import TaskSpec
 
 LOG = logging.getLogger("clearct")
 
@@ -45,42 +45,6 @@ class Bag:
         return int(self.feats.shape[0])
 
 
-# issue kinds that mean a scan's input is broken (not merely unmatched): listed in failures.csv, exit code 1
-FAILURE_KINDS = ("unreadable_features", "nan_features", "empty_bag", "missing_window", "unknown_label")
-
-
-@dataclass
-class Issues:
-    """Input problems: each is printed as one line (stderr and the log) and counted by kind; failures (see
-    :data:`FAILURE_KINDS`) are also kept as ``failures.csv`` rows."""
-
-    lines: list[str] = field(default_factory=list)
-    counts: Counter = field(default_factory=Counter)
-    failed: list[dict[str, str]] = field(default_factory=list)
-
-    def add(self, kind: str, message: str, n: int = 1, *, item: str = "", path: Path | str | None = None) -> None:
-        self.counts[kind] += n
-        self.lines.append(message)
-        if kind in FAILURE_KINDS:
-            self.failed.append({"scan_id": item, "path": "" if path is None else str(path), "reason": message})
-        LOG.warning(message)
-        tqdm.write(f"clearct: warning: {message}", file=sys.stderr)  # keeps progress bars intact
-
-    def summary(self) -> dict[str, int]:
-        return dict(self.counts)
-
-    def finish(self, out: Path, command: str) -> int:
-        """Write ``failures.csv`` into ``out``, print the count of failures; the command's exit code (1 if any)."""
-        from clearct.common.failures import Failures
-
-        failures = Failures(command)
-        failures.extend(self.failed)
-        listed = failures.write(out / "failures.csv")
-        if failures:
-            print(f"clearct {command}: {failures.summary(listed)}", file=sys.stderr)
-        return 1 if failures else 0
-
-
 @dataclass
 class Cohort:
     """The usable bags plus what the feature files agree on (encoder, windows, dimension)."""
@@ -90,10 +54,6 @@ class Cohort:
     windows: list[list]
     encoder: dict
     issues: Issues
-
-
-def _names(ids: list[str], limit: int = 5) -> str:
-    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
 def select_windows(f: ScanFeatures, names: list[str]) -> ScanFeatures:
@@ -109,48 +69,6 @@ def select_windows(f: ScanFeatures, names: list[str]) -> ScanFeatures:
     return replace(f, feats=f.feats[keep], slice_index=f.slice_index[keep], z_mm=f.z_mm[keep],
                    window=position[f.window[keep]], windows=[f.windows[have.index(n)] for n in names],
                    extra={k: v[keep] if np.shape(v)[:1] == keep.shape else v for k, v in f.extra.items()})
-
-
-class LabelJoin:
-    """Label rows of labels.csv looked up by a scan's patient id or scan id (whichever the table is keyed by),
-    with the join's problems reported as issues: unknown label values at once, scans without a label row and
-    label rows without a scan by :meth:`finish`. Shared by the feature cohorts (MIL) and the volume cohorts
-    (finetune3d); ``noun`` names a scan in the messages (``feature file``), ``kind`` in the issue kinds
-    (``features``: ``features_without_labels``, ``labels_without_features``)."""
-
-    def __init__(self, labels: LabelTable, spec: TaskSpec, labels_path: Path | None, issues: Issues, *, noun: str,
-                 kind: str):
-        self.labels, self.spec, self.path, self.issues = labels, spec, labels_path, issues
-        self.noun, self.kind = noun, kind
-        self.rows = {rid: [labels.columns[t][i] for t in spec.targets] for i, rid in enumerate(labels.ids)}
-        self.used: set[str] = set()
-        self.unlabelled: list[str] = []
-
-    def label(self, scan_id: str, patient_id: str) -> np.ndarray | None:
-        """The parsed label of a scan; None when it has no row (counted) or an unknown value (reported)."""
-        key = patient_id if self.labels.id_column == "patient_id" else scan_id
-        if key not in self.rows:
-            self.unlabelled.append(scan_id)
-            return None
-        self.used.add(key)
-        try:
-            return parse_label(self.spec, self.rows[key])
-        except ValueError as exc:
-            self.issues.add("unknown_label", f"{self.path}: {self.labels.id_column} {key}: {exc}; "
-                            f"scan {scan_id} left out", item=scan_id, path=self.path)
-            return None
-
-    def finish(self, source: Path, broken: set[str] = frozenset()) -> None:
-        """Report the scans without a label row and the label rows without a scan in ``source`` (ids in
-        ``broken`` belong to scans already reported as unreadable)."""
-        kind = self.kind
-        if self.unlabelled:
-            self.issues.add(f"{kind}_without_labels", f"{self.path}: no label row for {len(self.unlabelled)} "
-                            f"{self.noun}(s) ({_names(self.unlabelled)}); left out", len(self.unlabelled))
-        missing = [i for i in self.labels.ids if i not in self.used and i not in broken]
-        if missing:
-            self.issues.add(f"labels_without_{kind}", f"{self.path}: {len(missing)} label row(s) have no "
-                            f"{self.noun} in {source} ({_names(missing)}); left out", len(missing))
 
 
 def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None, *, labels_path: Path | None = None,

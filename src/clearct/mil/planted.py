@@ -20,7 +20,7 @@ import numpy as np
 
 from clearct.common.errors import ClearctError
 from clearct.common.runs import LOG
-from clearct.extract.h5 import ScanFeatures, read_features, write_features
+from clearct.io.features import ScanFeatures, read_features, write_features
 from clearct.io.tables import read_lesions_table
 
 

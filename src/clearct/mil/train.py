@@ -28,7 +28,7 @@ from clearct.common.device import autocast_for, training_threads
 from clearct.common.training import adamw, run_epochs
 from clearct.mil.data import Bag
 from clearct.mil.models import build_model
-from clearct.mil.tasks import LossFn, TaskSpec, scores_from_outputs
+from clearct.modeling.tasks import LossFn, TaskSpec, scores_from_outputs
 
 LOG = logging.getLogger("clearct")
 

@@ -34,10 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
@@ -53,6 +51,7 @@ from clearct.config import (
     ValidationConfig,
 )
 from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
+from clearct.workflows.curves import CurveStep
 
 MARKER = "benchmark-step.json"
 # config fields that do not change a step's result (a finished step is not redone when only these differ)
@@ -173,31 +172,13 @@ def _task_steps(cfg: BenchmarkConfig, enc: Encoder, root: Path) -> list[Step]:
         d = DeployConfig(model=c.out, features=feats / "external-lung", labels=cohorts / "external" / "labels.csv",
                          out=tasks / "lung-external", bootstrap=cfg.bootstrap, seed=cfg.seed, device=cfg.device)
         steps += [Step(f"crossval {enc.name} lung", "clearct.mil.crossval:run_crossval", c, c.out),
-                  Step(f"deploy {enc.name} lung-external", "clearct.mil.deploy:run_deploy", d, d.out)]
+                  Step(f"deploy {enc.name} lung-external", "clearct.inference.deploy:run_deploy", d, d.out)]
     if "stage" in cfg.tasks and not enc.is_3d:
         c = CrossvalConfig(features=feats / "stage-lung", labels=cohorts / "stage" / "labels.csv",
                            targets=["stage_high"], task="binary", folds=cfg.stage_folds, nested=True,
                            out=tasks / "stage", **mil)
         steps.append(Step(f"crossval {enc.name} stage", "clearct.mil.crossval:run_crossval", c, c.out))
     return steps
-
-
-class CurveStep(BaseModel):
-    """A curve step's config: the arguments of :func:`clearct.evaluate.curves.run_curve`. ``run`` is the family's
-    command config; its folds, seed and ``test_frac`` fix the held-out patients and the nested shares."""
-
-    model_config = ConfigDict(extra="forbid")
-    command: Literal["crossval", "finetune3d"]
-    run: CrossvalConfig | Finetune3dConfig
-    out: Path
-    shares: list[float]
-
-
-def run_curve_step(step: CurveStep) -> int:
-    from clearct.evaluate.curves import run_curve
-
-    run_curve(step.command, step.run, step.out, step.shares)
-    return 0
 
 
 def _task_crossval(cfg: BenchmarkConfig, enc: Encoder, root: Path, task: str) -> CrossvalConfig | None:
@@ -237,7 +218,7 @@ def _curve_steps(cfg: BenchmarkConfig, root: Path) -> list[Step]:
     if not cfg.curves:
         return []
     steps = []
-    function = "clearct.workflows.benchmark:run_curve_step"
+    function = "clearct.workflows.curves:run_curve_step"
     for task in cfg.curve_tasks:
         folder = root / "curves" / task
         for enc in curve_encoders(cfg):

@@ -205,17 +205,17 @@ def demo_stages(cfg: DemoConfig, size: DemoSize, root: Path, predict_scan: Path 
                                   seed=cfg.seed, **common)
             stages += [Stage(f"{task}-{arm}", "clearct.mil.crossval:run_crossval", crossval,
                              f"ABMIL on {what}, {ARM_TITLES[arm]}, cross-validated"),
-                       Stage(f"{task}-{arm}-deploy", "clearct.mil.deploy:run_deploy", deploy,
+                       Stage(f"{task}-{arm}-deploy", "clearct.inference.deploy:run_deploy", deploy,
                              "the fold ensemble on the external cohort")]
     for arm in ("lecl", "control"):
         models = at.task("location", arm) / "crossval"
-        stages.append(Stage(f"attention-{arm}", "clearct.mil.attention:run_attention",
+        stages.append(Stage(f"attention-{arm}", "clearct.inference.attention:run_attention",
                             AttentionConfig(model=models, features=at.features(arm, "external"),
                                             out=root / "attention" / arm, scans=at.external / "scans.csv",
                                             lesions=at.external / "lesions.csv", figures=ATTENTION_FIGURES,
                                             **common), f"attention of {ARM_TITLES[arm]}, external cohort"))
     if predict_scan is not None:
-        stages.append(Stage("predict", "clearct.mil.predict:run_predict",
+        stages.append(Stage("predict", "clearct.inference.predict:run_predict",
                             PredictConfig(scan_path=predict_scan, model=at.task("location", "lecl") / "crossval",
                                           encoder=str(at.encoder("lecl")), out=root / "predict", **common),
                             "one scan → prediction.json"))

@@ -40,9 +40,8 @@ from tqdm import tqdm
 from clearct.common.atomic import atomic_path, atomic_write_text, remove_leftovers
 from clearct.common.device import autocast_for, resolve_device, threads, training_threads
 from clearct.common.errors import ClearctError
-from clearct.pretrain.drasclr.losses import LocationQueue, local_contrastive_loss, neighbour_contrastive_loss
-from clearct.pretrain.drasclr.model import DrasCLREncoder, EncoderSpec
-from clearct.pretrain.drasclr.patches import (
+from clearct.encoders.drasclr.model import DrasCLREncoder, EncoderSpec
+from clearct.encoders.drasclr.patches import (
     PatchSpec,
     ScanPatches,
     nearest_neighbours,
@@ -50,6 +49,7 @@ from clearct.pretrain.drasclr.patches import (
     random_affines,
     sample_patches,
 )
+from clearct.pretrain.drasclr.losses import LocationQueue, local_contrastive_loss, neighbour_contrastive_loss
 
 LOG = logging.getLogger("clearct")
 CHECKPOINT = "drasclr-checkpoint.pt"

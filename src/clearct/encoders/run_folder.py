@@ -19,6 +19,7 @@ from clearct import __version__
 from clearct.common.atomic import atomic_path, atomic_write_text
 from clearct.common.errors import ClearctError
 from clearct.common.runs import sha256_file
+from clearct.encoders.registry import build
 
 WEIGHTS = "encoder.safetensors"
 MANIFEST = "encoder.json"
@@ -81,8 +82,6 @@ def load_encoder_run(run_dir: str | Path, *, image_size: int | None = None, allo
     The encoder runs at the size it was trained at; another ``image_size`` is refused unless ``allow_resize``
     (features at another size are other features: a model trained on one size should not silently get the other).
     """
-    from clearct.encoders.registry import build
-
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
     trained = int(manifest["input_size"])

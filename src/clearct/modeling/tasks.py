@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from clearct.mil import losses
+from clearct.modeling import losses
 
 TASKS = ("multilabel", "binary", "multiclass", "regression", "survival")
 _TRUE = {"1", "1.0", "true", "yes", "y", "pos", "positive"}

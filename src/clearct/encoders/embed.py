@@ -1,7 +1,9 @@
-"""One scan in memory → its ScanFeatures: windowed slices through a frozen encoder, in bounded chunks.
+"""One scan in memory → its ScanFeatures through a frozen registry encoder: the one interface that extraction and
+predict call for every encoder.
 
-Rows follow the h5 contract: ordered by (slice_index, window), N = slices × windows for a 2D encoder; a 3D
-encoder (``is_3d``) gives one row with slice_index −1.
+Rows follow the feature-file contract: ordered by (slice_index, window), N = slices × windows for a 2D encoder
+(windowed slices in bounded chunks); a 3D encoder (``is_3d``) gives one row with slice_index −1. An encoder whose
+instances are neither (DrasCLR's patches) brings its own ``embed_scan`` and ``feature_windows`` methods.
 """
 
 from __future__ import annotations
@@ -12,17 +14,17 @@ import numpy as np
 import torch
 
 from clearct.common.device import autocast_for, channels_last, resolve_device
-from clearct.extract.h5 import ScanFeatures
-from clearct.extract.prefetch import background
+from clearct.common.prefetch import background
+from clearct.io.features import ScanFeatures
 from clearct.io.volume import CTVolume
 from clearct.preprocess import Window, parse_windows, render_slices
 
 
 def feature_windows(encoder: torch.nn.Module, windows: Sequence[Window]) -> list[tuple[str, float, float]]:
-    """The windows a feature file records: the requested ones, or a 3D encoder's own HU range."""
-    if getattr(encoder, "instance_kind", None) == "patch3d":
-        spec = encoder.patch
-        return [(spec.window_name, float(spec.window[0]), float(spec.window[1]))]
+    """The windows a feature file records: the requested ones, the encoder's own, or a 3D encoder's HU range."""
+    own = getattr(encoder, "feature_windows", None)
+    if own is not None:
+        return own(windows)
     if getattr(encoder, "is_3d", False) and getattr(encoder, "hu_window", None) is not None:
         lo, hi = encoder.hu_window
         return [("volume", float(lo), float(hi))]
@@ -72,18 +74,17 @@ def embed_volume(
     batch_size: int = 64,
     device: torch.device | str | None = None,
 ) -> ScanFeatures:
-    """Embed every slice of ``volume`` once per window (or the whole volume for a 3D encoder, or the patch grid
-    of a DrasCLR encoder).
+    """Embed every slice of ``volume`` once per window (or the whole volume for a 3D encoder, or the instances an
+    encoder's own ``embed_scan`` chooses).
 
     ``encoder`` must already sit on ``device`` in eval mode (``device=None`` uses the encoder's own device).
     Rendering of the next chunk runs in a background thread while the current chunk goes through the encoder.
     """
-    if getattr(encoder, "instance_kind", None) == "patch3d":  # DrasCLR: instances are 3D patches, own windowing
-        from clearct.pretrain.drasclr.extract import embed_volume_patches
-
-        return embed_volume_patches(volume, encoder, batch_size=batch_size, device=device)
-    windows = parse_windows(windows)
     device = _encoder_device(encoder) if device is None else resolve_device(str(device))
+    own = getattr(encoder, "embed_scan", None)
+    if own is not None:
+        return own(volume, batch_size=batch_size, device=device)
+    windows = parse_windows(windows)
     z = volume.hu.shape[0]
     if getattr(encoder, "is_3d", False):
         feats = forward_rows(encoder, encoder.prepare_volume(volume), device)

@@ -12,11 +12,14 @@ from tqdm import tqdm
 
 from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
+from clearct.common.failures import Issues
 from clearct.common.runs import start_run
 from clearct.evaluate.tables import write_csv
+from clearct.inference.ensembles import load_mil_models
+from clearct.io import read_ct
 from clearct.io.tables import read_lesions_table, read_scans_table
-from clearct.mil.data import Bag, Issues, load_cohort
-from clearct.mil.store import Ensemble, load_ensemble, require_mil
+from clearct.mil.data import Bag, load_cohort
+from clearct.modeling.store import Ensemble
 from clearct.report.attention import attention_figure
 
 LOG = logging.getLogger("clearct")
@@ -42,8 +45,7 @@ def check_encoder(ensemble: Ensemble, encoder: dict, where: Path) -> None:
 
 def run_attention(cfg) -> int:
     out = start_run(cfg.out, "attention", cfg)
-    ensemble = load_ensemble(cfg.model, resolve_device(cfg.device))
-    require_mil(ensemble, "attention", cfg.model)
+    ensemble = load_mil_models(cfg.model, "attention", resolve_device(cfg.device))
     issues = Issues()
     cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32, windows=ensemble.window_names)
     check_encoder(ensemble, cohort.encoder, cfg.features)
@@ -60,8 +62,6 @@ def run_attention(cfg) -> int:
             continue
         hu = None
         if bag.scan_id in paths:
-            from clearct.io import read_ct
-
             try:
                 hu = read_ct(paths[bag.scan_id]).hu  # a missing or broken scan costs only the montage
             except ClearctError as exc:

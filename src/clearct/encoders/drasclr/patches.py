@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
+from clearct.encoders.drasclr.mask import MaskKind, region_mask
 from clearct.io.volume import CTVolume
-from clearct.pretrain.drasclr.mask import MaskKind, region_mask
 
 AIR_HU = -1024.0
 AFFINE_MARGIN = 1.25  # room around the mask for rotated / scaled training views

@@ -1,9 +1,9 @@
-"""Cross-validation shared by the model families: ``crossval`` (MIL on slice features) and ``finetune3d`` (a 3D
-CNN on whole volumes) differ only in their items and in how one model is fitted.
+"""The cross-validation runner shared by the model families: ``crossval`` (MIL on slice features) and
+``finetune3d`` (a 3D CNN on whole volumes) differ only in their items and in how one model is fitted.
 
 An *item* is one scan with ``patient_id``, ``scan_id`` and its parsed label ``y`` (a MIL bag, a volume). This
-module fixes the task from labels.csv, reloads or draws the patient-level splits (same seed → same folds for
-every family), runs one fit per job inside a compute stage, pools the outer-fold predictions (nested inner models
+module reloads or draws the patient-level splits (same seed → same folds for every family), trains (or, resuming,
+reloads) one model per job inside a compute stage, pools the outer-fold predictions (nested inner models
 averaged), predicts the held-out patients with the mean of all models, and writes predictions.csv, metrics.csv,
 the ROC/PR plots and the printed table. Deploy uses the same writers.
 """
@@ -23,12 +23,13 @@ import numpy as np
 from clearct.common import compute
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
+from clearct.common.failures import Issues
 from clearct.evaluate.metrics import best_f1_threshold
 from clearct.evaluate.plots import roc_pr_figure
 from clearct.evaluate.splits import Job, Splits, make_splits, stratification_matrix
 from clearct.evaluate.tables import Predictions, compute_metrics, prediction_rows, write_csv
-from clearct.io.tables import LabelTable, read_labels_table
-from clearct.mil.tasks import TaskSpec, eval_labels, fit_normalisation, make_loss, make_task
+from clearct.io.tables import LabelTable
+from clearct.modeling.tasks import TaskSpec, eval_labels, fit_normalisation, make_loss
 
 LOG = logging.getLogger("clearct")
 
@@ -37,19 +38,6 @@ class Item(Protocol):
     patient_id: str
     scan_id: str
     y: np.ndarray
-
-
-def read_task(labels_path: Path, targets: Sequence[str], task: str) -> tuple[LabelTable, TaskSpec]:
-    """labels.csv and the task over its ``targets`` columns; one-line errors for missing columns or bad tasks."""
-    labels = read_labels_table(labels_path)
-    missing = [t for t in targets if t not in labels.columns]
-    if missing:
-        raise ClearctError(f"target column(s) {', '.join(missing)} not in the labels table "
-                           f"(columns: {', '.join(labels.columns)})", labels_path)
-    try:
-        return labels, make_task(task, list(targets), labels.columns)
-    except ValueError as exc:
-        raise ClearctError(str(exc), labels_path) from exc
 
 
 def group_by_patient(items: Sequence[Item]) -> dict[str, list[Item]]:
@@ -76,7 +64,7 @@ def holdout_from_column(labels: LabelTable, column: str, items: Sequence[Item], 
 
 
 def choose_splits(cfg: Any, out: Path, labels: LabelTable, spec: TaskSpec, by_patient: dict[str, list[Item]],
-                  issues: Any) -> Splits:
+                  issues: Issues) -> Splits:
     """``--splits FILE``, else ``out/splits.json`` on a resumed run, else new stratified splits from ``--seed``;
     saved to ``out/splits.json``. ``cfg`` carries the validation fields shared by crossval and finetune3d."""
     patients, strat = patient_strata(spec, by_patient)
@@ -254,7 +242,7 @@ def evaluate_and_write(out: Path, sets: dict[str, Predictions], *, n_boot: int, 
     return metric_rows
 
 
-def finish_crossfit(command: str, cfg: Any, out: Path, sets: dict[str, Predictions], summary: dict, issues: Any,
+def finish_cross_validation(command: str, cfg: Any, out: Path, sets: dict[str, Predictions], summary: dict, issues: Issues,
                     device: Any) -> int:
     """The end of a cross-validation command: metrics and plots, summary.json (``summary`` + the issue counts and
     warnings), compute.json, the table, one line on stdout and failures.csv; returns the command's exit code (1 when

@@ -12,13 +12,15 @@ from clearct.common import compute
 from clearct.common.atomic import atomic_write_text
 from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
+from clearct.common.failures import Issues
 from clearct.common.runs import start_run
-from clearct.evaluate.crossfit import evaluate_and_write, predictions_from, print_table
 from clearct.evaluate.tables import write_csv
+from clearct.finetune3d.run import load_volume_items
+from clearct.inference.attention import attention_rows, check_encoder
+from clearct.inference.ensembles import load_ensemble
 from clearct.io.tables import read_labels_table
-from clearct.mil.attention import attention_rows, check_encoder
-from clearct.mil.data import Issues, load_cohort
-from clearct.mil.store import load_ensemble
+from clearct.mil.data import load_cohort
+from clearct.modeling.cv_runner import evaluate_and_write, predictions_from, print_table
 
 
 def _cohort(cfg, ensemble, labels, issues: Issues) -> tuple[list, dict, object]:
@@ -28,8 +30,6 @@ def _cohort(cfg, ensemble, labels, issues: Issues) -> tuple[list, dict, object]:
         if cfg.scans is None:
             raise ClearctError("holds finetune3d models: deploy them with --scans scans.csv of the external cohort",
                                cfg.model)
-        from clearct.finetune3d.run import load_volume_items
-
         items = load_volume_items(cfg.scans, labels, spec, ensemble.prep, cache_dir=cfg.out / "volume-cache",
                                   workers=2, issues=issues, labels_path=cfg.labels)
         return items, ensemble.encoder, cfg.scans

@@ -25,10 +25,16 @@ from clearct.common.atomic import atomic_write_text
 from clearct.common.device import resolve_device
 from clearct.common.failures import Failures
 from clearct.common.runs import start_run
+from clearct.encoders import create_encoder
+from clearct.encoders.embed import embed_volume, prepare_encoder
+from clearct.encoders.random_init import check_baseline_weights, random_init_warning
 from clearct.evaluate.tables import write_csv
-from clearct.mil.attention import attention_rows, check_encoder
+from clearct.inference.attention import attention_rows, check_encoder
+from clearct.inference.ensembles import load_mil_models
+from clearct.io import read_ct, read_scans_table
 from clearct.mil.data import Bag
-from clearct.mil.store import Ensemble, load_ensemble, require_mil
+from clearct.mil.store import MilEnsemble
+from clearct.preprocess import Window
 from clearct.report.attention import attention_figure
 
 
@@ -37,7 +43,7 @@ class Predictor:
     """What every scan of a predict run shares: the ensemble, the encoder and its windows."""
 
     cfg: object
-    ensemble: Ensemble
+    ensemble: MilEnsemble
     encoder: torch.nn.Module
     windows: list
     device: torch.device
@@ -46,9 +52,6 @@ class Predictor:
     def __call__(self, scan_path: Path, out: Path, *, scan_id: str | None = None,
                  patient_id: str | None = None) -> dict:
         """Predict one scan into ``out``; returns the content of its prediction.json."""
-        from clearct.extract import embed_volume
-        from clearct.io import read_ct
-
         cfg, ensemble = self.cfg, self.ensemble
         volume = read_ct(scan_path, series=cfg.series, png_values=cfg.png_values)
         volume.scan_id = scan_id or volume.scan_id
@@ -91,16 +94,10 @@ def _is_table(path: Path) -> bool:
 
 
 def run_predict(cfg) -> int:
-    from clearct.encoders import create_encoder
-    from clearct.encoders.random_init import check_baseline_weights, random_init_warning
-    from clearct.extract.embed import prepare_encoder
-    from clearct.preprocess import Window
-
     check_baseline_weights(cfg.encoder, cfg.weights, cfg.random_init)
     out = start_run(cfg.out, "predict", cfg)
     device = resolve_device(cfg.device)
-    ensemble = load_ensemble(cfg.model, device)
-    require_mil(ensemble, "predict", cfg.model)
+    ensemble = load_mil_models(cfg.model, "predict", device)
     # the size the models' training features were embedded at (a run folder resized on purpose stays resized)
     size = ensemble.encoder.get("image_size")
     encoder = prepare_encoder(create_encoder(cfg.encoder, weights=cfg.weights, image_size=size,
@@ -123,8 +120,6 @@ def run_predict(cfg) -> int:
 
 def _predict_table(predictor: Predictor, table: Path, out: Path) -> int:
     """Every scan of a scans.csv; one failing scan is listed, the others are predicted."""
-    from clearct.io import read_scans_table
-
     failures = Failures("predict")
     rows = []
     for record in tqdm(read_scans_table(table), desc="predict", unit="scan", disable=None):

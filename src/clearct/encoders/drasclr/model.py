@@ -9,13 +9,19 @@ part of training only (``train.py``); the exported encoder is this trunk.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from torch import nn
+from tqdm import tqdm
 
-from clearct.pretrain.drasclr.condconv import CondConv3d
-from clearct.pretrain.drasclr.patches import PatchSpec
+from clearct.common.device import autocast_for
+from clearct.encoders.drasclr.condconv import CondConv3d
+from clearct.encoders.drasclr.patches import PatchSpec, plan_patches, sample_patches
+from clearct.io.features import ScanFeatures
+from clearct.io.volume import CTVolume
 
 
 @dataclass(frozen=True)
@@ -53,8 +59,9 @@ def _layout(spec: EncoderSpec) -> list[tuple[int, int, int]]:
 class DrasCLREncoder(nn.Module):
     """(B, 1, P, P, P) patches in [−1, 1] and (B, 3) locations → (B, embed_dim) patch embeddings.
 
-    Registry attributes: ``instance_kind = "patch3d"`` tells extraction to call
-    :func:`clearct.pretrain.drasclr.extract.embed_volume_patches` (one embedding per patch) instead of slicing.
+    Its instances are patches, not slices: :meth:`embed_scan` embeds a scan's patch grid (one feature row per
+    patch) and :meth:`feature_windows` names its own lung window, the two methods through which
+    :func:`clearct.encoders.embed.embed_volume` lets an encoder choose its instances.
     """
 
     instance_kind = "patch3d"
@@ -76,6 +83,47 @@ class DrasCLREncoder(nn.Module):
         for unit in self.units:
             x = unit(x, loc)
         return x.mean(dim=(2, 3, 4))
+
+    def feature_windows(self, windows: Sequence[object] = ()) -> list[tuple[str, float, float]]:
+        """The one HU window its patches are cut in (the requested slice windows do not apply)."""
+        return [(self.patch.window_name, float(self.patch.window[0]), float(self.patch.window[1]))]
+
+    @torch.no_grad()
+    def embed_scan(self, volume: CTVolume, *, batch_size: int = 64,
+                   device: torch.device | str = "cpu") -> ScanFeatures:
+        """Mask the scan, cut the patch grid, and embed every patch (no augmentation, eval mode).
+
+        Rows are the patches in grid order (z first), so ``slice_index`` (the slice of the patch centre) is
+        non-decreasing as the feature-file contract asks; ``window`` is 0 for the single lung window; the extra
+        dataset ``patch_center_mm`` (N, 3) holds (patient z, y, x) in mm and ``patch_loc`` (N, 3) the normalised
+        location, so attention can be drawn over patch position.
+        """
+        spec, device = self.patch, torch.device(device)
+        scan = plan_patches(volume, spec)
+        self.to(device).eval()
+        feats = []
+        starts = range(0, len(scan), batch_size)
+        for start in tqdm(starts, desc=f"{volume.scan_id or 'scan'}: patches", leave=False, disable=len(starts) < 2):
+            index = np.arange(start, min(start + batch_size, len(scan)))
+            x = sample_patches(scan, index, spec).to(device)
+            loc = torch.from_numpy(scan.loc[index]).to(device)
+            with autocast_for(device):
+                feats.append(self(x, loc).float().cpu())
+        return ScanFeatures(
+            feats=torch.cat(feats).numpy().astype(np.float32),
+            slice_index=scan.slice_index,
+            z_mm=scan.center_mm[:, 0],
+            window=np.zeros(len(scan), dtype=np.int8),
+            scan_id=volume.scan_id,
+            patient_id=volume.patient_id,
+            encoder=self.encoder_name,
+            weights_sha256=self.weights_sha256,
+            image_size=spec.patch_size,
+            windows=self.feature_windows(),
+            extra={"patch_center_mm": scan.center_mm, "patch_loc": scan.loc},
+            attrs={"instance_kind": "patch3d", "patch_voxel_mm": spec.voxel_mm, "patch_grid_mm": spec.grid_mm,
+                   "patch_mask": scan.mask_kind},
+        )
 
     def info(self) -> dict:
         """What ``create_encoder`` needs to rebuild this network (stored in encoder.json)."""
