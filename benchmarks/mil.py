@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 from clearct.common.device import resolve_device, reuse_freed_memory
 from clearct.evaluate.splits import make_splits, stratification_matrix
 from clearct.mil.data import Bag
-from clearct.mil.train import TrainSettings, mil_flops, predict_scores, train_model
+from clearct.mil.train import MilTraining, mil_flops, predict_scores, train_model
 from clearct.modeling.tasks import make_loss, make_task
 
 
@@ -59,7 +59,7 @@ def main() -> None:
     patients = list(by_patient)
     y = np.stack([b.y for b in bags])
     splits = make_splits(patients, stratification_matrix("multilabel", y), folds=5, seed=0)
-    settings = TrainSettings(epochs=args.epochs, bag_size=args.bag_size, patience=args.patience)
+    settings = MilTraining(epochs=args.epochs, bag_size=args.bag_size, patience=args.patience)
     device = resolve_device(args.device)
     from extract import matmul_peak  # benchmarks/ is the script's folder
 

@@ -1,10 +1,9 @@
 """Render the recipe runs of benchmarks/recipe.py (its --table CSV) as the markdown table of benchmarks/RESULTS.md,
-or, with ``--frontier COHORT``, write the demo report's recorded frontier (src/clearct/report/recipe_frontier.csv):
-the LECL and supervised-ceiling runs of the CPU recipe (resnet_tiny, 128 px, lesion share 0.5) on that cohort.
+or, with ``--frontier COHORT``, the frontier as CSV (the "Frontier" table of RESULTS.md "recipe"): the LECL and
+supervised-ceiling runs of the CPU recipe (resnet_tiny, 128 px, lesion share 0.5) on that cohort.
 
     .venv/bin/python benchmarks/recipe_table.py benchmarks/out/recipes.csv
-    .venv/bin/python benchmarks/recipe_table.py benchmarks/out/recipes.csv --frontier demo200v2 \\
-        > src/clearct/report/recipe_frontier.csv
+    .venv/bin/python benchmarks/recipe_table.py benchmarks/out/recipes.csv --frontier demo200v2
 """
 
 from __future__ import annotations

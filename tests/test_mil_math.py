@@ -15,7 +15,7 @@ from clearct.evaluate.metrics import (
 from clearct.evaluate.splits import iterative_stratification, make_splits
 from clearct.evaluate.tables import Predictions, compute_metrics
 from clearct.mil.models import build_model, masked_softmax
-from clearct.mil.train import TrainSettings, effective_batch_size
+from clearct.mil.train import MilTraining, effective_batch_size
 from clearct.modeling.losses import cox_partial_likelihood
 from clearct.modeling.tasks import make_task, parse_label
 
@@ -66,7 +66,7 @@ def test_label_parsing_rejects_unknown_values():
 
 
 def test_step_floor_shrinks_the_batch_on_small_cohorts():
-    s = TrainSettings()  # batch 128, 32 epochs, min_steps 2000
+    s = MilTraining()  # batch 128, 32 epochs, min_steps 2000
     assert effective_batch_size(128, s) == 2  # 64 steps/epoch × 32 = 2048 ≥ 2000
     assert effective_batch_size(100_000, s) == 128
 
@@ -157,7 +157,7 @@ def test_feature_scaler_matches_numpy_and_is_saved_with_the_model(tmp_path):
     parts = [rng.normal(3.0, 0.5, size=(n, 6)).astype(np.float16) for n in (5, 40, 17)]
     parts[1][:, 2] = 7.0  # a constant feature must pass through, not divide by zero
     spec = make_task("multilabel", ["a"], {"a": ["0", "1"]})
-    settings = TrainSettings(standardize=True)
+    settings = MilTraining(standardize=True)
     model = new_model(spec, 6, 1, settings)
     model.scaler.fit(parts)
     rows = np.concatenate(parts).astype(np.float64)
@@ -198,7 +198,7 @@ def test_standardizing_rescues_features_with_a_large_common_component():
     y = np.stack([b.y for b in test])
     auroc = {}
     for standardize in (False, True):
-        s = TrainSettings(epochs=10, min_steps=200, standardize=standardize)
+        s = MilTraining(epochs=10, min_steps=200, standardize=standardize)
         model, _ = train_model(spec, make_loss(spec, np.stack([b.y for b in train])), train, [], s, n_windows=1,
                                seed=0, device=torch.device("cpu"))
         scores, _ = predict_scores(model, spec, test, torch.device("cpu"))

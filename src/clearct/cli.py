@@ -7,7 +7,6 @@ Building the parser imports only pydantic and the config models, so ``--help`` n
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import types
 import typing
@@ -18,7 +17,7 @@ from pydantic import ValidationError
 
 from clearct import __version__
 from clearct.common.device import reuse_freed_memory
-from clearct.config import COMMANDS, CommandConfig
+from clearct.config import COMMANDS, CommandConfig, command_function, section_type
 
 
 def _flag_kwargs(annotation: Any) -> dict[str, Any]:
@@ -38,22 +37,36 @@ def _flag_kwargs(annotation: Any) -> dict[str, Any]:
     return {}
 
 
-def _add_command(sub: argparse._SubParsersAction, name: str, model: type[CommandConfig], help_text: str) -> None:
-    parser = sub.add_parser(name, help=help_text, description=help_text, argument_default=argparse.SUPPRESS)
+def _add_fields(parser: argparse.ArgumentParser, model: type[CommandConfig], prefix: str = "") -> None:
+    """One flag per field; a nested section's fields become ``--<section>-<field>`` (dest ``section.field``)."""
     for field_name, info in model.model_fields.items():
+        inner = section_type(info.annotation)
+        if inner is not None:
+            _add_fields(parser, inner, f"{prefix}{field_name}.")
+            continue
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         kwargs = _flag_kwargs(info.annotation)
-        default = "" if info.is_required() else f" (default: {info.default})"
+        if info.is_required():
+            default = ""
+        elif prefix and info.default is None:
+            default = " (default: the workflow's preset, else the command's default)"
+        else:
+            default = f" (default: {info.default})"
         help_line = ((info.description or "") + default).replace("%", "%%")  # argparse formats help with %
-        if extra.get("positional"):
+        if extra.get("positional") and not prefix:
             kwargs.pop("action", None)
             # optional positionals (the value may come from --config): argparse would check its SUPPRESS default
             # against choices, so the model's Literal validates the value instead
             kwargs.pop("choices", None)
             parser.add_argument(field_name, nargs="?", help=help_line, **kwargs)
         else:
-            flag = "--" + field_name.replace("_", "-")
-            parser.add_argument(flag, dest=field_name, help=help_line, **kwargs)
+            flag = "--" + (prefix + field_name).replace(".", "-").replace("_", "-")
+            parser.add_argument(flag, dest=prefix + field_name, help=help_line, **kwargs)
+
+
+def _add_command(sub: argparse._SubParsersAction, name: str, model: type[CommandConfig], help_text: str) -> None:
+    parser = sub.add_parser(name, help=help_text, description=help_text, argument_default=argparse.SUPPRESS)
+    _add_fields(parser, model)
     parser.add_argument("--config", type=Path, help="YAML file with the same fields (flags override it)")
 
 
@@ -85,8 +98,27 @@ def load_config(command: str, flags: dict[str, Any], config_file: Path | None = 
         # a file written by `clearct init` has one section per command; a plain file holds the fields directly
         section = loaded.get(command, loaded)
         values = {k: v for k, v in section.items() if k not in COMMANDS or k in model.model_fields}
-    values.update(flags)
-    return model(**values)
+    return model(**_merge(values, _nested(flags)))
+
+
+def _nested(flags: dict[str, Any]) -> dict[str, Any]:
+    """Flags with dotted dests (``pretrain.lr``) as nested mappings."""
+    out: dict[str, Any] = {}
+    for key, value in flags.items():
+        *path, leaf = key.split(".")
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        both = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if both else value
+    return out
 
 
 def _is_positional(model: type[CommandConfig], field: str) -> bool:
@@ -99,8 +131,11 @@ def _format_validation(command: str, exc: ValidationError) -> str:
     model = COMMANDS[command][0]
     parts = []
     for err in exc.errors():
-        field = str(err["loc"][0]) if err["loc"] else "config"
-        name = field if _is_positional(model, field) else "--" + field.replace("_", "-")
+        loc = [str(p) for p in err["loc"] if not isinstance(p, int)] or ["config"]
+        if len(loc) == 1 and _is_positional(model, loc[0]):
+            name = loc[0]
+        else:
+            name = "--" + "-".join(loc).replace("_", "-")
         parts.append(f"{name}: {err['msg']}")
     return f"clearct {command}: error: " + "; ".join(parts)
 
@@ -130,12 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(_format_validation(command, exc), file=sys.stderr)
         return 2
-    module_name, func_name = COMMANDS[command][1].split(":")
     from clearct.common.errors import ClearctError
 
     try:
-        func = getattr(importlib.import_module(module_name), func_name)
-        result = func(cfg)
+        result = command_function(command)(cfg)
     except ClearctError as exc:
         print(f"clearct {command}: error: {exc}", file=sys.stderr)
         return 2

@@ -1,27 +1,47 @@
 """One pydantic model per command. The CLI builds its flags from these models, and ``--config FILE.yaml`` fills
 the same fields, so a YAML file and the command line are two spellings of one configuration.
 
+Each command's settings are written once, here, with their defaults. A command's ``*Settings`` model holds how it
+works; its ``*Config`` adds what it reads and writes (paths, device, seed). The workflows (demo, benchmark) run
+several commands and nest a *section* per command: a :func:`section` of its settings whose fields are all ``None``
+placeholders. A workflow resolves a section onto the command's settings with :func:`resolve`: the user's values
+first, then the workflow's preset, then the command's own defaults — so a file written by ``clearct init`` (every
+field present, placeholders ``null``) behaves exactly as no file.
+
 Conventions: a field marked ``positional`` is a positional argument; list fields accept ``a,b,c`` on the command
-line; every model forbids unknown keys so a typo in a YAML file is an error, not a silent default.
+line; a nested model is a section (YAML mapping, flags ``--<section>-<field>``); every model forbids unknown keys
+so a typo in a YAML file is an error, not a silent default.
 This module must not import torch (``clearct --help`` stays fast).
 """
 
 from __future__ import annotations
 
+import types
+import typing
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 
 def _positional(description: str) -> dict:
     return {"description": description, "json_schema_extra": {"positional": True}}
 
 
-def _split_list(value: object) -> object:
-    if isinstance(value, str):
-        return [v.strip() for v in value.split(",") if v.strip()]
-    return value
+def _is_list(annotation: Any) -> bool:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        return _is_list(args[0])
+    return typing.get_origin(annotation) is list
+
+
+def section_type(annotation: Any) -> type[BaseModel] | None:
+    """The model of a nested section field (``X`` or ``X | None``), else None."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
+        annotation = args[0]
+    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 
 def _png_values() -> Any:
@@ -39,9 +59,68 @@ def _random_init() -> Any:
     )
 
 
+def _device() -> Any:
+    return Field("auto", description="auto, cpu, cuda or cuda:N")
+
+
 class CommandConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _comma_lists(cls, data: Any) -> Any:
+        """``"a,b,c"`` → ``["a", "b", "c"]`` for every list field (the command line's spelling of a list)."""
+        if isinstance(data, dict):
+            data = dict(data)
+            for name, value in data.items():
+                info = cls.model_fields.get(name)
+                if info is not None and isinstance(value, str) and _is_list(info.annotation):
+                    data[name] = [v.strip() for v in value.split(",") if v.strip()]
+        return data
+
+
+# --- sections: a command's settings with every field a None placeholder ---------------------------------------
+
+@cache
+def section(model: type[CommandConfig]) -> type[CommandConfig]:
+    """``model`` with every field optional and ``None`` by default (nested sections likewise): what a workflow
+    nests. Field constraints stay, so a bad value is still refused when the file or the flags are read."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        inner = section_type(info.annotation)
+        annotation: Any = section(inner) if inner is not None else info.annotation
+        optional = annotation | None
+        if info.metadata:  # constraints (ge, gt …) apply to the value when one is given
+            optional = Annotated[(optional, *info.metadata)]
+        fields[name] = (optional, Field(None, description=info.description))
+    return create_model(f"{model.__name__}Section", __base__=CommandConfig, __doc__=model.__doc__, **fields)
+
+
+def _deep_merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _given(values: CommandConfig | dict | None) -> dict:
+    """The non-None values of a section (at every depth)."""
+    if values is None:
+        return {}
+    data = values.model_dump(exclude_none=True) if isinstance(values, BaseModel) else values
+    return {k: _given(v) if isinstance(v, dict) else v for k, v in data.items() if v is not None}
+
+
+def resolve(model: type[CommandConfig], *layers: CommandConfig | dict | None) -> Any:
+    """``model`` built from ``layers`` (lowest priority first: e.g. a preset, then the user's section); ``None``
+    values never override, fields no layer gives keep ``model``'s defaults."""
+    merged: dict = {}
+    for layer in layers:
+        merged = _deep_merge(merged, _given(layer))
+    return model(**merged)
+
+
+# --- commands ---------------------------------------------------------------------------------------------------
 
 class InfoConfig(CommandConfig):
     path: Path = Field(**_positional("CT scan: DICOM folder, NIfTI file, PNG slice folder or .npz"))
@@ -50,22 +129,31 @@ class InfoConfig(CommandConfig):
     png_values: str | None = _png_values()
 
 
-class SynthConfig(CommandConfig):
-    out: Path = Field(**_positional("output folder for the synthetic cohort"))
-    patients: int = Field(20, ge=1, description="number of patients (one scan each)")
-    seed: int = Field(0, description="random seed; the same seed gives identical files")
-    format: Literal["dicom", "nifti", "png"] = Field("dicom", description="file format of the scans")
-    size: int = Field(128, ge=32, description="in-plane size in pixels (Y = X)")
-    slices: int = Field(48, ge=4, description="number of axial slices per scan")
-    scan_range: Literal["mixed", "chest", "cap"] = Field(
-        "mixed", description="chest-only scans, chest-abdomen-pelvis (cap) scans, or half of each (mixed)"
-    )
+class SynthFindings(CommandConfig):
+    """Prevalences and difficulty of the phantoms' findings (docs/synth.md)."""
+
     location_prevalence: float = Field(0.35, ge=0, le=1, description="chance per lesion location (Task 1 labels)")
     lung_prevalence: float = Field(0.3, ge=0, le=1, description="chance per lung abnormality (Task 2 labels)")
     primary_tumour: float = Field(0.4, ge=0, le=1, description="share of patients with a primary lung tumour")
     stage_high_share: float = Field(0.5, ge=0, le=1, description="share of tumour patients with high stage (Task 3)")
     lesion_size_mm: list[float] = Field([10.0, 50.0], description="lesion diameter range min,max in mm (harder: 5,20)")
     lesion_contrast: float = Field(1.0, gt=0, description="scales lesion-minus-organ HU difference (harder: 0.3)")
+
+    @field_validator("lesion_size_mm")
+    @classmethod
+    def _size_range(cls, value: list[float]) -> list[float]:
+        if len(value) != 2 or not 2.0 <= value[0] <= value[1] <= 120.0:
+            raise ValueError(f"lesion_size_mm takes min,max with 2 ≤ min ≤ max ≤ 120 (got {value})")
+        return value
+
+
+class SynthSettings(SynthFindings):
+    format: Literal["dicom", "nifti", "png"] = Field("dicom", description="file format of the scans")
+    size: int = Field(128, ge=32, description="in-plane size in pixels (Y = X)")
+    slices: int = Field(48, ge=4, description="number of axial slices per scan")
+    scan_range: Literal["mixed", "chest", "cap"] = Field(
+        "mixed", description="chest-only scans, chest-abdomen-pelvis (cap) scans, or half of each (mixed)"
+    )
     unannotated: float = Field(0.3, ge=0, le=1, description="share of scans without lesions.csv boxes")
     acquisition: Literal["standard", "external"] = Field(
         "standard", description="acquisition preset; external = other scanner (noise, kernel, thickness, offset)"
@@ -76,12 +164,47 @@ class SynthConfig(CommandConfig):
     hu_offset: float | None = Field(None, description="HU calibration offset override")
     workers: int = Field(2, ge=1, description="worker processes (one patient each)")
 
-    _split_sizes = field_validator("lesion_size_mm", mode="before")(_split_list)
+
+class SynthConfig(SynthSettings):
+    out: Path = Field(**_positional("output folder for the synthetic cohort"))
+    patients: int = Field(20, ge=1, description="number of patients (one scan each)")
+    seed: int = Field(0, description="random seed; the same seed gives identical files")
 
 
-class PretrainConfig(CommandConfig):
-    scans: Path = Field(..., description="scans.csv of the pretraining cohort")
-    lesions: Path | None = Field(None, description="lesions.csv with key-slice boxes (needed for --method lecl)")
+class DrasclrSettings(CommandConfig):
+    """DrasCLR (``--method drasclr``; clearct.pretrain.drasclr, docs/drasclr.md). The size fields left empty come
+    from the preset."""
+
+    preset: Literal["auto", "paper", "cpu"] = Field(
+        "auto", description="sizes of the fields not given — paper (the authors' 32³ patches, batch 256), cpu (16³ "
+        "patches of 2 mm, batch 32: minutes on 2 cores), auto (cpu without a GPU, else paper)"
+    )
+    patch_size: int | None = Field(None, ge=8, description="patch side in voxels (paper 32, cpu 16)")
+    voxel_mm: float | None = Field(None, gt=0, description="patch voxel size in mm, isotropic (paper 1, cpu 2)")
+    grid_mm: float | None = Field(None, gt=0, description="step of the patch-centre grid in mm (paper 20, cpu 30)")
+    channels: list[int] | None = Field(None, description="CNN widths, stem first (paper 8,16,32,64; cpu 8,16,32)")
+    experts: int | None = Field(None, ge=1, description="expert kernels per conditional convolution (paper 8, cpu 4)")
+    queue: int | None = Field(None, ge=1, description="queued negatives per location bin (paper 1024, cpu 256)")
+    mask: Literal["lung", "body"] = Field("lung", description="region the patches lie in")
+    window: list[float] = Field([-1024.0, 240.0], description="lung HU window lo,hi → [-1, 1]")
+    embed_dim: int = Field(128, ge=2, description="patch embedding size")
+    proj_dim: int = Field(128, ge=2, description="MoCo projection size")
+    location_bins: int = Field(4, ge=1, description="location bins per axis (queue per bin)")
+    neighbours: int = Field(2, ge=1, description="nearest patches in the neighbour loss")
+    beta: float = Field(1.0, ge=0, description="weight of the neighbour loss")
+    tau: float = Field(0.2, gt=0, description="InfoNCE temperature")
+    momentum: float = Field(0.999, ge=0, le=1, description="key-encoder momentum")
+    lr: float = Field(0.01, gt=0, description="SGD learning rate (cosine decay)")
+
+    @field_validator("window")
+    @classmethod
+    def _window_pair(cls, value: list[float]) -> list[float]:
+        if len(value) != 2 or value[0] >= value[1]:
+            raise ValueError("window takes two HU values lo,hi with lo < hi")
+        return value
+
+
+class PretrainSettings(CommandConfig):
     arch: str = Field("vit_conv_small", description="encoder architecture from the registry (clearct encoders)")
     method: Literal["moco", "lecl", "supervised", "drasclr"] = Field(
         "lecl", description="moco: plain MoCo v3; lecl: LECL; supervised: the supervised ceiling (per-slice "
@@ -94,7 +217,7 @@ class PretrainConfig(CommandConfig):
     epochs: int = Field(100, ge=1, description="training epochs")
     batch_size: int | None = Field(
         None, ge=2, description="global batch size, split over torchrun ranks (default: 256, smaller for cohorts "
-        "under 4,096 slices so an epoch has ≥ 16 steps)"
+        "under 4,096 slices so an epoch has ≥ 16 steps; drasclr: from its preset)"
     )
     image_size: int | None = Field(
         None, ge=16, description="input size of the encoder in pixels (default: the architecture's, e.g. 224); "
@@ -102,10 +225,6 @@ class PretrainConfig(CommandConfig):
     )
     windows: list[str] = Field(["lung", "abdomen"], description="HU windows drawn per sample: presets or name:lo:hi")
     png_values: str | None = _png_values()
-    out: Path = Field(..., description="run folder (checkpoints, log, encoder.safetensors, encoder.json)")
-    resume: bool = Field(False, description="continue from the last checkpoint in --out")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-    seed: int = Field(0, description="random seed")
     workers: int = Field(2, ge=0, description="data-loader worker processes")
     lesion_share: float | None = Field(
         None, gt=0, lt=1, description="share of each epoch drawn from annotated slices (key slices for lecl, every "
@@ -133,37 +252,9 @@ class PretrainConfig(CommandConfig):
     lesion_own_positive: bool = Field(
         False, description="also count the query's own positive key in the LECL lesion sum"
     )
-    cache_dir: Path | None = Field(None, description="slice cache folder, shared between runs (default: RUN/slice-cache)")
     log_every: int = Field(10, ge=1, description="write pretrain-log.csv every N steps")
-    stop_after: int | None = Field(
-        None, ge=1, description="end this invocation after N more epochs (checkpointed; --resume continues)"
-    )
     amp: bool = Field(True, description="bf16 autocast on CUDA (no effect on CPU)")
-
-    # --- method drasclr only (clearct.pretrain.drasclr; docs/drasclr.md) ---
-    drasclr_preset: Literal["auto", "paper", "cpu"] = Field(
-        "auto", description="drasclr: sizes of the flags not given — paper (the authors' 32³ patches, batch 256), "
-        "cpu (16³ patches of 2 mm, batch 32: minutes on 2 cores), auto (cpu without a GPU, else paper)"
-    )
-    drasclr_patch_size: int = Field(32, ge=8, description="drasclr: patch side in voxels")
-    drasclr_voxel_mm: float = Field(1.0, gt=0, description="drasclr: patch voxel size in mm (isotropic)")
-    drasclr_grid_mm: float = Field(20.0, gt=0, description="drasclr: step of the patch-centre grid in mm")
-    drasclr_mask: Literal["lung", "body"] = Field("lung", description="drasclr: region the patches lie in")
-    drasclr_window: list[float] = Field([-1024.0, 240.0], description="drasclr: lung HU window lo,hi → [-1, 1]")
-    drasclr_channels: list[int] = Field([8, 16, 32, 64], description="drasclr: CNN widths, stem first")
-    drasclr_embed_dim: int = Field(128, ge=2, description="drasclr: patch embedding size")
-    drasclr_proj_dim: int = Field(128, ge=2, description="drasclr: MoCo projection size")
-    drasclr_experts: int = Field(8, ge=1, description="drasclr: expert kernels per conditional convolution")
-    drasclr_queue: int = Field(1024, ge=1, description="drasclr: queued negatives per location bin")
-    drasclr_location_bins: int = Field(4, ge=1, description="drasclr: location bins per axis (queue per bin)")
-    drasclr_neighbours: int = Field(2, ge=1, description="drasclr: nearest patches in the neighbour loss")
-    drasclr_beta: float = Field(1.0, ge=0, description="drasclr: weight of the neighbour loss")
-    drasclr_tau: float = Field(0.2, gt=0, description="drasclr: InfoNCE temperature")
-    drasclr_momentum: float = Field(0.999, ge=0, le=1, description="drasclr: key-encoder momentum")
-    drasclr_lr: float = Field(0.01, gt=0, description="drasclr: SGD learning rate (cosine decay)")
-
-    _split = field_validator("windows", "lesion_crop_scale", mode="before")(_split_list)
-    _split_drasclr = field_validator("drasclr_channels", "drasclr_window", mode="before")(_split_list)
+    drasclr: DrasclrSettings = Field(DrasclrSettings(), description="method drasclr only")
 
     @field_validator("lesion_crop_scale")
     @classmethod
@@ -172,18 +263,21 @@ class PretrainConfig(CommandConfig):
             raise ValueError("lesion_crop_scale takes two factors lo,hi with 0 < lo ≤ hi")
         return value
 
-    @field_validator("drasclr_window")
-    @classmethod
-    def _window_pair(cls, value: list[float]) -> list[float]:
-        if len(value) != 2 or value[0] >= value[1]:
-            raise ValueError("drasclr_window takes two HU values lo,hi with lo < hi")
-        return value
+
+class PretrainConfig(PretrainSettings):
+    scans: Path = Field(..., description="scans.csv of the pretraining cohort")
+    lesions: Path | None = Field(None, description="lesions.csv with key-slice boxes (needed for --method lecl)")
+    out: Path = Field(..., description="run folder (checkpoints, log, encoder.safetensors, encoder.json)")
+    cache_dir: Path | None = Field(None, description="slice cache folder, shared between runs (default: RUN/slice-cache)")
+    resume: bool = Field(False, description="continue from the last checkpoint in --out")
+    stop_after: int | None = Field(
+        None, ge=1, description="end this invocation after N more epochs (checkpointed; --resume continues)"
+    )
+    device: str = _device()
+    seed: int = Field(0, description="random seed")
 
 
-class ExtractConfig(CommandConfig):
-    scans: Path = Field(..., description="scans.csv of the cohort to embed")
-    encoder: str = Field(..., description="registry name, timm:<name>, random:<arch>, a baseline, or a pretraining run folder")
-    weights: Path | None = Field(None, description="local weights file for the encoder")
+class ExtractSettings(CommandConfig):
     image_size: int | None = Field(
         None, ge=16, description="encoder input size in pixels (default: a run folder's training size, else the "
         "architecture's)"
@@ -192,21 +286,23 @@ class ExtractConfig(CommandConfig):
     random_init: bool = _random_init()
     windows: list[str] = Field(["lung", "abdomen"], description="HU windows, each slice is embedded once per window")
     png_values: str | None = _png_values()
-    out: Path = Field(..., description="folder for the <scan_id>.h5 feature files")
     batch_size: int = Field(64, ge=1, description="slices per forward pass")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     workers: int = Field(2, ge=0, description="scans read and preprocessed ahead of the forward pass")
     overwrite: bool = Field(False, description="recompute feature files that exist with other settings")
 
-    _split = field_validator("windows", mode="before")(_split_list)
+
+class ExtractConfig(ExtractSettings):
+    scans: Path = Field(..., description="scans.csv of the cohort to embed")
+    encoder: str = Field(..., description="registry name, timm:<name>, random:<arch>, a baseline, or a pretraining run folder")
+    weights: Path | None = Field(None, description="local weights file for the encoder")
+    out: Path = Field(..., description="folder for the <scan_id>.h5 feature files")
+    device: str = _device()
 
 
-class ValidationConfig(CommandConfig):
-    """The fields of the commands that cross-validate one model family on labelled patients (crossval,
-    finetune3d): the same values give the same patient-level folds in both."""
+class ValidationSettings(CommandConfig):
+    """How the commands that cross-validate one model family on labelled patients (crossval, finetune3d) split
+    and score: the same values (and seed) give the same patient-level folds in both."""
 
-    labels: Path = Field(..., description="labels.csv (patient_id or scan_id + one column per target)")
-    targets: list[str] = Field(..., description="label columns to predict, comma separated (survival: time,event)")
     task: Literal["multilabel", "multiclass", "binary", "regression", "survival"] = Field(
         "multilabel", description="prediction task"
     )
@@ -215,20 +311,27 @@ class ValidationConfig(CommandConfig):
     val_frac: float = Field(0.2, gt=0, lt=1, description="share of each training part used for early stopping")
     test_frac: float = Field(0.0, ge=0, lt=1, description="share of patients held out as a fixed test set")
     split_column: str | None = Field(None, description="labels.csv column marking the held-out test set (value test)")
-    splits: Path | None = Field(None, description="reuse the folds of an earlier splits.json (crossval's or finetune3d's)")
     bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
+
+
+class ValidationConfig(CommandConfig):
+    """What both cross-validating commands read and write besides their own inputs."""
+
+    labels: Path = Field(..., description="labels.csv (patient_id or scan_id + one column per target)")
+    targets: list[str] = Field(..., description="label columns to predict, comma separated (survival: time,event)")
+    splits: Path | None = Field(None, description="reuse the folds of an earlier splits.json (crossval's or finetune3d's)")
     resume: bool = Field(True, description="reuse fold models already trained in --out with the same settings")
     seed: int = Field(0, description="random seed (the splits and every model)")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
-
-    _split_targets = field_validator("targets", mode="before")(_split_list)
+    device: str = _device()
 
 
-class CrossvalConfig(ValidationConfig):
-    features: Path = Field(..., description="folder of <scan_id>.h5 feature files")
-    out: Path = Field(..., description="output folder (predictions, metrics, fold models, plots, compute.json)")
-    model: Literal["abmil", "gated", "meanpool", "mlp"] = Field(
-        "abmil", description="abmil: attention MIL (eq. 3); gated: gated attention; meanpool / mlp: baselines"
+class MilTraining(CommandConfig):
+    """One MIL model's training (clearct.mil.train): the paper's ABMIL recipe plus clearct's step floor and input
+    standardisation (docs/mil.md). Saved with every fold model."""
+
+    model: str = Field(
+        "abmil", description="MIL model of the registry (clearct.mil.models): abmil (eq. 3), gated (gated "
+        "attention), meanpool and mlp (baselines)"
     )
     epochs: int = Field(32, ge=1, description="maximum training epochs per fold")
     lr: float = Field(1e-4, gt=0, description="AdamW learning rate")
@@ -237,18 +340,27 @@ class CrossvalConfig(ValidationConfig):
     min_steps: int = Field(2000, ge=0, description="floor on optimizer steps per model: the batch shrinks to reach it")
     bag_size: int = Field(512, ge=1, description="instances drawn at random per training bag (evaluation: whole bags)")
     patience: int = Field(8, ge=1, description="early stopping: epochs without a better validation loss")
-    windows: list[str] | None = Field(
-        None, description="use only the instances of these HU windows (names in the feature files, comma separated, "
-        "e.g. lung); default: every window; deploy, attention and predict then use the same ones"
-    )
+    hidden: int = Field(256, ge=1, description="width of the instance encoder, the attention and the head")
+    dropout: float = Field(0.25, ge=0, lt=1, description="dropout of the instance encoder and the head")
     window_embedding: bool = Field(False, description="add a learned embedding of each instance's HU window")
     standardize: bool = Field(
         True, description="z-score features with the training part's statistics (saved in the model); "
         "--no-standardize feeds raw features as the authors' code does"
     )
     regression_loss: Literal["l1", "mse"] = Field("l1", description="loss of the regression task")
+    eval_instances: int = Field(32768, ge=1, description="instances per inference batch (whole bags, padded)")
 
-    _split_windows = field_validator("windows", mode="before")(_split_list)
+
+class CrossvalSettings(ValidationSettings, MilTraining):
+    use_windows: list[str] | None = Field(
+        None, description="train on the instances of these HU windows only (names in the feature files, comma "
+        "separated, e.g. lung); default: every window; deploy, attention and predict then use the same ones"
+    )
+
+
+class CrossvalConfig(CrossvalSettings, ValidationConfig):
+    features: Path = Field(..., description="folder of <scan_id>.h5 feature files")
+    out: Path = Field(..., description="output folder (predictions, metrics, fold models, plots, compute.json)")
 
 
 # the architectures of clearct.finetune3d.models.ARCHS (listed here so that --help does not import torch; a test
@@ -256,36 +368,35 @@ class CrossvalConfig(ValidationConfig):
 ARCHS_3D = ("resnet10", "resnet18", "resnet34", "resnet50", "densenet121", "r3d_18", "mc3_18", "r2plus1d_18")
 
 
-class Finetune3dConfig(ValidationConfig):
-    """The end-to-end 3D baseline (docs/efficiency.md). Defaults are sized for a CPU; docs give GPU settings."""
+class VolumeTraining(CommandConfig):
+    """One 3D network's training (clearct.finetune3d.train); saved with every fold model. Defaults are sized for a
+    CPU; docs/efficiency.md gives GPU settings."""
 
-    scans: Path = Field(..., description="scans.csv of the cohort (whole volumes are the model input)")
-    out: Path = Field(..., description="output folder (the files of crossval + compute.json)")
     arch: Literal[ARCHS_3D] = Field(  # type: ignore[valid-type]
         "resnet10", description="3D network: MONAI resnet10/18/34/50 or densenet121, torchvision r3d_18/mc3_18/r2plus1d_18"
     )
     width: float | None = Field(
         None, gt=0, description="channel width factor of the MONAI ResNets (default 0.5, CPU-sized; 1 = published)"
     )
-    weights: Path | None = Field(None, description="local checkpoint of the backbone (e.g. MedicalNet); default random")
+    epochs: int = Field(12, ge=1, description="maximum training epochs per fold")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(4, ge=1, description="volumes per optimizer step")
+    patience: int = Field(4, ge=1, description="early stopping: epochs without a better validation loss")
+    augment: bool = Field(True, description="random shift and HU scale/offset of training volumes")
+    amp: bool = Field(True, description="bf16 autocast on CUDA (no effect on CPU)")
+
+
+class Finetune3dSettings(ValidationSettings, VolumeTraining):
+    """The end-to-end 3D baseline (docs/efficiency.md)."""
+
     windows: list[str] = Field(["lung", "abdomen"], description="HU windows, one input channel each")
     grid: list[int] = Field([32, 64, 64], description="input grid z,y,x in voxels (GPU: 64,128,128)")
     spacing: list[float] | None = Field(
         None, description="voxel size z,y,x in mm, cropped/padded around the body; default: fit each scan's body"
     )
     body_hu: float = Field(-500.0, description="HU above which a voxel counts as body (centring, fitting)")
-    augment: bool = Field(True, description="random shift and HU scale/offset of training volumes")
-    epochs: int = Field(12, ge=1, description="maximum training epochs per fold")
-    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
-    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay")
-    batch_size: int = Field(4, ge=1, description="volumes per optimizer step")
-    patience: int = Field(4, ge=1, description="early stopping: epochs without a better validation loss")
-    amp: bool = Field(True, description="bf16 autocast on CUDA (no effect on CPU)")
-    cache_dir: Path | None = Field(None, description="folder of the resampled volumes, shareable between runs "
-                                   "(default: OUT/volume-cache)")
     workers: int = Field(2, ge=0, description="threads reading scans ahead")
-
-    _split_3d = field_validator("windows", "grid", "spacing", mode="before")(_split_list)
 
     @field_validator("grid")
     @classmethod
@@ -302,6 +413,14 @@ class Finetune3dConfig(ValidationConfig):
         return value
 
 
+class Finetune3dConfig(Finetune3dSettings, ValidationConfig):
+    scans: Path = Field(..., description="scans.csv of the cohort (whole volumes are the model input)")
+    out: Path = Field(..., description="output folder (the files of crossval + compute.json)")
+    weights: Path | None = Field(None, description="local checkpoint of the backbone (e.g. MedicalNet); default random")
+    cache_dir: Path | None = Field(None, description="folder of the resampled volumes, shareable between runs "
+                                   "(default: OUT/volume-cache)")
+
+
 class DeployConfig(CommandConfig):
     model: Path = Field(..., description="a crossval or finetune3d output folder (its fold models form the ensemble)")
     features: Path | None = Field(None, description="folder of feature files of the external cohort (crossval models)")
@@ -311,7 +430,7 @@ class DeployConfig(CommandConfig):
     allow_overlap: bool = Field(False, description="deploy even when deployment patients were in training")
     bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
     seed: int = Field(0, description="random seed of the bootstrap")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    device: str = _device()
 
 
 class AttentionConfig(CommandConfig):
@@ -322,7 +441,7 @@ class AttentionConfig(CommandConfig):
     lesions: Path | None = Field(None, description="lesions.csv: marks the known lesion slices")
     top_k: int = Field(6, ge=1, description="slices in the montage")
     figures: int = Field(50, ge=0, description="draw figures for the first N scans (attention.csv covers all)")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    device: str = _device()
 
 
 class PredictConfig(CommandConfig):
@@ -337,25 +456,38 @@ class PredictConfig(CommandConfig):
     series: str | None = Field(None, description="SeriesInstanceUID when the folder holds several series")
     top_k: int = Field(6, ge=1, description="slices in the attention montage")
     batch_size: int = Field(64, ge=1, description="slices per encoder forward pass")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    device: str = _device()
 
 
 class DemoConfig(CommandConfig):
+    """The whole pipeline on synthetic cohorts (clearct.workflows.demo). The sections left empty take the values of
+    the ``--size`` preset, then the commands' own defaults."""
+
     out: Path = Field(Path("clearct-demo"), description="output folder of the demo")
     size: Literal["test", "small", "full"] = Field(
         "small", description="small: ≤10 min on 2 CPU cores; full: for a GPU; test: seconds, for the test suite"
     )
     patients: int | None = Field(None, ge=4, description="training cohort size (default: from --size)")
     external_patients: int | None = Field(None, ge=2, description="external cohort size (default: from --size)")
-    epochs: int | None = Field(None, ge=1, description="pretraining epochs (default: from --size)")
-    mil_epochs: int | None = Field(None, ge=1, description="ABMIL epochs per fold (default: from --size)")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    supervised_epochs: int | None = Field(None, ge=1, description="epochs of the supervised ceiling (default: from "
+                                          "--size)")
+    synth: section(SynthSettings) = Field(default_factory=section(SynthSettings),  # type: ignore[valid-type]
+                                          description="clearct synth settings of both cohorts")
+    pretrain: section(PretrainSettings) = Field(  # type: ignore[valid-type]
+        default_factory=section(PretrainSettings), description="clearct pretrain settings of the LECL arm (the "
+        "supervised ceiling: the same, method supervised)")
+    extract: section(ExtractSettings) = Field(default_factory=section(ExtractSettings),  # type: ignore[valid-type]
+                                              description="clearct extract settings of every arm")
+    crossval: section(CrossvalSettings) = Field(default_factory=section(CrossvalSettings),  # type: ignore[valid-type]
+                                                description="clearct crossval settings of every arm and task")
+    device: str = _device()
     seed: int = Field(0, description="random seed (the external cohort uses seed + 1)")
 
 
 class ImportConfig(CommandConfig):
     # a plain str, checked by the importer: argparse cannot leave out a positional that has choices
-    dataset: str = Field(**_positional("layout of ROOT: deeplesion, radchestct or nsclc (docs/datasets.md)"))
+    dataset: str = Field(**_positional("layout of ROOT: a registered importer, e.g. deeplesion, radchestct, nsclc "
+                                       "(docs/datasets.md)"))
     root: Path = Field(**_positional("the dataset's folder as downloaded (images are not copied)"))
     out: Path = Field(..., description="folder for scans.csv, labels.csv (and lesions.csv, labels_patient.csv)")
     mapping: Path | None = Field(None, description="YAML file overriding the dataset's label/column mapping")
@@ -366,56 +498,28 @@ class ImportConfig(CommandConfig):
     absolute_paths: bool = Field(False, description="write absolute scan paths (default: relative to --out)")
 
 
+BENCHMARK_TASKS = ("location", "lung", "stage")
+
+
 class BenchmarkConfig(CommandConfig):
-    """The synthetic benchmark (docs/benchmark.md). Defaults: the 2-CPU-core size of benchmarks/synthetic.yaml
-    (41 min on 2 cores with the data-efficiency curves, benchmarks/RESULTS.md "benchmark")."""
+    """The synthetic benchmark (docs/benchmark.md): the paper's encoder comparison. The sections left empty take
+    the benchmark's preset (clearct.workflows.benchmark.PRESET), then the commands' own defaults."""
 
     out: Path = Field(..., description="output folder (cohorts, encoders, features, task results; a re-run resumes)")
     encoders: list[str] = Field(
-        ["random", "moco", "lecl-0", "lecl-1", "lecl-3", "lecl-5", "supervised", "drasclr"],
-        description="encoders compared: random, moco, lecl-<λ>, supervised (the ceiling), drasclr (lung task only)",
+        ["random", "moco", "lecl-1", "lecl-0", "lecl-3", "lecl-5", "supervised", "drasclr"],
+        description="encoders compared, in run order: random, moco, lecl-<λ>, supervised (the ceiling), drasclr "
+        "(lung task only)",
     )
-    tasks: list[str] = Field(["location", "lung", "stage"], description="tasks: location, lung, stage")
-    # --- cohorts (clearct synth) ---
+    tasks: list[str] = Field(list(BENCHMARK_TASKS), description="tasks: location, lung, stage")
+    # --- cohorts ---
     patients: int = Field(120, ge=10, description="training cohort: pretraining, lesion location and lung tasks")
     external_patients: int = Field(60, ge=4, description="external cohort (other seed and scanner) for the lung task")
     stage_patients: int = Field(60, ge=10, description="staging cohort (every patient has a primary lung tumour)")
-    image_px: int = Field(96, ge=32, description="synth in-plane size in pixels")
-    slices: int = Field(32, ge=4, description="synth slices per scan")
-    lesion_contrast: float = Field(4.0, gt=0, description="synth lesion contrast (the recipe's; harder: lower)")
-    lesion_size_mm: list[float] = Field([30.0, 80.0], description="synth lesion diameter range min,max in mm")
-    synth_workers: int = Field(2, ge=1, description="synth worker processes")
-    # --- pretraining (one run per encoder, same architecture and budget) ---
-    arch: str = Field("resnet_tiny", description="architecture of every 2D encoder (random init included)")
-    image_size: int | None = Field(None, ge=16, description="encoder input size (default: image_px)")
-    epochs: int = Field(6, ge=1, description="pretraining epochs of every MoCo / LECL run")
+    # --- per encoder family ---
     supervised_epochs: int = Field(24, ge=1, description="epochs of the supervised ceiling")
-    lesion_share: float | None = Field(0.5, gt=0, lt=1, description="share of each epoch from annotated slices")
-    lesion_crop_scale: list[float] | None = Field([2.0, 4.0], description="LECL lesion crop side / box side lo,hi")
-    batch_size: int = Field(64, ge=2, description="pretraining batch size")
-    lr: float = Field(4e-3, gt=0, description="pretraining base lr (per 256 images)")
-    warmup_epochs: float = Field(1.0, ge=0, description="pretraining warmup epochs")
-    mlp_dim: int = Field(512, ge=2, description="MoCo projector / predictor hidden size")
-    proj_dim: int = Field(128, ge=2, description="MoCo projector / predictor output size")
-    log_every: int = Field(10, ge=1, description="pretraining log interval in steps")
-    drasclr_epochs: int = Field(1, ge=1, description="DrasCLR pretraining epochs")
-    drasclr_batch_size: int = Field(32, ge=2, description="DrasCLR anchors per step")
-    drasclr_patch_size: int = Field(16, ge=8, description="DrasCLR patch side in voxels")
-    drasclr_voxel_mm: float = Field(4.0, gt=0, description="DrasCLR patch voxel size in mm")
-    drasclr_grid_mm: float = Field(60.0, gt=0, description="DrasCLR patch-centre grid step in mm")
-    drasclr_channels: list[int] = Field([8, 16, 32], description="DrasCLR CNN widths")
-    drasclr_experts: int = Field(4, ge=1, description="DrasCLR expert kernels per conditional convolution")
-    drasclr_queue: int = Field(256, ge=1, description="DrasCLR queued negatives per location bin")
-    # --- extraction and ABMIL ---
-    extract_batch_size: int = Field(64, ge=1, description="slices per forward pass in extraction")
-    folds: int = Field(5, ge=2, description="cross-validation folds (lesion location, lung abnormalities)")
+    drasclr_epochs: int = Field(1, ge=1, description="epochs of DrasCLR")
     stage_folds: int = Field(3, ge=2, description="outer = inner folds of the stage task's nested CV (folds² models)")
-    test_frac: float = Field(0.2, gt=0, lt=1, description="held-out test share of the lesion-location task")
-    mil_epochs: int = Field(24, ge=1, description="maximum ABMIL epochs per fold")
-    mil_lr: float = Field(1e-3, gt=0, description="ABMIL AdamW lr (the paper's 1e-4 needs ≈ 2,000 steps per model)")
-    min_steps: int = Field(200, ge=0, description="floor on ABMIL optimizer steps per model (see docs/mil.md)")
-    bootstrap: int = Field(200, ge=0, description="patient-bootstrap resamples for CIs and held-out sd")
-    loader_workers: int = Field(1, ge=0, description="data-loader / read-ahead workers of pretrain and extract")
     # --- data-efficiency curves and the cost of one more task (docs/efficiency.md) ---
     curves: bool = Field(True, description="data-efficiency curves: each family trained on nested shares of the "
                          "labelled training patients, evaluated on one held-out test set per task")
@@ -429,19 +533,21 @@ class BenchmarkConfig(CommandConfig):
                              "cross-validation per share, hence fewer than folds)")
     curve_finetune3d: bool = Field(True, description="add the end-to-end 3D fine-tune (clearct finetune3d) as a "
                                    "curve family")
-    finetune3d_arch: Literal[ARCHS_3D] = Field(  # type: ignore[valid-type]
-        "resnet10", description="3D network of the curves' finetune3d family (see clearct finetune3d --arch)"
-    )
-    finetune3d_width: float = Field(0.5, gt=0, description="channel width factor of the 3D ResNet")
-    finetune3d_grid: list[int] = Field([32, 64, 64], description="3D input grid z,y,x in voxels")
-    finetune3d_epochs: int = Field(6, ge=1, description="maximum 3D training epochs per fold")
-    finetune3d_batch_size: int = Field(4, ge=1, description="volumes per 3D optimizer step")
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    # --- the commands' settings ---
+    synth: section(SynthSettings) = Field(default_factory=section(SynthSettings),  # type: ignore[valid-type]
+                                          description="clearct synth settings of every cohort")
+    pretrain: section(PretrainSettings) = Field(  # type: ignore[valid-type]
+        default_factory=section(PretrainSettings), description="clearct pretrain settings of every encoder (method "
+        "and λ come from the encoder's name)")
+    extract: section(ExtractSettings) = Field(default_factory=section(ExtractSettings),  # type: ignore[valid-type]
+                                              description="clearct extract settings of every feature set")
+    crossval: section(CrossvalSettings) = Field(default_factory=section(CrossvalSettings),  # type: ignore[valid-type]
+                                                description="clearct crossval settings of every task")
+    finetune3d: section(Finetune3dSettings) = Field(  # type: ignore[valid-type]
+        default_factory=section(Finetune3dSettings), description="clearct finetune3d settings of the curves' 3D "
+        "family")
+    device: str = _device()
     seed: int = Field(0, description="random seed (cohorts use seed, seed + 1, seed + 2)")
-
-    _split = field_validator("encoders", "tasks", "lesion_size_mm", "drasclr_channels", "lesion_crop_scale",
-                             "curve_shares", "curve_encoders", "curve_tasks", "finetune3d_grid",
-                             mode="before")(_split_list)
 
     @field_validator("curve_shares")
     @classmethod
@@ -453,9 +559,9 @@ class BenchmarkConfig(CommandConfig):
     @field_validator("tasks", "curve_tasks")
     @classmethod
     def _known_tasks(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - {"location", "lung", "stage"})
+        unknown = sorted(set(value) - set(BENCHMARK_TASKS))
         if unknown:
-            raise ValueError(f"unknown task(s) {', '.join(unknown)} (location, lung, stage)")
+            raise ValueError(f"unknown task(s) {', '.join(unknown)} ({', '.join(BENCHMARK_TASKS)})")
         return value
 
 
@@ -475,10 +581,19 @@ COMMANDS: dict[str, tuple[type[CommandConfig], str, str]] = {
                    "the end-to-end 3D CNN baseline with crossval's folds and outputs"),
     "deploy": (DeployConfig, "clearct.inference.deploy:run_deploy", "apply a fold ensemble to an external cohort"),
     "predict": (PredictConfig, "clearct.inference.predict:run_predict", "predict one scan with a trained model"),
-    "attention": (AttentionConfig, "clearct.inference.attention:run_attention", "attention over slices per scan, figures"),
+    "attention": (AttentionConfig, "clearct.inference.attention:run_attention",
+                  "attention over slices per scan, figures"),
     "demo": (DemoConfig, "clearct.workflows.demo:run_demo", "run the whole pipeline on a synthetic cohort"),
     "import": (ImportConfig, "clearct.importers:run_import", "turn DeepLesion / RAD-ChestCT / NSCLC into tables"),
     "benchmark": (BenchmarkConfig, "clearct.workflows.benchmark:run_benchmark",
                   "the paper's encoder comparison on synthetic cohorts (tables, λ plot)"),
     "init": (InitConfig, "clearct.config_template:run_init", "write a commented YAML config for every command"),
 }
+
+
+def command_function(command: str) -> Any:
+    """The Python function that runs ``command`` (imported on first use: its stage may import torch)."""
+    from importlib import import_module
+
+    module, name = COMMANDS[command][1].split(":")
+    return getattr(import_module(module), name)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
-from clearct.config import COMMANDS, InitConfig
+from clearct.config import COMMANDS, CommandConfig, InitConfig, section_type
 
 
 def _yaml_value(value: object) -> str:
@@ -27,14 +27,24 @@ def config_template(commands: list[str] | None = None) -> str:
     ]
     for name in commands or [c for c in COMMANDS if c != "init"]:
         model, _target, help_text = COMMANDS[name]
-        lines += ["", f"{name}:  # {help_text}"]
-        for field_name, info in model.model_fields.items():
-            lines.append(f"  # {info.description or field_name}")
-            if info.is_required():
-                lines.append(f"  # {field_name}: <required>")
-            else:
-                lines.append(f"  {field_name}: {_yaml_value(info.get_default(call_default_factory=True))}")
+        lines += ["", f"{name}:  # {help_text}", *_field_lines(model, "  ")]
     return "\n".join(lines) + "\n"
+
+
+def _field_lines(model: type[CommandConfig], indent: str) -> list[str]:
+    """The commented fields of ``model``; a nested section as a mapping of its own fields (``null`` = the
+    workflow's preset, else the command's default)."""
+    lines = []
+    for field_name, info in model.model_fields.items():
+        lines.append(f"{indent}# {info.description or field_name}")
+        inner = section_type(info.annotation)
+        if inner is not None:
+            lines += [f"{indent}{field_name}:", *_field_lines(inner, indent + "  ")]
+        elif info.is_required():
+            lines.append(f"{indent}# {field_name}: <required>")
+        else:
+            lines.append(f"{indent}{field_name}: {_yaml_value(info.get_default(call_default_factory=True))}")
+    return lines
 
 
 def run_init(cfg: InitConfig) -> int:

@@ -10,7 +10,6 @@ its validation patients → predictions.csv, metrics.csv, plots, ``fold-*/model.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +20,13 @@ from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.common.runs import start_run
+from clearct.config import Finetune3dConfig, VolumeTraining
 from clearct.evaluate.splits import Job
+from clearct.finetune3d.models import ARCHS
 from clearct.finetune3d.store import load_volume_model
-from clearct.finetune3d.train import VolumeItem, VolumeSettings, predict_volumes, train_volumes, volume_flops
+from clearct.finetune3d.train import VolumeItem, predict_volumes, train_volumes, volume_flops
 from clearct.finetune3d.volumes import VolumeCache, VolumePrep
+from clearct.io import read_scans_table
 from clearct.io.tables import LabelTable
 from clearct.modeling.cv_runner import (
     Fitted,
@@ -39,32 +41,28 @@ from clearct.modeling.cv_runner import (
 from clearct.modeling.labels import LabelJoin, read_task
 from clearct.modeling.store import save_model
 from clearct.modeling.tasks import TaskSpec
+from clearct.preprocess import parse_windows
 
 LOG = logging.getLogger("clearct")
 
 
-def prep_from(cfg) -> VolumePrep:
-    from clearct.preprocess import parse_windows
-
+def prep_from(cfg: Finetune3dConfig) -> VolumePrep:
     windows = tuple((w.name, w.lo, w.hi) for w in parse_windows(cfg.windows))
     spacing = None if cfg.spacing is None else tuple(float(s) for s in cfg.spacing)
     return VolumePrep(tuple(int(g) for g in cfg.grid), spacing, windows, float(cfg.body_hu))
 
 
-def volume_settings(cfg) -> VolumeSettings:
-    """The training settings of a config; an unset ``width`` is 0.5 for the MONAI ResNets, 1 for the others."""
-    from clearct.finetune3d.models import ARCHS
-
-    s = VolumeSettings(**{f.name: getattr(cfg, f.name) for f in fields(VolumeSettings) if f.name != "width"})
-    s.width = cfg.width if cfg.width is not None else (0.5 if ARCHS[cfg.arch].widens else 1.0)
-    return s
+def volume_settings(cfg: Finetune3dConfig) -> VolumeTraining:
+    """The training settings of a config (it inherits every field of :class:`VolumeTraining`); an unset
+    ``width`` is 0.5 for the MONAI ResNets, 1 for the others."""
+    s = VolumeTraining(**cfg.model_dump(include=set(VolumeTraining.model_fields)))
+    return s.model_copy(update={"width": cfg.width if cfg.width is not None else
+                                (0.5 if ARCHS[cfg.arch].widens else 1.0)})
 
 
 def labelled_volume_items(scans: Path, labels: LabelTable | None, spec: TaskSpec | None, *, issues: Issues,
                           labels_path: Path | None = None) -> tuple[list[VolumeItem], LabelJoin | None]:
     """The scans of scans.csv joined with their label rows (no volume read yet); ``labels=None``: unlabelled."""
-    from clearct.io import read_scans_table
-
     join = LabelJoin(labels, spec, labels_path, issues, noun="scan", kind="scans") if labels is not None else None
     items = []
     for r in read_scans_table(scans):
@@ -96,13 +94,13 @@ def load_volume_items(scans: Path, labels: LabelTable | None, spec: TaskSpec | N
     return loaded
 
 
-def fit_volume_job(job: Job, by_patient: dict[str, list[VolumeItem]], spec: TaskSpec, s: VolumeSettings,
+def fit_volume_job(job: Job, by_patient: dict[str, list[VolumeItem]], spec: TaskSpec, s: VolumeTraining,
                    prep: VolumePrep, *, seed: int, device: torch.device, folder: Path, resume: bool,
                    weights: Path | None) -> tuple[torch.nn.Module, dict]:
     """Train (or, with ``resume``, reload) one job's network and save it to ``folder`` (as crossval's fit_job)."""
     train = [it for p in job.train for it in by_patient[p]]
     val = [it for p in job.val for it in by_patient[p]]
-    key = fingerprint(asdict(s), spec.to_json(), prep.to_json(), job.train, job.val, seed, str(weights))
+    key = fingerprint(s.model_dump(), spec.to_json(), prep.to_json(), job.train, job.val, seed, str(weights))
     saved = reuse_saved(folder, key, lambda f: load_volume_model(f, device), job.name, resume)
     if saved is not None:
         return saved
@@ -113,7 +111,7 @@ def fit_volume_job(job: Job, by_patient: dict[str, list[VolumeItem]], spec: Task
         predict_fn=lambda net, job_spec, items: predict_volumes(net, job_spec, items, prep, device, s.batch_size),
         flops_fn=lambda net: volume_flops(net, prep, s.batch_size, device))
     init = fit.extra
-    meta = {"kind": "finetune3d", "job": job.name, "settings": asdict(s), "task": fit.spec.to_json(),
+    meta = {"kind": "finetune3d", "job": job.name, "settings": s.model_dump(), "task": fit.spec.to_json(),
             "prep": prep.to_json(), "windows": prep.to_json()["windows"],
             "encoder": {"encoder": f"finetune3d:{s.arch}", "weights_sha256": init},
             "init_weights": None if weights is None else {"path": str(weights), "sha256": init},
@@ -123,7 +121,7 @@ def fit_volume_job(job: Job, by_patient: dict[str, list[VolumeItem]], spec: Task
     return fit.model, meta
 
 
-def run_finetune3d(cfg) -> int:
+def run_finetune3d(cfg: Finetune3dConfig) -> int:
     out = start_run(cfg.out, "finetune3d", cfg)
     device = resolve_device(cfg.device)
     labels, spec = read_task(cfg.labels, cfg.targets, cfg.task)

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clearct.finetune3d.train import VolumeItem, VolumeSettings, new_net, predict_volumes
+from clearct.config import VolumeTraining
+from clearct.finetune3d.train import VolumeItem, new_net, predict_volumes
 from clearct.finetune3d.volumes import VolumePrep
 from clearct.modeling.store import Ensemble, load_folder, load_saved
 from clearct.modeling.tasks import TaskSpec
@@ -18,7 +19,7 @@ from clearct.modeling.tasks import TaskSpec
 
 def _build(meta: dict) -> torch.nn.Module:
     return new_net(TaskSpec.from_json(meta["task"]), VolumePrep.from_json(meta["prep"]),
-                   VolumeSettings(**meta["settings"]))
+                   VolumeTraining(**meta["settings"]))
 
 
 def load_volume_model(folder: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -20,24 +20,12 @@ from clearct.common.compute import count_flops, step_flops
 from clearct.common.device import autocast_for
 from clearct.common.errors import ClearctError
 from clearct.common.training import adamw, run_epochs
+from clearct.config import VolumeTraining
 from clearct.finetune3d.models import build_net, load_backbone
 from clearct.finetune3d.volumes import VolumePrep, augment, channels
 from clearct.modeling.tasks import LossFn, TaskSpec, scores_from_outputs
 
 LOG = logging.getLogger("clearct")
-
-
-@dataclass
-class VolumeSettings:
-    arch: str = "resnet10"
-    width: float = 0.5
-    epochs: int = 12
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    batch_size: int = 4
-    patience: int = 4
-    augment: bool = True
-    amp: bool = True
 
 
 @dataclass
@@ -60,7 +48,7 @@ def batch_input(items: Sequence[VolumeItem], prep: VolumePrep, device: torch.dev
     return channels(hu.to(device), prep.windows)
 
 
-def new_net(spec: TaskSpec, prep: VolumePrep, s: VolumeSettings) -> torch.nn.Module:
+def new_net(spec: TaskSpec, prep: VolumePrep, s: VolumeTraining) -> torch.nn.Module:
     return build_net(s.arch, len(prep.windows), spec.n_out, s.width)
 
 
@@ -91,7 +79,7 @@ def batches(order: np.ndarray, size: int) -> list[np.ndarray]:
 
 
 def train_volumes(spec: TaskSpec, loss_fn: LossFn, train: Sequence[VolumeItem], val: Sequence[VolumeItem],
-                  prep: VolumePrep, s: VolumeSettings, *, seed: int, device: torch.device, weights: Path | None = None,
+                  prep: VolumePrep, s: VolumeTraining, *, seed: int, device: torch.device, weights: Path | None = None,
                   desc: str = "train") -> tuple[torch.nn.Module, list, str | None]:
     """Train one network; returns it (best epoch, eval mode), the per-epoch history and the sha256 of the
     initial weights (None for random initialisation)."""

@@ -10,18 +10,20 @@ saved models. The splits, the pooling of fold predictions and the writers are sh
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
 from clearct.common.device import resolve_device
+from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.common.runs import start_run
+from clearct.config import CrossvalConfig, MilTraining
 from clearct.evaluate.splits import Job
 from clearct.mil.data import Bag, Cohort, load_cohort
+from clearct.mil.models import list_mil_models
 from clearct.mil.store import load_model, model_meta
-from clearct.mil.train import TrainSettings, mil_flops, predict_scores, train_model
+from clearct.mil.train import mil_flops, predict_scores, train_model
 from clearct.modeling.cv_runner import (
     Fitted,
     choose_splits,
@@ -39,12 +41,12 @@ from clearct.modeling.tasks import TaskSpec
 LOG = logging.getLogger("clearct")
 
 
-def settings_from(cfg: object) -> TrainSettings:
-    """The TrainSettings fields a command config sets (same names)."""
-    return TrainSettings(**{f.name: getattr(cfg, f.name) for f in fields(TrainSettings) if hasattr(cfg, f.name)})
+def training_of(cfg: CrossvalConfig) -> MilTraining:
+    """The training settings of a crossval config (it inherits every field of :class:`MilTraining`)."""
+    return MilTraining(**cfg.model_dump(include=set(MilTraining.model_fields)))
 
 
-def fit_job(job: Job, by_patient: dict[str, list[Bag]], spec: TaskSpec, settings: TrainSettings, cohort: Cohort, *,
+def fit_job(job: Job, by_patient: dict[str, list[Bag]], spec: TaskSpec, settings: MilTraining, cohort: Cohort, *,
             seed: int, device: torch.device, folder: Path, resume: bool = True) -> tuple[torch.nn.Module, dict]:
     """Train (or, with ``resume``, reload) the model of one job and save it to ``folder``.
 
@@ -53,7 +55,7 @@ def fit_job(job: Job, by_patient: dict[str, list[Bag]], spec: TaskSpec, settings
     """
     train = [b for p in job.train for b in by_patient[p]]
     val = [b for p in job.val for b in by_patient[p]]
-    key = fingerprint(asdict(settings), spec.to_json(), job.train, job.val, seed, cohort.encoder, cohort.windows)
+    key = fingerprint(settings.model_dump(), spec.to_json(), job.train, job.val, seed, cohort.encoder, cohort.windows)
     saved = reuse_saved(folder, key, lambda f: load_model(f, device), job.name, resume)
     if saved is not None:
         return saved
@@ -73,15 +75,17 @@ def fit_job(job: Job, by_patient: dict[str, list[Bag]], spec: TaskSpec, settings
     return fit.model, meta
 
 
-def run_crossval(cfg) -> int:
+def run_crossval(cfg: CrossvalConfig) -> int:
+    if cfg.model not in list_mil_models():  # before anything is written
+        raise ClearctError(f"unknown MIL model {cfg.model!r} (registered: {', '.join(list_mil_models())})")
     out = start_run(cfg.out, "crossval", cfg)
     device = resolve_device(cfg.device)
     labels, spec = read_task(cfg.labels, cfg.targets, cfg.task)
     issues = Issues()
-    cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, windows=cfg.windows)
+    cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, windows=cfg.use_windows)
     by_patient = group_by_patient(cohort.bags)
     splits = choose_splits(cfg, out, labels, spec, by_patient, issues)
-    settings = settings_from(cfg)
+    settings = training_of(cfg)
 
     def fit(job: Job, i: int) -> Fitted:
         model, meta = fit_job(job, by_patient, spec, settings, cohort, seed=cfg.seed + i, device=device,

@@ -1,19 +1,44 @@
-"""MIL models: attention-based MIL (Ilse et al. 2018, eq. 3 of the paper) and two baselines.
+"""MIL models: attention-based MIL (Ilse et al. 2018, eq. 3 of the paper) and two baselines, in one registry.
 
 Every model maps a padded batch ``x`` (B, N, D), ``mask`` (B, N) bool (True = real instance) and ``window``
 (B, N) int64 to ``(logits (B, C), attention (B, N))``; the baselines return uniform "attention" so callers need
 no special case. The math of the pooling lives in pure functions (:func:`masked_softmax`, :func:`attention_pool`).
+
+A new model is a builder registered with :func:`register_mil_model` (in this module or another that
+``clearct.mil`` imports); ``crossval --model NAME`` then trains it and the tests run over :func:`list_mil_models`.
+A builder takes ``in_dim`` and ``n_out`` and, by keyword, those of ``n_windows``, ``window_embedding``,
+``hidden``, ``dropout`` and ``standardize`` it uses; it is passed only what it declares.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
-MODEL_KINDS = ("abmil", "gated", "meanpool", "mlp")
+from clearct.common.errors import ClearctError
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODEL_SETTINGS = ("n_windows", "window_embedding", "hidden", "dropout", "standardize")  # what builders may declare
+
+
+def register_mil_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator registering a MIL model builder (a class or a function) under ``name``."""
+
+    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if name in _MODELS and _MODELS[name] is not builder:
+            raise ValueError(f"MIL model {name!r} is registered twice")
+        _MODELS[name] = builder
+        return builder
+
+    return wrap
+
+
+def list_mil_models() -> list[str]:
+    return sorted(_MODELS)
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -105,14 +130,16 @@ class InstanceEncoder(nn.Module):
         return self.drop(torch.relu(h))
 
 
+@register_mil_model("abmil")
 class ABMIL(nn.Module):
     """a_k = softmax_k(wᵀ tanh(V h_k)) (``gated``: wᵀ(tanh(V h_k) ⊙ sigmoid(U h_k))), z = Σ_k a_k h_k → head."""
 
-    def __init__(self, in_dim: int, n_out: int, *, hidden: int = 256, attn_hidden: int = 256, gated: bool = False,
+    def __init__(self, in_dim: int, n_out: int, *, hidden: int = 256, attn_hidden: int | None = None, gated: bool = False,
                  n_windows: int = 1, window_embedding: bool = False, dropout: float = 0.25, standardize: bool = False):
         super().__init__()
         self.scaler = input_scaler(in_dim, standardize)
         self.encoder = InstanceEncoder(in_dim, hidden, n_windows, window_embedding, dropout)
+        attn_hidden = attn_hidden or hidden
         self.V = nn.Linear(hidden, attn_hidden)
         self.U = nn.Linear(hidden, attn_hidden) if gated else None
         self.w = nn.Linear(attn_hidden, 1)
@@ -127,11 +154,18 @@ class ABMIL(nn.Module):
         return self.head(attention_pool(h, a)), a
 
 
+@register_mil_model("gated")
+def gated_abmil(in_dim: int, n_out: int, **kw: object) -> ABMIL:
+    """ABMIL with gated attention (Ilse et al. 2018, eq. 9)."""
+    return ABMIL(in_dim, n_out, gated=True, **kw)  # type: ignore[arg-type]
+
+
+@register_mil_model("meanpool")
 class MeanPoolMLP(nn.Module):
     """Baseline: the same instance encoder, mean pooling instead of attention, the same head."""
 
     def __init__(self, in_dim: int, n_out: int, *, hidden: int = 256, n_windows: int = 1,
-                 window_embedding: bool = False, dropout: float = 0.25, standardize: bool = False, **_: object):
+                 window_embedding: bool = False, dropout: float = 0.25, standardize: bool = False):
         super().__init__()
         self.scaler = input_scaler(in_dim, standardize)
         self.encoder = InstanceEncoder(in_dim, hidden, n_windows, window_embedding, dropout)
@@ -142,11 +176,11 @@ class MeanPoolMLP(nn.Module):
         return self.head(z), a
 
 
+@register_mil_model("mlp")
 class MLP(nn.Module):
     """Baseline for one vector per scan (3D encoders, N = 1): the mean of the instances through the head MLP."""
 
-    def __init__(self, in_dim: int, n_out: int, *, hidden: int = 256, dropout: float = 0.25, standardize: bool = False,
-                 **_: object):
+    def __init__(self, in_dim: int, n_out: int, *, hidden: int = 256, dropout: float = 0.25, standardize: bool = False):
         super().__init__()
         self.scaler = input_scaler(in_dim, standardize)
         self.head = ClassifierHead(in_dim, n_out, hidden, dropout)
@@ -156,16 +190,16 @@ class MLP(nn.Module):
         return self.head(z), a
 
 
-def build_model(kind: str, in_dim: int, n_out: int, *, n_windows: int = 1, window_embedding: bool = False,
-                hidden: int = 256, dropout: float = 0.25, standardize: bool = False) -> nn.Module:
-    """One factory for every model kind (``abmil``, ``gated``, ``meanpool``, ``mlp``); ``standardize`` puts a
-    :class:`FeatureScaler` in front (fit it with ``model.scaler.fit`` before training)."""
-    common = {"hidden": hidden, "n_windows": n_windows, "window_embedding": window_embedding, "dropout": dropout,
-              "standardize": standardize}
-    if kind in ("abmil", "gated"):
-        return ABMIL(in_dim, n_out, attn_hidden=hidden, gated=kind == "gated", **common)
-    if kind == "meanpool":
-        return MeanPoolMLP(in_dim, n_out, **common)
-    if kind == "mlp":
-        return MLP(in_dim, n_out, **common)
-    raise ValueError(f"unknown model kind {kind!r} (choose from {', '.join(MODEL_KINDS)})")
+def build_model(kind: str, in_dim: int, n_out: int, **settings: object) -> nn.Module:
+    """The registered model ``kind`` with those of ``settings`` (``n_windows``, ``window_embedding``, ``hidden``,
+    ``dropout``, ``standardize``) its builder declares; ``standardize`` puts a :class:`FeatureScaler` in front (fit
+    it with ``model.scaler.fit`` before training)."""
+    if kind not in _MODELS:
+        raise ClearctError(f"unknown MIL model {kind!r} (registered: {', '.join(list_mil_models())})")
+    unknown = sorted(set(settings) - set(MODEL_SETTINGS))
+    if unknown:
+        raise TypeError(f"build_model got unknown setting(s) {unknown} (known: {', '.join(MODEL_SETTINGS)})")
+    builder = _MODELS[kind]
+    accepted = inspect.signature(builder).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    return builder(in_dim, n_out, **{k: v for k, v in settings.items() if takes_any or k in accepted})

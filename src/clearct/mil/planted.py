@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from clearct.common.errors import ClearctError
 from clearct.common.runs import LOG
@@ -81,10 +82,10 @@ def write_planted_cohort(folder: Path, bags: list[PlantedBag], target_names: lis
     return labels
 
 
-@dataclass(frozen=True)
-class LesionMarks:
-    """Settings of :func:`mark_lesion_slices`."""
+class LesionMarks(BaseModel):
+    """Settings of :func:`mark_lesion_slices` (a workflow step's config, like a command's)."""
 
+    model_config = ConfigDict(extra="forbid", frozen=True)
     features: Path  # folder of <scan_id>.h5
     lesions: Path  # lesions.csv of the same cohort (key slice + label per lesion)
     out: Path  # folder for the marked copies

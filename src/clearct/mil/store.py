@@ -4,31 +4,31 @@ attention over the fold models."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from clearct.config import MilTraining
 from clearct.mil.data import Bag
-from clearct.mil.train import TrainSettings, new_model, predict_scores
+from clearct.mil.train import new_model, predict_scores
 from clearct.modeling.store import Ensemble, load_folder, load_saved
 from clearct.modeling.tasks import TaskSpec
 
 
 def _build(meta: dict) -> torch.nn.Module:
     return new_model(TaskSpec.from_json(meta["task"]), meta["in_dim"], meta["n_windows"],
-                     TrainSettings(**meta["settings"]))
+                     MilTraining(**meta["settings"]))
 
 
 def load_model(folder: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     return load_saved(folder, _build, device)
 
 
-def model_meta(*, job: str, settings: TrainSettings, spec: TaskSpec, in_dim: int, windows: list, encoder: dict,
+def model_meta(*, job: str, settings: MilTraining, spec: TaskSpec, in_dim: int, windows: list, encoder: dict,
                thresholds: list[float], train: list[str], val: list[str], seed: int, fingerprint: str,
                history: list) -> dict:
-    return {"job": job, "settings": asdict(settings), "task": spec.to_json(), "in_dim": in_dim,
+    return {"job": job, "settings": settings.model_dump(), "task": spec.to_json(), "in_dim": in_dim,
             "n_windows": max(len(windows), 1), "windows": windows, "encoder": encoder, "thresholds": thresholds,
             "train_patients": train, "val_patients": val, "seed": seed, "fingerprint": fingerprint,
             "history": history}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ import torch
 from clearct.common.compute import count_flops, step_flops
 from clearct.common.device import autocast_for, training_threads
 from clearct.common.training import adamw, run_epochs
+from clearct.config import MilTraining
 from clearct.mil.data import Bag
 from clearct.mil.models import build_model
 from clearct.modeling.tasks import LossFn, TaskSpec, scores_from_outputs
@@ -33,25 +33,7 @@ from clearct.modeling.tasks import LossFn, TaskSpec, scores_from_outputs
 LOG = logging.getLogger("clearct")
 
 
-@dataclass
-class TrainSettings:
-    model: str = "abmil"
-    epochs: int = 32
-    lr: float = 1e-4
-    weight_decay: float = 1e-4
-    batch_size: int = 128
-    min_steps: int = 2000
-    bag_size: int = 512
-    patience: int = 8
-    hidden: int = 256
-    dropout: float = 0.25
-    window_embedding: bool = False
-    standardize: bool = True  # z-score the features with training-set statistics (models.FeatureScaler)
-    regression_loss: str = "l1"
-    eval_instances: int = 32768  # instances per inference batch (whole bags, padded)
-
-
-def effective_batch_size(n_train: int, s: TrainSettings) -> int:
+def effective_batch_size(n_train: int, s: MilTraining) -> int:
     """The batch size after the floor on optimizer steps (see the module docstring)."""
     return max(1, min(s.batch_size, (n_train * s.epochs) // max(s.min_steps, 1)))
 
@@ -110,12 +92,12 @@ def predict_scores(model: torch.nn.Module, spec: TaskSpec, bags: Sequence[Bag], 
     return scores_from_outputs(spec, out).numpy(), attn
 
 
-def new_model(spec: TaskSpec, in_dim: int, n_windows: int, s: TrainSettings) -> torch.nn.Module:
+def new_model(spec: TaskSpec, in_dim: int, n_windows: int, s: MilTraining) -> torch.nn.Module:
     return build_model(s.model, in_dim, spec.n_out, n_windows=n_windows, window_embedding=s.window_embedding,
                        hidden=s.hidden, dropout=s.dropout, standardize=s.standardize)
 
 
-def train_model(spec: TaskSpec, loss_fn: LossFn, train: Sequence[Bag], val: Sequence[Bag], s: TrainSettings, *,
+def train_model(spec: TaskSpec, loss_fn: LossFn, train: Sequence[Bag], val: Sequence[Bag], s: MilTraining, *,
                 n_windows: int, seed: int, device: torch.device, desc: str = "train") -> tuple[torch.nn.Module, list]:
     """Train one model; early stopping keeps the weights of the epoch with the lowest validation loss.
 
@@ -161,7 +143,7 @@ def validation_loss(model: torch.nn.Module, loss_fn: LossFn, val: Sequence[Bag],
     return float(loss_fn(out, y))
 
 
-def mil_flops(model: torch.nn.Module, train: Sequence[Bag], s: TrainSettings,
+def mil_flops(model: torch.nn.Module, train: Sequence[Bag], s: MilTraining,
               device: torch.device) -> tuple[int, int]:
     """FLOPs of one training step and of one whole-bag forward, probed on zeros of the typical shape: a batch of
     the effective batch size with bags of the median training length (capped at ``bag_size``)."""

@@ -11,8 +11,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clearct.common.atomic import atomic_write_text
+from clearct.evaluate.curves import draw_curves
+from clearct.evaluate.efficiency import cost_table
+from clearct.evaluate.plots import plt, save_figure
+from clearct.evaluate.tables import write_csv
 from clearct.report.document import Figure, Report, Table, to_markdown, write_report
 from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
 
@@ -84,13 +89,6 @@ def lambda_points(results: dict[str, dict[str, dict]], key: str) -> tuple[list[f
 
 def lambda_figure(results: dict[str, dict[str, dict]], stem: Path) -> list[Path]:
     """The λ ablation: macro AUROC vs λ per result set, MoCo (dashed) and random init (dotted) as references."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from clearct.evaluate.plots import save_figure
-
     keys = [rs for rs in RESULT_SETS if rs.key in results]
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(3.6 * max(1, len(keys)), 3.4), squeeze=False)
     for ax, rs in zip(axes[0], keys):
@@ -144,9 +142,6 @@ def _tasks(rows: list[dict]) -> list[str]:
 def curves_figure(rows: list[dict], stem: Path) -> list[Path]:
     """Held-out AUROC against the share of labelled training patients: one panel per task, one line (with its
     95 % patient-bootstrap CI band) per family — :func:`clearct.evaluate.curves.draw_curves` on each panel."""
-    from clearct.evaluate.curves import draw_curves
-    from clearct.evaluate.plots import plt, save_figure
-
     tasks = _tasks(rows)
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
@@ -220,10 +215,8 @@ def curve_sentence(task: str, rows: list[dict]) -> str:
     return text + "."
 
 
-def cost_tables(cfg, compute: dict[str, dict]) -> list[Table]:
+def cost_tables(cfg: Any, compute: dict[str, dict]) -> list[Table]:
     """The cost of one more task per curve task, as :func:`clearct.evaluate.efficiency.cost_table` renders it."""
-    from clearct.evaluate.efficiency import cost_table
-
     tables = []
     for task, summary in compute.items():
         header, rows, ratio = cost_table(summary)
@@ -233,24 +226,26 @@ def cost_tables(cfg, compute: dict[str, dict]) -> list[Table]:
     return tables
 
 
-def add_curves(report: Report, cfg, curves: dict, figure: str) -> None:
+def add_curves(report: Report, plan: Any, curves: dict, figure: str) -> None:
     """The "Data efficiency" section: figure, the curve table, one sentence per task and the compute tables."""
-    rows = curves["rows"]
-    three_d = (f"3D fine-tune: `{cfg.finetune3d_arch}` width {cfg.finetune3d_width:g} on a "
-               f"{'×'.join(map(str, cfg.finetune3d_grid))} grid, ≤ {cfg.finetune3d_epochs} epochs, batch "
-               f"{cfg.finetune3d_batch_size}" if cfg.curve_finetune3d else "no 3D family")
+    rows, cfg, ft = curves["rows"], plan.cfg, plan.finetune3d
+    three_d = (f"3D fine-tune: `{ft.arch}` width {ft.width:g} on a {'×'.join(map(str, ft.grid))} grid, "
+               f"≤ {ft.epochs} epochs, batch {ft.batch_size}" if cfg.curve_finetune3d else "no 3D family")
     section = report.add(
         "Data efficiency",
         f"Each family is trained on nested shares ({', '.join(f'{s:g}' for s in cfg.curve_shares)}) of the "
         f"labelled training patients, {cfg.curve_folds}-fold cross-validated inside each share, and its fold "
-        f"ensemble predicts the same held-out test patients ({cfg.test_frac:g} of the cohort, seed {cfg.seed}) for "
+        f"ensemble predicts the same held-out test patients ({plan.crossval.test_frac:g} of the cohort, seed "
+        f"{cfg.seed}) for "
         f"every share and family. CLEAR: ABMIL on the benchmark's features of each curve encoder; {three_d}.",
         *(curve_sentence(task, rows) for task in _tasks(rows)))
     section.figures.append(Figure(figure, "held-out AUROC vs share of labelled training patients (95 % CI bands)"))
     section.tables += [curve_table(rows), *cost_tables(cfg, curves["compute"])]
 
 
-def build_report(cfg, results: dict, machine: dict, figure: str, step_seconds: float) -> Report:
+def build_report(plan: Any, results: dict, machine: dict, figure: str, step_seconds: float) -> Report:
+    """``plan``: the benchmark's resolved settings (:class:`clearct.workflows.benchmark.BenchmarkPlan`)."""
+    cfg, synth, pretrain, mil = plan.cfg, plan.synth, plan.pretrain, plan.crossval
     report = Report("clearct benchmark — CLEAR's encoder comparison on synthetic CT")
     load = f"load average {machine['load_start'][0]:.1f} at start, {machine['load_end'][0]:.1f} at the end"
     report.add("Setup",
@@ -259,14 +254,14 @@ def build_report(cfg, results: dict, machine: dict, figure: str, step_seconds: f
                f"{machine['date']}; this invocation {machine['wall_s'] / 60:.1f} min ({load}); all steps, "
                f"summed over the invocations that ran them, {step_seconds / 60:.1f} min (`steps.json`).",
                f"Cohorts: train {cfg.patients} patients (pretraining, Tasks 1–2), external {cfg.external_patients} "
-               f"(acquisition preset `external`), stage {cfg.stage_patients}; {cfg.image_px} px × {cfg.slices} "
-               f"slices, lesion contrast {cfg.lesion_contrast:g}, lesion size {cfg.lesion_size_mm[0]:g}–"
-               f"{cfg.lesion_size_mm[1]:g} mm.",
-               f"Encoders: `{cfg.arch}` at {cfg.image_size or cfg.image_px} px for every 2D encoder, {cfg.epochs} "
-               f"pretraining epochs (supervised ceiling: {cfg.supervised_epochs}), batch {cfg.batch_size}, "
-               f"{cfg.lesion_share or 0:.0%} of each epoch from annotated slices; DrasCLR {cfg.drasclr_epochs} epochs. ABMIL: ≤ {cfg.mil_epochs} epochs, lr {cfg.mil_lr:g}, "
-               f"min-steps {cfg.min_steps}, {cfg.folds} folds (stage: nested {cfg.stage_folds}), "
-               f"held-out test share {cfg.test_frac:g}.")
+               f"(acquisition preset `external`), stage {cfg.stage_patients}; {synth.size} px × {synth.slices} "
+               f"slices, lesion contrast {synth.lesion_contrast:g}, lesion size {synth.lesion_size_mm[0]:g}–"
+               f"{synth.lesion_size_mm[1]:g} mm.",
+               f"Encoders: `{pretrain.arch}` at {plan.image_size} px for every 2D encoder, {pretrain.epochs} "
+               f"pretraining epochs (supervised ceiling: {cfg.supervised_epochs}), batch {pretrain.batch_size}, "
+               f"{pretrain.lesion_share or 0:.0%} of each epoch from annotated slices; DrasCLR {cfg.drasclr_epochs} "
+               f"epochs. ABMIL: ≤ {mil.epochs} epochs, lr {mil.lr:g}, min-steps {mil.min_steps}, {mil.folds} folds "
+               f"(stage: nested {cfg.stage_folds}), held-out test share {mil.test_frac:g}.")
     for rs, table in paper_tables(results):
         report.add(rs.title).tables.append(table)
     section = report.add("λ ablation", "Macro AUROC of LECL-λ against λ; MoCo dashed (band: ± sd), random init "
@@ -278,23 +273,21 @@ def build_report(cfg, results: dict, machine: dict, figure: str, step_seconds: f
     return report
 
 
-def write_results(cfg, root: Path, results: dict, machine: dict, step_seconds: float = float("nan"),
+def write_results(plan: Any, root: Path, results: dict, machine: dict, step_seconds: float = float("nan"),
                   curves: dict | None = None) -> dict[str, Path]:
     """Write ``results/{results.json, tables.md, lambda.png|svg, report.md|html}`` and, with curve rows,
     ``curves.csv`` and ``curves.png|svg``; returns their paths."""
-    from clearct.evaluate.tables import write_csv
-
     folder = root / "results"
     folder.mkdir(parents=True, exist_ok=True)
     curves = curves or {"rows": [], "compute": {}}
     atomic_write_text(folder / "results.json", json.dumps({"machine": machine, "auroc": results, "curves": curves},
                                                           indent=1))
     lambda_figure(results, folder / "lambda")
-    report = build_report(cfg, results, machine, "lambda.png", step_seconds)
+    report = build_report(plan, results, machine, "lambda.png", step_seconds)
     if curves["rows"]:
         write_csv(folder / "curves.csv", curves["rows"])
         curves_figure(curves["rows"], folder / "curves")
-        add_curves(report, cfg, curves, "curves.png")
+        add_curves(report, plan, curves, "curves.png")
     write_report(report, folder)
     tables = Report(report.title, [s for s in report.sections if s.tables])
     atomic_write_text(folder / "tables.md", to_markdown(tables))

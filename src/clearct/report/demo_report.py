@@ -4,21 +4,30 @@ model folders), so it can be rebuilt at any time from a finished run."""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
 
+from clearct.evaluate.localization import attention_hits
+from clearct.io import read_ct
 from clearct.io.tables import LesionBox, read_labels_table, read_lesions_table, read_scans_table
+from clearct.preprocess import parse_windows
 from clearct.report.document import Figure, Report, Table
+from clearct.report.figures import (
+    example_slices_figure,
+    loss_curve_figure,
+    read_loss_log,
+    roc_overview_figure,
+)
+from clearct.report.layouts import ARM_TITLES, CONTROL, DEMO_TASKS, DemoLayout
+from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
 
 CHOSEN_EXAMPLES = 3  # scans shown with example slices / attention figures
-LEARNING_TARGET = 0.80  # the demo's macro CV AUROC target for LECL on the lesion locations
 
 
 @dataclass
@@ -143,115 +152,15 @@ def comparison_table(arm_metrics: dict[str, dict], targets: list[str], titles: d
                  "patient-level bootstrap resamples; per-target columns: CV AUROC")
 
 
-@dataclass(frozen=True)
-class Goal:
-    what: str
-    measured: float
-    wanted: float
-    above: bool = True  # the measured value must be ≥ wanted (else ≤)
-    caveat: str = ""  # why a met target means less than it says (e.g. a gap to a ceiling that is itself low)
-
-    @property
-    def met(self) -> bool:
-        return bool(np.isfinite(self.measured)) and (self.measured >= self.wanted if self.above
-                                                     else self.measured <= self.wanted)
-
-
-def demo_goals(location: dict[str, dict], targets: list[str], attention_share: float) -> list[Goal]:
-    """The demo's targets (issue: "Make CLEAR learn where users can run it"), from the numbers the report shows."""
-    def value(arm: str, set_name: str, target: str = "macro") -> float:
-        m = location.get(arm, {}).get((set_name, target, "auroc"))
-        return m["value"] if m else float("nan")
-
-    lowest = min((m["ci_low"] for t in targets if (m := location.get("lecl", {}).get(("cv", t, "auroc")))),
-                 default=float("nan"))
-    lecl, ceiling = value("lecl", "cv"), value("supervised", "cv")
-    low_ceiling = (f"only because the ceiling itself reaches {ceiling:.3f} at this budget"
-                   if ceiling < LEARNING_TARGET else "")
-    return [
-        Goal("LECL lesion location, macro CV AUROC", lecl, LEARNING_TARGET),
-        Goal("LECL: lowest lower 95% CI bound over the locations (CV)", lowest, 0.5),
-        Goal("LECL lesion location, macro external AUROC", value("lecl", "deploy"), 0.75),
-        Goal("LECL − random init, macro CV AUROC", lecl - value("random", "cv"), 0.10),
-        Goal("supervised ceiling − LECL, macro CV AUROC", ceiling - lecl, 0.10, above=False, caveat=low_ceiling),
-        Goal("share of positive external scans whose top-attended slice lies within ±1 slice of a lesion of the "
-             "predicted location (LECL)", attention_share, 0.70),
-    ]
-
-
-def goals_table(goals: list[Goal]) -> Table:
-    rows = [[g.what, f"{g.measured:+.3f}" if "−" in g.what else f"{g.measured:.3f}",
-             f"{'≥' if g.above else '≤'} {g.wanted:.2f}", "met" if g.met else "missed",
-             g.caveat if g.met else ""] for g in goals]
-    return Table(["target", "measured", "wanted", "", "note"], rows)
-
-
-def goals_sentence(goals: list[Goal]) -> str:
-    missed = [g for g in goals if not g.met]
-    caveats = "".join(f" Met, but {g.caveat}: {g.what} ({g.measured:+.3f})." for g in goals if g.met and g.caveat)
-    if not missed:
-        return "Every target of the demo is met on this run." + caveats
-    return (f"{len(goals) - len(missed)} of {len(goals)} targets met on this run; missed: "
-            + "; ".join(f"{g.what} ({g.measured:.3f}, wanted {'≥' if g.above else '≤'} {g.wanted:.2f})"
-                        for g in missed)
-            + "." + caveats + " The section \"Learning against pretraining budget\" below and benchmarks/RESULTS.md "
-            "(\"recipe\") give what each lever of the recipe gave on this cohort and AUROC against pretraining "
-            "minutes on 2 CPU cores.")
-
-
-FRONTIER = "recipe_frontier.csv"  # recorded by benchmarks/recipe.py → recipe_table.py --frontier (RESULTS.md)
-
-
-def recorded_frontier() -> list[dict]:
-    """The frontier measured on the demo cohort at the CPU recipe (benchmarks/RESULTS.md, "recipe"): one row per
-    pretraining budget and method, with the machine, date and load it was measured at."""
-    text = resources.files("clearct.report").joinpath(FRONTIER).read_text()
-    return list(csv.DictReader(io.StringIO(text)))
-
-
-def _run_point(root: Path, arm: str, metrics: dict) -> dict | None:
-    """This run's (steps, minutes, macro CV AUROC and CI) of one pretrained arm, in the frontier's columns."""
-    from clearct.common.compute import load_compute
-    from clearct.evaluate.efficiency import training_budget
-
-    m = metrics.get(("cv", "macro", "auroc"))
-    if m is None or not (root / "encoders" / arm / "pretrain-log.csv").is_file():
-        return None
-    budget = training_budget(root / "encoders" / arm)
-    compute = load_compute(root / "encoders" / arm) or {}
-    load = compute.get("host", {}).get("load_avg_end", [float("nan")])[0]  # while it trained, not now
-    return {"method": arm, "steps": budget.steps, "minutes": budget.minutes, "load": load, "auroc": m["value"],
-            "ci_low": m["ci_low"], "ci_high": m["ci_high"]}
-
-
-def frontier_sentence(recorded: list[dict], goal: float) -> str:
-    """What the recorded frontier says, from its numbers: the best point of each method and whether any reached
-    the goal."""
-    parts = []
-    for method in sorted({r["method"] for r in recorded}):
-        rows = [r for r in recorded if r["method"] == method]
-        best = max(rows, key=lambda r: float(r["auroc"]))
-        longest = max(float(r["minutes"]) for r in rows)
-        parts.append(f"{method}: best {float(best['auroc']):.3f} [{float(best['ci_low']):.3f}, "
-                     f"{float(best['ci_high']):.3f}] at {float(best['minutes']):.1f} min (budgets up to "
-                     f"{longest:.0f} min)")
-    reached = [r for r in recorded if float(r["auroc"]) >= goal]
-    where = {r["machine"] for r in recorded} | {r["date"][:10] for r in recorded}
-    return (f"Recorded frontier ({', '.join(sorted(where))}) — " + "; ".join(parts) + ". "
-            + ("No recorded budget reaches" if not reached else f"{len(reached)} recorded point(s) reach")
-            + f" the macro AUROC target of {goal:.2f}; the lesion-slice probes and the causes are in "
-            "benchmarks/RESULTS.md (\"recipe\").")
-
-
 def _synth_settings(cohort: Path) -> dict:
     return yaml.safe_load((cohort / "config.yaml").read_text())["synth"]
 
 
-def cohort_rows(root: Path, targets: list[str]) -> tuple[Table, dict[str, tuple[float, float]]]:
+def cohort_rows(at: DemoLayout, targets: list[str]) -> tuple[Table, dict[str, tuple[float, float]]]:
     """The cohort summary table and the per-target prevalence (cohort, external)."""
     rows, prevalence = [], {}
     cols: dict[str, list[float]] = {}
-    for name, folder in (("training (cross-validated)", root / "cohort"), ("external (deployed)", root / "external")):
+    for name, folder in (("training (cross-validated)", at.cohort), ("external (deployed)", at.external)):
         s = _synth_settings(folder)
         labels = read_labels_table(folder / "labels.csv")
         lesions = read_lesions_table(folder / "lesions.csv")
@@ -268,36 +177,32 @@ def cohort_rows(root: Path, targets: list[str]) -> tuple[Table, dict[str, tuple[
     return table, prevalence
 
 
-def _example_figure(root: Path, figures: Path) -> Figure | None:
-    from clearct.io import read_ct
-    from clearct.preprocess import parse_windows
-    from clearct.report.figures import example_slices_figure
-
+def _example_figure(at: DemoLayout) -> Figure | None:
     examples = []
-    for scan in choose_scans(root / "cohort", CHOSEN_EXAMPLES):
+    for scan in choose_scans(at.cohort, CHOSEN_EXAMPLES):
         volume = read_ct(scan.path)
         key = max({b.slice_index for b in scan.boxes}, key=lambda z: sum(b.slice_index == z for b in scan.boxes))
         boxes = [b for b in scan.boxes if b.slice_index == key]
         examples.append((f"{scan.scan_id} slice {key}", volume.hu[key], boxes))
     if not examples:
         return None
-    path = example_slices_figure(figures / "examples.png", examples, parse_windows("lung,abdomen"))
-    return Figure(str(path.relative_to(root)), "Training-cohort key slices in the lung (−1500..500 HU) and abdomen "
+    path = example_slices_figure(at.figures / "examples.png", examples, parse_windows("lung,abdomen"))
+    return Figure(str(path.relative_to(at.root)), "Training-cohort key slices in the lung (−1500..500 HU) and abdomen "
                   "(−175..275 HU) windows; red: the lesions.csv boxes used by LECL.")
 
 
-def _attention_figures(root: Path, arm: str, models: str) -> list[Figure]:
+def _attention_figures(at: DemoLayout, arm: str, models: str) -> list[Figure]:
     """The figures of an arm's attention stage on the external cohort, captioned with the scan's true lesion
     locations and the scores of the deploy stage of the same models for them."""
     boxes: dict[str, set[str]] = {}
-    for b in read_lesions_table(root / "external" / "lesions.csv"):
+    for b in read_lesions_table(at.external / "lesions.csv"):
         boxes.setdefault(b.scan_id, set()).add(b.label)
-    scores = _deploy_scores(root / "location" / arm / "deploy" / "predictions.csv")
+    scores = _deploy_scores(at.deploy("location", arm) / "predictions.csv")
     out = []
-    for path in sorted((root / "attention" / arm / "figures").glob("*.png")):
+    for path in sorted((at.attention(arm) / "figures").glob("*.png")):
         locations = sorted(boxes.get(path.stem, ()))
         said = ", ".join(f"{t} {scores[(path.stem, t)]:.2f}" for t in locations if (path.stem, t) in scores)
-        out.append(Figure(str(path.relative_to(root)),
+        out.append(Figure(str(path.relative_to(at.root)),
                           f"{path.stem} (external cohort): attention of {models} over slice position per "
                           f"window; red dashes: key slices of its lesions ({', '.join(locations) or 'none'}); below: "
                           f"the most attended slices (● = a key slice). Scores for its locations: "
@@ -312,12 +217,12 @@ def _deploy_scores(path: Path) -> dict[tuple[str, str], float]:
         return {(r["scan_id"], r["target"]): float(r["probability"]) for r in csv.DictReader(fh)}
 
 
-def _predict_table(root: Path) -> tuple[Table, str] | None:
-    path = root / "predict" / "prediction.json"
+def _predict_table(at: DemoLayout) -> tuple[Table, str] | None:
+    path = at.predict / "prediction.json"
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    labels = read_labels_table(root / "external" / "labels.csv")
+    labels = read_labels_table(at.external / "labels.csv")
     pid = result["scan_id"].removesuffix("_ct")
     truth = {t: labels.column(t)[labels.ids.index(pid)] for t in result["scores"]} if pid in labels.ids else {}
     rows = [[t, f"{s:.3f}", f"{result['thresholds'].get(t, float('nan')):.3f}",
@@ -325,13 +230,12 @@ def _predict_table(root: Path) -> tuple[Table, str] | None:
     return Table(["target", "score", "threshold", "call", "truth"], rows), result["scan"]
 
 
-def _artefacts(root: Path) -> Table:
+def _artefacts() -> Table:
     entries = [
         ("cohort/", "training cohort: scans/ (DICOM), scans.csv, labels.csv, lesions.csv, config.yaml, synth.log"),
         ("external/", "external cohort (seed + 1, external acquisition preset), same files"),
         ("encoders/lecl/, encoders/supervised/", "pretraining runs: encoder.safetensors + encoder.json (the frozen "
-         "encoder), checkpoint.pt, pretrain-log.csv, compute.json, demo-inputs.json (hashes of the tables it was "
-         "trained on); slice-cache/ is shared"),
+         "encoder), checkpoint.pt, pretrain-log.csv, compute.json; slice-cache/ is shared"),
         ("features/<arm>/{cohort,external}/", "one <scan_id>.h5 per scan (slice × window embeddings) for each arm: "
          "lecl, random (the same architecture at random init), supervised, control (the LECL features with the "
          "annotated key slices marked)"),
@@ -344,18 +248,19 @@ def _artefacts(root: Path) -> Table:
         ("predict/", "prediction.json, attention.csv, attention.png of one scan"),
         ("figures/", "the report's figures (PNG + SVG)"),
         ("report.md, report.html", "this report"),
-        ("demo-times.json, demo.log, config.yaml", "stage times, the demo's log and its resolved configuration"),
+        ("demo-times.json, demo.log, config.yaml", "stage times, the demo's log and its resolved configuration; "
+         "every stage folder holds a step.json (its settings, for resuming)"),
     ]
     return Table(["path (under the demo folder)", "what"], [[f"`{p}`", w] for p, w in entries])
 
 
-def _arm_metrics(root: Path, task: str, arms: tuple[str, ...]) -> dict[str, dict]:
-    return {arm: read_metrics(root / task / arm / "crossval" / "metrics.csv")
-            | read_metrics(root / task / arm / "deploy" / "metrics.csv") for arm in arms}
+def _arm_metrics(at: DemoLayout, task: str) -> dict[str, dict]:
+    return {arm: read_metrics(at.crossval(task, arm) / "metrics.csv") | read_metrics(at.deploy(task, arm) / "metrics.csv")
+            for arm in DEMO_TASKS[task]}
 
 
-def _training_line(root: Path, arm: str) -> str:
-    manifest = json.loads((root / "encoders" / arm / "encoder.json").read_text())
+def _training_line(at: DemoLayout, arm: str) -> str:
+    manifest = json.loads((at.encoder(arm) / "encoder.json").read_text())
     t, data = manifest["info"].get("training", {}), manifest["info"].get("data", {})
     extra = ""
     if t.get("method") == "lecl":
@@ -370,61 +275,57 @@ def _training_line(root: Path, arm: str) -> str:
             + f". Final loss {manifest['info'].get('final_loss') or float('nan'):.4f}.")
 
 
-def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
-    """Draw the figures into ``root/figures`` and assemble the report from the stages' outputs."""
-    from clearct.evaluate.localization import attention_hits
-    from clearct.report.figures import frontier_figure, loss_curve_figure, read_loss_log, roc_overview_figure
-    from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
-    from clearct.workflows.demo import ARM_TITLES, ARMS
-
+def build_demo_report(at: DemoLayout, cfg: Any, plan: Any, times: dict) -> Report:
+    """Draw the figures into the demo's ``figures/`` and assemble the report from the stages' outputs. ``cfg`` is
+    the demo's config, ``plan`` its resolved settings (:class:`clearct.workflows.demo.DemoPlan`)."""
     targets = list(LOCATIONS)
-    figures = root / "figures"
+    root, figures = at.root, at.figures
+    pretrain, synth = plan.pretrain, plan.synth
     report = Report("clearct demo report")
     total = sum(t.seconds for t in times.values())
     cpu = sum(t.cpu_seconds for t in times.values())
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    location = _arm_metrics(root, "location", (*ARMS, "control"))
-    lung = _arm_metrics(root, "lung", ARMS)
-    hits = {arm: attention_hits(root / "attention" / arm / "attention.csv",
-                                root / "location" / arm / "deploy" / "predictions.csv", root / "external" / "lesions.csv")
-            for arm in ("lecl", "control") if (root / "attention" / arm / "attention.csv").is_file()}
-    goals = demo_goals(location, targets, hits["lecl"].share if "lecl" in hits else float("nan"))
-    section = report.add(
+    location = _arm_metrics(at, "location")
+    lung = _arm_metrics(at, "lung")
+    hits = {arm: attention_hits(at.attention(arm) / "attention.csv", at.deploy("location", arm) / "predictions.csv",
+                                at.external / "lesions.csv")
+            for arm in ("lecl", CONTROL) if (at.attention(arm) / "attention.csv").is_file()}
+    report.add(
         "Summary",
         f"The whole CLEAR pipeline on synthetic phantom CT (`clearct demo --size {cfg.size}`): two DICOM cohorts "
-        f"were synthesised; a `{size.arch}` slice encoder was pretrained with LECL (λ = {size.lam:g}) and, as the "
-        "supervised ceiling, the same network on per-slice lesion labels; every slice was embedded in the lung and "
-        "abdomen windows by both and by the same network at random init; ABMIL was cross-validated "
-        f"({size.folds} folds) on the eight lesion locations and the seven lung abnormalities (lung window) and "
-        "deployed on the external cohort; a positive control marks the annotated lesion slices in the LECL features; "
-        "one scan was run through `predict`.",
+        f"were synthesised; a `{pretrain.arch}` slice encoder was pretrained with LECL (λ = {pretrain.lam:g}) and, "
+        "as the supervised ceiling, the same network on per-slice lesion labels; every slice was embedded in the lung "
+        "and abdomen windows by both and by the same network at random init; ABMIL was cross-validated "
+        f"({plan.crossval.folds} folds) on the eight lesion locations and the seven lung abnormalities (lung window) "
+        "and deployed on the external cohort; a positive control marks the annotated lesion slices in the LECL "
+        "features; one scan was run through `predict`.",
         f"The synthetic lesions are larger and brighter than clearct synth's defaults (`--lesion-contrast "
-        f"{size.lesion_contrast:g}`, `--lesion-size-mm {size.lesion_size_mm[0]:g},{size.lesion_size_mm[1]:g}`) to "
-        "give a few CPU minutes of pretraining a chance; the numbers below say nothing about real CT.",
-        goals_sentence(goals),
+        f"{synth.lesion_contrast:g}`, `--lesion-size-mm {synth.lesion_size_mm[0]:g},{synth.lesion_size_mm[1]:g}`) "
+        "to give a few CPU minutes of pretraining a chance; the numbers below say nothing about real CT. What a CPU "
+        "user can expect at other sizes and budgets: docs/pretraining.md and docs/benchmark.md.",
         f"Stage time of this invocation {total:.0f} s wall, {cpu:.0f} s CPU, on {os.cpu_count()} CPU core(s), "
         f"device `{cfg.device}`, load average {load:.1f} at the end (stages marked reused were finished by an "
         "earlier run; a wall time far above CPU time / cores means the machine was shared).",
     )
-    section.tables.append(goals_table(goals))
-    cohorts, prevalence = cohort_rows(root, targets)
+    cohorts, prevalence = cohort_rows(at, targets)
     section = report.add("Cohorts", "Both cohorts are clearct synth phantoms (chest-abdomen-pelvis range); the "
                          "external one uses another seed (other patients) and the `external` acquisition preset "
                          "(more noise, sharp kernel, thicker slices, +8 HU offset) — the paper's external validation "
                          "in miniature.")
     section.tables.append(cohorts)
-    example = _example_figure(root, figures)
+    example = _example_figure(at)
     if example:
         section.figures.append(example)
 
     section = report.add("Pretraining",
-                         f"LECL: {_training_line(root, 'lecl')}",
+                         f"LECL: {_training_line(at, 'lecl')}",
                          f"Supervised ceiling (per-slice binary cross-entropy on the lesion locations, every slice a "
-                         f"lesion covers is a positive): {_training_line(root, 'supervised')}",
-                         f"Random init: `{size.arch}` as built, never trained (the registry's seeded initialisation).")
+                         f"lesion covers is a positive): {_training_line(at, 'supervised')}",
+                         f"Random init: `{pretrain.arch}` as built, never trained (the registry's seeded "
+                         "initialisation).")
     panels = [(title, *read_loss_log(log)) for title, log in (
-        (f"LECL loss (symmetric, λ = {size.lam:g})", root / "encoders" / "lecl" / "pretrain-log.csv"),
-        ("supervised ceiling: BCE", root / "encoders" / "supervised" / "pretrain-log.csv")) if log.is_file()]
+        (f"LECL loss (symmetric, λ = {pretrain.lam:g})", at.encoder("lecl") / "pretrain-log.csv"),
+        ("supervised ceiling: BCE", at.encoder("supervised") / "pretrain-log.csv")) if log.is_file()]
     if panels:
         path = loss_curve_figure(figures / "pretrain-loss.png", panels)
         section.figures.append(Figure(str(path.relative_to(root)), "Training loss per logged step."))
@@ -433,39 +334,18 @@ def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
                          "Multi-label ABMIL on the frozen slice embeddings of both windows (one instance per slice "
                          "and window), the same settings for every encoder. Macro = mean over the locations.")
     section.tables.append(comparison_table(location, targets, ARM_TITLES))
-    section.paragraphs.append(learning_verdict(location["lecl"], targets, location["control"] or None))
-    section.tables.append(auroc_table(location["lecl"], targets, prevalence, location["control"] or None))
+    section.paragraphs.append(learning_verdict(location["lecl"], targets, location[CONTROL] or None))
+    section.tables.append(auroc_table(location["lecl"], targets, prevalence, location[CONTROL] or None))
     curves = [(title, c) for title, c in (
-        ("LECL, cross-validation", read_predictions(root / "location" / "lecl" / "crossval" / "predictions.csv", "cv")),
-        ("LECL, external cohort", read_predictions(root / "location" / "lecl" / "deploy" / "predictions.csv", "deploy")),
-        ("supervised ceiling, CV",
-         read_predictions(root / "location" / "supervised" / "crossval" / "predictions.csv", "cv")),
-        ("positive control, CV", read_predictions(root / "location" / "control" / "crossval" / "predictions.csv", "cv")))
+        ("LECL, cross-validation", read_predictions(at.crossval("location", "lecl") / "predictions.csv", "cv")),
+        ("LECL, external cohort", read_predictions(at.deploy("location", "lecl") / "predictions.csv", "deploy")),
+        ("supervised ceiling, CV", read_predictions(at.crossval("location", "supervised") / "predictions.csv", "cv")),
+        ("positive control, CV", read_predictions(at.crossval("location", CONTROL) / "predictions.csv", "cv")))
         if c]
     if curves:
         path = roc_overview_figure(figures / "roc.png", curves)
         section.figures.append(Figure(str(path.relative_to(root)), "ROC curves per lesion location; per-target "
                                       "plots with bootstrap bands lie in location/<arm>/{crossval,deploy}/plots/."))
-
-    recorded = recorded_frontier()
-    runs = [p for arm in ("lecl", "supervised") if (p := _run_point(root, arm, location.get(arm, {})))]
-    section = report.add("Learning against pretraining budget", frontier_sentence(recorded, LEARNING_TARGET),
-                         "This run's two pretrained arms are the stars; their minutes depend on the machine's load "
-                         "(given per row).")
-    section.tables.append(Table(
-        ["method", "steps", "minutes", "load", "lesion-slice probe", "macro CV AUROC [95% CI]", "measured"],
-        [[r["method"], str(r["steps"]), f"{float(r['minutes']):.1f}", f"{float(r['load']):.1f}",
-          r.get("probe", "–"), f"{float(r['auroc']):.3f} [{float(r['ci_low']):.3f}, {float(r['ci_high']):.3f}]",
-          r.get("date", "this run")] for r in [*recorded, *runs]]))
-    colour = {"lecl": "C0", "supervised": "C1"}
-    series = [(f"{ARM_TITLES[m]}, recorded", [(float(r["minutes"]), float(r["auroc"]), float(r["ci_low"]),
-                                               float(r["ci_high"])) for r in recorded if r["method"] == m], "o",
-               colour[m]) for m in colour]
-    series += [(f"{ARM_TITLES[p['method']]}, this run", [(p["minutes"], p["auroc"], p["ci_low"], p["ci_high"])], "*",
-                colour[p["method"]]) for p in runs]
-    path = frontier_figure(figures / "frontier.png", series, goal=LEARNING_TARGET)
-    section.figures.append(Figure(str(path.relative_to(root)), "Macro CV AUROC of the lesion locations against "
-                                  "pretraining minutes (log scale), recorded frontier and this run."))
 
     section = report.add("Lung abnormalities: AUROC",
                          "Multi-label ABMIL on the lung-window instances of the same feature files (clearct synth's "
@@ -479,26 +359,27 @@ def build_demo_report(root: Path, cfg, size, times: dict) -> Report:
                          + "".join(f" {ARM_TITLES[arm]}: for {h.hits} of {h.scans} positive external scans "
                                    f"({h.share:.0%}) the most attended slice lies within ±1 slice of a lesion of the "
                                    "location predicted most strongly." for arm, h in share.items()))
-    section.figures += _attention_figures(root, "lecl", "the LECL fold ensemble")
-    control_figures = _attention_figures(root, "control", "the positive control's fold ensemble (key slices marked)")
+    section.figures += _attention_figures(at, "lecl", "the LECL fold ensemble")
+    control_figures = _attention_figures(at, CONTROL, "the positive control's fold ensemble (key slices marked)")
     if control_figures:
         section = report.add("Attention over slices: positive control",
                              "The positive control's models on the same external scans, their key slices marked "
                              "as in training: where attention goes when the slice embeddings do carry the lesions.")
         section.figures += control_figures
 
-    predicted = _predict_table(root)
+    predicted = _predict_table(at)
     if predicted:
         table, scan = predicted
         section = report.add("One scan: clearct predict", f"`clearct predict {scan} --model location/lecl/crossval "
                              "--encoder encoders/lecl` read the DICOM series, embedded it and ran the fold ensemble:")
         section.tables.append(table)
-        section.figures.append(Figure("predict/attention.png", "predict's attention figure for that scan."))
+        section.figures.append(Figure(str((at.predict / "attention.png").relative_to(root)),
+                                      "predict's attention figure for that scan."))
 
     section = report.add("Stage times")
     section.tables.append(Table(["stage", "wall (s)", "CPU (s)", "status"],
                                 [[k, f"{v.seconds:.1f}", f"{v.cpu_seconds:.1f}", v.status] for k, v in times.items()]
                                 + [["total", f"{total:.1f}", f"{cpu:.1f}", ""]]))
     section = report.add("Where everything lies", f"All paths are under `{root}`.")
-    section.tables.append(_artefacts(root))
+    section.tables.append(_artefacts())
     return report

@@ -83,32 +83,3 @@ def roc_overview_figure(target: Path, panels: Sequence[tuple[str, dict[str, tupl
         ax.legend(loc="lower right", fontsize=7, title="AUROC", title_fontsize=7)
     fig.tight_layout()
     return _png(fig, target)
-
-
-def frontier_figure(target: Path, series: Sequence[tuple[str, Sequence[tuple[float, float, float, float]], str, str]],
-                    *, goal: float | None = None) -> Path:
-    """AUROC against pretraining minutes: one series per (label, [(minutes, auroc, ci_low, ci_high)], marker,
-    colour), points joined in order of minutes, 95 % CIs as bars; chance and the goal as horizontal lines."""
-    from matplotlib.ticker import ScalarFormatter
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    for label, points, marker, colour in series:
-        pts = sorted(points)
-        if not pts:
-            continue
-        x, y, lo, hi = (np.array(c, dtype=float) for c in zip(*pts))
-        ax.errorbar(x, y, yerr=[y - lo, hi - y], marker=marker, ms=11 if marker == "*" else 5, capsize=3, lw=1.3,
-                    ls="-" if len(pts) > 1 else "none", color=colour, label=label)
-    ax.axhline(0.5, color="grey", lw=0.8, ls=":", label="chance")
-    if goal is not None:
-        ax.axhline(goal, color="green", lw=0.8, ls="--", label=f"demo target {goal:.2f}")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_formatter(ScalarFormatter())
-    ax.tick_params(axis="x", which="minor", labelsize=7)
-    ax.set(xlabel="pretraining minutes on 2 CPU cores (training loop)", ylabel="macro CV AUROC (95 % CI)",
-           title="Lesion location: learning against pretraining budget")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    return _png(fig, target)

@@ -17,7 +17,6 @@ import logging
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +27,15 @@ from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Failures, reason_of
 from clearct.common.runs import start_run
-from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS, Knobs
-from clearct.synth.noise import KERNELS, PRESETS, acquisition
+from clearct.config import SynthConfig, SynthFindings, SynthSettings
+from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS
+from clearct.synth.noise import acquisition
 from clearct.synth.phantom import Phantom, make_phantom
 from clearct.synth.writers import scan_relpath, write_scan
 
 LOG = logging.getLogger("clearct")
 LABEL_COLUMNS = ["patient_id", *LOCATIONS, *LUNG_FINDINGS, "stage_high", "primary_tumour", "scan_range"]
 LESION_COLUMNS = ["scan_id", "slice_index", "x1", "y1", "x2", "y2", "label", "slice_first", "slice_last"]
-FORMATS = ("dicom", "nifti", "png")
 SCAN_RANGES = {"mixed": 0.5, "chest": 1.0, "cap": 0.0}  # share of chest-only scans
 
 
@@ -45,43 +44,16 @@ def patient_ids(seed: int, i: int) -> tuple[str, str]:
     return pid, f"{pid}_ct"
 
 
-def _check(patients: int, fmt: str, size: int, slices: int, knobs: Knobs, scan_range: str, preset: str,
-           kernel: str | None, unannotated: float) -> None:
-    problems = []
-    if patients < 1:
-        problems.append(f"patients must be ≥ 1 (got {patients})")
-    if fmt not in FORMATS:
-        problems.append(f"format must be one of {', '.join(FORMATS)} (got {fmt!r})")
-    if size < 32 or slices < 4:
-        problems.append(f"size must be ≥ 32 and slices ≥ 4 (got size {size}, slices {slices})")
-    lo, hi = knobs.lesion_size_mm
-    if not 2.0 <= lo <= hi <= 120.0:
-        problems.append(f"lesion_size_mm must be min,max with 2 ≤ min ≤ max ≤ 120 (got {lo},{hi})")
-    for name in ("location_prevalence", "lung_prevalence", "primary_tumour", "stage_high_share"):
-        if not 0.0 <= getattr(knobs, name) <= 1.0:
-            problems.append(f"{name} must lie in [0, 1] (got {getattr(knobs, name)})")
-    if not 0.0 <= unannotated <= 1.0:
-        problems.append(f"unannotated must lie in [0, 1] (got {unannotated})")
-    if knobs.lesion_contrast <= 0:
-        problems.append(f"lesion_contrast must be > 0 (got {knobs.lesion_contrast})")
-    if scan_range not in SCAN_RANGES:
-        problems.append(f"scan_range must be one of {', '.join(SCAN_RANGES)} (got {scan_range!r})")
-    if preset not in PRESETS:
-        problems.append(f"acquisition must be one of {', '.join(PRESETS)} (got {preset!r})")
-    if kernel is not None and kernel not in KERNELS:
-        problems.append(f"kernel must be one of {', '.join(KERNELS)} (got {kernel!r})")
-    if problems:
-        raise ClearctError("; ".join(problems))
-
-
-def render_patient(seed: int, index: int, *, size: int = 128, slices: int = 48, scan_range: str = "mixed",
-                   acq: dict[str, Any] | None = None, knobs: dict[str, Any] | None = None,
-                   with_findings: bool = True) -> Phantom:
+def render_patient(seed: int, index: int, settings: SynthSettings, *, with_findings: bool = True) -> Phantom:
     """Patient ``index`` of the cohort with ``seed``: exactly what generate_cohort writes (tests re-render it)."""
     pid, sid = patient_ids(seed, index)
-    return make_phantom(np.random.SeedSequence(seed, spawn_key=(index,)), patient_id=pid, scan_id=sid, size=size,
-                        slices=slices, chest_share=SCAN_RANGES[scan_range], knobs=Knobs(**(knobs or {})),
-                        acq=acquisition(**(acq or {"preset": "standard"})), with_findings=with_findings)
+    s = settings
+    acq = acquisition(s.acquisition, noise_hu=s.noise_hu, kernel=s.kernel, thickness_factor=s.thickness_factor,
+                      hu_offset=s.hu_offset)
+    findings = SynthFindings(**s.model_dump(include=set(SynthFindings.model_fields)))
+    return make_phantom(np.random.SeedSequence(seed, spawn_key=(index,)), patient_id=pid, scan_id=sid, size=s.size,
+                        slices=s.slices, chest_share=SCAN_RANGES[s.scan_range], knobs=findings, acq=acq,
+                        with_findings=with_findings)
 
 
 def _one_patient(job: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +66,7 @@ def _one_patient(job: dict[str, Any]) -> dict[str, Any]:
         truth = json.loads(truth_path.read_text())
         if truth.get("settings") == job["settings"]:
             return truth  # finished in an earlier run with the same settings
-    ph = render_patient(job["entropy"], job["index"], **job["render"])
+    ph = render_patient(job["entropy"], job["index"], SynthSettings(**job["render"]))
     write_scan(ph.volume, out / rel, fmt, uid_key=f"clearct-synth-{job['entropy']}-{sid}")
     f = ph.findings
     labels = {"patient_id": pid, **f.locations, **f.lung, "stage_high": f.stage_high,
@@ -150,40 +122,24 @@ def _dl_info(truths: list[dict[str, Any]]) -> str:
     return _csv(rows, columns)
 
 
-def generate_cohort(out: str | Path, *, patients: int = 20, seed: int = 0, format: str = "dicom",
-                    size: int = 128, slices: int = 48, scan_range: str = "mixed", unannotated: float = 0.3,
-                    acquisition_preset: str = "standard", noise_hu: float | None = None, kernel: str | None = None,
-                    thickness_factor: float | None = None, hu_offset: float | None = None, workers: int = 2,
-                    progress: bool = True, **knob_values: Any) -> dict[str, Any]:
-    """Write a phantom cohort into ``out`` and return a summary (counts, prevalences, seconds, paths).
-
-    ``knob_values`` are the :class:`~clearct.synth.findings.Knobs` fields (prevalences, lesion size, contrast).
-    The same arguments give byte-identical files; per-patient seeds come from ``np.random.SeedSequence(seed)``.
-    """
-    unknown = set(knob_values) - set(Knobs.__dataclass_fields__)
-    if unknown:
-        raise ClearctError(f"unknown synth option(s): {', '.join(sorted(unknown))}")
-    if "lesion_size_mm" in knob_values:
-        knob_values["lesion_size_mm"] = tuple(float(v) for v in knob_values["lesion_size_mm"])
-        if len(knob_values["lesion_size_mm"]) != 2:
-            raise ClearctError(f"lesion_size_mm must be two numbers min,max (got {knob_values['lesion_size_mm']})")
-    knobs = Knobs(**knob_values)
-    _check(patients, format, size, slices, knobs, scan_range, acquisition_preset, kernel, unannotated)
-    out = Path(out)
+def generate_cohort(cfg: SynthConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Write the phantom cohort of ``cfg`` into ``cfg.out`` and return a summary (counts, prevalences, seconds,
+    paths). The same config gives byte-identical files; per-patient seeds come from
+    ``np.random.SeedSequence(cfg.seed)``."""
+    out, patients, seed, format = Path(cfg.out), cfg.patients, cfg.seed, cfg.format
     (out / "scans").mkdir(parents=True, exist_ok=True)
-    acq = {"preset": acquisition_preset, "noise_hu": noise_hu, "kernel": kernel,
-           "thickness_factor": thickness_factor, "hu_offset": hu_offset}
-    settings = json.dumps([seed, format, size, slices, scan_range, asdict(knobs), acq], sort_keys=True)
+    render = SynthSettings(**cfg.model_dump(include=set(SynthSettings.model_fields)))
+    settings = json.dumps([seed, render.model_dump(mode="json", exclude={"workers"})], sort_keys=True)
     annotate_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1 << 30,)))
-    annotated = annotate_rng.random(patients) >= unannotated
+    annotated = annotate_rng.random(patients) >= cfg.unannotated
     jobs = []
     for i in range(patients):
         pid, sid = patient_ids(seed, i)
-        render = {"size": size, "slices": slices, "scan_range": scan_range, "knobs": asdict(knobs), "acq": acq}
         jobs.append({"out": str(out), "format": format, "patient_id": pid, "scan_id": sid, "index": i,
-                     "entropy": seed, "render": render, "settings": settings, "annotated": bool(annotated[i])})
+                     "entropy": seed, "render": render.model_dump(), "settings": settings,
+                     "annotated": bool(annotated[i])})
     start = time.perf_counter()
-    workers = max(1, min(workers, patients, os.cpu_count() or 1))
+    workers = max(1, min(cfg.workers, patients, os.cpu_count() or 1))
     bar = tqdm(total=patients, desc="synth", unit="scan", disable=not progress)
     failures = Failures("synth")
     truths = []
@@ -215,16 +171,10 @@ def generate_cohort(out: str | Path, *, patients: int = 20, seed: int = 0, forma
     return summary
 
 
-def run_synth(cfg) -> int:
-    """CLI entry point for ``clearct synth`` (config: :class:`clearct.config.SynthConfig`)."""
+def run_synth(cfg: SynthConfig) -> int:
+    """CLI entry point for ``clearct synth``."""
     start_run(cfg.out, "synth", cfg)
-    knobs = {name: getattr(cfg, name) for name in Knobs.__dataclass_fields__}
-    summary = generate_cohort(
-        cfg.out, patients=cfg.patients, seed=cfg.seed, format=cfg.format, size=cfg.size, slices=cfg.slices,
-        scan_range=cfg.scan_range, unannotated=cfg.unannotated, acquisition_preset=cfg.acquisition,
-        noise_hu=cfg.noise_hu, kernel=cfg.kernel, thickness_factor=cfg.thickness_factor, hu_offset=cfg.hu_offset,
-        workers=cfg.workers, **knobs,
-    )
+    summary = generate_cohort(cfg)
     failed = summary["failed"]
     print(f"wrote {summary['patients'] - len(failed)} {summary['format']} scans, {summary['lesion_rows']} annotated "
           f"lesions to {summary['out']} in {summary['seconds']:.1f} s"

@@ -11,24 +11,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 
+from clearct.config import SynthFindings
 from clearct.synth import canvas as C
 from clearct.synth.anatomy import Anatomy, Torso, hilum, smooth_field
 from clearct.synth.canvas import Canvas
 from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
 
 _LUNG = (C.LUNG, C.LUNG_VESSEL)
-
-
-@dataclass(frozen=True)
-class Knobs:
-    """Prevalences and difficulty of the findings (see docs/synth.md)."""
-
-    location_prevalence: float = 0.35
-    lung_prevalence: float = 0.3
-    primary_tumour: float = 0.4
-    stage_high_share: float = 0.5
-    lesion_size_mm: tuple[float, float] = (10.0, 50.0)
-    lesion_contrast: float = 1.0
 
 
 @dataclass
@@ -93,7 +82,7 @@ _LESION_HU = {"lung": 35.0, "liver": 45.0, "kidney": 25.0, "mediastinum": 45.0, 
 
 
 def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator, anat: Anatomy,
-                 knobs: Knobs, lesion_hu: float | None = None) -> Lesion | None:
+                 knobs: SynthFindings, lesion_hu: float | None = None) -> Lesion | None:
     """Put one ellipsoidal lesion in the location's organ; None when the organ is not in the scan range."""
     codes, cand = _hosts(cv, anat, loc)
     idx = np.flatnonzero(cand)
@@ -136,7 +125,7 @@ def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator
     return les
 
 
-def draw_findings(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, knobs: Knobs) -> Findings:
+def draw_findings(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, knobs: SynthFindings) -> Findings:
     """Sample and paint every finding for one patient (lung abnormalities first, then the located lesions)."""
     out = Findings()
     spacing = (abs(cv.z[1] - cv.z[0]) if cv.z.size > 1 else 5.0, cv.y[1] - cv.y[0], cv.x[1] - cv.x[0])

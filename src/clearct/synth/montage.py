@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from clearct.common.atomic import atomic_path
+from clearct.config import SynthSettings
 from clearct.synth.cohort import render_patient
 
 WINDOWS = {"lung": (-1500.0, 500.0), "abdomen": (-175.0, 275.0)}
@@ -38,12 +39,12 @@ def draw_montage(path: str | Path, *, patients: int = 4, seed: int = 1, size: in
     import matplotlib.pyplot as plt
     from matplotlib.patches import Rectangle
 
-    knobs = {"location_prevalence": 0.5, "lung_prevalence": 0.35}
     cols = per_patient * len(WINDOWS)
     fig, axes = plt.subplots(patients, cols, figsize=(2.0 * cols, 2.25 * patients), squeeze=False)
     for row in range(patients):
-        ph = render_patient(seed, row, size=size, slices=slices, scan_range="cap" if row % 2 == 0 else "chest",
-                            knobs=knobs)
+        settings = SynthSettings(size=size, slices=slices, scan_range="cap" if row % 2 == 0 else "chest",
+                                 location_prevalence=0.5, lung_prevalence=0.35)
+        ph = render_patient(seed, row, settings)
         f = ph.findings
         lung = ", ".join(k for k, v in f.lung.items() if v) or "no lung findings"
         for j, k in enumerate(pick_slices(ph, per_patient)):

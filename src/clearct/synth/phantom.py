@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from clearct.config import SynthFindings
 from clearct.io.volume import CTVolume
 from clearct.synth.anatomy import Anatomy, draw_anatomy, sample_anatomy
 from clearct.synth.canvas import Canvas
-from clearct.synth.findings import Findings, Knobs, draw_findings
+from clearct.synth.findings import Findings, draw_findings
 from clearct.synth.noise import Acquisition, acquire
 
 
@@ -23,7 +24,7 @@ class Phantom:
 
 
 def make_phantom(seed: np.random.SeedSequence, *, patient_id: str, scan_id: str, size: int, slices: int,
-                 chest_share: float, knobs: Knobs, acq: Acquisition, with_findings: bool = True) -> Phantom:
+                 chest_share: float, knobs: SynthFindings, acq: Acquisition, with_findings: bool = True) -> Phantom:
     """Render one patient. Anatomy, findings and noise use separate child streams of ``seed``, so the same
     patient rendered ``with_findings=False`` has identical anatomy and noise (the tests compare the two)."""
     s_anat, s_find, s_noise, s_range = (np.random.default_rng(s) for s in seed.spawn(4))

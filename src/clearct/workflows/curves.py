@@ -33,7 +33,7 @@ def _labelled_items(command: str, cfg: Any, labels, spec, issues: Issues) -> lis
     """The command's labelled scans, as its run will see them (grids and features are not needed here)."""
     if command == "crossval":
         return load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues,
-                           windows=cfg.windows).bags
+                           windows=cfg.use_windows).bags
     if command == "finetune3d":
         return labelled_volume_items(cfg.scans, labels, spec, issues=issues, labels_path=cfg.labels)[0]
     raise ClearctError(f"no data-efficiency curve for command {command!r} (crossval, finetune3d)")

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from clearct.common.atomic import atomic_path, atomic_write_text, remove_leftovers
 from clearct.common.device import autocast_for, resolve_device, threads, training_threads
 from clearct.common.errors import ClearctError
+from clearct.config import DrasclrSettings, PretrainConfig, resolve
 from clearct.encoders.drasclr.model import DrasCLREncoder, EncoderSpec
 from clearct.encoders.drasclr.patches import (
     PatchSpec,
@@ -57,49 +58,50 @@ LOG_CSV = "drasclr-log.csv"
 PROGRESS_SECONDS = 30.0  # a progress line at least this often (the issue asked for one a minute at worst)
 ESTIMATE_AFTER = 3  # steps measured (after the first, which warms up) before the epoch time is estimated
 
-# Sizes per preset; a flag given on the command line or in the YAML file (``model_fields_set``) keeps its value.
+# Sizes per preset: they fill the size fields left empty (None), the batch size included.
 PRESETS: dict[str, dict] = {
-    "paper": {"batch_size": 256, "drasclr_patch_size": 32, "drasclr_voxel_mm": 1.0, "drasclr_grid_mm": 20.0,
-              "drasclr_channels": [8, 16, 32, 64], "drasclr_experts": 8, "drasclr_queue": 1024},
+    "paper": {"batch_size": 256, "patch_size": 32, "voxel_mm": 1.0, "grid_mm": 20.0, "channels": [8, 16, 32, 64],
+              "experts": 8, "queue": 1024},
     # the same 32 mm patch extent at half the resolution, sparser centres and a 3-stage network: an epoch ≈ 40×
     # shorter on 2 CPU cores (benchmarks/RESULTS.md, drasclr 10-patient CPU run)
-    "cpu": {"batch_size": 32, "drasclr_patch_size": 16, "drasclr_voxel_mm": 2.0, "drasclr_grid_mm": 30.0,
-            "drasclr_channels": [8, 16, 32], "drasclr_experts": 4, "drasclr_queue": 256},
+    "cpu": {"batch_size": 32, "patch_size": 16, "voxel_mm": 2.0, "grid_mm": 30.0, "channels": [8, 16, 32],
+            "experts": 4, "queue": 256},
 }
-# settings a resumed run must share with its checkpoint (epochs, device, workers may change)
-RESUME_KEYS = ("batch_size", "seed", *(k for k in PRESETS["paper"] if k != "batch_size"), "drasclr_mask",
-               "drasclr_window", "drasclr_embed_dim", "drasclr_proj_dim", "drasclr_location_bins",
-               "drasclr_neighbours")
+# the drasclr settings a resumed run must share with its checkpoint (besides batch size and seed; epochs, device
+# and workers may change)
+RESUME_KEYS = ("patch_size", "voxel_mm", "grid_mm", "channels", "experts", "queue", "mask", "window", "embed_dim",
+               "proj_dim", "location_bins", "neighbours")
 
 
-def resolve_preset(cfg):
-    """``cfg`` with the preset's sizes for every size field not set explicitly, and the preset's name."""
-    name = cfg.drasclr_preset
+def resolve_preset(cfg: PretrainConfig) -> tuple[PretrainConfig, str]:
+    """``cfg`` with the preset's sizes in every size field left empty (None), and the preset's name."""
+    name = cfg.drasclr.preset
     if name == "auto":
         name = "paper" if resolve_device(cfg.device).type == "cuda" else "cpu"
-    update = {k: v for k, v in PRESETS[name].items() if k not in cfg.model_fields_set}
-    return cfg.model_copy(update={**update, "drasclr_preset": name}), name
+    sizes = {k: v for k, v in PRESETS[name].items() if k != "batch_size"}
+    drasclr = resolve(DrasclrSettings, sizes, cfg.drasclr).model_copy(update={"preset": name})
+    batch_size = cfg.batch_size if cfg.batch_size is not None else PRESETS[name]["batch_size"]
+    return cfg.model_copy(update={"drasclr": drasclr, "batch_size": batch_size}), name
 
 
-def describe_sizes(cfg) -> str:
+def describe_sizes(cfg: PretrainConfig) -> str:
     """The sizes that decide the cost of a step, in one line."""
-    p = cfg.drasclr_patch_size
-    return (f"batch {cfg.batch_size}, {p}³ patches of {cfg.drasclr_voxel_mm:g} mm on a {cfg.drasclr_grid_mm:g} mm "
-            f"grid, widths {'-'.join(map(str, cfg.drasclr_channels))}, {cfg.drasclr_experts} experts, queue "
-            f"{cfg.drasclr_queue}")
+    d = cfg.drasclr
+    return (f"batch {cfg.batch_size}, {d.patch_size}³ patches of {d.voxel_mm:g} mm on a {d.grid_mm:g} mm grid, "
+            f"widths {'-'.join(map(str, d.channels))}, {d.experts} experts, queue {d.queue}")
 
 
-def specs_from_config(cfg) -> tuple[EncoderSpec, PatchSpec]:
-    """The network and patch settings of a PretrainConfig's drasclr_* fields."""
-    lo, hi = (float(v) for v in cfg.drasclr_window)
-    patch = PatchSpec(
-        patch_size=cfg.drasclr_patch_size,
-        voxel_mm=cfg.drasclr_voxel_mm,
-        grid_mm=cfg.drasclr_grid_mm,
-        window=(lo, hi),
-        mask=cfg.drasclr_mask,
-    )
-    return EncoderSpec(tuple(cfg.drasclr_channels), cfg.drasclr_embed_dim, cfg.drasclr_experts), patch
+def _resume_settings(cfg: PretrainConfig) -> dict:
+    return {"batch_size": cfg.batch_size, "seed": cfg.seed,
+            **{f"drasclr.{k}": v for k, v in cfg.drasclr.model_dump(mode="json", include=set(RESUME_KEYS)).items()}}
+
+
+def specs_from_config(cfg: PretrainConfig) -> tuple[EncoderSpec, PatchSpec]:
+    """The network and patch settings of a (preset-resolved) PretrainConfig's drasclr section."""
+    d = cfg.drasclr
+    lo, hi = (float(v) for v in d.window)
+    patch = PatchSpec(patch_size=d.patch_size, voxel_mm=d.voxel_mm, grid_mm=d.grid_mm, window=(lo, hi), mask=d.mask)
+    return EncoderSpec(tuple(d.channels), d.embed_dim, d.experts), patch
 
 
 class DrasCLR(nn.Module):
@@ -280,11 +282,8 @@ class Progress:
 
 
 def _check_resume(state: dict, cfg, path: Path) -> None:
-    saved = state.get("settings")
-    if saved is None:
-        return  # a checkpoint from before settings were stored
-    now = cfg.model_dump(mode="json", include=set(RESUME_KEYS))
-    differ = [k for k in RESUME_KEYS if saved.get(k) != now.get(k)]
+    saved, now = state.get("settings", {}), _resume_settings(cfg)
+    differ = [k for k in now if saved.get(k) != now[k]]
     if differ:
         pairs = ", ".join(f"{k}: {saved.get(k)!r} → {now.get(k)!r}" for k in differ)
         raise ClearctError(f"--resume with different settings ({pairs}); use a new --out or the old settings", path)
@@ -318,8 +317,8 @@ def _steps(loop: _Loop, cfg, epoch: int, patch: PatchSpec, sums: dict, report: P
         with threads(1):  # many small tensors: OpenMP barriers cost more than a second thread saves
             views = draw_views(loop.scans, loop.neighbours, chosen, patch, loop.generator)
         with autocast_for(loop.device):
-            losses = training_step(loop.model, loop.queue, views.to(loop.device), tau=cfg.drasclr_tau,
-                                   beta=cfg.drasclr_beta, momentum=cfg.drasclr_momentum)
+            losses = training_step(loop.model, loop.queue, views.to(loop.device), tau=cfg.drasclr.tau,
+                                   beta=cfg.drasclr.beta, momentum=cfg.drasclr.momentum)
         loop.optimizer.zero_grad(set_to_none=True)
         losses["loss"].backward()
         loop.optimizer.step()
@@ -332,7 +331,7 @@ def _steps(loop: _Loop, cfg, epoch: int, patch: PatchSpec, sums: dict, report: P
 
 def _epoch(loop: _Loop, cfg, epoch: int, patch: PatchSpec, per_step: int, progress_s: float) -> dict:
     """One epoch over every anchor in a random order; the row of drasclr-log.csv."""
-    lr = cosine_lr(cfg.drasclr_lr, epoch, cfg.epochs)
+    lr = cosine_lr(cfg.drasclr.lr, epoch, cfg.epochs)
     for group in loop.optimizer.param_groups:
         group["lr"] = lr
     loop.model.train()
@@ -357,15 +356,15 @@ def train_drasclr(scans: list[ScanPatches], cfg, *, progress_s: float = PROGRESS
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    model = DrasCLR(DrasCLREncoder(enc_spec, patch), cfg.drasclr_proj_dim).to(device)
-    queue = LocationQueue(cfg.drasclr_location_bins, cfg.drasclr_queue, cfg.drasclr_proj_dim, generator).to(device)
+    model = DrasCLR(DrasCLREncoder(enc_spec, patch), cfg.drasclr.proj_dim).to(device)
+    queue = LocationQueue(cfg.drasclr.location_bins, cfg.drasclr.queue, cfg.drasclr.proj_dim, generator).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.drasclr_lr, momentum=0.9, weight_decay=1e-4)
+    optimizer = torch.optim.SGD(params, lr=cfg.drasclr.lr, momentum=0.9, weight_decay=1e-4)
     anchors = [(s, i) for s, scan in enumerate(scans) for i in range(len(scan))]
-    loop = _Loop(model, queue, optimizer, scans, [nearest_neighbours(s.center_mm, cfg.drasclr_neighbours)
+    loop = _Loop(model, queue, optimizer, scans, [nearest_neighbours(s.center_mm, cfg.drasclr.neighbours)
                                                   for s in scans], anchors, generator,
                  min(cfg.batch_size, len(anchors)), device)
-    per_step = loop.batch * (2 + cfg.drasclr_neighbours)  # query, key and R neighbour views per anchor
+    per_step = loop.batch * (2 + cfg.drasclr.neighbours)  # query, key and R neighbour views per anchor
     _say(f"drasclr: {len(scans)} scans, {len(anchors)} patches → {loop.steps} steps of {loop.batch} anchors "
          f"({per_step} patches) per epoch, {cfg.epochs} epoch(s), device {device}")
     start, history = 0, []
@@ -389,7 +388,7 @@ def train_drasclr(scans: list[ScanPatches], cfg, *, progress_s: float = PROGRESS
             _save_checkpoint(ckpt, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "queue": queue.state_dict(),
                 "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "epoch": epoch + 1,
-                "history": history, "settings": cfg.model_dump(mode="json", include=set(RESUME_KEYS)),
+                "history": history, "settings": _resume_settings(cfg),
             })
             _write_log(out / LOG_CSV, history)
     return model
@@ -460,7 +459,7 @@ def run_drasclr(cfg) -> int:
     for record in tqdm(records, desc="drasclr: masks and patch grids"):
         try:
             scan = cached_plan(record, patch, out / "cache", cfg.png_values)
-            if len(scan) <= cfg.drasclr_neighbours:
+            if len(scan) <= cfg.drasclr.neighbours:
                 raise ClearctError(f"only {len(scan)} patches in the {scan.mask_kind} mask", record.path)
         except Exception as exc:  # this scan is left out; the rest train
             failures.add(record.scan_id, record.path, exc)
