@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DEMO_OUT ?= clearct-demo
 
-.PHONY: setup demo test lint clean
+.PHONY: setup demo test test-fast lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,13 +19,19 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/clearct demo --out $(DEMO_OUT)
 
-test: setup
-	$(BIN)/ruff check src tests benchmarks
+# the whole suite (CI): lint first, then every test
+test: lint
 	$(BIN)/python -m pytest -n 2 --timeout 900
 
+# the edit loop: everything but the slow end-to-end tests (marked slow)
+test-fast: setup
+	$(BIN)/python -m pytest -n 2 --timeout 300 -m "not slow"
+
+# style, the layer order of docs/design.md (import-linter, no ignores) and types
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache

@@ -11,23 +11,30 @@ from clearct.common.errors import ClearctError
 from clearct.config import BenchmarkConfig
 from clearct.synth.findings import LOCATIONS, LUNG_FINDINGS
 from clearct.workflows import benchmark as bm
+from clearct.workflows.runner import MARKER, upstream_markers
 
 TINY = {
-    "encoders": ["lecl-3", "moco", "drasclr"], "patients": 12, "external_patients": 6,
-    "stage_patients": 12, "image_px": 48, "slices": 10, "lesion_size_mm": [20, 50], "epochs": 1, "batch_size": 16,
-    "mlp_dim": 32, "proj_dim": 16, "drasclr_epochs": 1, "drasclr_batch_size": 16, "drasclr_channels": [4, 8],
-    "drasclr_queue": 16, "drasclr_grid_mm": 80, "drasclr_voxel_mm": 5, "folds": 2, "stage_folds": 2,
-    "test_frac": 0.25, "mil_epochs": 1, "min_steps": 5, "bootstrap": 20, "loader_workers": 0, "device": "cpu",
+    "encoders": ["lecl-3", "moco", "drasclr"], "patients": 12, "external_patients": 6, "stage_patients": 12,
+    "drasclr_epochs": 1, "stage_folds": 2, "device": "cpu",
+    "synth": {"size": 48, "slices": 10, "lesion_size_mm": [20, 50]},
+    "pretrain": {"epochs": 1, "batch_size": 16, "mlp_dim": 32, "proj_dim": 16, "workers": 0,
+                 "drasclr": {"channels": [4, 8], "queue": 16, "grid_mm": 80, "voxel_mm": 5}},
+    "extract": {"workers": 0},
+    "crossval": {"folds": 2, "test_frac": 0.25, "epochs": 1, "min_steps": 5, "bootstrap": 20},
     # data-efficiency curves: one CLEAR family and the 3D fine-tune at two shares, a toy 3D network
     "curve_shares": [0.5, 1.0], "curve_encoders": ["lecl-3"], "curve_folds": 2,
-    "finetune3d_grid": [8, 16, 16], "finetune3d_width": 0.25, "finetune3d_epochs": 1,
+    "finetune3d": {"grid": [8, 16, 16], "width": 0.25, "epochs": 1, "workers": 0},
 }
+
+
+def plan(cfg: BenchmarkConfig, root: Path) -> list[bm.Step]:
+    return bm.plan_steps(bm.resolve_plan(cfg), root)
 
 
 def test_plan_shares_cohorts_encoders_and_features(tmp_path):
     cfg = BenchmarkConfig(out=tmp_path, **{**TINY, "encoders": ["lecl-3", "random", "moco", "lecl-0", "supervised",
                                                                 "drasclr"]})
-    steps = bm.plan(cfg, tmp_path)
+    steps = plan(cfg, tmp_path)
     names = [s.name for s in steps]
     assert names[:3] == ["synth train", "synth external", "synth stage"]
     # one pretraining per encoder, none for random init
@@ -48,6 +55,8 @@ def test_plan_shares_cohorts_encoders_and_features(tmp_path):
     pre = {s.name: s.config.model_dump() for s in steps if s.name.startswith("pretrain") and "drasclr" not in s.name}
     moco, lecl, sup = pre["pretrain moco"], pre["pretrain lecl-3"], pre["pretrain supervised"]
     assert {k for k in moco if moco[k] != lecl[k]} == {"method", "lam", "out", "lesion_share", "lesion_crop_scale"}
+    assert lecl["arch"] == bm.PRESET["pretrain"]["arch"] and lecl["epochs"] == 1  # the preset, then the user's value
+    assert lecl["tau"] == 0.2 and lecl["image_size"] == 48  # the command's default; the synth size
     assert moco["lesion_share"] is None and lecl["lesion_share"] == sup["lesion_share"] == 0.5
     assert {k for k in lecl if lecl[k] != sup[k]} == {"method", "lam", "out", "lesion_crop_scale", "epochs"}
     random_src = next(s for s in steps if s.name == "extract random train-both").config.encoder
@@ -67,18 +76,18 @@ def test_plan_shares_cohorts_encoders_and_features(tmp_path):
 
 def test_plan_respects_tasks_and_rejects_unknown_names(tmp_path):
     cfg = BenchmarkConfig(out=tmp_path, **{**TINY, "tasks": ["stage"], "encoders": ["moco", "drasclr"]})
-    names = [s.name for s in bm.plan(cfg, tmp_path)]
+    names = [s.name for s in plan(cfg, tmp_path)]
     assert "extract moco stage-lung" in names and not any("location" in n or "lung-external" in n for n in names)
     assert not any(n.startswith(("extract drasclr", "crossval drasclr")) for n in names)
     with pytest.raises(ClearctError, match="unknown benchmark encoder"):
-        bm.plan(BenchmarkConfig(out=tmp_path, encoders=["simclr"]), tmp_path)
+        plan(BenchmarkConfig(out=tmp_path, encoders=["simclr"]), tmp_path)
     with pytest.raises(ValueError, match="unknown task"):
         BenchmarkConfig(out=tmp_path, tasks="location,survival")
 
 
 def test_plan_curve_steps_read_the_benchmark_features_with_one_seed_and_test_share(tmp_path):
     cfg = BenchmarkConfig(out=tmp_path, **{**TINY, "curve_encoders": ["lecl-3", "supervised", "drasclr"]})
-    steps = bm.plan(cfg, tmp_path)
+    steps = plan(cfg, tmp_path)
     by_name = {s.name: s for s in steps}
     curves = [s for s in steps if s.name.startswith("curve ")]
     # supervised is not a benchmark encoder here: skipped; DrasCLR enters the lung task only; curves come last
@@ -92,51 +101,20 @@ def test_plan_curve_steps_read_the_benchmark_features_with_one_seed_and_test_sha
         # the settings that draw the held-out patients and the nested shares are the same for every family
         keys = ("labels", "targets", "task", "seed", "test_frac", "folds", "val_frac", "nested", "split_column")
         assert len({tuple(str(getattr(r, k)) for k in keys) for r in runs}) == 1
-        assert runs[0].test_frac == cfg.test_frac and runs[0].folds == cfg.curve_folds
+        assert runs[0].test_frac == cfg.crossval.test_frac and runs[0].folds == cfg.curve_folds
         ft = by_name[f"curve finetune3d {task}"].config.run
         assert ft.scans == tmp_path / "cohorts/train/scans.csv" and ft.windows == windows
         assert ft.grid == [8, 16, 16] and ft.cache_dir == tmp_path / "volume-cache"
     # a curve step reads its features: re-extracting re-runs it (nested config paths count as upstream)
     extract = by_name["extract lecl-3 train-both"]
     extract.out.mkdir(parents=True)
-    (extract.out / bm.MARKER).write_text("{}")
-    assert list(bm.upstream_markers(by_name["curve lecl-3 location"], steps)) == [extract.name]
-    assert not any(s.name.startswith("curve") for s in bm.plan(cfg.model_copy(update={"curves": False}), tmp_path))
+    (extract.out / MARKER).write_text("{}")
+    assert list(upstream_markers(by_name["curve lecl-3 location"], steps)) == [extract.name]
+    assert not any(s.name.startswith("curve") for s in plan(cfg.model_copy(update={"curves": False}), tmp_path))
     with pytest.raises(ClearctError, match="unknown benchmark encoder"):
-        bm.plan(cfg.model_copy(update={"curve_encoders": ["lecl1"]}), tmp_path)
+        plan(cfg.model_copy(update={"curve_encoders": ["lecl1"]}), tmp_path)
     with pytest.raises(ValueError, match="curve_shares"):
         BenchmarkConfig(out=tmp_path, curve_shares=[0.0, 1.0])
-
-
-def test_step_marker_reuses_only_the_same_config(tmp_path):
-    cfg = BenchmarkConfig(out=tmp_path, **TINY)
-    step = next(s for s in bm.plan(cfg, tmp_path) if s.name == "synth stage")
-    calls = []
-
-    def fake(config):  # stands in for run_synth; records that it ran
-        calls.append(config.patients)
-        return 0
-
-    bm_step = bm.Step(step.name, "tests.test_benchmark:_unused", step.config, step.out)
-    original = bm._resolve
-    bm._resolve = lambda function: fake
-    try:
-        ran = bm.run_step(bm_step)
-        assert ran["status"] == "ran"
-        assert bm.run_step(bm_step) == {"status": "reused", "seconds": ran["seconds"]}
-        # device / workers do not change a result: still reused; another cohort size does
-        same = bm.Step(step.name, "", step.config.model_copy(update={"workers": 1}), step.out)
-        assert bm.run_step(same)["status"] == "reused"
-        other = bm.Step(step.name, "", step.config.model_copy(update={"patients": 13}), step.out)
-        assert bm.run_step(other)["status"] == "ran"
-        bm._resolve = lambda function: (lambda config: 3)
-        failing = bm.Step(step.name, "", step.config.model_copy(update={"patients": 14}), step.out)
-        with pytest.raises(ClearctError, match="exit code 3"):
-            bm.run_step(failing)
-    finally:
-        bm._resolve = original
-    assert calls == [12, 13]
-    assert json.loads((step.out / bm.MARKER).read_text())["config"]["patients"] == 13  # the failed run left it
 
 
 def _table(md: str, title: str) -> list[list[str]]:
@@ -182,13 +160,13 @@ def test_tiny_benchmark_end_to_end_and_resume(tmp_path, capsys):
     n_steps = len(steps)
 
     # resume: a second run redoes no step and leaves every step's output untouched
-    markers = {p: p.stat().st_mtime_ns for p in out.rglob(bm.MARKER)}
+    markers = {p: p.stat().st_mtime_ns for p in out.rglob(MARKER)}
     h5 = {p: p.stat().st_mtime_ns for p in (out / "features").rglob("*.h5")}
     assert len(markers) == n_steps and h5
     assert bm.run_benchmark(cfg) == 0
     steps = json.loads((results / "steps.json").read_text())["steps"]
     assert [s["status"] for s in steps.values()] == ["reused"] * n_steps
-    assert {p: p.stat().st_mtime_ns for p in out.rglob(bm.MARKER)} == markers
+    assert {p: p.stat().st_mtime_ns for p in out.rglob(MARKER)} == markers
     assert {p: p.stat().st_mtime_ns for p in (out / "features").rglob("*.h5")} == h5
     assert "0 step(s) ran" in capsys.readouterr().out
     _check_curves(out, cfg)
@@ -228,13 +206,13 @@ def _check_curves(out: Path, cfg: BenchmarkConfig) -> None:
     assert "location: at the smallest share (0.5" in report
 
 
-def test_benchmark_yaml_is_a_valid_config():
-    import yaml
-
-    path = Path(__file__).parents[1] / "benchmarks" / "synthetic.yaml"
-    cfg = BenchmarkConfig(out=Path("x"), **yaml.safe_load(path.read_text()))
-    assert {"random", "moco", "lecl-0", "lecl-1", "lecl-3", "lecl-5", "drasclr"} <= set(cfg.encoders)
-    assert cfg.tasks == ["location", "lung", "stage"]
+def test_the_default_benchmark_resolves_every_section(tmp_path):
+    """No section given: the preset fills what it names, the commands' defaults the rest."""
+    resolved = bm.resolve_plan(BenchmarkConfig(out=tmp_path))
+    assert resolved.pretrain.arch == bm.PRESET["pretrain"]["arch"] and resolved.pretrain.tau == 0.2
+    assert resolved.crossval.lr == bm.PRESET["crossval"]["lr"] and resolved.crossval.model == "abmil"
+    assert resolved.image_size == bm.PRESET["synth"]["size"]
+    assert {"random", "moco", "lecl-0", "lecl-1", "lecl-3", "lecl-5", "drasclr"} <= set(resolved.cfg.encoders)
 
 
 def test_bootstrap_sd_matches_resampling_patients_with_sklearn(tmp_path):
@@ -270,25 +248,3 @@ def test_bootstrap_sd_matches_resampling_patients_with_sklearn(tmp_path):
         assert got[t] == pytest.approx(np.nanstd(per[t]), abs=1e-12)
     assert got["macro"] == pytest.approx(np.nanstd((per["a"] + per["b"]) / 2), abs=1e-12)
     assert 0.02 < got["a"] < 0.2
-
-
-def test_a_step_runs_again_when_a_step_it_reads_ran_again(tmp_path):
-    """New fold models (crossval re-ran) must be deployed again even though deploy's own config is unchanged."""
-    cfg = BenchmarkConfig(out=tmp_path, **{**TINY, "encoders": ["random"], "tasks": ["lung"]})
-    steps = bm.plan(cfg, tmp_path)
-    cv = next(s for s in steps if s.name == "crossval random lung")
-    deploy = next(s for s in steps if s.name == "deploy random lung-external")
-    earlier = steps[: steps.index(deploy)]
-    original = bm._resolve
-    bm._resolve = lambda function: (lambda config: 0)
-    try:
-        assert bm.run_step(cv, bm.upstream_markers(cv, steps[: steps.index(cv)]))["status"] == "ran"
-        upstream = bm.upstream_markers(deploy, earlier)
-        assert list(upstream) == [cv.name]  # the only earlier step with a marker (the others never ran here)
-        assert bm.run_step(deploy, upstream)["status"] == "ran"
-        assert bm.run_step(deploy, bm.upstream_markers(deploy, earlier))["status"] == "reused"
-        changed = bm.Step(cv.name, cv.function, cv.config.model_copy(update={"lr": 5e-4}), cv.out)
-        assert bm.run_step(changed, bm.upstream_markers(cv, steps[: steps.index(cv)]))["status"] == "ran"
-        assert bm.run_step(deploy, bm.upstream_markers(deploy, earlier))["status"] == "ran"
-    finally:
-        bm._resolve = original

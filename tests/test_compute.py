@@ -58,10 +58,11 @@ def test_flop_counts_match_hand_counts_and_leave_the_model_alone():
 def test_pretrain_and_extract_write_compute_json(tmp_path):
     from clearct.cli import main
     from clearct.encoders import create_encoder
+    from clearct.config import SynthConfig
     from clearct.synth import generate_cohort
 
-    generate_cohort(tmp_path / "c", patients=3, size=64, slices=8, format="nifti", unannotated=0.0, progress=False,
-                    workers=1)
+    generate_cohort(SynthConfig(out=tmp_path / "c", patients=3, size=64, slices=8, format="nifti", unannotated=0.0,
+                                workers=1), progress=False)
     run, feats = tmp_path / "run", tmp_path / "feats"
     assert main(["pretrain", "--scans", str(tmp_path / "c" / "scans.csv"), "--lesions", str(tmp_path / "c" / "lesions.csv"),
                  "--arch", "vit_conv_test", "--method", "lecl", "--epochs", "1", "--batch-size", "8",

@@ -15,18 +15,20 @@ from clearct.extract.run import run_extract
 from clearct.io.features import read_features
 from clearct.mil.crossval import run_crossval
 from clearct.pretrain.train import run_pretrain
+from clearct.config import SynthConfig
 from clearct.synth import generate_cohort
 
 
 @pytest.mark.slow
 def test_drasclr_run_extracts_patch_features_that_resume_and_cross_validate(tmp_path):
-    generate_cohort(tmp_path / "cohort", patients=6, size=64, slices=16, format="nifti", workers=1, progress=False)
+    generate_cohort(SynthConfig(out=tmp_path / "cohort", patients=6, size=64, slices=16, format="nifti", workers=1),
+                    progress=False)
     scans = tmp_path / "cohort" / "scans.csv"
     run = tmp_path / "run"
     pretrain = PretrainConfig(
-        scans=scans, out=run, method="drasclr", epochs=1, batch_size=16, device="cpu", drasclr_patch_size=16,
-        drasclr_voxel_mm=4.0, drasclr_grid_mm=48.0, drasclr_channels=[4, 8], drasclr_embed_dim=16,
-        drasclr_proj_dim=16, drasclr_experts=4, drasclr_queue=16, drasclr_location_bins=1, drasclr_lr=0.05,
+        scans=scans, out=run, method="drasclr", epochs=1, batch_size=16, device="cpu",
+        drasclr={"patch_size": 16, "voxel_mm": 4.0, "grid_mm": 48.0, "channels": [4, 8], "embed_dim": 16,
+                 "proj_dim": 16, "experts": 4, "queue": 16, "location_bins": 1, "lr": 0.05},
     )
     assert run_pretrain(pretrain) == 0
     manifest = json.loads((run / "encoder.json").read_text())

@@ -17,12 +17,10 @@ from drasclr_phantom import chest_phantom
 
 
 def tiny_config(out, **kw) -> PretrainConfig:
-    settings = dict(
-        scans=out / "scans.csv", out=out, method="drasclr", epochs=2, batch_size=8, device="cpu",
-        drasclr_patch_size=16, drasclr_voxel_mm=2.0, drasclr_grid_mm=14.0, drasclr_channels=[4, 8],
-        drasclr_embed_dim=16, drasclr_proj_dim=16, drasclr_experts=4, drasclr_queue=16,
-        drasclr_location_bins=1, drasclr_lr=0.05,
-    )
+    drasclr = {"patch_size": 16, "voxel_mm": 2.0, "grid_mm": 14.0, "channels": [4, 8], "embed_dim": 16,
+               "proj_dim": 16, "experts": 4, "queue": 16, "location_bins": 1, "lr": 0.05, **kw.pop("drasclr", {})}
+    settings = dict(scans=out / "scans.csv", out=out, method="drasclr", epochs=2, batch_size=8, device="cpu",
+                    drasclr=drasclr)
     return PretrainConfig(**{**settings, **kw})
 
 
@@ -109,14 +107,14 @@ def test_presets_fill_only_the_sizes_not_given(tmp_path):
     from clearct.pretrain.drasclr.train import PRESETS, resolve_preset
 
     cfg, name = resolve_preset(PretrainConfig(scans=tmp_path / "s.csv", out=tmp_path, method="drasclr",
-                                              device="cpu", drasclr_grid_mm=50.0))
-    assert name == "cpu" and cfg.drasclr_preset == "cpu"  # auto without a GPU
-    assert (cfg.batch_size, cfg.drasclr_patch_size, cfg.drasclr_channels) == (32, 16, [8, 16, 32])
-    assert cfg.drasclr_grid_mm == 50.0  # given explicitly: kept
+                                              device="cpu", drasclr={"grid_mm": 50.0}))
+    assert name == "cpu" and cfg.drasclr.preset == "cpu"  # auto without a GPU
+    assert (cfg.batch_size, cfg.drasclr.patch_size, cfg.drasclr.channels) == (32, 16, [8, 16, 32])
+    assert cfg.drasclr.grid_mm == 50.0  # given explicitly: kept
     paper, _ = resolve_preset(PretrainConfig(scans=tmp_path / "s.csv", out=tmp_path, method="drasclr",
-                                             device="cpu", drasclr_preset="paper", batch_size=64))
-    assert paper.batch_size == 64 and paper.drasclr_patch_size == 32 and paper.drasclr_voxel_mm == 1.0
-    assert {k: getattr(paper, k) for k in PRESETS["paper"] if k != "batch_size"} == {
+                                             device="cpu", drasclr={"preset": "paper"}, batch_size=64))
+    assert paper.batch_size == 64 and paper.drasclr.patch_size == 32 and paper.drasclr.voxel_mm == 1.0
+    assert {k: getattr(paper.drasclr, k) for k in PRESETS["paper"] if k != "batch_size"} == {
         k: v for k, v in PRESETS["paper"].items() if k != "batch_size"}
 
 
@@ -134,8 +132,8 @@ def test_progress_lines_with_an_epoch_estimate_and_resume_refuses_other_settings
     assert len(lines) == steps and all("patches/s" in ln and "loss" in ln for ln in lines)
     assert "epoch ≈" not in lines[ESTIMATE_AFTER - 1] and "epoch ≈" in lines[ESTIMATE_AFTER]
     assert f"{steps} steps of 4 anchors (16 patches) per epoch" in err and "torch thread" in err
-    with pytest.raises(ClearctError, match=r"--resume with different settings \(drasclr_grid_mm: 14.0 → 20.0"):
-        train_drasclr(scans, tiny_config(tmp_path, epochs=2, batch_size=4, drasclr_grid_mm=20.0, resume=True))
+    with pytest.raises(ClearctError, match=r"--resume with different settings \(drasclr.grid_mm: 14.0 → 20.0"):
+        train_drasclr(scans, tiny_config(tmp_path, epochs=2, batch_size=4, drasclr={"grid_mm": 20.0}, resume=True))
 
 
 def test_a_long_step_still_gets_a_progress_line(capsys):

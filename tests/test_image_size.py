@@ -15,6 +15,7 @@ from clearct.extract.run import run_extract
 from clearct.inference.deploy import run_deploy
 from clearct.mil.crossval import run_crossval
 from clearct.pretrain.train import run_pretrain
+from clearct.config import SynthConfig
 from clearct.synth import generate_cohort
 from clearct.synth.labels import LOCATIONS
 
@@ -22,8 +23,9 @@ from clearct.synth.labels import LOCATIONS
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("cohort")
-    generate_cohort(out, patients=10, size=64, slices=12, format="nifti", scan_range="cap", unannotated=0.0,
-                    lesion_contrast=4.0, lesion_size_mm=(40.0, 80.0), progress=False, workers=1)
+    generate_cohort(SynthConfig(out=out, patients=10, size=64, slices=12, format="nifti", scan_range="cap",
+                                unannotated=0.0, lesion_contrast=4.0, lesion_size_mm=[40.0, 80.0], workers=1),
+                    progress=False)
     return out
 
 

@@ -14,7 +14,7 @@ from pydicom.uid import generate_uid
 
 from clearct.cli import main
 from clearct.common.errors import ClearctError
-from clearct.importers import import_deeplesion, import_radchestct
+from clearct.importers import import_dataset, import_deeplesion, import_radchestct, list_importers
 from clearct.importers.nsclc import stage_group
 from clearct.io import read_ct, read_labels_table, read_lesions_table, read_scans_table
 from ct_dicom import _base, write_series
@@ -299,3 +299,18 @@ def test_imported_tables_drive_extract_and_crossval(tmp_path):
     assert summary["scans_used"] == 12 and summary["patients"] == 6
     assert summary["issues"] == {"random_init_features": 1}  # vit_conv_test without weights: announced
     assert {r["scan_id"] for r in _rows(cv / "predictions.csv")} == {p.stem for p in feats.glob("*.h5")}
+
+
+@pytest.mark.parametrize("name", list_importers())
+def test_every_registered_importer_refuses_an_empty_folder_in_one_line(tmp_path, name):
+    with pytest.raises(ClearctError) as err:
+        import_dataset(name, tmp_path)
+    assert "\n" not in str(err.value)
+
+
+def test_an_option_the_importer_does_not_use_is_an_error(tmp_path):
+    assert {"deeplesion", "radchestct", "nsclc"} <= set(list_importers())
+    with pytest.raises(ClearctError, match="the radchestct importer takes no --clinical"):
+        import_dataset("radchestct", tmp_path, clinical=tmp_path / "c.csv")
+    with pytest.raises(ClearctError, match="unknown dataset 'lidc'"):
+        import_dataset("lidc", tmp_path)

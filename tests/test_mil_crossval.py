@@ -196,7 +196,8 @@ def test_mark_lesion_slices_moves_exactly_the_key_slice_rows(tmp_path, caplog):
                        f"{ids[2]},1,1,1,4,4,other\n")
     (tmp_path / "features" / "broken.h5").write_bytes(b"not an h5 file")
     out = tmp_path / "marked"
-    marks = LesionMarks(tmp_path / "features", lesions, out, targets=("liver", "lung"), shift_sd=0.5, seed=3)
+    marks = LesionMarks(features=tmp_path / "features", lesions=lesions, out=out, targets=("liver", "lung"),
+                        shift_sd=0.5, seed=3)
     with caplog.at_level("WARNING", logger="clearct"):
         assert mark_lesion_slices(marks) == 0
     assert "broken.h5" in caplog.text and "not marked" in caplog.text
@@ -244,7 +245,7 @@ def test_crossval_on_one_window_of_two_window_features(tmp_path, capsys):
     write_features(lung_only, select_windows(bags[0].features, ["lung"]))
     out = tmp_path / "cv"
     assert main(["crossval", "--features", str(tmp_path / "features"), "--labels", str(labels), "--targets", "t0",
-                 "--windows", "abdomen", "--out", str(out), "--folds", "2", "--epochs", "3", "--min-steps", "30",
+                 "--use-windows", "abdomen", "--out", str(out), "--folds", "2", "--epochs", "3", "--min-steps", "30",
                  "--bootstrap", "0", "--device", "cpu"]) == 1  # the file without the window is a failure
     assert f"{lung_only}: no abdomen window (the file has lung); scan left out" in capsys.readouterr().err
     meta = json.loads((out / "fold-1" / "model.json").read_text())

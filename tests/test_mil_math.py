@@ -14,7 +14,7 @@ from clearct.evaluate.metrics import (
 )
 from clearct.evaluate.splits import iterative_stratification, make_splits
 from clearct.evaluate.tables import Predictions, compute_metrics
-from clearct.mil.models import build_model, masked_softmax
+from clearct.mil.models import build_model, list_mil_models, masked_softmax
 from clearct.mil.train import MilTraining, effective_batch_size
 from clearct.modeling.losses import cox_partial_likelihood
 from clearct.modeling.tasks import make_task, parse_label
@@ -28,7 +28,7 @@ def test_masked_softmax_gives_padding_zero_attention():
     assert torch.all(w[1] == 0)  # a bag of padding only: zeros, not NaN
 
 
-@pytest.mark.parametrize("kind", ["abmil", "gated", "meanpool", "mlp"])
+@pytest.mark.parametrize("kind", list_mil_models())
 def test_padding_does_not_change_the_output(kind):
     torch.manual_seed(0)
     model = build_model(kind, 16, 3, n_windows=2, window_embedding=True).eval()
@@ -40,6 +40,16 @@ def test_padding_does_not_change_the_output(kind):
     out_p, a_p = model(padded, mask, torch.cat([win, torch.zeros(1, 5, dtype=torch.long)], 1))
     assert torch.allclose(out, out_p, atol=1e-5)
     assert torch.all(a_p[0, 7:] == 0) and torch.allclose(a_p[0, :7], a[0], atol=1e-6)
+
+
+def test_the_registry_builds_every_model_and_refuses_unknown_names_and_settings():
+    assert {"abmil", "gated", "meanpool", "mlp"} <= set(list_mil_models())
+    with pytest.raises(Exception, match="unknown MIL model 'transmil'"):
+        build_model("transmil", 16, 3)
+    with pytest.raises(TypeError, match="windw_embedding"):
+        build_model("mlp", 16, 3, windw_embedding=True)  # a misspelt setting is an error, not silently dropped
+    wide = build_model("abmil", 16, 3, hidden=64)
+    assert wide.V.out_features == 64  # the attention is as wide as the instance encoder
 
 
 def test_cox_partial_likelihood_matches_the_definition():
@@ -147,7 +157,6 @@ def test_concordance_index():
 
 
 def test_feature_scaler_matches_numpy_and_is_saved_with_the_model(tmp_path):
-    from dataclasses import asdict
 
     from clearct.mil.store import load_model
     from clearct.mil.train import new_model
@@ -167,7 +176,7 @@ def test_feature_scaler_matches_numpy_and_is_saved_with_the_model(tmp_path):
     constant.fit([parts[1]])
     assert constant.std[2] == 1.0 and torch.isfinite(constant(torch.from_numpy(parts[1]).float())).all()
 
-    save_model(tmp_path / "m", model, {"settings": asdict(settings), "task": spec.to_json(), "in_dim": 6,
+    save_model(tmp_path / "m", model, {"settings": settings.model_dump(), "task": spec.to_json(), "in_dim": 6,
                                        "n_windows": 1})
     loaded, _ = load_model(tmp_path / "m")
     x = torch.randn(2, 9, 6)

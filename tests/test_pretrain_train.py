@@ -15,13 +15,15 @@ from clearct.config import PretrainConfig
 from clearct.encoders import create_encoder
 from clearct.pretrain.schedules import learning_rate, momentum
 from clearct.pretrain.train import CHECKPOINT, LOG_CSV, run_pretrain
+from clearct.config import SynthConfig
 from clearct.synth import generate_cohort
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("cohort")
-    generate_cohort(out, patients=3, size=64, slices=8, format="nifti", unannotated=0.0, progress=False, workers=1)
+    generate_cohort(SynthConfig(out=out, patients=3, size=64, slices=8, format="nifti", unannotated=0.0, workers=1),
+                    progress=False)
     return out
 
 

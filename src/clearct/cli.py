@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from clearct import __version__
 from clearct.common.device import reuse_freed_memory
+from clearct.common.errors import ClearctError
 from clearct.config import COMMANDS, CommandConfig, command_function, section_type
 
 
@@ -92,9 +93,9 @@ def load_config(command: str, flags: dict[str, Any], config_file: Path | None = 
         try:
             loaded = yaml.safe_load(Path(config_file).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise SystemExit(f"clearct: error: {config_file}: cannot read config ({exc})") from exc
+            raise ClearctError(f"cannot read config ({exc})", config_file) from exc
         if not isinstance(loaded, dict):
-            raise SystemExit(f"clearct: error: {config_file}: a config file must hold a mapping")
+            raise ClearctError("a config file must hold a mapping", config_file)
         # a file written by `clearct init` has one section per command; a plain file holds the fields directly
         section = loaded.get(command, loaded)
         values = {k: v for k, v in section.items() if k not in COMMANDS or k in model.model_fields}
@@ -165,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(_format_validation(command, exc), file=sys.stderr)
         return 2
-    from clearct.common.errors import ClearctError
-
+    except ClearctError as exc:
+        print(f"clearct {command}: error: {exc}", file=sys.stderr)
+        return 2
     try:
         result = command_function(command)(cfg)
     except ClearctError as exc:

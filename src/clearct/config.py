@@ -88,8 +88,10 @@ def section(model: type[CommandConfig]) -> type[CommandConfig]:
     fields: dict[str, Any] = {}
     for name, info in model.model_fields.items():
         inner = section_type(info.annotation)
-        annotation: Any = section(inner) if inner is not None else info.annotation
-        optional = annotation | None
+        if inner is not None:  # a nested section: empty by default
+            fields[name] = (section(inner), Field(default_factory=section(inner), description=info.description))
+            continue
+        optional = info.annotation | None
         if info.metadata:  # constraints (ge, gt …) apply to the value when one is given
             optional = Annotated[(optional, *info.metadata)]
         fields[name] = (optional, Field(None, description=info.description))
@@ -310,7 +312,8 @@ class ValidationSettings(CommandConfig):
     nested: bool = Field(False, description="nested cross-validation (outer folds × inner folds)")
     val_frac: float = Field(0.2, gt=0, lt=1, description="share of each training part used for early stopping")
     test_frac: float = Field(0.0, ge=0, lt=1, description="share of patients held out as a fixed test set")
-    split_column: str | None = Field(None, description="labels.csv column marking the held-out test set (value test)")
+    split_column: str | None = Field(None, description="labels.csv column marking the held-out test set (values "
+                                     "test or holdout)")
     bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
 
 
@@ -492,8 +495,9 @@ class ImportConfig(CommandConfig):
     out: Path = Field(..., description="folder for scans.csv, labels.csv (and lesions.csv, labels_patient.csv)")
     mapping: Path | None = Field(None, description="YAML file overriding the dataset's label/column mapping")
     clinical: Path | None = Field(None, description="nsclc: the clinical CSV (default: found below ROOT)")
-    unlabelled: Literal["drop", "flag"] = Field(
-        "drop", description="deeplesion: label rows of scans with untyped lesions: drop, or flag (has_unlabelled=1)"
+    unlabelled: Literal["drop", "flag"] | None = Field(
+        None, description="deeplesion: label rows of scans with untyped lesions: drop (the default), or flag "
+        "(has_unlabelled=1)"
     )
     absolute_paths: bool = Field(False, description="write absolute scan paths (default: relative to --out)")
 

@@ -1,8 +1,8 @@
 """What every importer shares: the result it builds, the layout check, mapping files, table writing, the report.
 
 An importer reads a dataset in its native layout and returns an :class:`ImportResult`; :func:`write_tables`
-writes the cohort tables of DESIGN.md (``scans.csv``, ``labels.csv`` …) atomically, with scan paths relative to
-the output folder (or absolute), so the images are never copied.
+writes the cohort tables of docs/design.md ("Data contracts": ``scans.csv``, ``labels.csv`` …) atomically,
+with scan paths relative to the output folder (or absolute), so the images are never copied.
 """
 
 from __future__ import annotations

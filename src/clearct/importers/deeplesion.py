@@ -33,6 +33,7 @@ from clearct.importers.common import (
     prevalence,
     read_csv,
 )
+from clearct.importers.registry import register_importer
 from clearct.io.png import slice_files
 
 LOCATIONS = ("bone", "abdomen", "mediastinum", "liver", "lung", "kidney", "soft_tissue", "pelvis")
@@ -78,6 +79,7 @@ def _slice_size(png: Path, folder: str, result: ImportResult) -> tuple[int, int]
         return None
 
 
+@register_importer("deeplesion")
 def import_deeplesion(root: Path | str, *, mapping: Path | None = None, unlabelled: str = "drop") -> ImportResult:
     """Read DeepLesion at ``root``. ``unlabelled``: ``drop`` (default) leaves scans with an untyped lesion (and
     their patients) out of the label tables, since their locations are unknown, not negative; ``flag`` keeps them

@@ -30,6 +30,7 @@ from clearct.importers.common import (
     prevalence,
     read_csv,
 )
+from clearct.importers.registry import register_importer
 
 DEFAULT_MAPPING: dict[str, Any] = {
     "columns": {  # labels.csv-side name → clinical CSV column
@@ -105,6 +106,7 @@ def _number(value: str) -> float | None:
     return x if x == x else None  # NaN → None
 
 
+@register_importer("nsclc")
 def import_nsclc(root: Path | str, *, mapping: Path | None = None, clinical: Path | None = None) -> ImportResult:
     """Read NSCLC-Radiomics at ``root``; ``clinical`` names the clinical CSV when it is not below ROOT."""
     root = Path(root)

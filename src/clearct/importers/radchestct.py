@@ -26,6 +26,7 @@ from clearct.importers.common import (
     prevalence,
     read_csv,
 )
+from clearct.importers.registry import register_importer
 
 TARGETS = ("emphysema", "bronchiectasis", "effusion", "atelectasis", "fibrosis", "opacity", "calcification", "nodule")
 # target column → RAD-ChestCT abnormality names whose <abnormality>*<location> columns are OR-ed (every location
@@ -88,6 +89,7 @@ def _is_positive(value: str) -> bool:
         return False
 
 
+@register_importer("radchestct")
 def import_radchestct(root: Path | str, *, mapping: Path | None = None) -> ImportResult:
     """Read RAD-ChestCT at ``root`` (see the module docstring for the layout)."""
     root = Path(root)

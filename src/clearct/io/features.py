@@ -1,4 +1,5 @@
-"""The per-scan feature file (`<scan_id>.h5`) of DESIGN.md: one writer and one reader for every stage."""
+"""The per-scan feature file `<scan_id>.h5` (docs/design.md, "Data contracts"): one writer and one reader for
+every stage."""
 
 from __future__ import annotations
 

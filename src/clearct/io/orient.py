@@ -1,9 +1,9 @@
 """Bring any voxel grid with a patient-space affine to the CTVolume contract orientation.
 
-The contract (DESIGN.md) is array axes (Z, Y, X) = (inferior → superior, anterior → posterior, right → left),
-which in DICOM's LPS patient coordinates is axis 0 → +S, axis 1 → +P, axis 2 → +L. Readers hand over their
-array with an LPS affine (DICOM natively; NIfTI after flipping RAS to LPS) and this module permutes and flips
-axes — never resamples — using nibabel's orientation algebra.
+The contract (docs/design.md, "Data contracts") is array axes (Z, Y, X) = (inferior → superior, anterior →
+posterior, right → left), which in DICOM's LPS patient coordinates is axis 0 → +S, axis 1 → +P, axis 2 → +L.
+Readers hand over their array with an LPS affine (DICOM natively; NIfTI after flipping RAS to LPS) and this
+module permutes and flips axes — never resamples — using nibabel's orientation algebra.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Cohort tables (DESIGN.md): scans.csv, labels.csv and lesions.csv, read with validation.
+"""Cohort tables (docs/design.md, "Data contracts"): scans.csv, labels.csv, lesions.csv, read and validated.
 
 Relative paths in scans.csv are relative to the CSV's folder. Every problem is reported as one ClearctError
 that names the file and the offending rows.

@@ -1,4 +1,4 @@
-"""The CTVolume data contract shared by every reader and stage (see DESIGN.md)."""
+"""The CTVolume data contract shared by every reader and stage (docs/design.md, "Data contracts")."""
 
 from __future__ import annotations
 

@@ -113,11 +113,10 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
         meta = {"encoder": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size}
         if first is None:
             first = (f.embed_dim, [list(w) for w in f.windows], meta, path)
-        elif (f.embed_dim, meta["encoder"], meta["image_size"]) != (first[0], first[2]["encoder"],
-                                                                    first[2]["image_size"]):
-            raise ClearctError(f"features from {f.encoder} ({f.embed_dim}-d, {f.image_size} px) do not match "
-                               f"{first[3].name} ({first[2]['encoder']}, {first[0]}-d, {first[2]['image_size']} px)",
-                               path)
+        elif (f.embed_dim, meta) != (first[0], first[2]):  # one encoder (name and weights) at one size
+            raise ClearctError(f"features from {f.encoder} ({f.weights_sha256[:12]}, {f.embed_dim}-d, {f.image_size} "
+                               f"px) do not match {first[3].name} ({first[2]['encoder']}, "
+                               f"{first[2]['weights_sha256'][:12]}, {first[0]}-d, {first[2]['image_size']} px)", path)
         y = np.zeros(0, np.float32) if join is None else join.label(f.scan_id, f.patient_id)
         if y is None:
             continue

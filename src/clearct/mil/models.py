@@ -4,10 +4,11 @@ Every model maps a padded batch ``x`` (B, N, D), ``mask`` (B, N) bool (True = re
 (B, N) int64 to ``(logits (B, C), attention (B, N))``; the baselines return uniform "attention" so callers need
 no special case. The math of the pooling lives in pure functions (:func:`masked_softmax`, :func:`attention_pool`).
 
-A new model is a builder registered with :func:`register_mil_model` (in this module or another that
-``clearct.mil`` imports); ``crossval --model NAME`` then trains it and the tests run over :func:`list_mil_models`.
-A builder takes ``in_dim`` and ``n_out`` and, by keyword, those of ``n_windows``, ``window_embedding``,
-``hidden``, ``dropout`` and ``standardize`` it uses; it is passed only what it declares.
+A new model is a builder registered here with :func:`register_mil_model`; ``crossval --model NAME`` then trains
+it and the tests run over :func:`list_mil_models`. A builder takes ``in_dim`` and ``n_out`` and, by keyword, those
+of ``n_windows``, ``window_embedding``, ``hidden``, ``dropout`` and ``standardize`` it uses; it is passed only what
+it declares. Training fits ``model.scaler`` when ``standardize`` is on (the default), so every builder declares
+``standardize`` and sets ``self.scaler = input_scaler(in_dim, standardize)``.
 """
 
 from __future__ import annotations

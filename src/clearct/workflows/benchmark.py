@@ -188,7 +188,8 @@ def _extract_steps(plan: BenchmarkPlan, enc: Encoder, root: Path) -> list[Step]:
     steps = []
     for folder, (cohort, windows) in feature_sets(enc, cfg.tasks).items():
         out = root / "features" / enc.name / folder
-        config = ExtractConfig(**{**plan.extract.model_dump(), "windows": windows,
+        # overwrite: the runner re-runs extraction only when the encoder changed (its features must follow)
+        config = ExtractConfig(**{**plan.extract.model_dump(), "windows": windows, "overwrite": True,
                                   "image_size": plan.image_size if enc.method is None else plan.extract.image_size},
                                scans=root / "cohorts" / cohort / "scans.csv", encoder=source, out=out,
                                device=cfg.device)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,7 +145,9 @@ def _feature_steps(cfg: DemoConfig, plan: DemoPlan, at: DemoLayout) -> list[Step
     steps = []
     for arm in DEMO_ARMS:
         for name, cohort in (("cohort", at.cohort), ("external", at.external)):
-            config = ExtractConfig(**plan.extract.model_dump(exclude={"image_size"}), scans=cohort / "scans.csv",
+            # overwrite: the runner re-runs extraction only when the encoder changed (its features must follow)
+            config = ExtractConfig(**plan.extract.model_dump(exclude={"image_size", "overwrite"}), overwrite=True,
+                                   scans=cohort / "scans.csv",
                                    encoder=encoder_spec(arm, plan, at), out=at.features(arm, name),
                                    image_size=plan.pretrain.image_size if arm == "random" else plan.extract.image_size,
                                    device=cfg.device)
@@ -229,7 +232,11 @@ def run_demo(cfg: DemoConfig) -> int:
                        "load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
     atomic_write_text(root / "demo-times.json", json.dumps(record, indent=1))
     _print_summary(at, times, elapsed, page, md)
-    return 0
+    failed = [name for name, t in times.items() if t.status.startswith("exit")]
+    if failed:  # the report was still written from what the other stages produced
+        print(f"clearct demo: {len(failed)} stage(s) reported failed inputs: {', '.join(failed)} (see their "
+              "failures.csv)", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _print_summary(at: DemoLayout, times: dict[str, StepResult], elapsed: float, page: Path, md: Path) -> None:
