@@ -57,8 +57,8 @@ def test_flop_counts_match_hand_counts_and_leave_the_model_alone():
 
 def test_pretrain_and_extract_write_compute_json(tmp_path):
     from clearct.cli import main
-    from clearct.encoders import create_encoder
     from clearct.config import SynthConfig
+    from clearct.encoders import create_encoder
     from clearct.synth import generate_cohort
 
     generate_cohort(SynthConfig(out=tmp_path / "c", patients=3, size=64, slices=8, format="nifti", unannotated=0.0,

@@ -14,8 +14,8 @@ import pytest
 from clearct.common.errors import ClearctError
 from clearct.config import CrossvalConfig, Finetune3dConfig
 from clearct.evaluate.curves import curve_splits, nested_shares
-from clearct.workflows.curves import run_curve
 from clearct.mil.planted import planted_bags, write_planted_cohort
+from clearct.workflows.curves import run_curve
 
 sys.path.insert(0, str(Path(__file__).parent))
 from volume_phantom import write_volume_cohort  # noqa: E402

@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 
 from clearct.common.runs import sha256_file
-from clearct.config import CrossvalConfig, ExtractConfig, PretrainConfig
+from clearct.config import CrossvalConfig, ExtractConfig, PretrainConfig, SynthConfig
 from clearct.extract.run import run_extract
 from clearct.io.features import read_features
 from clearct.mil.crossval import run_crossval
 from clearct.pretrain.train import run_pretrain
-from clearct.config import SynthConfig
 from clearct.synth import generate_cohort
 
 

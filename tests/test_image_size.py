@@ -10,12 +10,11 @@ import pytest
 
 from clearct.cli import main
 from clearct.common.errors import ClearctError
-from clearct.config import CrossvalConfig, DeployConfig, ExtractConfig, PretrainConfig
+from clearct.config import CrossvalConfig, DeployConfig, ExtractConfig, PretrainConfig, SynthConfig
 from clearct.extract.run import run_extract
 from clearct.inference.deploy import run_deploy
 from clearct.mil.crossval import run_crossval
 from clearct.pretrain.train import run_pretrain
-from clearct.config import SynthConfig
 from clearct.synth import generate_cohort
 from clearct.synth.labels import LOCATIONS
 

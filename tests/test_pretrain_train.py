@@ -11,11 +11,10 @@ from safetensors.torch import load_file
 
 from clearct.cli import main
 from clearct.common.errors import ClearctError
-from clearct.config import PretrainConfig
+from clearct.config import PretrainConfig, SynthConfig
 from clearct.encoders import create_encoder
 from clearct.pretrain.schedules import learning_rate, momentum
 from clearct.pretrain.train import CHECKPOINT, LOG_CSV, run_pretrain
-from clearct.config import SynthConfig
 from clearct.synth import generate_cohort
 
 

@@ -12,7 +12,6 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-
 from pydantic import ValidationError
 
 from clearct.config import SynthConfig, SynthSettings
