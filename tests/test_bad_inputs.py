@@ -114,7 +114,7 @@ def copy_feats(cohort: Path, tmp_path: Path) -> Path:
 
 # ----------------------------------------------------------------------------------------- readers (clearct info)
 
-def test_01_dicom_without_positions_and_nothing_to_order_by(tmp_path, capsys):
+def test_dicom_without_positions_and_nothing_to_order_by(tmp_path, capsys):
     write_series(tmp_path / "sc", stored(3))
     rewrite(tmp_path / "sc", "ImagePositionPatient", InstanceNumber=1)
     code, _, err = run(capsys, "info", tmp_path / "sc")
@@ -122,7 +122,7 @@ def test_01_dicom_without_positions_and_nothing_to_order_by(tmp_path, capsys):
     error_line(err, str(tmp_path / "sc"), "ImagePositionPatient")
 
 
-def test_02_dicom_without_positions_read_by_slice_location_with_a_warning(tmp_path, capsys):
+def test_dicom_without_positions_read_by_slice_location_with_a_warning(tmp_path, capsys):
     write_series(tmp_path / "loc", stored(3))
     rewrite(tmp_path / "loc", "ImagePositionPatient", SliceLocation=lambda ds: ds.ImagePositionPatient[2])
     code, out, err = run(capsys, "info", tmp_path / "loc")
@@ -130,7 +130,7 @@ def test_02_dicom_without_positions_read_by_slice_location_with_a_warning(tmp_pa
     assert "ordered and placed by SliceLocation" in out and "[3, 12, 10]" in out
 
 
-def test_03_8_bit_png_screenshots(tmp_path, capsys):
+def test_8_bit_png_screenshots(tmp_path, capsys):
     (tmp_path / "png").mkdir()
     for k in range(2):
         Image.fromarray(np.full((8, 8), 128, np.uint8)).save(tmp_path / "png" / f"{k + 1:03d}.png")
@@ -139,7 +139,7 @@ def test_03_8_bit_png_screenshots(tmp_path, capsys):
     error_line(err, "001.png", "8-bit", "value − 32768", "--png-values")
 
 
-def test_04_truncated_dicom_file(tmp_path, capsys):
+def test_truncated_dicom_file(tmp_path, capsys):
     (path,) = write_series(tmp_path / "cut", stored(1))
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -148,14 +148,14 @@ def test_04_truncated_dicom_file(tmp_path, capsys):
     error_line(err, str(tmp_path / "cut"), path.name)
 
 
-def test_05_corrupt_nifti(tmp_path, capsys):
+def test_corrupt_nifti(tmp_path, capsys):
     (tmp_path / "bad.nii.gz").write_bytes(b"\x1f\x8b this is not a NIfTI")
     code, _, err = run(capsys, "info", tmp_path / "bad.nii.gz")
     assert code == 2
     error_line(err, "bad.nii.gz", "not a readable NIfTI")
 
 
-def test_06_truncated_nifti(tmp_path, capsys):
+def test_truncated_nifti(tmp_path, capsys):
     path = nifti(tmp_path / "cut.nii.gz", z=20)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
@@ -164,14 +164,14 @@ def test_06_truncated_nifti(tmp_path, capsys):
     error_line(err, "cut.nii.gz", "not a readable NIfTI")
 
 
-def test_07_wrong_modality(tmp_path, capsys):
+def test_wrong_modality(tmp_path, capsys):
     write_series(tmp_path / "mr", stored(2), modality="MR")
     code, _, err = run(capsys, "info", tmp_path / "mr")
     assert code == 2
     error_line(err, str(tmp_path / "mr"), "no CT images (found MR ×2)")
 
 
-def test_08_two_series_mixed_in_one_folder(tmp_path, capsys):
+def test_two_series_mixed_in_one_folder(tmp_path, capsys):
     write_series(tmp_path / "mix" / "a", stored(3), series_uid="1.2.3.1", description="soft")
     write_series(tmp_path / "mix" / "b", stored(2), series_uid="1.2.3.2", description="lung")
     code, _, err = run(capsys, "info", tmp_path / "mix")
@@ -179,21 +179,21 @@ def test_08_two_series_mixed_in_one_folder(tmp_path, capsys):
     error_line(err, "2 CT series", "--series", "1.2.3.1", "1.2.3.2")
 
 
-def test_09_z_gap_is_read_with_a_warning(tmp_path, capsys):
+def test_z_gap_is_read_with_a_warning(tmp_path, capsys):
     for k, z in enumerate([0.0, 2.0, 8.0]):
         write_slice(tmp_path / f"{k}.dcm", stored(3)[k], position=(0, 0, z))
     code, out, err = run(capsys, "info", tmp_path)
     assert code == 0 and "Traceback" not in err and "uneven slice spacing" in out
 
 
-def test_10_gantry_tilt_is_read_with_a_warning(tmp_path, capsys):
+def test_gantry_tilt_is_read_with_a_warning(tmp_path, capsys):
     for k in range(3):
         write_slice(tmp_path / f"{k}.dcm", stored(3)[k], position=(0, 0.5 * k, 2.0 * k))
     code, out, _ = run(capsys, "info", tmp_path)
     assert code == 0 and "gantry tilt" in out
 
 
-def test_11_duplicate_slice_positions(tmp_path, capsys):
+def test_duplicate_slice_positions(tmp_path, capsys):
     write_slice(tmp_path / "a.dcm", stored(2)[0], position=(0, 0, 5))
     write_slice(tmp_path / "b.dcm", stored(2)[1], position=(0, 0, 5))
     code, _, err = run(capsys, "info", tmp_path)
@@ -201,7 +201,7 @@ def test_11_duplicate_slice_positions(tmp_path, capsys):
     error_line(err, "a.dcm", "b.dcm", "duplicate slice position")
 
 
-def test_12_npz_with_nan_and_inf(tmp_path, capsys):
+def test_npz_with_nan_and_inf(tmp_path, capsys):
     hu = np.zeros((3, 8, 8), np.float32)
     hu[1, 2, 3], hu[2, 0, 0] = np.nan, np.inf
     np.savez(tmp_path / "v.npz", hu=hu)
@@ -210,7 +210,7 @@ def test_12_npz_with_nan_and_inf(tmp_path, capsys):
     error_line(err, "v.npz", "NaN or infinite")
 
 
-def test_13_empty_folder_and_missing_path(tmp_path, capsys):
+def test_empty_folder_and_missing_path(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     code, _, err = run(capsys, "info", tmp_path / "empty")
     assert code == 2
@@ -220,7 +220,7 @@ def test_13_empty_folder_and_missing_path(tmp_path, capsys):
     error_line(err, str(tmp_path / "nowhere"), "no such file or folder")
 
 
-def test_14_ct_secondary_capture(tmp_path, capsys):
+def test_ct_secondary_capture(tmp_path, capsys):
     write_series(tmp_path / "sc", stored(2))
     rewrite(tmp_path / "sc", SOPClassUID=pydicom.uid.SecondaryCaptureImageStorage)
     code, _, err = run(capsys, "info", tmp_path / "sc")
@@ -230,7 +230,7 @@ def test_14_ct_secondary_capture(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------------------- extract
 
-def test_15_missing_and_corrupt_scans_do_not_stop_extract(cohort, tmp_path, capsys):
+def test_missing_and_corrupt_scans_do_not_stop_extract(cohort, tmp_path, capsys):
     (tmp_path / "bad.nii.gz").write_bytes(b"\x1f\x8b garbage")
     table = scans_table(tmp_path / "scans.csv", [("n0", "p0", cohort / "n0.nii.gz"), ("gone", "pg", "gone.nii.gz"),
                                                   ("bad", "pb", "bad.nii.gz"), ("n1", "p1", cohort / "n1.nii.gz")])
@@ -254,7 +254,7 @@ def test_15_missing_and_corrupt_scans_do_not_stop_extract(cohort, tmp_path, caps
     ("scan_id,patient_id,path\n", "lists no scans"),
     ("scan_id,patient_id,path\nA,,a.nii.gz\n", "empty scan_id, patient_id or path on line(s) 2"),
 ])
-def test_16_broken_scans_tables(tmp_path, capsys, body, culprit):
+def test_broken_scans_tables(tmp_path, capsys, body, culprit):
     (tmp_path / "scans.csv").write_text(body)
     code, _, err = run(capsys, "extract", "--scans", tmp_path / "scans.csv", "--encoder", ENCODER,
                        "--out", tmp_path / "out")
@@ -263,7 +263,7 @@ def test_16_broken_scans_tables(tmp_path, capsys, body, culprit):
     assert not list((tmp_path / "out").glob("*.h5"))
 
 
-def test_17_baseline_without_weights_is_refused_before_any_work(cohort, tmp_path, capsys):
+def test_baseline_without_weights_is_refused_before_any_work(cohort, tmp_path, capsys):
     table = scans_table(tmp_path / "scans.csv", [("n0", "p0", cohort / "n0.nii.gz")])
     code, _, err = run(capsys, "extract", "--scans", table, "--encoder", "biomedclip", "--out", tmp_path / "out")
     assert code == 2
@@ -271,7 +271,7 @@ def test_17_baseline_without_weights_is_refused_before_any_work(cohort, tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_18_feature_folder_of_another_encoder(cohort, tmp_path, capsys):
+def test_feature_folder_of_another_encoder(cohort, tmp_path, capsys):
     table = scans_table(tmp_path / "scans.csv", [("n0", "p0", cohort / "n0.nii.gz")])
     out = tmp_path / "feats"
     features(out, "n0", "p0", encoder="mambaout_test")
@@ -282,7 +282,7 @@ def test_18_feature_folder_of_another_encoder(cohort, tmp_path, capsys):
     assert (out / "n0.h5").read_bytes() == before  # nothing overwritten
 
 
-def test_19_more_than_20_failures_are_counted_not_all_printed(cohort, tmp_path, capsys):
+def test_more_than_20_failures_are_counted_not_all_printed(cohort, tmp_path, capsys):
     rows = [(f"m{i:02d}", f"q{i}", f"missing{i}.nii.gz") for i in range(23)] + [("n0", "p0", cohort / "n0.nii.gz")]
     out = tmp_path / "feats"
     code, stdout, err = run(capsys, "extract", "--scans", scans_table(tmp_path / "s.csv", rows), "--encoder",
@@ -305,7 +305,7 @@ def _file_size_limit(limit: int):
     return apply
 
 
-def test_20_full_disk_during_extract(tmp_path):
+def test_full_disk_during_extract(tmp_path):
     rows = []
     for i in range(2):  # 40 slices × 2 windows × 64 floats: each feature file is larger than the limit
         nifti(tmp_path / f"big{i}.nii.gz", z=40, seed=i)
@@ -338,7 +338,7 @@ def read_only(folder: Path):
         folder.chmod(0o755)
 
 
-def test_21_read_only_output_folder(tmp_path):
+def test_read_only_output_folder(tmp_path):
     nifti(tmp_path / "n0.nii.gz")
     table = scans_table(tmp_path / "scans.csv", [("n0", "p0", "n0.nii.gz")])
     with read_only(tmp_path / "ro") as out:
@@ -355,7 +355,7 @@ def test_21_read_only_output_folder(tmp_path):
     ("patient_id,finding\np0,1\np0,0\n", "duplicate patient_id p0"),
     ("subject,finding\np0,1\n", "needs a patient_id or scan_id column"),
 ])
-def test_22_broken_label_tables(cohort, tmp_path, capsys, labels, culprit):
+def test_broken_label_tables(cohort, tmp_path, capsys, labels, culprit):
     (tmp_path / "labels.csv").write_text(labels)
     code, _, err = run(capsys, "crossval", "--features", cohort / "feats", "--labels", tmp_path / "labels.csv",
                        "--targets", "finding", *FAST_CV, "--out", tmp_path / "cv")
@@ -363,14 +363,14 @@ def test_22_broken_label_tables(cohort, tmp_path, capsys, labels, culprit):
     error_line(err, str(tmp_path / "labels.csv"), culprit)
 
 
-def test_23_unknown_target(cohort, tmp_path, capsys):
+def test_unknown_target(cohort, tmp_path, capsys):
     code, _, err = run(capsys, "crossval", "--features", cohort / "feats", "--labels", cohort / "labels.csv",
                        "--targets", "finding,tumour", *FAST_CV, "--out", tmp_path / "cv")
     assert code == 2
     error_line(err, "labels.csv", "tumour", "not in the labels table")
 
 
-def test_24_wrong_typed_and_missing_label_rows(cohort, tmp_path, capsys):
+def test_wrong_typed_and_missing_label_rows(cohort, tmp_path, capsys):
     text = (cohort / "labels.csv").read_text().replace("p3,1,", "p3,maybe,")  # a word where 0/1 belongs
     lines = [ln for ln in text.splitlines() if not ln.startswith("p5,")]  # p5 has no label row
     (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
@@ -404,7 +404,7 @@ def _broken_h5(feats: Path, kind: str) -> str:
 
 
 @pytest.mark.parametrize(("kind", "says"), [("nan", "NaN"), ("empty", "empty bag"), ("truncated", "unreadable")])
-def test_25_broken_feature_files_are_left_out(cohort, tmp_path, capsys, kind, says):
+def test_broken_feature_files_are_left_out(cohort, tmp_path, capsys, kind, says):
     feats = copy_feats(cohort, tmp_path)
     scan = _broken_h5(feats, kind)
     out = tmp_path / "cv"
@@ -417,7 +417,7 @@ def test_25_broken_feature_files_are_left_out(cohort, tmp_path, capsys, kind, sa
     assert len({r["scan_id"] for r in csv.DictReader((out / "predictions.csv").open())}) == 7
 
 
-def test_26_features_of_two_encoders_in_one_folder(cohort, tmp_path, capsys):
+def test_features_of_two_encoders_in_one_folder(cohort, tmp_path, capsys):
     feats = copy_feats(cohort, tmp_path)
     features(feats, "s9", "p9", encoder="mambaout_test", dim=32)
     code, _, err = run(capsys, "crossval", "--features", feats, "--labels", cohort / "labels.csv", "--targets",
@@ -426,14 +426,14 @@ def test_26_features_of_two_encoders_in_one_folder(cohort, tmp_path, capsys):
     error_line(err, "s9.h5", "mambaout_test")
 
 
-def test_27_feature_folder_that_does_not_exist(cohort, tmp_path, capsys):
+def test_feature_folder_that_does_not_exist(cohort, tmp_path, capsys):
     code, _, err = run(capsys, "crossval", "--features", tmp_path / "nofeats", "--labels", cohort / "labels.csv",
                        "--targets", "finding", *FAST_CV, "--out", tmp_path / "cv")
     assert code == 2
     error_line(err, str(tmp_path / "nofeats"), "no <scan_id>.h5 feature files")
 
 
-def test_28_deploy_on_features_of_another_encoder(cohort, tmp_path, capsys):
+def test_deploy_on_features_of_another_encoder(cohort, tmp_path, capsys):
     for i in range(3):
         features(tmp_path / "ext", f"e{i}", f"x{i}", encoder="mambaout_test")
     (tmp_path / "labels.csv").write_text("patient_id,finding\nx0,0\nx1,1\nx2,0\n")
@@ -443,14 +443,14 @@ def test_28_deploy_on_features_of_another_encoder(cohort, tmp_path, capsys):
     error_line(err, str(tmp_path / "ext"), "mambaout_test", "trained on vit_conv_test")
 
 
-def test_29_deploy_on_training_patients_is_refused(cohort, tmp_path, capsys):
+def test_deploy_on_training_patients_is_refused(cohort, tmp_path, capsys):
     code, _, err = run(capsys, "deploy", "--model", cohort / "cv", "--features", cohort / "feats", "--labels",
                        cohort / "labels.csv", "--out", tmp_path / "dep", "--bootstrap", "0")
     assert code == 2
     error_line(err, "were used to train these models", "--allow-overlap")
 
 
-def test_30_deploy_with_a_broken_file_does_the_rest(cohort, tmp_path, capsys):
+def test_deploy_with_a_broken_file_does_the_rest(cohort, tmp_path, capsys):
     labels = ["patient_id,finding"]
     for i in range(4):
         features(tmp_path / "ext", f"e{i}", f"x{i}", seed=20 + i)
@@ -465,7 +465,7 @@ def test_30_deploy_with_a_broken_file_does_the_rest(cohort, tmp_path, capsys):
     assert {r["scan_id"] for r in csv.DictReader((out / "predictions.csv").open())} == {"e0", "e1", "e2"}
 
 
-def test_31_model_folder_without_models(cohort, tmp_path, capsys):
+def test_model_folder_without_models(cohort, tmp_path, capsys):
     (tmp_path / "nomodel").mkdir()
     code, _, err = run(capsys, "attention", "--model", tmp_path / "nomodel", "--features", cohort / "feats",
                        "--out", tmp_path / "att")
@@ -473,7 +473,7 @@ def test_31_model_folder_without_models(cohort, tmp_path, capsys):
     error_line(err, str(tmp_path / "nomodel"), "no trained models")
 
 
-def test_32_predict_over_a_list_goes_on_past_a_missing_scan(cohort, tmp_path, capsys):
+def test_predict_over_a_list_goes_on_past_a_missing_scan(cohort, tmp_path, capsys):
     table = scans_table(tmp_path / "scans.csv", [("n0", "p0", cohort / "n0.nii.gz"), ("gone", "pg", "gone"),
                                                   ("n2", "p2", cohort / "n2.nii.gz")])
     out = tmp_path / "pred"
@@ -490,7 +490,7 @@ def test_32_predict_over_a_list_goes_on_past_a_missing_scan(cohort, tmp_path, ca
     assert "2 scans predicted" in stdout and not (out / "gone").exists()
 
 
-def test_33_predict_with_the_wrong_encoder_is_refused_before_reading(cohort, tmp_path, capsys):
+def test_predict_with_the_wrong_encoder_is_refused_before_reading(cohort, tmp_path, capsys):
     code, _, err = run(capsys, "predict", cohort / "n0.nii.gz", "--model", cohort / "cv", "--encoder",
                        "mambaout_test", "--out", tmp_path / "pred", "--device", "cpu")
     assert code == 2
@@ -499,7 +499,7 @@ def test_33_predict_with_the_wrong_encoder_is_refused_before_reading(cohort, tmp
 
 # ---------------------------------------------------------------------------------------- pretrain, import, config
 
-def test_34_lecl_without_lesions_and_with_broken_boxes(cohort, tmp_path, capsys):
+def test_lecl_without_lesions_and_with_broken_boxes(cohort, tmp_path, capsys):
     table = scans_table(tmp_path / "scans.csv", [("n0", "p0", cohort / "n0.nii.gz")])
     common = ["pretrain", "--scans", table, "--arch", ENCODER, "--method", "lecl", "--epochs", "1",
               "--device", "cpu", "--out", tmp_path / "run"]
@@ -512,7 +512,7 @@ def test_34_lecl_without_lesions_and_with_broken_boxes(cohort, tmp_path, capsys)
     error_line(err, "lesions.csv", "line(s) 2")
 
 
-def test_35_drasclr_skips_a_missing_scan_and_trains_on_the_rest(tmp_path, capsys):
+def test_drasclr_skips_a_missing_scan_and_trains_on_the_rest(tmp_path, capsys):
     run_dir = tmp_path / "run"
     table = drasclr_scans(tmp_path, [("gone", "pg", "gone.npz")])
     code, _, err = run(capsys, "pretrain", "--scans", table, *DRASCLR, "--epochs", "1", "--out", run_dir)
@@ -525,7 +525,7 @@ def test_35_drasclr_skips_a_missing_scan_and_trains_on_the_rest(tmp_path, capsys
     assert [r["scan_id"] for r in failures_csv(run_dir)] == ["gone"]
 
 
-def test_36_corrupt_checkpoint_on_resume(tmp_path, capsys):
+def test_corrupt_checkpoint_on_resume(tmp_path, capsys):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     (run_dir / "drasclr-checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
@@ -535,14 +535,14 @@ def test_36_corrupt_checkpoint_on_resume(tmp_path, capsys):
     error_line(err, "drasclr-checkpoint.pt", "cannot read the checkpoint")
 
 
-def test_37_import_of_a_folder_that_is_not_the_dataset(tmp_path, capsys):
+def test_import_of_a_folder_that_is_not_the_dataset(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("hello")
     code, _, err = run(capsys, "import", "deeplesion", tmp_path, "--out", tmp_path / "tables")
     assert code == 2
     error_line(err, str(tmp_path), "does not look like DeepLesion", "notes.txt")
 
 
-def test_38_import_goes_on_past_an_unreadable_png(tmp_path, capsys):
+def test_import_goes_on_past_an_unreadable_png(tmp_path, capsys):
     images = tmp_path / "Images_png"
     rows = ["File_name,Key_slice_index,Bounding_boxes,Coarse_lesion_type,Spacing_mm_px_"]
     for series in ("000001_01_01", "000002_01_01"):
@@ -561,14 +561,14 @@ def test_38_import_goes_on_past_an_unreadable_png(tmp_path, capsys):
     assert "failed: 1 unreadable file(s)" in stdout
 
 
-def test_39_yaml_config_with_an_unknown_key(tmp_path, capsys):
+def test_yaml_config_with_an_unknown_key(tmp_path, capsys):
     (tmp_path / "c.yaml").write_text("extract:\n  scans: s.csv\n  encoder: x\n  out: o\n  batchsize: 3\n")
     code, _, err = run(capsys, "extract", "--config", tmp_path / "c.yaml")
     assert code == 2
     error_line(err, "batchsize")
 
 
-def test_40_png_value_mapping_that_does_not_parse(tmp_path, capsys):
+def test_png_value_mapping_that_does_not_parse(tmp_path, capsys):
     (tmp_path / "png").mkdir()
     Image.fromarray(np.full((8, 8), 9, np.uint8)).save(tmp_path / "png" / "001.png")
     code, _, err = run(capsys, "info", tmp_path / "png", "--png-values", "window:100")
@@ -576,7 +576,7 @@ def test_40_png_value_mapping_that_does_not_parse(tmp_path, capsys):
     error_line(err, "--png-values 'window:100'", "window:LO:HI")
 
 
-def test_41_synth_writes_the_patients_it_can_and_lists_the_other(tmp_path, capsys):
+def test_synth_writes_the_patients_it_can_and_lists_the_other(tmp_path, capsys):
     blocked = tmp_path / "c" / "scans" / "s0p0002_ct.nii.gz"
     blocked.mkdir(parents=True)  # a folder where patient 2's file must go: that write fails, the others do not
     (blocked / "keep").write_text("x")
@@ -590,8 +590,3 @@ def test_41_synth_writes_the_patients_it_can_and_lists_the_other(tmp_path, capsy
     assert [r["scan_id"] for r in failures_csv(tmp_path / "c")] == ["s0p0002_ct"]
     assert "wrote 2 nifti scans" in stdout and "1 failed" in stdout
     assert not leftovers(tmp_path / "c" / "scans")
-
-
-def test_the_corpus_has_at_least_30_cases():
-    cases = [name for name in globals() if name.startswith("test_") and name[5:7].isdigit()]
-    assert len(cases) >= 30, cases

@@ -47,7 +47,7 @@ def test_sizes_and_overrides_give_valid_stage_configs(tmp_path):
     base = stages["location-lecl"].model_dump(exclude={"features", "out"})
     for arm in ("random", "supervised", "control"):
         assert stages[f"location-{arm}"].model_dump(exclude={"features", "out"}) == base
-    assert stages["location-lecl"].epochs == 5 and stages["location-lecl"].targets == TARGETS == list(LOCATIONS)
+    assert stages["location-lecl"].epochs == 5 and stages["location-lecl"].targets == list(LOCATIONS)
     assert stages["lung-lecl"].use_windows == ["lung"]
     assert stages["lung-lecl"].features == stages["location-lecl"].features
     assert stages["location-lecl-deploy"].model == stages["attention-lecl"].model == stages["location-lecl"].out

@@ -21,11 +21,8 @@ def test_a_spinning_process_counts_as_a_busy_core_and_this_one_does_not():
     finally:
         spinner.kill()
         spinner.wait()
-    # our own work is not "other processes"
-    x = torch.randn(512, 512)
     n, why = cpu_threads()
-    assert 1 <= n <= (len(__import__("os").sched_getaffinity(0))) and "cores" in why
-    assert (x @ x).shape == (512, 512)
+    assert 1 <= n <= len(os.sched_getaffinity(0)) and "cores" in why
 
 
 def test_channels_last_converts_modules_and_images_only():

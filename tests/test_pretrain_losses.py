@@ -1,4 +1,4 @@
-"""Reference values of issue 4 for the MoCo v3 / LECL loss and the schedules (float64, 1e-8)."""
+"""Reference values for the MoCo v3 / LECL loss and the schedules, computed independently in float64 (1e-8)."""
 
 from __future__ import annotations
 
