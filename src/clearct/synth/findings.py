@@ -97,6 +97,7 @@ def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator
         d = diameter * (0.85 ** attempt)
         axes = d / 2 * np.array([1.0, rng.uniform(0.75, 1.25), rng.uniform(0.75, 1.25)])
         box, w = cv.ellipsoid(center, axes, edge=1.0)
+        assert box is not None and w is not None  # the centre is a voxel of the grid
         inside = np.isin(cv.organ[box], codes)
         outside_body = np.isin(cv.organ[box], (C.AIR, C.TABLE))
         share = _INSIDE_SHARE.get(loc, 0.7)
@@ -116,7 +117,7 @@ def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator
     area = lab.sum(axis=(1, 2))
     key = int(np.argmax(area))
     rows, cols = np.nonzero(lab[key])
-    les = Lesion(loc, tuple(map(float, center)), float(d), float(value), host, codes)
+    les = Lesion(loc, (float(center[0]), float(center[1]), float(center[2])), float(d), float(value), host, codes)
     les.key_slice = box[0].start + key
     covered = np.flatnonzero(area)
     les.slice_range = (box[0].start + int(covered[0]), box[0].start + int(covered[-1]))
