@@ -134,7 +134,7 @@ def run_finetune3d(cfg: Finetune3dConfig) -> int:
     by_patient = group_by_patient(items)
     splits = choose_splits(cfg, out, labels, spec, by_patient, issues)
 
-    def fit(job: Job, i: int) -> Fitted:
+    def fit(job: Job, i: int) -> Fitted[VolumeItem]:
         net, meta = fit_volume_job(job, by_patient, spec, settings, prep, seed=cfg.seed + i, device=device,
                                    folder=out / job.name, resume=cfg.resume, weights=cfg.weights)
         job_spec = TaskSpec.from_json(meta["task"])

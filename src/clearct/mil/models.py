@@ -72,6 +72,9 @@ class FeatureScaler(nn.Module):
     first linear layer then starts saturated and the lesion directions barely move under a small learning rate.
     """
 
+    mean: torch.Tensor  # buffers: declared for the type checker, which sees nn.Module.__getattr__ otherwise
+    std: torch.Tensor
+
     def __init__(self, dim: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))
