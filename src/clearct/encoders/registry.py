@@ -78,9 +78,9 @@ def lookup(name: str) -> tuple[Entry, str | None]:
 
 
 def describe(module: nn.Module, **attrs: Any) -> nn.Module:
-    """Set the registry attributes (or other plain attributes a stage reads) on ``module``; those not given keep
-    the module's own values. Plain values are set here, not as ``module.attr = value``: nn.Module's attribute
-    typing admits only tensors and modules."""
+    """Set the registry attributes (or other plain attributes a stage reads) on ``module``; those not given
+    keep the module's own values. Plain values are set here, not as ``module.attr = value``: nn.Module's
+    attribute typing admits only tensors and modules."""
     for key, value in attrs.items():
         setattr(module, key, value)
     for key, default in (("is_3d", False), ("weights_sha256", RANDOM_INIT)):
@@ -91,23 +91,24 @@ def describe(module: nn.Module, **attrs: Any) -> nn.Module:
 
 @dataclass(frozen=True)
 class EncoderInfo:
-    """The registry attributes of a built encoder, typed (nn.Module types its attribute access as Tensor | Module)."""
+    """The registry attributes of a built encoder, typed (nn.Module types attributes as Tensor | Module)."""
 
     encoder_name: str
     weights_sha256: str
     embed_dim: int
     input_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
+    mean: tuple[float, float, float]  # per input channel
+    std: tuple[float, float, float]
     is_3d: bool
 
 
 def encoder_info(module: nn.Module) -> EncoderInfo:
     """``module``'s registry attributes (every encoder :func:`build` returns has them)."""
     a = {key: getattr(module, key) for key in REQUIRED}
+    (m0, m1, m2), (s0, s1, s2) = a["mean"], a["std"]
     return EncoderInfo(encoder_name=str(a["encoder_name"]), weights_sha256=str(a["weights_sha256"]),
                        embed_dim=int(a["embed_dim"]), input_size=int(a["input_size"]),
-                       mean=tuple(float(m) for m in a["mean"]), std=tuple(float(s) for s in a["std"]),
+                       mean=(float(m0), float(m1), float(m2)), std=(float(s0), float(s1), float(s2)),
                        is_3d=bool(a["is_3d"]))
 
 

@@ -44,12 +44,14 @@ def common_prefix(keys: list[str], wanted: set[str]) -> str:
     return votes.most_common(1)[0][0] if votes else ""
 
 
-def match_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> dict[str, torch.Tensor]:
-    """``state`` renamed to ``module``'s keys; a ClearctError naming missing/unexpected/mis-shaped tensors."""
+def match_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path,
+                ignore_prefixes: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """``state`` renamed to ``module``'s keys; a ClearctError naming missing/unexpected/mis-shaped tensors.
+    Keys under ``ignore_prefixes`` or the module's own ``ignore_prefixes`` are dropped."""
     own = module.state_dict()
     prefix = common_prefix(list(state), set(own))
     state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    ignore = tuple(getattr(module, "ignore_prefixes", ()))
+    ignore = tuple(getattr(module, "ignore_prefixes", ())) + ignore_prefixes
     if ignore:
         state = {k: v for k, v in state.items() if not k.startswith(ignore)}
     state = fit_pos_embed(module, state)

@@ -114,7 +114,8 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
             issues.add("empty_bag", f"{path}: empty bag (0 instances); scan left out", item=f.scan_id, path=path)
             broken.update((path.stem, f.patient_id))
             continue
-        meta: dict[str, Any] = {"encoder": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size}
+        meta: dict[str, Any] = {"encoder": f.encoder, "weights_sha256": f.weights_sha256,
+                                "image_size": f.image_size}
         if first is None:
             first = (f.embed_dim, [list(w) for w in f.windows], meta, path)
         elif (f.embed_dim, meta) != (first[0], first[2]):  # one encoder (name and weights) at one size

@@ -72,7 +72,7 @@ class FeatureScaler(nn.Module):
     first linear layer then starts saturated and the lesion directions barely move under a small learning rate.
     """
 
-    mean: torch.Tensor  # buffers: declared for the type checker, which sees nn.Module.__getattr__ otherwise
+    mean: torch.Tensor  # buffers, declared: the type checker would see nn.Module.__getattr__
     std: torch.Tensor
 
     def __init__(self, dim: int):

@@ -66,8 +66,8 @@ def holdout_from_column(labels: LabelTable, column: str, items: Sequence[Item], 
     return sorted({it.patient_id for it in items if key(it) in marked})
 
 
-def choose_splits(cfg: Any, out: Path, labels: LabelTable, spec: TaskSpec, by_patient: Mapping[str, Sequence[Item]],
-                  issues: Issues) -> Splits:
+def choose_splits(cfg: Any, out: Path, labels: LabelTable, spec: TaskSpec,
+                  by_patient: Mapping[str, Sequence[Item]], issues: Issues) -> Splits:
     """``--splits FILE``, else ``out/splits.json`` on a resumed run, else new stratified splits from ``--seed``;
     saved to ``out/splits.json``. ``cfg`` carries the validation fields shared by crossval and finetune3d."""
     patients, strat = patient_strata(spec, by_patient)

@@ -13,7 +13,7 @@ def weighted_bce(logits: torch.Tensor, y: torch.Tensor, pos_weight: torch.Tensor
 
 
 def weighted_ce(logits: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor | None) -> torch.Tensor:
-    """Cross-entropy with class weights (None: unweighted; binary and multi-class); ``y`` holds class indices."""
+    """Cross-entropy with class weights (None: unweighted), binary or multi-class; ``y``: class indices."""
     return F.cross_entropy(logits, y.long(), weight=class_weight)
 
 

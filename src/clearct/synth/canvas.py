@@ -84,8 +84,8 @@ class Canvas:
         return box, _soft(dist / radius, min(r0, r1), edge)
 
     # --- painting ---------------------------------------------------------------------------------------------
-    def paint(self, box: Box | None, weight: npt.ArrayLike | None, value: npt.ArrayLike, organ: int | None = None,
-              inside: Collection[int] | None = None) -> None:
+    def paint(self, box: Box | None, weight: npt.ArrayLike | None, value: npt.ArrayLike,
+              organ: int | None = None, inside: Collection[int] | None = None) -> None:
         """Blend ``value`` into the HU volume with ``weight`` (bool or [0, 1]); label voxels with weight > 0.5.
 
         ``inside`` restricts the paint to voxels whose current organ code is in that collection.

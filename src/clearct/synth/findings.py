@@ -117,7 +117,8 @@ def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator
     area = lab.sum(axis=(1, 2))
     key = int(np.argmax(area))
     rows, cols = np.nonzero(lab[key])
-    les = Lesion(loc, (float(center[0]), float(center[1]), float(center[2])), float(d), float(value), host, codes)
+    centre_mm = (float(center[0]), float(center[1]), float(center[2]))
+    les = Lesion(loc, centre_mm, float(d), float(value), host, codes)
     les.key_slice = box[0].start + key
     covered = np.flatnonzero(area)
     les.slice_range = (box[0].start + int(covered[0]), box[0].start + int(covered[-1]))

@@ -166,7 +166,8 @@ class VMamba(nn.Module):
                                          nn.LayerNorm(dim))
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
-            stage: OrderedDict[str, nn.Module] = OrderedDict(blocks=nn.Sequential(*[VSSBlock(dims[i], d_state) for _ in range(depth)]))
+            stage: OrderedDict[str, nn.Module] = OrderedDict(
+                blocks=nn.Sequential(*[VSSBlock(dims[i], d_state) for _ in range(depth)]))
             stage["downsample"] = _downsample(dims[i], dims[i + 1]) if i + 1 < len(depths) else nn.Identity()
             self.layers.append(nn.Sequential(stage))
         self.classifier = nn.Sequential(OrderedDict(norm=nn.LayerNorm(dims[-1])))
