@@ -123,8 +123,8 @@ def learning_verdict(metrics: dict, targets: list[str], control: dict | None = N
                else "; on the external cohort no interval lies above 0.5")
         verdict = (f"LECL: {len(above)} of {len(targets)} locations learned beyond chance (95% CI of the CV AUROC "
                    f"above 0.5): {', '.join(above)}{ext}.")
-    macro = (control or {}).get(("cv", "macro", "auroc"))
-    if macro is None:
+    macro = None if control is None else control.get(("cv", "macro", "auroc"))
+    if control is None or macro is None:
         return verdict
     found = _above_chance(control, "cv", targets)
     return (f"{verdict} Positive control (last columns): the same features with the key-slice rows of every "
