@@ -24,6 +24,7 @@ from clearct.common import compute
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
+from clearct.config import CrossvalConfig, Finetune3dConfig
 from clearct.evaluate.metrics import best_f1_threshold
 from clearct.evaluate.plots import roc_pr_figure
 from clearct.evaluate.splits import Job, Splits, make_splits, stratification_matrix
@@ -66,7 +67,7 @@ def holdout_from_column(labels: LabelTable, column: str, items: Sequence[Item], 
     return sorted({it.patient_id for it in items if key(it) in marked})
 
 
-def choose_splits(cfg: Any, out: Path, labels: LabelTable, spec: TaskSpec,
+def choose_splits(cfg: CrossvalConfig | Finetune3dConfig, out: Path, labels: LabelTable, spec: TaskSpec,
                   by_patient: Mapping[str, Sequence[Item]], issues: Issues) -> Splits:
     """``--splits FILE``, else ``out/splits.json`` on a resumed run, else new stratified splits from ``--seed``;
     saved to ``out/splits.json``. ``cfg`` carries the validation fields shared by crossval and finetune3d."""
@@ -245,8 +246,8 @@ def evaluate_and_write(out: Path, sets: dict[str, Predictions], *, n_boot: int, 
     return metric_rows
 
 
-def finish_cross_validation(command: str, cfg: Any, out: Path, sets: dict[str, Predictions], summary: dict, issues: Issues,
-                    device: Any) -> int:
+def finish_cross_validation(command: str, cfg: CrossvalConfig | Finetune3dConfig, out: Path,
+                            sets: dict[str, Predictions], summary: dict, issues: Issues, device: Any) -> int:
     """The end of a cross-validation command: metrics and plots, summary.json (``summary`` + the issue counts and
     warnings), compute.json, the table, one line on stdout and failures.csv; returns the command's exit code (1 when
     an input was broken)."""
