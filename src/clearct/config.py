@@ -36,12 +36,12 @@ def _is_list(annotation: Any) -> bool:
     return typing.get_origin(annotation) is list
 
 
-def section_type(annotation: Any) -> type[BaseModel] | None:
+def section_type(annotation: Any) -> type[CommandConfig] | None:
     """The model of a nested section field (``X`` or ``X | None``), else None."""
     args = [a for a in typing.get_args(annotation) if a is not type(None)]
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
         annotation = args[0]
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
+    return annotation if isinstance(annotation, type) and issubclass(annotation, CommandConfig) else None
 
 
 def _png_values() -> Any:
@@ -91,7 +91,8 @@ def section(model: type[CommandConfig]) -> type[CommandConfig]:
         if inner is not None:  # a nested section: empty by default
             fields[name] = (section(inner), Field(default_factory=section(inner), description=info.description))
             continue
-        optional = info.annotation | None
+        annotation: Any = info.annotation  # a model's field always has one (None only on a bare FieldInfo)
+        optional = annotation | None
         if info.metadata:  # constraints (ge, gt …) apply to the value when one is given
             optional = Annotated[(optional, *info.metadata)]
         fields[name] = (optional, Field(None, description=info.description))

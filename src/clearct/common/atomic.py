@@ -49,7 +49,7 @@ def remove_leftovers(folder: str | Path, names: Iterable[str], suffix: str = ".t
     torchrun rank) keeps its own.
     """
     folder, wanted = Path(folder), set(names)
-    removed = []
+    removed: list[Path] = []
     if not folder.is_dir():
         return removed
     cut = len(suffix) + _RANDOM + 1  # ".<8 random characters><suffix>" after the target's name

@@ -169,6 +169,7 @@ def finish_run(out: str | Path, *, flops: int | None = None, steps: int | None =
     measured (wall time from the process start). ``file``: another name (one per torchrun rank).
     """
     run = _RUNS.pop(_key(out), None)
+    stages: list[Measurement]
     if run is None:
         command, total, stages, load0 = Path(out).name, _process_measurement(), [], list(os.getloadavg())
     else:

@@ -82,21 +82,25 @@ def read_ahead(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterat
             except Exception as exc:
                 yield item, exc
         return
-    pending: list[tuple[T, Future]] = []
+    pending: list[tuple[T, Future[R]]] = []
     source = iter(items)
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clearct-read") as pool:
         try:
             for item in source:
                 pending.append((item, pool.submit(fn, item)))
                 if len(pending) > workers:
-                    yield _result(*pending.pop(0))
+                    # named before the yield: in the yield, mypy would solve R from the yield type and fail
+                    head = _result(*pending.pop(0))
+                    yield head
             while pending:
-                yield _result(*pending.pop(0))
+                rest = _result(*pending.pop(0))
+                yield rest
         finally:
             for _, future in pending:  # consumer stopped early: drop what has not started
                 future.cancel()
 
 
-def _result(item: T, future: Future) -> tuple[T, object]:
+def _result(item: T, future: Future[R]) -> tuple[T, R | Exception]:
     exc = future.exception()
-    return (item, exc) if exc is not None else (item, future.result())
+    # result() re-raises what is not an Exception (KeyboardInterrupt, SystemExit), as the inline path does
+    return (item, exc) if isinstance(exc, Exception) else (item, future.result())

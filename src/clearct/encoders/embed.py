@@ -15,6 +15,7 @@ import torch
 
 from clearct.common.device import autocast_for, channels_last, resolve_device
 from clearct.common.prefetch import background
+from clearct.encoders.registry import describe, encoder_info
 from clearct.io.features import ScanFeatures
 from clearct.io.volume import CTVolume
 from clearct.preprocess import Window, parse_windows, render_slices
@@ -25,8 +26,9 @@ def feature_windows(encoder: torch.nn.Module, windows: Sequence[Window]) -> list
     own = getattr(encoder, "feature_windows", None)
     if own is not None:
         return own(windows)
-    if getattr(encoder, "is_3d", False) and getattr(encoder, "hu_window", None) is not None:
-        lo, hi = encoder.hu_window
+    hu_window = getattr(encoder, "hu_window", None)
+    if getattr(encoder, "is_3d", False) and hu_window is not None:
+        lo, hi = hu_window
         return [("volume", float(lo), float(hi))]
     return [(w.name, float(w.lo), float(w.hi)) for w in windows]
 
@@ -40,10 +42,9 @@ def render_chunks(
     the encoder's input size at once.
     """
     per_chunk = max(1, rows // len(windows))
+    own = encoder_info(encoder)
     for z0 in range(0, hu.shape[0], per_chunk):
-        x = render_slices(
-            hu[z0 : z0 + per_chunk], windows, encoder.input_size, mean=encoder.mean, std=encoder.std
-        )
+        x = render_slices(hu[z0 : z0 + per_chunk], windows, own.input_size, mean=own.mean, std=own.std)
         yield x.reshape(-1, *x.shape[2:])
 
 
@@ -52,7 +53,7 @@ def prepare_encoder(encoder: torch.nn.Module) -> torch.nn.Module:
     cores, benchmarks/RESULTS.md); :func:`forward_rows` then feeds it channels-last batches."""
     if not getattr(encoder, "is_3d", False):
         channels_last(encoder)
-        encoder.channels_last = True
+        describe(encoder, channels_last=True)
     return encoder
 
 
@@ -87,7 +88,8 @@ def embed_volume(
     windows = parse_windows(windows)
     z = volume.hu.shape[0]
     if getattr(encoder, "is_3d", False):
-        feats = forward_rows(encoder, encoder.prepare_volume(volume), device)
+        # a 3D encoder's own method; nn.Module's __getattr__ types it as Tensor | Module
+        feats = forward_rows(encoder, encoder.prepare_volume(volume), device)  # type: ignore[operator]
         slice_index = np.array([-1], np.int32)
         window = np.zeros(1, np.int8)
         z_mm = np.array([np.mean(volume.z_mm)], np.float32)
@@ -98,8 +100,9 @@ def embed_volume(
         slice_index = np.repeat(np.arange(z, dtype=np.int32), n_w)
         window = np.tile(np.arange(n_w, dtype=np.int8), z)
         z_mm = np.repeat(volume.z_mm.astype(np.float32), n_w)
+    own_info = encoder_info(encoder)
     if feats.shape[0] != len(slice_index):
-        raise ValueError(f"{encoder.encoder_name} gave {feats.shape[0]} rows for {len(slice_index)} inputs")
+        raise ValueError(f"{own_info.encoder_name} gave {feats.shape[0]} rows for {len(slice_index)} inputs")
     return ScanFeatures(
         feats=feats.numpy(),
         slice_index=slice_index,
@@ -107,9 +110,9 @@ def embed_volume(
         window=window,
         scan_id=volume.scan_id,
         patient_id=volume.patient_id,
-        encoder=encoder.encoder_name,
-        weights_sha256=encoder.weights_sha256,
-        image_size=int(encoder.input_size),
+        encoder=own_info.encoder_name,
+        weights_sha256=own_info.weights_sha256,
+        image_size=own_info.input_size,
         windows=feature_windows(encoder, windows),
         attrs={"source": str(volume.source), "n_slices": z, "spacing_mm": np.asarray(volume.spacing_mm)},
     )

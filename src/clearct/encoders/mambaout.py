@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from clearct.encoders.registry import register_encoder
+from clearct.encoders.registry import describe, register_encoder
 from clearct.encoders.timm_any import describe_timm, timm_model
 
 
@@ -22,10 +22,8 @@ def mambaout(timm_name: str, encoder_name: str, input_size: int | None = None, *
     model.head.pre_logits = nn.Identity()
     model.head.num_features = model.head.in_features
     model.head_hidden_size = model.head.in_features
-    model = describe_timm(model, encoder_name, model.head.in_features)
-    model.input_size = input_size or 224
-    model.ignore_prefixes = ("head.pre_logits.", "head.fc.")
-    return model
+    return describe(describe_timm(model, encoder_name, model.head.in_features), input_size=input_size or 224,
+                    ignore_prefixes=("head.pre_logits.", "head.fc."))
 
 
 @register_encoder("mambaout_tiny")

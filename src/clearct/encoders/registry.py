@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from clearct.common.errors import ClearctError
+from clearct.encoders.baselines.common import weights_digest
 from clearct.encoders.weights import load_weights
 
 RANDOM_INIT = "random-init"
@@ -77,14 +78,38 @@ def lookup(name: str) -> tuple[Entry, str | None]:
 
 
 def describe(module: nn.Module, **attrs: Any) -> nn.Module:
-    """Set the registry attributes on ``module`` (those not given keep the module's own values)."""
+    """Set the registry attributes (or other plain attributes a stage reads) on ``module``; those not given
+    keep the module's own values. Plain values are set here, not as ``module.attr = value``: nn.Module's
+    attribute typing admits only tensors and modules."""
     for key, value in attrs.items():
         setattr(module, key, value)
-    if not hasattr(module, "is_3d"):
-        module.is_3d = False
-    if not hasattr(module, "weights_sha256"):
-        module.weights_sha256 = RANDOM_INIT
+    for key, default in (("is_3d", False), ("weights_sha256", RANDOM_INIT)):
+        if not hasattr(module, key):
+            setattr(module, key, default)
     return module
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """The registry attributes of a built encoder, typed (nn.Module types attributes as Tensor | Module)."""
+
+    encoder_name: str
+    weights_sha256: str
+    embed_dim: int
+    input_size: int
+    mean: tuple[float, float, float]  # per input channel
+    std: tuple[float, float, float]
+    is_3d: bool
+
+
+def encoder_info(module: nn.Module) -> EncoderInfo:
+    """``module``'s registry attributes (every encoder :func:`build` returns has them)."""
+    a = {key: getattr(module, key) for key in REQUIRED}
+    (m0, m1, m2), (s0, s1, s2) = a["mean"], a["std"]
+    return EncoderInfo(encoder_name=str(a["encoder_name"]), weights_sha256=str(a["weights_sha256"]),
+                       embed_dim=int(a["embed_dim"]), input_size=int(a["input_size"]),
+                       mean=(float(m0), float(m1), float(m2)), std=(float(s0), float(s1), float(s2)),
+                       is_3d=bool(a["is_3d"]))
 
 
 def build(
@@ -113,13 +138,15 @@ def build(
         torch.manual_seed(seed)
         module = describe(entry.build(**kwargs))
     if not getattr(module, "encoder_name", None):
-        module.encoder_name = name
+        describe(module, encoder_name=name)
     if weights is not None and not own_weights:
         load_weights(module, weights)
+        describe(module, weights_sha256=weights_digest(weights))
     missing = [a for a in REQUIRED if not hasattr(module, a)]
     if missing:
         raise TypeError(f"encoder {name!r} lacks the registry attributes {missing}")
-    if image_size is not None and int(image_size) != int(module.input_size):
-        raise ClearctError(f"encoder {name!r} has a fixed input size of {module.input_size} px "
+    input_size = encoder_info(module).input_size
+    if image_size is not None and int(image_size) != input_size:
+        raise ClearctError(f"encoder {name!r} has a fixed input size of {input_size} px "
                            f"(asked for {image_size})")
     return module

@@ -10,18 +10,20 @@ writes).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from clearct.encoders.pooling import GeM
-from clearct.encoders.registry import register_encoder
+from clearct.encoders.registry import describe, register_encoder
 from clearct.encoders.timm_any import describe_timm, timm_model
 
 
 class PooledCNN(nn.Module):
     """A timm CNN's ``forward_features`` map, GeM-pooled to (B, C)."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: Any):  # a timm CNN (timm_model)
         super().__init__()
         self.backbone = backbone
         self.pool = GeM()
@@ -38,10 +40,8 @@ def resnet_gem(encoder_name: str, *, channels: tuple[int, ...], image_size: int 
     backbone = timm_model("resnet18", channels=channels, layers=(1,) * len(channels), output_stride=16)
     model = PooledCNN(backbone)
     model.pretrained_cfg = backbone.pretrained_cfg
-    model = describe_timm(model, encoder_name, model.num_features)
-    model.input_size = image_size or 128
-    model.ignore_prefixes = ("backbone.fc.",)
-    return model
+    return describe(describe_timm(model, encoder_name, model.num_features), input_size=image_size or 128,
+                    ignore_prefixes=("backbone.fc.",))
 
 
 @register_encoder("resnet_tiny")

@@ -19,7 +19,7 @@ from clearct import __version__
 from clearct.common.atomic import atomic_path, atomic_write_text
 from clearct.common.errors import ClearctError
 from clearct.common.runs import sha256_file
-from clearct.encoders.registry import build
+from clearct.encoders.registry import build, describe, encoder_info
 
 WEIGHTS = "encoder.safetensors"
 MANIFEST = "encoder.json"
@@ -43,13 +43,14 @@ def save_encoder_run(
     state = {k: v.detach().cpu().contiguous().clone() for k, v in encoder.state_dict().items()}
     with atomic_path(run_dir / WEIGHTS, suffix=".safetensors") as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT, "arch": arch})
+    own = encoder_info(encoder)
     manifest = {
         "format": FORMAT,
         "arch": arch,
-        "embed_dim": int(encoder.embed_dim),
-        "input_size": int(encoder.input_size),
-        "mean": [float(m) for m in encoder.mean],
-        "std": [float(s) for s in encoder.std],
+        "embed_dim": own.embed_dim,
+        "input_size": own.input_size,
+        "mean": list(own.mean),
+        "std": list(own.std),
         "is_3d": bool(getattr(encoder, "is_3d", False)),
         "windows": [[str(w[0]), float(w[1]), float(w[2])] for w in windows],
         "weights_file": WEIGHTS,
@@ -104,7 +105,5 @@ def load_encoder_run(run_dir: str | Path, *, image_size: int | None = None, allo
     for key in ("mean", "std"):
         if key in manifest:
             setattr(encoder, key, tuple(float(v) for v in manifest[key]))
-    encoder.windows = [(str(n), float(lo), float(hi)) for n, lo, hi in manifest["windows"]]
-    encoder.run_manifest = manifest
-    encoder.weights_sha256 = digest
-    return encoder
+    return describe(encoder, windows=[(str(n), float(lo), float(hi)) for n, lo, hi in manifest["windows"]],
+                    run_manifest=manifest, weights_sha256=digest)

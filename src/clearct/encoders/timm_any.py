@@ -18,8 +18,11 @@ from clearct.common.errors import ClearctError
 from clearct.encoders.registry import describe, register_encoder
 
 
-def timm_model(name: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model(name, pretrained=False, num_classes=0, **kwargs)`` with one-line errors."""
+def timm_model(name: str, **kwargs: Any) -> Any:
+    """``timm.create_model(name, pretrained=False, num_classes=0, **kwargs)`` with one-line errors.
+
+    Typed ``Any``: the callers use the architecture's own attributes (``num_features``, ``head``,
+    ``forward_features``), which ``create_model``'s ``nn.Module`` does not declare."""
     if name not in timm.list_models(name):
         raise ClearctError(f"timm has no model {name!r} (timm {timm.__version__}; see timm.list_models())")
     return timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
@@ -52,6 +55,4 @@ def timm_encoder(*, variant: str, image_size: int | None = None) -> nn.Module:
     model = model or timm_model(variant)
     dim = getattr(model, "head_hidden_size", None) or model.num_features
     model = describe_timm(model, f"timm:{variant}", dim)
-    if image_size is not None:
-        model.input_size = int(image_size)
-    return model
+    return model if image_size is None else describe(model, input_size=int(image_size))

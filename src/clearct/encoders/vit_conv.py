@@ -38,7 +38,7 @@ class ConvStem(nn.Module):
             raise ValueError("the conv stem needs patch_size 16 and an embed_dim divisible by 8")
         layers: list[nn.Module] = []
         cin, cout = in_chans, embed_dim // 8
-        for _ in range(4):
+        for _stage in range(4):
             layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout),
                        nn.ReLU(inplace=True)]
             cin, cout = cout, cout * 2
@@ -71,9 +71,11 @@ def vit_conv(name: str, *, embed_dim: int, depth: int, num_heads: int, input_siz
         mlp_ratio=4.0, qkv_bias=True, num_classes=0, global_pool="token", embed_layer=ConvStem,
         norm_layer=partial(nn.LayerNorm, eps=1e-6), weight_init="moco",
     )
+    pos_embed = model.pos_embed
+    assert pos_embed is not None  # timm leaves it out only for models without a position embedding
     with torch.no_grad():
-        model.pos_embed.copy_(sincos_table(model.patch_embed.grid_size, embed_dim))
-    model.pos_embed.requires_grad_(False)
+        pos_embed.copy_(sincos_table(model.patch_embed.grid_size, embed_dim))
+    pos_embed.requires_grad_(False)
     return describe(model, encoder_name=name, embed_dim=embed_dim, input_size=input_size,
                     mean=IMAGENET_MEAN, std=IMAGENET_STD, ignore_prefixes=("head.",))
 

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from clearct.common.errors import ClearctError
-from clearct.encoders.baselines.common import read_state, weights_digest
+from clearct.encoders.baselines.common import read_state
 
 NESTED = ("state_dict", "model", "module", "encoder")
 
@@ -44,12 +44,14 @@ def common_prefix(keys: list[str], wanted: set[str]) -> str:
     return votes.most_common(1)[0][0] if votes else ""
 
 
-def match_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> dict[str, torch.Tensor]:
-    """``state`` renamed to ``module``'s keys; a ClearctError naming missing/unexpected/mis-shaped tensors."""
+def match_state(module: nn.Module, state: dict[str, torch.Tensor], path: str | Path,
+                ignore_prefixes: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """``state`` renamed to ``module``'s keys; a ClearctError naming missing/unexpected/mis-shaped tensors.
+    Keys under ``ignore_prefixes`` or the module's own ``ignore_prefixes`` are dropped."""
     own = module.state_dict()
     prefix = common_prefix(list(state), set(own))
     state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    ignore = tuple(getattr(module, "ignore_prefixes", ()))
+    ignore = tuple(getattr(module, "ignore_prefixes", ())) + ignore_prefixes
     if ignore:
         state = {k: v for k, v in state.items() if not k.startswith(ignore)}
     state = fit_pos_embed(module, state)
@@ -84,16 +86,16 @@ def fit_pos_embed(module: nn.Module, state: dict[str, torch.Tensor]) -> dict[str
     from timm.layers import resample_abs_pos_embed
 
     prefix = int(getattr(module, "num_prefix_tokens", 1))
-    grid = tuple(module.patch_embed.grid_size)
+    # timm's patch embedding; nn.Module's __getattr__ types its attributes as Tensor | Module
+    grid = tuple(module.patch_embed.grid_size)  # type: ignore[union-attr, arg-type]
     return {**state, "pos_embed": resample_abs_pos_embed(theirs, list(grid), num_prefix_tokens=prefix)}
 
 
 def load_weights(module: nn.Module, path: str | Path) -> nn.Module:
-    """Load the local weight file ``path`` into ``module`` (strictly) and record its sha256."""
+    """Load the local weight file ``path`` into ``module`` (strictly); the registry records its sha256."""
     path = Path(path)
     if not path.is_file():
         raise ClearctError("weights file not found", path)
     state = match_state(module, tensors_of(read_state(path), path), path)
     module.load_state_dict(state, strict=True)
-    module.weights_sha256 = weights_digest(path)
     return module

@@ -49,7 +49,7 @@ def attention_hits(attention: str | Path, predictions: str | Path, lesions: str 
         extents.setdefault((box.scan_id, box.label), []).append(box.extent)
     hits = scans = 0
     for scan_id in sorted(positive & set(top) & set(scores)):
-        predicted = max(scores[scan_id], key=scores[scan_id].get)
+        predicted = max(scores[scan_id], key=scores[scan_id].__getitem__)
         slice_index = top[scan_id][1]
         scans += 1
         hits += any(first - tolerance <= slice_index <= last + tolerance

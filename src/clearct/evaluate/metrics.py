@@ -127,6 +127,7 @@ def weighted_metrics(kind: str, y: np.ndarray, s: np.ndarray, pred: np.ndarray |
         return {"c_index": weighted_c_index(y[:, 0], y[:, 1], s, w)}
     if kind == "regression":
         return weighted_regression(y, s, w)
+    assert pred is not None, "a classification column has predictions"
     f1, acc = weighted_f1_accuracy(y, pred, w)
     return {"auroc": weighted_auroc(y, s, w), "auprc": weighted_average_precision(y, s, w), "f1": f1,
             "accuracy": acc}

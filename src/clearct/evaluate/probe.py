@@ -45,7 +45,7 @@ def lesion_slice_probe(features: str | Path, lesions: str | Path, *, seed: int =
     for box in read_lesions_table(lesions):
         boxes.setdefault(box.scan_id, []).append(box)
     labels = ["any"] if any_lesion else sorted({b.label for bs in boxes.values() for b in bs})
-    X, Y, Z, P = [], [], [], []
+    xs, ys, zs, ps = [], [], [], []
     for scan_id, scan_boxes in sorted(boxes.items()):
         path = Path(features) / f"{scan_id}.h5"
         if not path.is_file():
@@ -55,13 +55,13 @@ def lesion_slice_probe(features: str | Path, lesions: str | Path, *, seed: int =
         for b in scan_boxes:
             first, last = b.extent
             y[(slices >= first) & (slices <= last), 0 if any_lesion else labels.index(b.label)] = 1.0
-        X.append(feats)
-        Y.append(y)
-        Z.append(z_mm)
-        P += [patient] * len(slices)
-    if not X:
+        xs.append(feats)
+        ys.append(y)
+        zs.append(z_mm)
+        ps += [patient] * len(slices)
+    if not xs:
         raise ClearctError("no feature file of an annotated scan", features)
-    X, Y, Z, P = np.concatenate(X), np.concatenate(Y), np.concatenate(Z), np.asarray(P)
+    X, Y, Z, P = np.concatenate(xs), np.concatenate(ys), np.concatenate(zs), np.asarray(ps)
     patients = np.unique(P)
     np.random.default_rng(seed).shuffle(patients)
     half = np.isin(P, patients[: len(patients) // 2])

@@ -27,9 +27,9 @@ def iterative_stratification(labels: np.ndarray, ratios: list[float], rng: np.ra
     """
     labels = np.asarray(labels, dtype=bool)
     n, n_labels = labels.shape
-    ratios = np.asarray(ratios, dtype=np.float64) / np.sum(ratios)
-    want = ratios * n  # examples still wanted per subset
-    want_label = ratios[:, None] * labels.sum(0)[None, :]  # (subsets, labels)
+    shares = np.asarray(ratios, dtype=np.float64) / np.sum(ratios)
+    want = shares * n  # examples still wanted per subset
+    want_label = shares[:, None] * labels.sum(0)[None, :]  # (subsets, labels)
     subset = np.full(n, -1, dtype=np.int64)
     remaining = labels.copy()
 

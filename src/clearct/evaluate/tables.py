@@ -50,7 +50,9 @@ def compute_metrics(p: Predictions, set_name: str, *, n_boot: int = 1000, seed: 
     """Rows (set, target, metric, value, ci_low, ci_high, fold_mean, fold_sd, n) incl. a ``macro`` target."""
     names = metric_names(p.kind)
     w = bootstrap_weights(p.patients, n_boot, seed) if n_boot > 0 else None
-    point, boot, per_fold = {}, {}, {}
+    point: dict[str, dict[str, float]] = {}
+    boot: dict[str, dict[str, np.ndarray]] = {}
+    per_fold: dict[str, dict[int, dict[str, float]]] = {}
     folds = sorted(set(p.folds.tolist()) - {0})
     for j, target in enumerate(p.names):
         y, s, pred = p.column(j)
@@ -62,16 +64,19 @@ def compute_metrics(p: Predictions, set_name: str, *, n_boot: int = 1000, seed: 
             rows = p.folds == k
             per_fold[target][k] = point_metrics(p.kind, *p.column(j, rows))
     if p.kind == "multiclass":  # overall accuracy, not a mean of one-vs-rest accuracies
-        hit = p.pred.argmax(1) == p.y.argmax(1)
-        macro_acc = {"point": float(hit.mean()),
-                     "boot": None if w is None else (w * hit).sum(1) / w.sum(1),
-                     "folds": {k: float(hit[p.folds == k].mean()) for k in folds}}
+        pred = p.pred
+        assert pred is not None, "multiclass scores have an argmax"
+        hit = pred.argmax(1) == p.y.argmax(1)
+        # point value, bootstrap values, per-fold values
+        macro_acc = (float(hit.mean()), None if w is None else (w * hit).sum(1) / w.sum(1),
+                     [float(hit[p.folds == k].mean()) for k in folds])
     rows_out = []
+    b: np.ndarray | None
     for target in [*p.names, "macro"] if len(p.names) > 1 else p.names:  # a macro of one target repeats it
         for m in names:
             if target == "macro":
                 if p.kind == "multiclass" and m == "accuracy":
-                    value, b, fv = macro_acc["point"], macro_acc["boot"], list(macro_acc["folds"].values())
+                    value, b, fv = macro_acc
                 else:
                     value = float(np.nanmean([point[t][m] for t in p.names]))
                     b = None if w is None else np.nanmean([boot[t][m] for t in p.names], axis=0)
@@ -82,11 +87,11 @@ def compute_metrics(p: Predictions, set_name: str, *, n_boot: int = 1000, seed: 
                 value, b = float(point[target][m]), None if w is None else boot[target][m]
                 fv = [float(per_fold[target][k][m]) for k in folds]
             lo, hi = percentile_ci(b) if b is not None else (np.nan, np.nan)
-            fv = np.asarray(fv, dtype=np.float64)
+            fold = np.asarray(fv, dtype=np.float64)
             rows_out.append({
                 "set": set_name, "target": target, "metric": m, "value": value, "ci_low": lo, "ci_high": hi,
-                "fold_mean": float(np.nanmean(fv)) if np.isfinite(fv).any() else np.nan,
-                "fold_sd": float(np.nanstd(fv, ddof=1)) if np.isfinite(fv).sum() > 1 else np.nan,
+                "fold_mean": float(np.nanmean(fold)) if np.isfinite(fold).any() else np.nan,
+                "fold_sd": float(np.nanstd(fold, ddof=1)) if np.isfinite(fold).sum() > 1 else np.nan,
                 "n": len(p.patients),
             })
     return rows_out

@@ -30,6 +30,7 @@ from clearct.common.prefetch import read_ahead
 from clearct.common.runs import start_run
 from clearct.config import ExtractConfig
 from clearct.encoders.embed import embed_volume, feature_windows, prepare_encoder
+from clearct.encoders.registry import encoder_info
 from clearct.io import read_scans_table
 from clearct.io.features import read_features, write_features
 
@@ -113,11 +114,12 @@ def run_extract(cfg: ExtractConfig) -> int:
     windows = parse_windows(cfg.windows)
     encoder = prepare_encoder(create_encoder(cfg.encoder, weights=cfg.weights, image_size=cfg.image_size,
                                              allow_resize=cfg.allow_resize).to(device).eval())
-    expected = {
-        "encoder": encoder.encoder_name,
-        "weights_sha256": encoder.weights_sha256,
+    own = encoder_info(encoder)
+    expected: dict[str, object] = {
+        "encoder": own.encoder_name,
+        "weights_sha256": own.weights_sha256,
         "windows": [list(w) for w in feature_windows(encoder, windows)],
-        "image_size": int(encoder.input_size),
+        "image_size": own.input_size,
     }
     LOG.info(
         "rank %d/%d: %d scans, encoder %s (weights %s), device %s",

@@ -108,15 +108,14 @@ def load_backbone(net: nn.Module, arch: str, path: Path) -> str:
     spec = ARCHS[arch]
     state = dict(tensors_of(read_state(path), path))
     first = _module(net, spec.first_conv).weight
+    assert isinstance(first, torch.Tensor)  # a convolution's kernel
     key = common_prefix(list(state), set(net.state_dict())) + spec.first_conv + ".weight"
     if key in state and state[key].ndim == first.ndim and state[key].shape[1] != first.shape[1]:
         state[key] = adapt_first_conv(state[key], first.shape[1])
     head = _module(net, spec.head)
     _replace(net, spec.head, nn.Identity())
-    net.ignore_prefixes = (spec.head + ".",)  # a checkpoint's own classifier is dropped, not an error
-    try:
-        net.load_state_dict(match_state(net, state, path), strict=True)
+    try:  # a checkpoint's own classifier is dropped, not an error
+        net.load_state_dict(match_state(net, state, path, ignore_prefixes=(spec.head + ".",)), strict=True)
     finally:
-        del net.ignore_prefixes
         _replace(net, spec.head, head)
     return weights_digest(path)

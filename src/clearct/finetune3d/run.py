@@ -25,7 +25,7 @@ from clearct.evaluate.splits import Job
 from clearct.finetune3d.models import ARCHS
 from clearct.finetune3d.store import load_volume_model
 from clearct.finetune3d.train import VolumeItem, predict_volumes, train_volumes, volume_flops
-from clearct.finetune3d.volumes import VolumeCache, VolumePrep
+from clearct.finetune3d.volumes import VolumeCache, VolumePrep, as_grid, as_spacing
 from clearct.io import read_scans_table
 from clearct.io.tables import LabelTable
 from clearct.modeling.cv_runner import (
@@ -48,8 +48,8 @@ LOG = logging.getLogger("clearct")
 
 def prep_from(cfg: Finetune3dConfig) -> VolumePrep:
     windows = tuple((w.name, w.lo, w.hi) for w in parse_windows(cfg.windows))
-    spacing = None if cfg.spacing is None else tuple(float(s) for s in cfg.spacing)
-    return VolumePrep(tuple(int(g) for g in cfg.grid), spacing, windows, float(cfg.body_hu))
+    spacing = None if cfg.spacing is None else as_spacing(cfg.spacing)
+    return VolumePrep(as_grid(cfg.grid), spacing, windows, float(cfg.body_hu))
 
 
 def volume_settings(cfg: Finetune3dConfig) -> VolumeTraining:
@@ -63,7 +63,10 @@ def volume_settings(cfg: Finetune3dConfig) -> VolumeTraining:
 def labelled_volume_items(scans: Path, labels: LabelTable | None, spec: TaskSpec | None, *, issues: Issues,
                           labels_path: Path | None = None) -> tuple[list[VolumeItem], LabelJoin | None]:
     """The scans of scans.csv joined with their label rows (no volume read yet); ``labels=None``: unlabelled."""
-    join = LabelJoin(labels, spec, labels_path, issues, noun="scan", kind="scans") if labels is not None else None
+    join = None
+    if labels is not None:
+        assert spec is not None, "a label table is read for a task"
+        join = LabelJoin(labels, spec, labels_path, issues, noun="scan", kind="scans")
     items = []
     for r in read_scans_table(scans):
         y = np.zeros(0, np.float32) if join is None else join.label(r.scan_id, r.patient_id)
@@ -77,7 +80,7 @@ def load_volume_items(scans: Path, labels: LabelTable | None, spec: TaskSpec | N
     """The labelled scans of ``scans`` with their grids loaded (read once, then from the cache). Scans without
     a label row, label rows without a scan, unknown label values and unreadable scans are one issue line each."""
     items, join = labelled_volume_items(scans, labels, spec, issues=issues, labels_path=labels_path)
-    broken = set()
+    broken: set[str] = set()
     loaded = []
     for item, grid in VolumeCache(cache_dir, prep).load(items, workers=workers):
         if isinstance(grid, Exception):
@@ -134,7 +137,7 @@ def run_finetune3d(cfg: Finetune3dConfig) -> int:
     by_patient = group_by_patient(items)
     splits = choose_splits(cfg, out, labels, spec, by_patient, issues)
 
-    def fit(job: Job, i: int) -> Fitted:
+    def fit(job: Job, i: int) -> Fitted[VolumeItem]:
         net, meta = fit_volume_job(job, by_patient, spec, settings, prep, seed=cfg.seed + i, device=device,
                                    folder=out / job.name, resume=cfg.resume, weights=cfg.weights)
         job_spec = TaskSpec.from_json(meta["task"])

@@ -38,17 +38,24 @@ class VolumeItem:
     y: np.ndarray
     hu: np.ndarray | None = None  # (z, y, x) int16 on the VolumePrep grid
 
+    @property
+    def grid(self) -> np.ndarray:
+        """``hu`` once loaded (load_volume_items loads every item it returns)."""
+        assert self.hu is not None, f"{self.scan_id}: grid not loaded"
+        return self.hu
+
 
 def batch_input(items: Sequence[VolumeItem], prep: VolumePrep, device: torch.device,
                 rng: np.random.Generator | None = None) -> torch.Tensor:
     """(B, C, z, y, x) float input; augmented when ``rng`` is given (training)."""
-    hu = torch.from_numpy(np.stack([it.hu for it in items]))
+    hu = torch.from_numpy(np.stack([it.grid for it in items]))
     if rng is not None:
         hu = augment(hu, rng, shift=[max(1, g // 16) for g in prep.grid])
     return channels(hu.to(device), prep.windows)
 
 
 def new_net(spec: TaskSpec, prep: VolumePrep, s: VolumeTraining) -> torch.nn.Module:
+    assert s.width is not None, "volume_settings fills the width"
     return build_net(s.arch, len(prep.windows), spec.n_out, s.width)
 
 

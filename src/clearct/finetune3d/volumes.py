@@ -20,6 +20,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -49,7 +50,7 @@ class VolumePrep:
     @classmethod
     def from_json(cls, d: dict) -> VolumePrep:
         spacing = d.get("spacing_mm")
-        return cls(tuple(int(g) for g in d["grid"]), None if spacing is None else tuple(float(s) for s in spacing),
+        return cls(as_grid(d["grid"]), None if spacing is None else as_spacing(spacing),
                    tuple((str(n), float(lo), float(hi)) for n, lo, hi in d["windows"]), float(d["body_hu"]))
 
     @property
@@ -59,19 +60,31 @@ class VolumePrep:
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
+def as_grid(sizes: Sequence[int]) -> tuple[int, int, int]:
+    """(z, y, x) voxel counts; ValueError unless there are three."""
+    z, y, x = sizes
+    return int(z), int(y), int(x)
+
+
+def as_spacing(spacing: Sequence[float]) -> tuple[float, float, float]:
+    """(z, y, x) mm; ValueError unless there are three."""
+    z, y, x = spacing
+    return float(z), float(y), float(x)
+
+
 def body_box(hu: np.ndarray, body_hu: float) -> tuple[np.ndarray, np.ndarray]:
     """Centre and extent (in voxels, per axis z, y, x) of the voxels above ``body_hu``; the whole scan when none."""
     mask = hu > body_hu
     shape = np.array(hu.shape, np.float64)
     if not mask.any():
         return (shape - 1) / 2, shape
-    lo, hi = [], []
+    first, last = [], []
     for axis in range(3):
         counts = mask.sum(axis=tuple(a for a in range(3) if a != axis))
         cdf = np.cumsum(counts) / counts.sum()
-        lo.append(np.searchsorted(cdf, 0.005))
-        hi.append(np.searchsorted(cdf, 0.995))
-    lo, hi = np.array(lo, np.float64), np.array(hi, np.float64)
+        first.append(np.searchsorted(cdf, 0.005))
+        last.append(np.searchsorted(cdf, 0.995))
+    lo, hi = np.array(first, np.float64), np.array(last, np.float64)
     return (lo + hi) / 2, hi - lo + 1
 
 
@@ -128,6 +141,16 @@ def augment(hu: torch.Tensor, rng: np.random.Generator, *, shift: Sequence[int],
     return out
 
 
+class ScanRef(Protocol):
+    """What the cache needs of an item: its scan id and path."""
+
+    scan_id: str
+    path: Path
+
+
+ScanT = TypeVar("ScanT", bound=ScanRef)
+
+
 class VolumeCache:
     """Grids of a cohort's scans: in memory for the run, and on disk (``<folder>/<cache_key>/``) for later runs
     and other tasks on the same cohort. A file name carries the scan id and a hash of its path."""
@@ -140,7 +163,7 @@ class VolumeCache:
         tag = hashlib.sha1(str(path).encode()).hexdigest()[:8]
         return self.folder / f"{scan_id}-{tag}.npy"
 
-    def load(self, items: Sequence, *, workers: int = 2) -> list[tuple[object, np.ndarray | Exception]]:
+    def load(self, items: Sequence[ScanT], *, workers: int = 2) -> list[tuple[ScanT, np.ndarray | Exception]]:
         """``(item, grid or the exception that stopped it)`` for every item (``item.scan_id``, ``item.path``)."""
         from clearct.common.prefetch import read_ahead
         from clearct.io import read_ct
@@ -148,7 +171,7 @@ class VolumeCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         expected = tuple(self.prep.grid)
 
-        def one(item) -> np.ndarray:
+        def one(item: ScanT) -> np.ndarray:
             f = self.file(item.scan_id, item.path)
             if f.is_file():
                 try:

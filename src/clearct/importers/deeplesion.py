@@ -135,8 +135,8 @@ def import_deeplesion(root: Path | str, *, mapping: Path | None = None, unlabell
                 continue
             if size is None:
                 size = _slice_size(path / f"{int(key):03d}.png", folder, result)  # one size per folder
-                unreadable = size is None
-                if unreadable:
+                if size is None:
+                    unreadable = True
                     break
             if box[2] > size[0] or box[3] > size[1]:
                 result.drop("lesions with a box outside the slice", examples=[f"{folder}/{key}"])

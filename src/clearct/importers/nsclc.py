@@ -158,13 +158,15 @@ def import_nsclc(root: Path | str, *, mapping: Path | None = None, clinical: Pat
         if raw and not group:
             result.notes.append(f"{pid}: stage {raw!r} not understood (stage_high left empty)")
         time, event = _number(row[cols["survival_days"]]), _number(row[cols["event"]])
-        survival_ok = time is not None and time >= 0 and event in (0.0, 1.0)
+        survival: dict[str, Any] = {"survival_days": "", "event": ""}
+        if time is not None and time >= 0 and event in (0.0, 1.0):
+            survival = {"survival_days": f"{time:g}", "event": int(event)}
         labels.append({
             "patient_id": pid, "stage_high": int(group in high) if group else "", "stage_group": group,
             "has_stage": int(bool(group)), "stage": raw,
             **{k: "" if row[cols[k]].lower() in _MISSING else row[cols[k]] for k in ("t_stage", "n_stage", "m_stage",
                                                                                        "histology")},
-            "survival_days": f"{time:g}" if survival_ok else "", "event": int(event) if survival_ok else "",
+            **survival,
         })
     no_clinical = sorted(set(by_patient) - clinical_ids)
     if no_clinical:

@@ -48,7 +48,7 @@ _SPLITS = {"train": "train", "valid": "val", "test": "test"}
 
 def _targets(cfg: dict[str, Any], mapping: Path | None) -> dict[str, tuple[set[str], set[str] | None]]:
     """target → (source abnormalities, allowed locations or None for all)."""
-    out = {}
+    out: dict[str, tuple[set[str], set[str] | None]] = {}
     for target, spec in (cfg["targets"] or {}).items():
         if isinstance(spec, str):
             spec = [spec]
@@ -66,8 +66,11 @@ def _targets(cfg: dict[str, Any], mapping: Path | None) -> dict[str, tuple[set[s
 
 
 def _label_files(root: Path) -> list[tuple[str, Path]]:
-    found = sorted(p for p in root.rglob("img*_Abnormality_and_Location_Labels.csv") if _LABEL_FILE.match(p.name))
-    return [(_SPLITS[_LABEL_FILE.match(p.name).group(1)], p) for p in found]
+    found = []
+    for p in sorted(root.rglob("img*_Abnormality_and_Location_Labels.csv")):
+        if m := _LABEL_FILE.match(p.name):
+            found.append((_SPLITS[m.group(1)], p))
+    return found
 
 
 def _patients(root: Path, result: ImportResult) -> dict[str, str]:

@@ -14,6 +14,7 @@ from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.common.runs import start_run
+from clearct.config import AttentionConfig
 from clearct.evaluate.tables import write_csv
 from clearct.inference.ensembles import load_mil_models
 from clearct.io import read_ct
@@ -43,7 +44,7 @@ def check_encoder(ensemble: Ensemble, encoder: dict, where: Path) -> None:
                            f"{want_size} px", where)
 
 
-def run_attention(cfg) -> int:
+def run_attention(cfg: AttentionConfig) -> int:
     out = start_run(cfg.out, "attention", cfg)
     ensemble = load_mil_models(cfg.model, "attention", resolve_device(cfg.device))
     issues = Issues()

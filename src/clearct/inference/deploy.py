@@ -5,6 +5,7 @@ deployment patients were in training."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -14,19 +15,24 @@ from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.common.runs import start_run
+from clearct.config import DeployConfig
 from clearct.evaluate.tables import write_csv
 from clearct.finetune3d.run import load_volume_items
+from clearct.finetune3d.store import VolumeEnsemble
 from clearct.inference.attention import attention_rows, check_encoder
 from clearct.inference.ensembles import load_ensemble
-from clearct.io.tables import read_labels_table
+from clearct.io.tables import LabelTable, read_labels_table
 from clearct.mil.data import load_cohort
+from clearct.mil.store import MilEnsemble
 from clearct.modeling.cv_runner import evaluate_and_write, predictions_from, print_table
 
 
-def _cohort(cfg, ensemble, labels, issues: Issues) -> tuple[list, dict, object]:
-    """The external cohort as the ensemble's input: feature bags (MIL) or volumes on the models' grid (3D)."""
+def _cohort(cfg: DeployConfig, ensemble: MilEnsemble | VolumeEnsemble, labels: LabelTable,
+            issues: Issues) -> tuple[list, dict, Path]:
+    """The external cohort as the ensemble's input: feature bags (MIL) or volumes on the models' grid (3D);
+    with the encoder the features came from and the cohort's path."""
     spec = ensemble.spec
-    if ensemble.kind == "finetune3d":
+    if isinstance(ensemble, VolumeEnsemble):  # kind "finetune3d"
         if cfg.scans is None:
             raise ClearctError("holds finetune3d models: deploy them with --scans scans.csv of the external cohort",
                                cfg.model)
@@ -41,7 +47,7 @@ def _cohort(cfg, ensemble, labels, issues: Issues) -> tuple[list, dict, object]:
     return cohort.bags, cohort.encoder, cfg.features
 
 
-def run_deploy(cfg) -> int:
+def run_deploy(cfg: DeployConfig) -> int:
     out = start_run(cfg.out, "deploy", cfg)
     ensemble = load_ensemble(cfg.model, resolve_device(cfg.device))
     spec = ensemble.spec

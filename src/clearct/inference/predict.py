@@ -25,9 +25,11 @@ from clearct.common.atomic import atomic_write_text
 from clearct.common.device import resolve_device
 from clearct.common.failures import Failures
 from clearct.common.runs import start_run
+from clearct.config import PredictConfig
 from clearct.encoders import create_encoder
 from clearct.encoders.embed import embed_volume, prepare_encoder
 from clearct.encoders.random_init import check_baseline_weights, random_init_warning
+from clearct.encoders.registry import encoder_info
 from clearct.evaluate.tables import write_csv
 from clearct.inference.attention import attention_rows, check_encoder
 from clearct.inference.ensembles import load_mil_models
@@ -42,7 +44,7 @@ from clearct.report.attention import attention_figure
 class Predictor:
     """What every scan of a predict run shares: the ensemble, the encoder and its windows."""
 
-    cfg: object
+    cfg: PredictConfig
     ensemble: MilEnsemble
     encoder: torch.nn.Module
     windows: list
@@ -63,7 +65,7 @@ class Predictor:
         spec = ensemble.spec
         names = spec.output_names
         thresholds = ensemble.thresholds
-        calls = {}
+        calls: dict[str, bool | str] = {}
         if spec.kind in ("multilabel", "binary"):
             calls = {n: bool(scores[0, j] >= thresholds[j]) for j, n in enumerate(names)}
         elif spec.kind == "multiclass":
@@ -93,7 +95,7 @@ def _is_table(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() == ".csv"
 
 
-def run_predict(cfg) -> int:
+def run_predict(cfg: PredictConfig) -> int:
     check_baseline_weights(cfg.encoder, cfg.weights, cfg.random_init)
     out = start_run(cfg.out, "predict", cfg)
     device = resolve_device(cfg.device)
@@ -103,8 +105,9 @@ def run_predict(cfg) -> int:
     encoder = prepare_encoder(create_encoder(cfg.encoder, weights=cfg.weights, image_size=size,
                                              allow_resize=True).to(device).eval())
     # before any scan is read: features of another encoder than the models' would be meaningless
-    check_encoder(ensemble, {"encoder": encoder.encoder_name, "weights_sha256": encoder.weights_sha256,
-                             "image_size": encoder.input_size}, cfg.model)
+    own = encoder_info(encoder)
+    check_encoder(ensemble, {"encoder": own.encoder_name, "weights_sha256": own.weights_sha256,
+                             "image_size": own.input_size}, cfg.model)
     warning = random_init_warning(encoder, "predict")
     windows = [Window(str(n), float(lo), float(hi)) for n, lo, hi in ensemble.windows]
     predictor = Predictor(cfg, ensemble, encoder, windows, device, [warning] if warning else [])

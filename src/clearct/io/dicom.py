@@ -12,9 +12,10 @@ RLE …) decode through pydicom's pixel handlers and the pylibjpeg plugins. Only
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 import pydicom
@@ -56,6 +57,22 @@ class Frame:
     @property
     def name(self) -> str:
         return self.path.name if self.index is None else f"{self.path.name}[frame {self.index}]"
+
+    # The geometry once fill_geometry has run: it fills every None or refuses the series.
+    @property
+    def ipp(self) -> np.ndarray:
+        assert self.position is not None, "fill_geometry places every frame"
+        return self.position
+
+    @property
+    def iop(self) -> np.ndarray:
+        assert self.orientation is not None, "fill_geometry orients every frame"
+        return self.orientation
+
+    @property
+    def spacing(self) -> tuple[float, float]:
+        assert self.pixel_spacing is not None, "fill_geometry gives every frame a pixel spacing"
+        return self.pixel_spacing
 
 
 @dataclass
@@ -136,7 +153,7 @@ def frames_of(path: Path, ds: Dataset) -> list[Frame]:
     return frames
 
 
-def _distinct(values: list[float | None]) -> bool:
+def _distinct(values: Sequence[float | None]) -> TypeGuard[Sequence[float]]:
     return None not in values and len(set(values)) == len(values)
 
 
@@ -160,20 +177,22 @@ def fill_geometry(frames: list[Frame], where: Path) -> tuple[list[Frame], list[s
         for f in frames:
             f.orientation = AXIAL.copy()
     if not placed:
-        normal = np.cross(frames[0].orientation[:3], frames[0].orientation[3:])
+        normal = np.cross(frames[0].iop[:3], frames[0].iop[3:])
+        locations, instances = [f.slice_location for f in frames], [f.instance for f in frames]
+        along: Sequence[float]
         if len(frames) == 1:
             along = [0.0]
             warnings.append("no ImagePositionPatient: a single slice, placed at z = 0 mm")
-        elif _distinct([f.slice_location for f in frames]):
-            along = [f.slice_location for f in frames]
+        elif _distinct(locations):
+            along = locations
             warnings.append("no ImagePositionPatient: slices ordered and placed by SliceLocation; "
                             "in-plane origin unknown")
-        elif _distinct([f.instance for f in frames]):
+        elif _distinct(instances):
             gap = _single_gap(frames[0].ds)
             if gap is None:
                 gap = 1.0
                 warnings.append("no SpacingBetweenSlices/SliceThickness: z spacing set to 1 mm")
-            rank = np.argsort(np.argsort([f.instance for f in frames]))
+            rank = np.argsort(np.argsort(instances))
             along = list((len(frames) - 1 - rank) * gap)  # instance 1 = most superior
             warnings.append("no ImagePositionPatient or SliceLocation: slices ordered by InstanceNumber, assumed "
                             "to run superior→inferior (the usual acquisition); z direction not verified")
@@ -291,7 +310,7 @@ def to_hu(stored: np.ndarray, frame: Frame) -> np.ndarray:
 
 
 def _normal(frames: list[Frame]) -> np.ndarray:
-    iop = frames[0].orientation
+    iop = frames[0].iop
     return np.cross(iop[:3], iop[3:])
 
 
@@ -305,10 +324,10 @@ def clip_physical(hu: np.ndarray) -> dict[str, int]:
 
 def sort_frames(frames: list[Frame], where: Path) -> tuple[list[Frame], np.ndarray]:
     """Frames sorted along the slice normal and their positions along it (mm); duplicates are an error."""
-    iop = frames[0].orientation
-    if any(not np.allclose(f.orientation, iop, atol=1e-3) for f in frames):
+    iop = frames[0].iop
+    if any(not np.allclose(f.iop, iop, atol=1e-3) for f in frames):
         raise ClearctError("slices of the series have different ImageOrientationPatient", where)
-    dist = np.array([f.position @ _normal(frames) for f in frames])
+    dist = np.array([f.ipp @ _normal(frames) for f in frames])
     order = np.argsort(dist, kind="stable")
     frames, dist = [frames[i] for i in order], dist[order]
     dup = np.flatnonzero(np.diff(dist) < _DUPLICATE_MM)
@@ -334,7 +353,7 @@ def geometry_warnings(frames: list[Frame], dist: np.ndarray) -> list[str]:
             f"uneven slice spacing: gaps from {gaps.min():.3f} to {gaps.max():.3f} mm (median {med:.3f}); "
             "z_mm holds the true positions, spacing_mm[0] the median"
         )
-    step = frames[-1].position - frames[0].position
+    step = frames[-1].ipp - frames[0].ipp
     cos = abs(step @ _normal(frames)) / np.linalg.norm(step)
     tilt = float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
     if tilt > _TILT_DEGREES:
@@ -344,17 +363,17 @@ def geometry_warnings(frames: list[Frame], dist: np.ndarray) -> list[str]:
 
 def _affine(frames: list[Frame], slice_gap: float) -> np.ndarray:
     """LPS affine of the (slice, row, column) array."""
-    iop = frames[0].orientation
-    drow, dcol = frames[0].pixel_spacing
+    iop = frames[0].iop
+    drow, dcol = frames[0].spacing
     if len(frames) > 1:
-        step = (frames[-1].position - frames[0].position) / (len(frames) - 1)
+        step = (frames[-1].ipp - frames[0].ipp) / (len(frames) - 1)
     else:
         step = np.cross(iop[:3], iop[3:]) * slice_gap
     affine = np.eye(4)
     affine[:3, 0] = step
     affine[:3, 1] = iop[3:] * drow  # down the rows
     affine[:3, 2] = iop[:3] * dcol  # along a row
-    affine[:3, 3] = frames[0].position
+    affine[:3, 3] = frames[0].ipp
     return affine
 
 
@@ -437,16 +456,16 @@ def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
     stacked = np.stack(slices)
     clipped = clip_physical(stacked)
     oriented = to_contract(stacked, _affine(frames, gap))
-    spacing = list(oriented.spacing_mm)
+    spacing = oriented.spacing_mm
     z_mm = oriented.slice_z_mm()
     axis, flipped = oriented.input_axis_to_z()
     if axis == 0:  # an axial series: true slice positions (uneven gaps survive) and the plane spacing
         rows, cols = slices[0].shape
-        iop, (drow, dcol) = frames[0].orientation, frames[0].pixel_spacing
+        iop, (drow, dcol) = frames[0].iop, frames[0].spacing
         centre = iop[3:] * drow * (rows - 1) / 2 + iop[:3] * dcol * (cols - 1) / 2
-        true_z = np.array([f.position[2] for f in frames]) + centre[2]
+        true_z = np.array([f.ipp[2] for f in frames]) + centre[2]
         z_mm = true_z[::-1] if flipped else true_z
-        spacing[0] = gap
+        spacing = (gap, spacing[1], spacing[2])
     meta = {
         "format": "dicom",
         "series_uid": uid,
@@ -459,7 +478,7 @@ def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
     }
     return CTVolume(
         hu=oriented.data,
-        spacing_mm=tuple(spacing),
+        spacing_mm=spacing,
         z_mm=z_mm,
         scan_id=path.stem if path.is_file() else path.name,
         source=str(path),

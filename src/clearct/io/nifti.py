@@ -6,6 +6,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import SpatialImage
 
 from clearct.common.errors import ClearctError
 from clearct.io.orient import LPS_TO_RAS, to_contract
@@ -37,6 +38,8 @@ def read_nifti(path: Path | str) -> CTVolume:
     path = Path(path)
     try:
         img = nib.load(path)
+        if not isinstance(img, SpatialImage):  # a file nibabel reads that holds no voxel grid (e.g. CIFTI-2)
+            raise TypeError(f"{type(img).__name__} holds no volume")
         values = np.asanyarray(img.dataobj)
     except Exception as exc:
         raise ClearctError(f"not a readable NIfTI file: {type(exc).__name__}: {exc}", path) from exc

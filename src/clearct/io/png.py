@@ -118,9 +118,8 @@ def _read_slice(path: Path, mapping: PngValues) -> np.ndarray:
     try:
         with Image.open(path) as img:
             top = 255 if img.mode in _EIGHT_BIT else 65535
-            if img.mode in ("1", "P"):
-                img = img.convert("RGB" if img.mode == "P" else "L")
-            values = np.asarray(img)
+            plain = img.convert("RGB" if img.mode == "P" else "L") if img.mode in ("1", "P") else img
+            values = np.asarray(plain)
     except Exception as exc:
         raise ClearctError(f"not a readable PNG: {type(exc).__name__}: {exc}", path) from exc
     if values.ndim == 3:  # grey stored as RGB(A) / LA: every colour channel must agree

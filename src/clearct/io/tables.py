@@ -126,8 +126,9 @@ def read_lesions_table(path: str | Path) -> list[LesionBox]:
     boxes, bad = [], []
     for i, r in enumerate(rows):
         try:
+            x1, y1, x2, y2 = (float(r[k]) for k in ("x1", "y1", "x2", "y2"))
             box = LesionBox(
-                r["scan_id"], int(r["slice_index"]), *(float(r[k]) for k in ("x1", "y1", "x2", "y2")), r["label"],
+                r["scan_id"], int(r["slice_index"]), x1, y1, x2, y2, r["label"],
                 _optional_int(r.get("slice_first")), _optional_int(r.get("slice_last")),
             )
         except ValueError:

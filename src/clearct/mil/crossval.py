@@ -87,7 +87,7 @@ def run_crossval(cfg: CrossvalConfig) -> int:
     splits = choose_splits(cfg, out, labels, spec, by_patient, issues)
     settings = training_of(cfg)
 
-    def fit(job: Job, i: int) -> Fitted:
+    def fit(job: Job, i: int) -> Fitted[Bag]:
         model, meta = fit_job(job, by_patient, spec, settings, cohort, seed=cfg.seed + i, device=device,
                               folder=out / job.name, resume=cfg.resume)
         job_spec = TaskSpec.from_json(meta["task"])

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -84,9 +85,12 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
     files = sorted(features.glob("*.h5")) if features.is_dir() else []
     if not files:
         raise ClearctError("no <scan_id>.h5 feature files found", features)
-    join = LabelJoin(labels, spec, labels_path, issues, noun="feature file", kind="features") if labels is not None else None
+    join = None
+    if labels is not None:
+        assert spec is not None, "a label table is read for a task"
+        join = LabelJoin(labels, spec, labels_path, issues, noun="feature file", kind="features")
     bags: list[Bag] = []
-    first = None
+    first: tuple[int, list[list], dict[str, Any], Path] | None = None  # embed_dim, windows, encoder, file
     broken: set[str] = set()  # stems of files already reported (their label rows are not reported again)
     for path in tqdm(files, desc="reading features", unit="scan", leave=False):
         try:
@@ -110,7 +114,8 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
             issues.add("empty_bag", f"{path}: empty bag (0 instances); scan left out", item=f.scan_id, path=path)
             broken.update((path.stem, f.patient_id))
             continue
-        meta = {"encoder": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size}
+        meta: dict[str, Any] = {"encoder": f.encoder, "weights_sha256": f.weights_sha256,
+                                "image_size": f.image_size}
         if first is None:
             first = (f.embed_dim, [list(w) for w in f.windows], meta, path)
         elif (f.embed_dim, meta) != (first[0], first[2]):  # one encoder (name and weights) at one size
@@ -126,6 +131,7 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
         join.finish(features, broken)
     if not bags:
         raise ClearctError("no usable scans (see the warnings above)", features)
+    assert first is not None  # set by the first bag
     if first[2]["weights_sha256"] == "random-init":
         from clearct.encoders.random_init import random_features_note
 

@@ -72,6 +72,9 @@ class FeatureScaler(nn.Module):
     first linear layer then starts saturated and the lesion directions barely move under a small learning rate.
     """
 
+    mean: torch.Tensor  # buffers, declared: the type checker would see nn.Module.__getattr__
+    std: torch.Tensor
+
     def __init__(self, dim: int):
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))

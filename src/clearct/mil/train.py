@@ -27,7 +27,7 @@ from clearct.common.device import autocast_for, training_threads
 from clearct.common.training import adamw, run_epochs
 from clearct.config import MilTraining
 from clearct.mil.data import Bag
-from clearct.mil.models import build_model
+from clearct.mil.models import FeatureScaler, build_model
 from clearct.modeling.tasks import LossFn, TaskSpec, scores_from_outputs
 
 LOG = logging.getLogger("clearct")
@@ -60,7 +60,8 @@ def collate(bags: Sequence[Bag], rows: Sequence[np.ndarray | None] | None = None
 def _length_batches(bags: Sequence[Bag], max_instances: int) -> list[list[int]]:
     """Group bags of similar length so padded inference batches stay under ``max_instances`` rows."""
     order = sorted(range(len(bags)), key=lambda i: len(bags[i]))
-    batches, current = [], []
+    batches: list[list[int]] = []
+    current: list[int] = []
     for i in order:
         if current and (len(current) + 1) * len(bags[i]) > max_instances:
             batches.append(current)
@@ -74,8 +75,8 @@ def infer(model: torch.nn.Module, bags: Sequence[Bag], device: torch.device,
           max_instances: int = 32768) -> tuple[torch.Tensor, list[np.ndarray]]:
     """Whole-bag forward pass: raw outputs (n, n_out) on the CPU and the attention over each bag's instances."""
     model.eval()
-    outs: list[torch.Tensor | None] = [None] * len(bags)
-    attn: list[np.ndarray | None] = [None] * len(bags)
+    outs: dict[int, torch.Tensor] = {}  # by bag index: the batches group bags by length
+    attn: dict[int, np.ndarray] = {}
     for batch in _length_batches(bags, max_instances):
         x, mask, window, _ = collate([bags[i] for i in batch], device=device)
         with autocast_for(device):
@@ -83,7 +84,7 @@ def infer(model: torch.nn.Module, bags: Sequence[Bag], device: torch.device,
         for j, i in enumerate(batch):
             outs[i] = out[j].float().cpu()
             attn[i] = a[j, : len(bags[i])].float().cpu().numpy()
-    return torch.stack(outs), attn
+    return torch.stack([outs[i] for i in range(len(bags))]), [attn[i] for i in range(len(bags))]
 
 
 def predict_scores(model: torch.nn.Module, spec: TaskSpec, bags: Sequence[Bag], device: torch.device,
@@ -108,7 +109,9 @@ def train_model(spec: TaskSpec, loss_fn: LossFn, train: Sequence[Bag], val: Sequ
     rng = np.random.default_rng(seed)
     model = new_model(spec, train[0].feats.shape[1], n_windows, s)
     if s.standardize:
-        model.scaler.fit(b.feats for b in train)
+        scaler = model.scaler
+        assert isinstance(scaler, FeatureScaler), "standardize gives the model a FeatureScaler"
+        scaler.fit(b.feats for b in train)
     model = model.to(device)
     opt = adamw(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     batch = effective_batch_size(len(train), s)

@@ -13,10 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from clearct.common import compute
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
+from clearct.config import CrossvalConfig, Finetune3dConfig
 from clearct.evaluate.metrics import best_f1_threshold
 from clearct.evaluate.plots import roc_pr_figure
 from clearct.evaluate.splits import Job, Splits, make_splits, stratification_matrix
@@ -40,14 +41,17 @@ class Item(Protocol):
     y: np.ndarray
 
 
-def group_by_patient(items: Sequence[Item]) -> dict[str, list[Item]]:
-    by_patient: dict[str, list[Item]] = {}
+ItemT = TypeVar("ItemT", bound=Item)  # a family's item type (a MIL bag, a volume), kept through the runner
+
+
+def group_by_patient(items: Sequence[ItemT]) -> dict[str, list[ItemT]]:
+    by_patient: dict[str, list[ItemT]] = {}
     for it in items:
         by_patient.setdefault(it.patient_id, []).append(it)
     return by_patient
 
 
-def patient_strata(spec: TaskSpec, by_patient: dict[str, list[Item]]) -> tuple[list[str], np.ndarray]:
+def patient_strata(spec: TaskSpec, by_patient: Mapping[str, Sequence[Item]]) -> tuple[list[str], np.ndarray]:
     """Sorted patient ids and the binary matrix the splits stratify on (a patient's label = max over scans)."""
     patients = sorted(by_patient)
     y = np.stack([np.max([it.y for it in by_patient[p]], axis=0) for p in patients])
@@ -63,8 +67,8 @@ def holdout_from_column(labels: LabelTable, column: str, items: Sequence[Item], 
     return sorted({it.patient_id for it in items if key(it) in marked})
 
 
-def choose_splits(cfg: Any, out: Path, labels: LabelTable, spec: TaskSpec, by_patient: dict[str, list[Item]],
-                  issues: Issues) -> Splits:
+def choose_splits(cfg: CrossvalConfig | Finetune3dConfig, out: Path, labels: LabelTable, spec: TaskSpec,
+                  by_patient: Mapping[str, Sequence[Item]], issues: Issues) -> Splits:
     """``--splits FILE``, else ``out/splits.json`` on a resumed run, else new stratified splits from ``--seed``;
     saved to ``out/splits.json``. ``cfg`` carries the validation fields shared by crossval and finetune3d."""
     patients, strat = patient_strata(spec, by_patient)
@@ -118,9 +122,9 @@ class JobResult:
     extra: Any = None
 
 
-def fit_measured(job: Job, spec: TaskSpec, train: Sequence[Item], val: Sequence[Item], *,
+def fit_measured(job: Job, spec: TaskSpec, train: Sequence[ItemT], val: Sequence[ItemT], *,
                  train_fn: Callable[[TaskSpec, Any], tuple[Any, list[dict], Any]],
-                 predict_fn: Callable[[Any, TaskSpec, Sequence[Item]], np.ndarray],
+                 predict_fn: Callable[[Any, TaskSpec, Sequence[ItemT]], np.ndarray],
                  flops_fn: Callable[[Any], tuple[int, int]], regression_loss: str = "l1") -> JobResult:
     """What every family's job fit shares: the task copy with its label normalisation and loss weights from the
     training labels, the measured training (``train_fn(job_spec, loss_fn)`` → model, history, extra), the F1
@@ -152,7 +156,7 @@ def validation_thresholds(spec: TaskSpec, y_val: np.ndarray, s_val: np.ndarray) 
 
 
 @dataclass
-class Fitted:
+class Fitted(Generic[ItemT]):
     """A trained (or reloaded) model of one job, as the driver needs it.
 
     ``flops``/``steps``: estimate of the training and validation passes (None when reloaded); ``item_flops``: one
@@ -160,7 +164,7 @@ class Fitted:
     a reloaded model was trained.
     """
 
-    predict: Callable[[Sequence[Item]], np.ndarray]
+    predict: Callable[[Sequence[ItemT]], np.ndarray]
     thresholds: np.ndarray
     flops: int | None = None
     steps: int | None = None
@@ -169,7 +173,7 @@ class Fitted:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_meta(cls, predict: Callable[[Sequence[Item]], np.ndarray], meta: dict) -> Fitted:
+    def from_meta(cls, predict: Callable[[Sequence[ItemT]], np.ndarray], meta: dict) -> Fitted[ItemT]:
         """From a saved model's ``model.json``: its thresholds and the compute record of its training (that
         record is the job's cost only when the model was trained now, not reloaded)."""
         used, reused = meta.get("compute", {}), bool(meta.get("reused", False))
@@ -178,8 +182,8 @@ class Fitted:
                    trained=used if reused else None)
 
 
-def cross_predict(out: Path, splits: Splits, by_patient: dict[str, list[Item]], spec: TaskSpec,
-                  fit: Callable[[Job, int], Fitted]) -> dict[str, Predictions]:
+def cross_predict(out: Path, splits: Splits, by_patient: Mapping[str, Sequence[ItemT]], spec: TaskSpec,
+                  fit: Callable[[Job, int], Fitted[ItemT]]) -> dict[str, Predictions]:
     """Fit every job (``fit(job, index)``), each in a compute stage; return the ``cv`` (and ``holdout``) sets."""
     holdout = [it for p in splits.holdout for it in by_patient[p]]
     cv_scores: dict[int, list[np.ndarray]] = {}
@@ -242,8 +246,8 @@ def evaluate_and_write(out: Path, sets: dict[str, Predictions], *, n_boot: int, 
     return metric_rows
 
 
-def finish_cross_validation(command: str, cfg: Any, out: Path, sets: dict[str, Predictions], summary: dict, issues: Issues,
-                    device: Any) -> int:
+def finish_cross_validation(command: str, cfg: CrossvalConfig | Finetune3dConfig, out: Path,
+                            sets: dict[str, Predictions], summary: dict, issues: Issues, device: Any) -> int:
     """The end of a cross-validation command: metrics and plots, summary.json (``summary`` + the issue counts and
     warnings), compute.json, the table, one line on stdout and failures.csv; returns the command's exit code (1 when
     an input was broken)."""

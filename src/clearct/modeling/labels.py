@@ -4,7 +4,7 @@ keyed by. Every problem of the join is one issue line (:class:`clearct.common.fa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,7 @@ class LabelJoin:
                             f"scan {scan_id} left out", item=scan_id, path=self.path)
             return None
 
-    def finish(self, source: Path, broken: set[str] = frozenset()) -> None:
+    def finish(self, source: Path, broken: Set[str] = frozenset()) -> None:
         """Report the scans without a label row and the label rows without a scan in ``source`` (ids in
         ``broken`` belong to scans already reported as unreadable)."""
         kind = self.kind

@@ -6,13 +6,14 @@ import torch
 import torch.nn.functional as F
 
 
-def weighted_bce(logits: torch.Tensor, y: torch.Tensor, pos_weight: torch.Tensor) -> torch.Tensor:
-    """Multi-label BCE; ``pos_weight`` (T,) = n_negative / n_positive per target on the training part."""
+def weighted_bce(logits: torch.Tensor, y: torch.Tensor, pos_weight: torch.Tensor | None) -> torch.Tensor:
+    """Multi-label BCE; ``pos_weight`` (T,) = n_negative / n_positive per target on the training part (None:
+    unweighted)."""
     return F.binary_cross_entropy_with_logits(logits, y, pos_weight=pos_weight)
 
 
-def weighted_ce(logits: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy with class weights (binary and multi-class); ``y`` holds class indices."""
+def weighted_ce(logits: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor | None) -> torch.Tensor:
+    """Cross-entropy with class weights (None: unweighted), binary or multi-class; ``y``: class indices."""
     return F.cross_entropy(logits, y.long(), weight=class_weight)
 
 

@@ -101,7 +101,9 @@ def build_cache(
     """Cache every scan of ``records`` in ``root`` (reusing valid entries); a scan that fails gets one line (on the
     terminal when ``progress``, always in the log) and is skipped."""
     if reader is None:
-        from clearct.io import read_ct as reader
+        from clearct.io import read_ct
+
+        reader = read_ct
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     scans, failures = [], Failures("pretrain", shown=SHOWN if progress else 0)

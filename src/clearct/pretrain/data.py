@@ -47,8 +47,10 @@ class PretrainSlices(Dataset):
         rng = np.random.default_rng([self.seed, epoch, position, row])
         hu = self.cache.slice(int(self.index.scan[row]), int(self.index.z[row]))
         if self.mode == "supervised":
+            targets = self.index.targets
+            assert targets is not None  # checked in __init__
             x1, x2 = make_views(hu, self.spec, rng, full_slice=True)
-            return x1, x2, torch.from_numpy(self.index.targets[row])
+            return x1, x2, torch.from_numpy(targets[row])
         boxes = self.index.boxes.get(row) if self.mode == "lecl" else None
         box = boxes[int(rng.integers(len(boxes)))] if boxes else None
         x1, x2 = make_views(hu, self.spec, rng, box)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -88,24 +89,30 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         mean = _all_reduce_sum(xf.sum(dims)) / count
         var = _all_reduce_sum(((xf - mean.view(shape)) ** 2).sum(dims)) / count
         if self.track_running_stats:
+            # present whenever track_running_stats is on
+            tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+            assert tracked is not None and running_mean is not None and running_var is not None
             with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                rate = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), rate)
+                tracked.add_(1)
+                rate = self.momentum if self.momentum is not None else 1.0 / float(tracked)
+                running_mean.lerp_(mean.detach().to(running_mean.dtype), rate)
                 unbiased = var.detach() * count / (count - 1)
-                self.running_var.lerp_(unbiased.to(self.running_var.dtype), rate)
+                running_var.lerp_(unbiased.to(running_var.dtype), rate)
         y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:
             y = y * self.weight.view(shape) + self.bias.view(shape)
         return y.to(x.dtype)
 
 
-def convert_global_batchnorm(module: nn.Module) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def convert_global_batchnorm(module: M) -> M:
     """Replace every BatchNorm in ``module`` (in place, recursively) by :class:`GlobalBatchNorm`, keeping state."""
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, GlobalBatchNorm):
             ref = child.running_mean if child.running_mean is not None else child.weight
-            factory = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+            factory: dict[str, Any] = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
             new = GlobalBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
                                   child.track_running_stats, **factory)
             new.load_state_dict(child.state_dict())

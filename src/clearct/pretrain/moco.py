@@ -9,6 +9,7 @@ updated before the keys are computed) and runs without gradients.
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def update_momentum(self, m: float) -> None:
-        online = [*self.trunk.parameters(), *self.projector.parameters()]
+        online: list[torch.Tensor] = [*self.trunk.parameters(), *self.projector.parameters()]
         target = list(self._momentum_params())
         torch._foreach_mul_(target, m)
         torch._foreach_add_(target, online, alpha=1.0 - m)
@@ -80,7 +81,7 @@ class MoCo(nn.Module):
             k2 = gather_keys(self.momentum_projector(self.momentum_trunk(x2)))
             mask = None if lesion is None else gather_keys(lesion.to(k1.device, torch.uint8)).bool()
         offset = torch.distributed.get_rank() * x1.shape[0] if is_distributed() else 0
-        kw = {"tau": self.tau, "lesion_mask": mask, "lam": lam, "variant": variant,
+        kw: dict[str, Any] = {"tau": self.tau, "lesion_mask": mask, "lam": lam, "variant": variant,
               "include_own_positive": include_own_positive, "offset": offset}
         # the loss in (at least) fp32 even under bf16 autocast
         with torch.autocast(x1.device.type, enabled=False):

@@ -28,6 +28,8 @@ def positive_weights(targets: torch.Tensor, cap: float = 10.0) -> torch.Tensor:
 class SliceClassifier(nn.Module):
     """``trunk`` + one linear layer; called like :class:`~clearct.pretrain.moco.MoCo` by the training loop."""
 
+    pos_weight: torch.Tensor  # a buffer, declared: the type checker would see nn.Module.__getattr__
+
     def __init__(self, trunk: nn.Module, embed_dim: int, num_labels: int, pos_weight: torch.Tensor):
         super().__init__()
         self.trunk = trunk

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from clearct import __version__
@@ -29,6 +30,9 @@ from clearct.common import compute
 from clearct.common.atomic import atomic_path, remove_leftovers
 from clearct.common.device import autocast_for, channels_last, resolve_device, training_threads
 from clearct.common.errors import ClearctError
+from clearct.config import PretrainConfig
+from clearct.encoders.registry import encoder_info
+from clearct.pretrain.cache import SliceIndex
 from clearct.pretrain.distributed import DistInfo, convert_global_batchnorm, init_distributed, is_distributed
 from clearct.pretrain.losses import Variant
 from clearct.pretrain.moco import MoCo
@@ -54,23 +58,28 @@ class LossSpec:
 
 def build_moco(trunk: nn.Module, *, dim: int, mlp_dim: int, tau: float, distributed: bool) -> MoCo:
     """MoCo v3 around ``trunk``; under torchrun every BatchNorm uses the statistics of the global batch."""
-    model = MoCo(trunk, int(trunk.embed_dim), dim=dim, mlp_dim=mlp_dim, tau=tau)
+    # any trunk with an int embed_dim (not only a registry encoder); nn.Module types it Tensor | Module
+    model = MoCo(trunk, int(trunk.embed_dim), dim=dim, mlp_dim=mlp_dim, tau=tau)  # type: ignore[arg-type]
     return convert_global_batchnorm(model) if distributed else model
 
 
-def build_model(cfg, trunk: nn.Module, index, *, distributed: bool) -> nn.Module:
+def build_model(cfg: PretrainConfig, trunk: nn.Module, index: SliceIndex, *, distributed: bool) -> nn.Module:
     """The training module of ``cfg.method``: MoCo v3 (moco, lecl) or the supervised slice classifier."""
+    assert cfg.mlp_dim is not None, "resolve_defaults fills it"
     if cfg.method != "supervised":
         return build_moco(trunk, dim=cfg.proj_dim, mlp_dim=cfg.mlp_dim, tau=cfg.tau, distributed=distributed)
     from clearct.pretrain.supervised import SliceClassifier, positive_weights
 
+    assert index.targets is not None and index.annotated is not None, "build_index sets both"
     annotated = torch.from_numpy(index.targets[index.annotated])
-    model = SliceClassifier(trunk, int(trunk.embed_dim), len(index.label_names), positive_weights(annotated))
+    model = SliceClassifier(trunk, encoder_info(trunk).embed_dim, len(index.label_names),
+                            positive_weights(annotated))
     return convert_global_batchnorm(model) if distributed else model
 
 
-def _announce(cfg, data: dict, steps_per_epoch: int) -> None:
+def _announce(cfg: PretrainConfig, data: dict, steps_per_epoch: int) -> None:
     """The resolved recipe, printed at the start (defaults that depend on the cohort are easy to miss)."""
+    assert cfg.batch_size is not None, "resolve_defaults fills it"
     peak = cfg.lr * cfg.batch_size / 256
     line = (f"pretrain: {cfg.method} {cfg.arch} at {cfg.image_size} px on {data['training_slices']} slices "
             f"({data['lesion_slices']} key slices); batch {cfg.batch_size}, {steps_per_epoch} steps/epoch × "
@@ -112,7 +121,9 @@ def train_step(
 
 
 def _rng_state() -> dict:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    legacy = np.random.get_state()
+    assert isinstance(legacy, tuple)  # legacy=True, the default: the tuple form
+    kind, keys, pos, has_gauss, cached = legacy
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": [kind, keys.tolist(), pos, has_gauss, cached]}
     if torch.cuda.is_available():
@@ -129,7 +140,7 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(path: Path, model: MoCo, optimizer: torch.optim.Optimizer, *, epoch: int, step: int,
+def save_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int, step: int,
                     settings: dict) -> None:
     """Everything needed to continue after ``epoch`` completed epochs, written atomically."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step,
@@ -138,7 +149,8 @@ def save_checkpoint(path: Path, model: MoCo, optimizer: torch.optim.Optimizer, *
         torch.save(state, tmp)
 
 
-def load_checkpoint(path: Path, model: MoCo, optimizer: torch.optim.Optimizer, settings: dict) -> tuple[int, int]:
+def load_checkpoint(path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    settings: dict) -> tuple[int, int]:
     """Restore a checkpoint (weights_only); returns (completed epochs, global step)."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -170,7 +182,7 @@ class MetricsLog:
         try:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.tb = SummaryWriter(str(out / "tensorboard"))
+            self.tb: SummaryWriter | None = SummaryWriter(str(out / "tensorboard"))
         except ImportError:
             self.tb = None
 
@@ -194,11 +206,11 @@ def _mean_over_ranks(x: torch.Tensor) -> float:
     return float(x)
 
 
-def _settings(cfg) -> dict:
+def _settings(cfg: PretrainConfig) -> dict:
     return cfg.model_dump(mode="json", include=set(RESUME_KEYS))
 
 
-def _build_data(cfg, out: Path, info: DistInfo, encoder: nn.Module):
+def _build_data(cfg: PretrainConfig, out: Path, info: DistInfo, encoder: nn.Module):
     """Slice cache (built by rank 0, reused by the others), slice index with lesion boxes, dataset, loader.
 
     Returns the windows, the loader, a data summary and ``cfg`` with the size-dependent defaults resolved."""
@@ -224,20 +236,25 @@ def _build_data(cfg, out: Path, info: DistInfo, encoder: nn.Module):
         cache = build_cache(records, cache_dir, reader=partial(read_ct, png_values=cfg.png_values), progress=False)
     index = build_index(cache, lesions, source=cfg.lesions or "")
     if cfg.method == "supervised":
+        assert index.annotated is not None, "build_index sets it"
         rows, emphasis = np.flatnonzero(index.annotated), index.covered_rows
         if not len(emphasis):
             raise ClearctError("--method supervised: no lesion of lesions.csv matches a cached slice", cfg.lesions)
     else:
         rows, emphasis = np.arange(len(index)), index.lesion_rows
-    cfg = resolve_defaults(cfg, slices=len(rows), embed_dim=int(encoder.embed_dim))
+    own = encoder_info(encoder)
+    cfg = resolve_defaults(cfg, slices=len(rows), embed_dim=own.embed_dim)
+    assert cfg.batch_size is not None and cfg.image_size is not None, "resolved above and in run_pretrain"
+    assert cfg.method != "drasclr", "run_pretrain hands DrasCLR to its own trainer"
     if cfg.batch_size % info.world_size:
         raise ClearctError(f"--batch-size {cfg.batch_size} is not divisible by {info.world_size} ranks")
     if len(rows) < cfg.batch_size:
         what = "annotated slices" if cfg.method == "supervised" else "slices"
         raise ClearctError(f"the cohort has {len(rows)} {what}, fewer than one batch of {cfg.batch_size}", cfg.scans)
     spec = ViewSpec(size=cfg.image_size, windows=tuple((w.lo, w.hi) for w in windows), crop_min=cfg.crop_min,
-                    lesion_scale=tuple(cfg.lesion_crop_scale) if cfg.lesion_crop_scale else None,
-                    mean=tuple(encoder.mean), std=tuple(encoder.std))
+                    lesion_scale=None if not cfg.lesion_crop_scale else (cfg.lesion_crop_scale[0],
+                                                                             cfg.lesion_crop_scale[1]),
+                    mean=own.mean, std=own.std)
     dataset = PretrainSlices(cache, index, spec, mode=cfg.method, seed=cfg.seed)
     loader = make_loader(dataset, local_batch=cfg.batch_size // info.world_size, rank=info.rank,
                          world_size=info.world_size, workers=cfg.workers, seed=cfg.seed,
@@ -255,7 +272,7 @@ WARMUP_SHARE = 0.1  # the paper's 10 of 100 epochs: the default warm-up never ta
 PAPER_BATCH = 256
 
 
-def resolve_defaults(cfg, *, slices: int, embed_dim: int):
+def resolve_defaults(cfg: PretrainConfig, *, slices: int, embed_dim: int) -> PretrainConfig:
     """Fill the size-dependent defaults left None: warm-up (the paper's 10 epochs, at most a tenth of the run),
     batch (256, halved until an epoch has ≥ 16 steps, at least 8) and the MoCo head width (16 × the encoder's
     width, at most MoCo v3's 4096). An explicit warm-up that leaves no time at the base learning rate is kept
@@ -277,7 +294,7 @@ def resolve_defaults(cfg, *, slices: int, embed_dim: int):
     return cfg.model_copy(update=update)
 
 
-def run_pretrain(cfg) -> int:
+def run_pretrain(cfg: PretrainConfig) -> int:
     """``clearct pretrain``: MoCo v3, LECL or the supervised ceiling on the slices of ``--scans``; exports the
     (query) trunk to ``--out``."""
     if cfg.method == "drasclr":
@@ -301,7 +318,7 @@ def run_pretrain(cfg) -> int:
         if getattr(encoder, "is_3d", False):
             raise ClearctError(f"--arch {cfg.arch} is a 3D encoder; MoCo v3 / LECL pretrain 2D slice encoders")
         if cfg.image_size is None:
-            cfg = cfg.model_copy(update={"image_size": int(encoder.input_size)})
+            cfg = cfg.model_copy(update={"image_size": encoder_info(encoder).input_size})
         windows, loader, data_summary, cfg, index = _build_data(cfg, out, info, encoder)
         model = channels_last(build_model(cfg, encoder, index, distributed=is_distributed()).to(device))
         _announce(cfg, data_summary, len(loader))
@@ -316,6 +333,7 @@ def run_pretrain(cfg) -> int:
         last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
         with training_threads(device.type == "cpu" and not is_distributed(), LOG.info, "pretrain"):
             loss = _train(cfg, model, optimizer, loader, info, device, out, start_epoch, last, step)
+        assert cfg.batch_size is not None and cfg.image_size is not None, "resolved by _build_data"
         local = cfg.batch_size // info.world_size
         views = torch.zeros(local, 3, cfg.image_size, cfg.image_size, device=device)
         # the extra input of the step: no lesion mask for MoCo/LECL's probe, zero targets for the supervised head
@@ -329,11 +347,11 @@ def run_pretrain(cfg) -> int:
             LOG.info("pretrain: all %d epochs were trained before; %s/encoder.json kept", cfg.epochs, out)
         elif info.is_main and last == cfg.epochs:
             trunk = model.trunk.eval().cpu()
-            extra = {"method": cfg.method, "training": cfg.model_dump(mode="json"), "data": data_summary,
+            about = {"method": cfg.method, "training": cfg.model_dump(mode="json"), "data": data_summary,
                      "epochs_trained": cfg.epochs, "final_loss": loss, "world_size": info.world_size,
                      "clearct_version": __version__}
             save_encoder_run(out, trunk, arch=cfg.arch, windows=[(w.name, w.lo, w.hi) for w in windows],
-                             info=extra)
+                             info=about)
             LOG.info("pretrain: exported the query encoder to %s", out)
         if is_distributed():
             dist.barrier()
@@ -343,8 +361,13 @@ def run_pretrain(cfg) -> int:
     return 1 if data_summary["skipped_scans"] else 0  # scans left out (listed above): the batch rule's exit code
 
 
-def _train(cfg, model, optimizer, loader, info: DistInfo, device, out: Path, start: int, stop: int,
-           step: int) -> float | None:
+def _train(cfg: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
+           info: DistInfo, device: torch.device, out: Path, start: int, stop: int, step: int) -> float | None:
+    from clearct.pretrain.data import EpochSampler
+
+    assert cfg.batch_size is not None and cfg.warmup_epochs is not None, "resolved by _build_data"
+    sampler = loader.sampler
+    assert isinstance(sampler, EpochSampler), "make_loader's sampler"
     net = wrap_ddp(model, device)
     net.train()
     steps_per_epoch = len(loader)
@@ -354,7 +377,7 @@ def _train(cfg, model, optimizer, loader, info: DistInfo, device, out: Path, sta
     uses_extra = cfg.method in ("lecl", "supervised")  # the lesion mask / the slice targets
     last_loss = None
     for epoch in range(start, stop):
-        loader.sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         bar = tqdm(loader, desc=f"pretrain epoch {epoch + 1}/{cfg.epochs}", disable=not info.is_main)
         tick = time.perf_counter()
         for i, (x1, x2, extra) in enumerate(bar):

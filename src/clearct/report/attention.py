@@ -49,14 +49,14 @@ def attention_figure(target: Path, *, title: str, z_mm: np.ndarray, window: np.n
     names = [str(w[0]) for w in windows]
     z_of = dict(zip(slice_index.tolist(), z_mm.tolist()))
     lesion_z = [z_of[s] for s in lesion_slices if s in z_of]
-    top = top_instances(attention, top_k) if hu is not None else np.zeros(0, int)
-    top = [i for i in top if 0 <= slice_index[i] < len(hu)] if hu is not None else []
+    top = [] if hu is None else [i for i in top_instances(attention, top_k) if 0 <= slice_index[i] < len(hu)]
     ncols = max(len(top), 1)
     fig = plt.figure(figsize=(max(8, 1.6 * ncols), 6.2 if top else 3.4))
     grid = fig.add_gridspec(2 if top else 1, ncols, height_ratios=[1.1, 1] if top else [1])
     plot_attention_profile(fig.add_subplot(grid[0, :]), z_mm, window, attention, names, lesion_z)
     fig.axes[0].set_title(title)
     for col, i in enumerate(top):
+        assert hu is not None  # top is empty without the CT
         ax = fig.add_subplot(grid[1, col])
         lo, hi = float(windows[window[i]][1]), float(windows[window[i]][2])
         ax.imshow(window_image(hu[slice_index[i]], lo, hi), cmap="gray", vmin=0, vmax=1)

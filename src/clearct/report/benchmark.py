@@ -11,15 +11,40 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from clearct.common.atomic import atomic_write_text
+from clearct.config import (
+    BenchmarkConfig,
+    CrossvalSettings,
+    Finetune3dSettings,
+    PretrainSettings,
+    SynthSettings,
+)
 from clearct.evaluate.curves import draw_curves
 from clearct.evaluate.efficiency import cost_table
 from clearct.evaluate.plots import plt, save_figure
 from clearct.evaluate.tables import write_csv
 from clearct.report.document import Figure, Report, Table, to_markdown, write_report
 from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
+
+
+class BenchmarkPlanLike(Protocol):
+    """What the report reads of a :class:`clearct.workflows.benchmark.BenchmarkPlan` (report sits below
+    workflows, so it names the plan by its fields)."""
+
+    @property
+    def cfg(self) -> BenchmarkConfig: ...
+    @property
+    def synth(self) -> SynthSettings: ...
+    @property
+    def pretrain(self) -> PretrainSettings: ...
+    @property
+    def crossval(self) -> CrossvalSettings: ...
+    @property
+    def finetune3d(self) -> Finetune3dSettings: ...
+    @property
+    def image_size(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -215,7 +240,7 @@ def curve_sentence(task: str, rows: list[dict]) -> str:
     return text + "."
 
 
-def cost_tables(cfg: Any, compute: dict[str, dict]) -> list[Table]:
+def cost_tables(cfg: BenchmarkConfig, compute: dict[str, dict]) -> list[Table]:
     """The cost of one more task per curve task, as :func:`clearct.evaluate.efficiency.cost_table` renders it."""
     tables = []
     for task, summary in compute.items():
@@ -226,7 +251,7 @@ def cost_tables(cfg: Any, compute: dict[str, dict]) -> list[Table]:
     return tables
 
 
-def add_curves(report: Report, plan: Any, curves: dict, figure: str) -> None:
+def add_curves(report: Report, plan: BenchmarkPlanLike, curves: dict, figure: str) -> None:
     """The "Data efficiency" section: figure, the curve table, one sentence per task and the compute tables."""
     rows, cfg, ft = curves["rows"], plan.cfg, plan.finetune3d
     three_d = (f"3D fine-tune: `{ft.arch}` width {ft.width:g} on a {'×'.join(map(str, ft.grid))} grid, "
@@ -243,7 +268,8 @@ def add_curves(report: Report, plan: Any, curves: dict, figure: str) -> None:
     section.tables += [curve_table(rows), *cost_tables(cfg, curves["compute"])]
 
 
-def build_report(plan: Any, results: dict, machine: dict, figure: str, step_seconds: float) -> Report:
+def build_report(plan: BenchmarkPlanLike, results: dict, machine: dict, figure: str,
+                 step_seconds: float) -> Report:
     """``plan``: the benchmark's resolved settings (:class:`clearct.workflows.benchmark.BenchmarkPlan`)."""
     cfg, synth, pretrain, mil = plan.cfg, plan.synth, plan.pretrain, plan.crossval
     report = Report("clearct benchmark — CLEAR's encoder comparison on synthetic CT")
@@ -273,8 +299,8 @@ def build_report(plan: Any, results: dict, machine: dict, figure: str, step_seco
     return report
 
 
-def write_results(plan: Any, root: Path, results: dict, machine: dict, step_seconds: float = float("nan"),
-                  curves: dict | None = None) -> dict[str, Path]:
+def write_results(plan: BenchmarkPlanLike, root: Path, results: dict, machine: dict,
+                  step_seconds: float = float("nan"), curves: dict | None = None) -> dict[str, Path]:
     """Write ``results/{results.json, tables.md, lambda.png|svg, report.md|html}`` and, with curve rows,
     ``curves.csv`` and ``curves.png|svg``; returns their paths."""
     folder = root / "results"

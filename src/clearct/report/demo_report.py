@@ -8,11 +8,12 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 import numpy as np
 import yaml
 
+from clearct.config import CrossvalSettings, DemoConfig, PretrainSettings, SynthSettings
 from clearct.evaluate.localization import attention_hits
 from clearct.io import read_ct
 from clearct.io.tables import LesionBox, read_labels_table, read_lesions_table, read_scans_table
@@ -28,6 +29,18 @@ from clearct.report.layouts import ARM_TITLES, CONTROL, DEMO_TASKS, DemoLayout
 from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
 
 CHOSEN_EXAMPLES = 3  # scans shown with example slices / attention figures
+
+
+class DemoPlanLike(Protocol):
+    """What the report reads of a :class:`clearct.workflows.demo.DemoPlan` (report sits below workflows, so it
+    names the plan by its fields)."""
+
+    @property
+    def synth(self) -> SynthSettings: ...
+    @property
+    def pretrain(self) -> PretrainSettings: ...
+    @property
+    def crossval(self) -> CrossvalSettings: ...
 
 
 @dataclass
@@ -123,8 +136,8 @@ def learning_verdict(metrics: dict, targets: list[str], control: dict | None = N
                else "; on the external cohort no interval lies above 0.5")
         verdict = (f"LECL: {len(above)} of {len(targets)} locations learned beyond chance (95% CI of the CV AUROC "
                    f"above 0.5): {', '.join(above)}{ext}.")
-    macro = (control or {}).get(("cv", "macro", "auroc"))
-    if macro is None:
+    macro = None if control is None else control.get(("cv", "macro", "auroc"))
+    if control is None or macro is None:
         return verdict
     found = _above_chance(control, "cv", targets)
     return (f"{verdict} Positive control (last columns): the same features with the key-slice rows of every "
@@ -275,7 +288,7 @@ def _training_line(at: DemoLayout, arm: str) -> str:
             + f". Final loss {manifest['info'].get('final_loss') or float('nan'):.4f}.")
 
 
-def build_demo_report(at: DemoLayout, cfg: Any, plan: Any, times: dict) -> Report:
+def build_demo_report(at: DemoLayout, cfg: DemoConfig, plan: DemoPlanLike, times: dict) -> Report:
     """Draw the figures into the demo's ``figures/`` and assemble the report from the stages' outputs. ``cfg`` is
     the demo's config, ``plan`` its resolved settings (:class:`clearct.workflows.demo.DemoPlan`)."""
     targets = list(LOCATIONS)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy.ndimage import gaussian_filter
 
 from clearct.synth import canvas as C
@@ -20,6 +21,8 @@ _Z_KNOTS = np.array([-150.0, 40.0, 180.0, 300.0, 450.0, 600.0, 720.0, 820.0])
 _A_KNOTS = np.array([150.0, 165.0, 158.0, 148.0, 150.0, 156.0, 150.0, 140.0])
 _B_KNOTS = np.array([100.0, 102.0, 98.0, 94.0, 100.0, 102.0, 96.0, 90.0])
 _FAT_KNOTS = np.array([1.0, 1.0, 1.1, 1.2, 0.9, 0.6, 0.5, 0.5])  # relative subcutaneous fat thickness
+
+Spacing = tuple[float, float, float]  # voxel spacing (z, y, x) in mm
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,8 @@ def sample_anatomy(rng: np.random.Generator) -> Anatomy:
     )
 
 
-def smooth_field(rng: np.random.Generator, shape, sigma_mm: float, spacing_zyx) -> np.ndarray:
+def smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_mm: float,
+                 spacing_zyx: Spacing) -> np.ndarray:
     """Spatially correlated Gaussian noise with unit standard deviation (correlation length ``sigma_mm``)."""
     field = gaussian_filter(rng.standard_normal(shape).astype(np.float32),
                             [sigma_mm / s for s in spacing_zyx], mode="nearest")
@@ -210,7 +214,7 @@ def _heart_and_vessels(cv: Canvas, t: Torso, anat: Anatomy) -> None:
     cv.paint(*cv.tube(ivc[1], (t.x0 - 10.0, -0.25 * b, zc), 12.0 * anat.scale, edge=1.0), 135.0, C.GREAT_VESSEL,
              inside=vessels)
     eso = [(t.x0 + 4.0, y_front(zz) - 6.0, zz) for zz in (anat.dome_left - 30.0, anat.lung_apex + 30.0)]
-    cv.paint(*cv.tube(*eso, 7.0, edge=1.0), 45.0, C.MEDIASTINUM, inside=around)
+    cv.paint(*cv.tube(eso[0], eso[1], 7.0, edge=1.0), 45.0, C.MEDIASTINUM, inside=around)
 
 
 def hilum(t: Torso, anat: Anatomy, side: int) -> np.ndarray:
@@ -237,7 +241,8 @@ def _airways_and_lung_vessels(cv: Canvas, t: Torso, anat: Anatomy, rng: np.rando
             _tree(cv, h, np.asarray(direction) / np.linalg.norm(direction), 45.0, 6.0, 4, rng)
 
 
-def _tree(cv: Canvas, start, direction, length, radius, depth, rng) -> None:
+def _tree(cv: Canvas, start: np.ndarray, direction: np.ndarray, length: float, radius: float, depth: int,
+          rng: np.random.Generator) -> None:
     """A branching vessel tree in the lung, with a bronchus beside the first generations."""
     end = start + direction * length
     cv.paint(*cv.tube(start, end, radius, radius * 0.8, edge=0.8), 70.0, C.LUNG_VESSEL, inside=(C.LUNG,))
@@ -254,13 +259,13 @@ def _tree(cv: Canvas, start, direction, length, radius, depth, rng) -> None:
         _tree(cv, end, d / np.linalg.norm(d), length * rng.uniform(0.65, 0.85), radius * 0.62, depth - 1, rng)
 
 
-def _abdomen(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing) -> None:
+def _abdomen(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing) -> None:
     s = anat.scale
     visc = (C.VISCERAL_FAT,)
     zl = anat.dome_right - 85.0
     a_l, b_l = t.at(t.a, zl) - t.wall, t.at(t.b, zl)
     box, w = cv.ellipsoid((t.x0 - 0.38 * a_l, -0.05 * b_l, zl), (0.62 * a_l, 0.85 * b_l, 100.0 * anat.height), 1.5)
-    if box is not None:
+    if w is not None:  # None together with box: the liver misses the grid
         w = w * (cv.coords(box)[2] < t.x0 + 0.3 * a_l)
     cv.paint(box, w, anat.liver_hu, C.LIVER, inside=visc)
     portal = np.array([t.x0 - 0.2 * a_l, -0.1 * b_l, zl + 10.0])
@@ -296,12 +301,12 @@ def _abdomen(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spac
     cv.paint(*cv.ellipsoid((t.x0, -0.45 * t.at(t.b, zb), zb), (42 * s, 34 * s, 35 * s), 1.5), 8.0, C.BLADDER,
              inside=visc)
     rect = [(t.x0, t.at(t.y_vb, zz) - 10.0, zz) for zz in (anat.femoral_heads - 20.0, anat.iliac_crest - 80.0)]
-    cv.paint(*cv.tube(*rect, 15.0, edge=1.0), 40.0, C.BOWEL, inside=visc)
-    cv.paint(*cv.tube(*rect, 9.0, edge=1.0), -700.0, C.BOWEL, inside=(C.BOWEL,))
+    cv.paint(*cv.tube(rect[0], rect[1], 15.0, edge=1.0), 40.0, C.BOWEL, inside=visc)
+    cv.paint(*cv.tube(rect[0], rect[1], 9.0, edge=1.0), -700.0, C.BOWEL, inside=(C.BOWEL,))
     _bowel(cv, t, anat, rng, spacing)
 
 
-def _bowel(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing) -> None:
+def _bowel(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing) -> None:
     """Bowel loops: iso-bands of a smooth random field in the peritoneal fat (walls, fluid and gas)."""
     z, y, x = cv.coords()
     region = (cv.organ == C.VISCERAL_FAT) & (z < anat.dome_left - 70.0) & (z > anat.femoral_heads + 20.0)
@@ -367,7 +372,8 @@ def _ribs(cv: Canvas, t: Torso, anat: Anatomy, r_cav: np.ndarray) -> None:
              C.MARROW)
 
 
-def _bone_tube(cv: Canvas, anat: Anatomy, p0, p1, r0: float, r1: float | None = None) -> None:
+def _bone_tube(cv: Canvas, anat: Anatomy, p0: npt.ArrayLike, p1: npt.ArrayLike, r0: float,
+               r1: float | None = None) -> None:
     r1 = r0 if r1 is None else r1
     cv.paint(*cv.tube(p0, p1, r0, r1, edge=0.8), anat.cortex_hu, C.CORTEX)
     cv.paint(*cv.tube(p0, p1, r0 - 3.0, r1 - 3.0, edge=0.8), anat.marrow_hu, C.MARROW)

@@ -6,9 +6,11 @@ superior. Shapes are rasterised only inside their bounding box, so many small sh
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 # Organ codes of the label volume (uint8). Lesion placement and the tests use them; 0 is air outside the body.
 AIR, SKIN, FAT, MUSCLE, LUNG, AIRWAY, LUNG_VESSEL, HEART, MEDIASTINUM = range(9)
@@ -17,6 +19,8 @@ GREAT_VESSEL, TABLE, CANAL, DISC, EFFUSION, LESION = range(18, 24)
 ORGAN_NAMES = ["air", "skin", "fat", "muscle", "lung", "airway", "lung_vessel", "heart", "mediastinum", "liver", "spleen", "kidney", "bowel", "bladder", "cortex", "marrow", "stomach", "visceral_fat", "great_vessel", "table", "canal", "disc", "effusion", "lesion"]
 
 Box = tuple[slice, slice, slice]
+# A rasterised shape: its index box and weights, or (None, None) when it misses the grid.
+Shape = tuple[Box | None, np.ndarray | None]
 
 
 @dataclass
@@ -52,7 +56,7 @@ class Canvas:
         return tuple(out)  # type: ignore[return-value]
 
     # --- shapes: each returns (box, weight in [0, 1]) with a soft edge of ``edge`` mm -------------------------
-    def ellipsoid(self, center, axes, edge: float = 0.0) -> tuple[Box | None, np.ndarray | None]:
+    def ellipsoid(self, center: npt.ArrayLike, axes: npt.ArrayLike, edge: float = 0.0) -> Shape:
         center, axes = np.asarray(center, float), np.asarray(axes, float)
         box = self.box(center - axes - edge, center + axes + edge)
         if box is None:
@@ -62,7 +66,8 @@ class Canvas:
                     + ((z - center[2]) / axes[2]) ** 2)
         return box, _soft(r, float(axes.min()), edge)
 
-    def tube(self, p0, p1, r0: float, r1: float | None = None, edge: float = 0.0):
+    def tube(self, p0: npt.ArrayLike, p1: npt.ArrayLike, r0: float, r1: float | None = None,
+             edge: float = 0.0) -> Shape:
         """Capsule from p0 to p1 (x, y, z mm) whose radius tapers linearly from r0 to r1."""
         p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
         r1 = r0 if r1 is None else r1
@@ -79,7 +84,8 @@ class Canvas:
         return box, _soft(dist / radius, min(r0, r1), edge)
 
     # --- painting ---------------------------------------------------------------------------------------------
-    def paint(self, box: Box | None, weight, value, organ: int | None = None, inside=None) -> None:
+    def paint(self, box: Box | None, weight: npt.ArrayLike | None, value: npt.ArrayLike,
+              organ: int | None = None, inside: Collection[int] | None = None) -> None:
         """Blend ``value`` into the HU volume with ``weight`` (bool or [0, 1]); label voxels with weight > 0.5.
 
         ``inside`` restricts the paint to voxels whose current organ code is in that collection.

@@ -132,7 +132,7 @@ def generate_cohort(cfg: SynthConfig, *, progress: bool = True) -> dict[str, Any
     settings = json.dumps([seed, render.model_dump(mode="json", exclude={"workers"})], sort_keys=True)
     annotate_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(1 << 30,)))
     annotated = annotate_rng.random(patients) >= cfg.unannotated
-    jobs = []
+    jobs: list[dict[str, Any]] = []  # plain values: each job is pickled to a worker process
     for i in range(patients):
         pid, sid = patient_ids(seed, i)
         jobs.append({"out": str(out), "format": format, "patient_id": pid, "scan_id": sid, "index": i,

@@ -13,7 +13,7 @@ from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 from clearct.config import SynthFindings
 from clearct.synth import canvas as C
-from clearct.synth.anatomy import Anatomy, Torso, hilum, smooth_field
+from clearct.synth.anatomy import Anatomy, Spacing, Torso, hilum, smooth_field
 from clearct.synth.canvas import Canvas
 from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
 
@@ -97,6 +97,7 @@ def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator
         d = diameter * (0.85 ** attempt)
         axes = d / 2 * np.array([1.0, rng.uniform(0.75, 1.25), rng.uniform(0.75, 1.25)])
         box, w = cv.ellipsoid(center, axes, edge=1.0)
+        assert box is not None and w is not None  # the centre is a voxel of the grid
         inside = np.isin(cv.organ[box], codes)
         outside_body = np.isin(cv.organ[box], (C.AIR, C.TABLE))
         share = _INSIDE_SHARE.get(loc, 0.7)
@@ -116,7 +117,8 @@ def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator
     area = lab.sum(axis=(1, 2))
     key = int(np.argmax(area))
     rows, cols = np.nonzero(lab[key])
-    les = Lesion(loc, tuple(map(float, center)), float(d), float(value), host, codes)
+    centre_mm = (float(center[0]), float(center[1]), float(center[2]))
+    les = Lesion(loc, centre_mm, float(d), float(value), host, codes)
     les.key_slice = box[0].start + key
     covered = np.flatnonzero(area)
     les.slice_range = (box[0].start + int(covered[0]), box[0].start + int(covered[-1]))
@@ -170,7 +172,8 @@ def _lung_mask(cv: Canvas) -> np.ndarray:
     return np.isin(cv.organ, _LUNG)
 
 
-def _emphysema(cv, t, anat, rng, spacing, side) -> bool:
+def _emphysema(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
+               side: int) -> bool:
     z = cv.coords()[0]
     upper = _lung_mask(cv) & (z > anat.dome_right + 0.4 * (anat.lung_apex - anat.dome_right))
     holes = upper & (smooth_field(rng, cv.hu.shape, 4.0, spacing) > 0.6)
@@ -188,7 +191,8 @@ def _posterior_edge(lung: np.ndarray, cv: Canvas) -> np.ndarray:
     return np.where(lung.any(axis=1), cv.y[last], -np.inf)[:, None, :]
 
 
-def _effusion(cv, t, anat, rng, spacing, side) -> bool:
+def _effusion(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
+              side: int) -> bool:
     z, y, x = cv.coords()
     lung = _lung_mask(cv) & ((x - t.x0) * side > 0)
     if not lung.any():
@@ -200,7 +204,8 @@ def _effusion(cv, t, anat, rng, spacing, side) -> bool:
     return bool(fluid.any())
 
 
-def _atelectasis(cv, t, anat, rng, spacing, side) -> bool:
+def _atelectasis(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
+                 side: int) -> bool:
     """Dependent / compressive atelectasis: a dense band along the posterior lower lung."""
     z, y, x = cv.coords()
     lung = _lung_mask(cv) & ((x - t.x0) * side > 0)
@@ -213,7 +218,8 @@ def _atelectasis(cv, t, anat, rng, spacing, side) -> bool:
     return bool(band.any())
 
 
-def _fibrosis(cv, t, anat, rng, spacing, side) -> bool:
+def _fibrosis(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
+              side: int) -> bool:
     """Subpleural basal reticulation: a net of thin dense lines near the lung surface."""
     z = cv.coords()[0]
     lung = _lung_mask(cv)
@@ -224,24 +230,28 @@ def _fibrosis(cv, t, anat, rng, spacing, side) -> bool:
     return bool(net.any())
 
 
-def _opacity(cv, t, anat, rng, spacing, side) -> bool:
+def _opacity(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
+             side: int) -> bool:
     """Ground-glass opacity: patchy haze that raises lung attenuation but keeps vessels visible."""
     lung = _lung_mask(cv)
     idx = np.flatnonzero(lung)
     k, i, j = np.unravel_index(idx[rng.integers(idx.size)], cv.hu.shape)
     box, w = cv.ellipsoid((cv.x[j], cv.y[i], cv.z[k]), rng.uniform(35.0, 70.0, 3), 5.0)
+    assert box is not None and w is not None  # centred on a voxel of the grid
     patch = w * lung[box] * (smooth_field(rng, w.shape, 6.0, spacing) > -0.3)
     cv.hu[box] += patch * 300.0
     return bool((patch > 0.5).any())
 
 
-def _calcification(cv, t, anat, rng, spacing, side) -> bool:
+def _calcification(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
+                   side: int) -> bool:
     """Calcified granulomas in the lung and a calcified hilar node."""
     lung_idx = np.flatnonzero(cv.organ == C.LUNG)
     drawn = False
     for _ in range(int(rng.integers(2, 5))):
         k, i, j = np.unravel_index(lung_idx[rng.integers(lung_idx.size)], cv.hu.shape)
         box, w = cv.ellipsoid((cv.x[j], cv.y[i], cv.z[k]), np.full(3, rng.uniform(2.5, 5.0)), 0.8)
+        assert w is not None  # centred on a voxel of the grid
         cv.paint(box, w, rng.uniform(500.0, 900.0), inside=_LUNG)
         drawn |= bool((w > 0.5).any())
     node = hilum(t, anat, side) + (0.0, 12.0, -10.0)
@@ -249,7 +259,8 @@ def _calcification(cv, t, anat, rng, spacing, side) -> bool:
     return drawn
 
 
-def _nodule(cv, t, anat, rng, spacing, side) -> bool:
+def _nodule(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
+            side: int) -> bool:
     """One to three small solid nodules (6–12 mm), centred on a slice so they are seen."""
     codes, cand = _hosts(cv, anat, "lung")
     idx = np.flatnonzero(cand)
@@ -257,6 +268,7 @@ def _nodule(cv, t, anat, rng, spacing, side) -> bool:
     for _ in range(int(rng.integers(1, 4))):
         k, i, j = np.unravel_index(idx[rng.integers(idx.size)], cv.hu.shape)
         box, w = cv.ellipsoid((cv.x[j], cv.y[i], cv.z[k]), np.full(3, rng.uniform(3.0, 6.0)), 0.8)
+        assert w is not None  # centred on a voxel of the grid
         cv.paint(box, w, 35.0, inside=codes)
         drawn |= bool((w > 0.5).any())
     return drawn

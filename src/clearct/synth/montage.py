@@ -13,11 +13,12 @@ import numpy as np
 from clearct.common.atomic import atomic_path
 from clearct.config import SynthSettings
 from clearct.synth.cohort import render_patient
+from clearct.synth.phantom import Phantom
 
 WINDOWS = {"lung": (-1500.0, 500.0), "abdomen": (-175.0, 275.0)}
 
 
-def pick_slices(ph, count: int) -> list[int]:
+def pick_slices(ph: Phantom, count: int) -> list[int]:
     """Key slices of the lesions first, then evenly spread levels, in slice order."""
     keys = sorted({les.key_slice for les in ph.findings.lesions})
     z = ph.volume.hu.shape[0]

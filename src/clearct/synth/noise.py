@@ -36,7 +36,8 @@ def acquisition(preset: str, **overrides) -> Acquisition:
     return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
 
 
-def acquire(hu: np.ndarray, spacing_zyx, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
+def acquire(hu: np.ndarray, spacing_zyx: tuple[float, float, float], acq: Acquisition,
+            rng: np.random.Generator) -> np.ndarray:
     """Turn the ideal HU volume into a scanner-like int16 image (blur, z profile, noise, offset, 12-bit clip)."""
     dz, dy, dx = spacing_zyx
     blur_mm, unsharp = KERNELS[acq.kernel]

@@ -41,8 +41,9 @@ def make_phantom(seed: np.random.SeedSequence, *, patient_id: str, scan_id: str,
     torso = draw_anatomy(cv, anat, s_anat)
     findings = draw_findings(cv, torso, anat, s_find, knobs) if with_findings else Findings()
     hu = acquire(cv.hu, (dz, px, px), acq, s_noise)
+    scan_range = "chest" if chest else "cap"
     meta = {"kernel": acq.kernel, "slice_thickness_mm": round(dz * max(acq.thickness_factor, 1.0), 3),
-            "kvp": acq.kvp, "scan_range": "chest" if chest else "cap", "synthetic": True}
+            "kvp": acq.kvp, "scan_range": scan_range, "synthetic": True}
     vol = CTVolume(hu=hu, spacing_mm=(dz, px, px), z_mm=z, scan_id=scan_id, patient_id=patient_id,
                    source="clearct.synth", meta=meta)
-    return Phantom(vol, cv.organ, findings, anat, meta["scan_range"])
+    return Phantom(vol, cv.organ, findings, anat, scan_range)

@@ -31,6 +31,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -309,8 +310,9 @@ def run_benchmark(cfg: BenchmarkConfig) -> int:
     load_start = os.getloadavg()
     total = time.perf_counter()
     results = run_steps(steps, root)
-    times = {k: {"status": v.status, "seconds": round(v.seconds, 2), "cpu_seconds": round(v.cpu_seconds, 2)}
-             for k, v in results.items()}
+    times: dict[str, dict[str, Any]] = {
+        k: {"status": v.status, "seconds": round(v.seconds, 2), "cpu_seconds": round(v.cpu_seconds, 2)}
+        for k, v in results.items()}
     machine = machine_info(load_start, time.perf_counter() - total)
     (root / "results").mkdir(exist_ok=True)
     atomic_write_text(root / "results" / "steps.json", json.dumps({"steps": times, "machine": machine}, indent=1))

@@ -10,7 +10,7 @@ out as ``unused``), so it resumes and writes compute.json like any other.
 from __future__ import annotations
 
 import csv
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,24 +23,29 @@ from clearct.config import CrossvalConfig, Finetune3dConfig
 from clearct.evaluate.curves import SHARES, curve_figure, curve_splits
 from clearct.evaluate.tables import write_csv
 from clearct.finetune3d.run import labelled_volume_items, run_finetune3d
+from clearct.io.tables import LabelTable
 from clearct.mil.crossval import run_crossval
 from clearct.mil.data import load_cohort
 from clearct.modeling.cv_runner import group_by_patient, holdout_from_column, patient_strata
 from clearct.modeling.labels import read_task
+from clearct.modeling.tasks import TaskSpec
 
 
-def _labelled_items(command: str, cfg: Any, labels, spec, issues: Issues) -> list:
+def _labelled_items(command: str, cfg: CrossvalConfig | Finetune3dConfig, labels: LabelTable, spec: TaskSpec,
+                    issues: Issues) -> list:
     """The command's labelled scans, as its run will see them (grids and features are not needed here)."""
     if command == "crossval":
+        assert isinstance(cfg, CrossvalConfig)
         return load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues,
                            windows=cfg.use_windows).bags
     if command == "finetune3d":
+        assert isinstance(cfg, Finetune3dConfig)
         return labelled_volume_items(cfg.scans, labels, spec, issues=issues, labels_path=cfg.labels)[0]
     raise ClearctError(f"no data-efficiency curve for command {command!r} (crossval, finetune3d)")
 
 
-def run_curve(command: str, cfg: Any, out: Path, shares: Sequence[float] = SHARES, *,
-              test_frac: float = 0.2) -> list[dict]:
+def run_curve(command: str, cfg: CrossvalConfig | Finetune3dConfig, out: Path,
+              shares: Sequence[float] = SHARES, *, test_frac: float = 0.2) -> list[dict]:
     """Run ``command`` (``crossval`` or ``finetune3d``, with config ``cfg``) once per share into
     ``out/share-<s>/`` and collect the held-out metrics into ``out/curve.csv`` (+ ``curve.png``).
 
@@ -56,8 +61,10 @@ def run_curve(command: str, cfg: Any, out: Path, shares: Sequence[float] = SHARE
     per_share = curve_splits(patients, strat, shares, folds=cfg.folds, seed=cfg.seed,
                              test_frac=cfg.test_frac or test_frac, holdout=holdout, val_frac=cfg.val_frac,
                              nested=cfg.nested)
-    run = {"crossval": run_crossval, "finetune3d": run_finetune3d}[command]
-    extra = {"cache_dir": cfg.cache_dir or out / "volume-cache"} if command == "finetune3d" else {}
+    # each takes its own config class, which cfg's copies below keep
+    runs: dict[str, Callable[[Any], int]] = {"crossval": run_crossval, "finetune3d": run_finetune3d}
+    run = runs[command]
+    extra = {"cache_dir": cfg.cache_dir or out / "volume-cache"} if isinstance(cfg, Finetune3dConfig) else {}
     rows = []
     for share, splits in sorted(per_share.items()):
         folder = out / f"share-{share:g}"

@@ -222,8 +222,7 @@ def run_demo(cfg: DemoConfig) -> int:
     steps = demo_steps(cfg, plan, root, predict_scan=chosen[0].path if chosen else None)
     times |= run_steps(steps[2:], root, done=steps[:2], total=n, stop_on_error=False)
     print(f"\n[{n}/{n}] report: figures and {root / 'report.html'}", flush=True)
-    result, seconds, cpu = timed(lambda: write_report(build_demo_report(at, cfg, plan, times), root))
-    md, page = result  # type: ignore[misc]
+    (md, page), seconds, cpu = timed(lambda: write_report(build_demo_report(at, cfg, plan, times), root))
     times["report"] = StepResult("ran", seconds, cpu)
     elapsed = time.perf_counter() - total
     record: dict[str, dict] = {k: {"seconds": round(v.seconds, 2), "cpu_seconds": round(v.cpu_seconds, 2),

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -94,7 +94,10 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-def timed(function: Callable[[], object]) -> tuple[object, float, float]:
+T = TypeVar("T")
+
+
+def timed(function: Callable[[], T]) -> tuple[T, float, float]:
     """(result, wall seconds, CPU seconds) of ``function()`` — CPU time says how long a shared machine took
     apart from waiting for the cores."""
     tick, cpu = time.perf_counter(), _cpu_seconds()

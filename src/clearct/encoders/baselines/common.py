@@ -6,6 +6,7 @@ import hashlib
 import importlib
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 import torch
 
@@ -77,6 +78,9 @@ def load_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], path: s
         raise ClearctError(f"weights do not fit the architecture: {' '.join(first[:3])[:400]}", path) from exc
 
 
+F = TypeVar("F", bound="FrozenBaseline")
+
+
 class FrozenBaseline(torch.nn.Module):
     """Common attributes of a frozen extractor (the encoder interface of clearct.encoders)."""
 
@@ -88,7 +92,7 @@ class FrozenBaseline(torch.nn.Module):
     is_3d: bool = False
     weights_sha256: str = RANDOM_INIT
 
-    def frozen(self, weights: str | Path | None) -> FrozenBaseline:
+    def frozen(self: F, weights: str | Path | None) -> F:
         """Record the weights' provenance, switch to eval mode and stop gradients."""
         self.weights_sha256 = RANDOM_INIT if weights is None else weights_digest(weights)
         self.requires_grad_(False)

@@ -79,7 +79,9 @@ def build_sam2_hiera_large(weights: str | Path | None = None) -> Sam2HieraLarge:
     model = Sam2HieraLarge()
     if weights is not None:
         state = read_state(weights)
-        state = state.get("model", state) if isinstance(state.get("model"), dict) else state
+        nested = state.get("model")
+        if isinstance(nested, dict):  # a training checkpoint: the tensors under "model"
+            state = nested
         if any(k.startswith("image_encoder.") for k in state):
             state = sam2_to_transformers(sub_state(state, "image_encoder.", weights))
         else:

@@ -102,7 +102,7 @@ def plan_patches(volume: CTVolume, spec: PatchSpec) -> ScanPatches:
     z_mm = np.interp(center_vox[:, 0], np.arange(volume.shape[0]), volume.z_mm)
     return ScanPatches(
         region=np.ascontiguousarray(crop),
-        spacing_mm=tuple(float(s) for s in spacing),
+        spacing_mm=(float(spacing[0]), float(spacing[1]), float(spacing[2])),
         origin=c_lo,
         centers_vox=center_vox - c_lo,
         center_mm=np.column_stack([z_mm, points[:, 1], points[:, 2]]).astype(np.float32),

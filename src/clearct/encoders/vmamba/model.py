@@ -99,6 +99,7 @@ class SS2D(nn.Module):
             # back to (b, h, w, inner); unbind, not indexing: its gradient is one stacked tensor in this layout
             for k, part in zip(family, out.unbind(0)):
                 y = part.permute(from_steps[k]) if y is None else y + part.permute(from_steps[k])
+        assert y is not None  # the families cover every direction
         return y
 
     def _directions(self, u: torch.Tensor, proj: list[torch.Tensor], directions: list[int], *,
@@ -165,7 +166,8 @@ class VMamba(nn.Module):
                                          nn.LayerNorm(dim))
         self.layers = nn.ModuleList()
         for i, depth in enumerate(depths):
-            stage = OrderedDict(blocks=nn.Sequential(*[VSSBlock(dims[i], d_state) for _ in range(depth)]))
+            stage: OrderedDict[str, nn.Module] = OrderedDict(
+                blocks=nn.Sequential(*[VSSBlock(dims[i], d_state) for _ in range(depth)]))
             stage["downsample"] = _downsample(dims[i], dims[i + 1]) if i + 1 < len(depths) else nn.Identity()
             self.layers.append(nn.Sequential(stage))
         self.classifier = nn.Sequential(OrderedDict(norm=nn.LayerNorm(dims[-1])))

@@ -29,8 +29,10 @@ import math
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -41,6 +43,7 @@ from clearct.common.atomic import atomic_path, atomic_write_text, remove_leftove
 from clearct.common.device import autocast_for, resolve_device, threads, training_threads
 from clearct.common.errors import ClearctError
 from clearct.config import DrasclrSettings, PretrainConfig, resolve
+from clearct.encoders.drasclr.mask import MaskKind
 from clearct.encoders.drasclr.model import DrasCLREncoder, EncoderSpec
 from clearct.encoders.drasclr.patches import (
     PatchSpec,
@@ -50,6 +53,7 @@ from clearct.encoders.drasclr.patches import (
     random_affines,
     sample_patches,
 )
+from clearct.io.tables import ScanRecord
 from clearct.pretrain.drasclr.losses import LocationQueue, local_contrastive_loss, neighbour_contrastive_loss
 
 LOG = logging.getLogger("clearct")
@@ -87,6 +91,7 @@ def resolve_preset(cfg: PretrainConfig) -> tuple[PretrainConfig, str]:
 def describe_sizes(cfg: PretrainConfig) -> str:
     """The sizes that decide the cost of a step, in one line."""
     d = cfg.drasclr
+    assert d.voxel_mm is not None and d.grid_mm is not None and d.channels is not None, "resolve_preset's"
     return (f"batch {cfg.batch_size}, {d.patch_size}³ patches of {d.voxel_mm:g} mm on a {d.grid_mm:g} mm grid, "
             f"widths {'-'.join(map(str, d.channels))}, {d.experts} experts, queue {d.queue}")
 
@@ -99,6 +104,8 @@ def _resume_settings(cfg: PretrainConfig) -> dict:
 def specs_from_config(cfg: PretrainConfig) -> tuple[EncoderSpec, PatchSpec]:
     """The network and patch settings of a (preset-resolved) PretrainConfig's drasclr section."""
     d = cfg.drasclr
+    assert (d.patch_size is not None and d.voxel_mm is not None and d.grid_mm is not None
+            and d.channels is not None and d.experts is not None), "resolve_preset fills the sizes"
     lo, hi = (float(v) for v in d.window)
     patch = PatchSpec(patch_size=d.patch_size, voxel_mm=d.voxel_mm, grid_mm=d.grid_mm, window=(lo, hi), mask=d.mask)
     return EncoderSpec(tuple(d.channels), d.embed_dim, d.experts), patch
@@ -239,7 +246,7 @@ class Progress:
         self.epoch, self.epochs, self.steps, self.per_step = epoch, epochs, steps, patches_per_step
         self.every_s = every_s
         self.start = self.last = time.perf_counter()
-        self.warm = None  # time when the first (warm-up) step ended
+        self.warm: float | None = None  # time when the first (warm-up) step ended
         self.done = 0
         self._stop = threading.Event()
         self._heart: threading.Thread | None = None
@@ -270,8 +277,10 @@ class Progress:
             self.warm = now
         estimate = ""
         if done > ESTIMATE_AFTER:
-            per = (now - self.warm) / (done - 1)
-            total = (now - self.warm) + (self.warm - self.start) + per * (self.steps - done)
+            warm = self.warm
+            assert warm is not None  # set by step 1
+            per = (now - warm) / (done - 1)
+            total = (now - warm) + (warm - self.start) + per * (self.steps - done)
             estimate = f"; epoch ≈ {total / 60:.1f} min ({per * (self.steps - done) / 60:.1f} min left)"
         due = now - self.last >= self.every_s or done in (1, ESTIMATE_AFTER + 1) or done == self.steps
         if due:
@@ -281,7 +290,7 @@ class Progress:
             self.last = now
 
 
-def _check_resume(state: dict, cfg, path: Path) -> None:
+def _check_resume(state: dict, cfg: PretrainConfig, path: Path) -> None:
     saved, now = state.get("settings", {}), _resume_settings(cfg)
     differ = [k for k in now if saved.get(k) != now[k]]
     if differ:
@@ -308,7 +317,8 @@ class _Loop:
         return len(self.anchors) // self.batch
 
 
-def _steps(loop: _Loop, cfg, epoch: int, patch: PatchSpec, sums: dict, report: Progress) -> None:
+def _steps(loop: _Loop, cfg: PretrainConfig, epoch: int, patch: PatchSpec, sums: dict,
+           report: Progress) -> None:
     """The optimiser steps of one epoch (anchors in a fresh random order), summing the losses into ``sums``."""
     order = torch.randperm(len(loop.anchors), generator=loop.generator).tolist()
     bar = tqdm(range(loop.steps), desc=f"drasclr epoch {epoch + 1}/{cfg.epochs}", leave=False)
@@ -329,7 +339,8 @@ def _steps(loop: _Loop, cfg, epoch: int, patch: PatchSpec, sums: dict, report: P
         report.step(step + 1, loss)
 
 
-def _epoch(loop: _Loop, cfg, epoch: int, patch: PatchSpec, per_step: int, progress_s: float) -> dict:
+def _epoch(loop: _Loop, cfg: PretrainConfig, epoch: int, patch: PatchSpec, per_step: int,
+           progress_s: float) -> dict:
     """One epoch over every anchor in a random order; the row of drasclr-log.csv."""
     lr = cosine_lr(cfg.drasclr.lr, epoch, cfg.epochs)
     for group in loop.optimizer.param_groups:
@@ -348,8 +359,10 @@ def _epoch(loop: _Loop, cfg, epoch: int, patch: PatchSpec, per_step: int, progre
     return row
 
 
-def train_drasclr(scans: list[ScanPatches], cfg, *, progress_s: float = PROGRESS_SECONDS) -> DrasCLR:
+def train_drasclr(scans: list[ScanPatches], cfg: PretrainConfig, *,
+                  progress_s: float = PROGRESS_SECONDS) -> DrasCLR:
     """Train on prepared scans for ``cfg.epochs`` (resuming from ``cfg.out`` when ``cfg.resume``)."""
+    assert cfg.batch_size is not None and cfg.drasclr.queue is not None, "resolve_preset fills them"
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     enc_spec, patch = specs_from_config(cfg)
@@ -399,7 +412,8 @@ def _cache_key(path: Path, spec: PatchSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cached_plan(record, spec: PatchSpec, cache: Path, png_values: str | None = None) -> ScanPatches:
+def cached_plan(record: ScanRecord, spec: PatchSpec, cache: Path,
+                png_values: str | None = None) -> ScanPatches:
     """Read, mask and plan one scan, or load that plan from ``cache`` (the region memory-mapped)."""
     from clearct.io import read_ct
 
@@ -411,23 +425,25 @@ def cached_plan(record, spec: PatchSpec, cache: Path, png_values: str | None = N
             np.save(tmp, scan.region)
         fields = {k: v for k, v in asdict(scan).items() if k != "region"}
         with atomic_path(meta_file, suffix=".npz") as tmp:
-            np.savez(tmp, **{k: np.asarray(v) for k, v in fields.items()})
+            arrays: dict[str, Any] = {k: np.asarray(v) for k, v in fields.items()}
+            np.savez(tmp, **arrays)
     meta = np.load(meta_file)
+    dz, dy, dx = (float(s) for s in meta["spacing_mm"])
     return ScanPatches(
         region=np.load(region_file, mmap_mode="r"),
-        spacing_mm=tuple(float(s) for s in meta["spacing_mm"]),
+        spacing_mm=(dz, dy, dx),
         origin=meta["origin"],
         centers_vox=meta["centers_vox"],
         center_mm=meta["center_mm"],
         loc=meta["loc"],
         slice_index=meta["slice_index"],
-        mask_kind=str(meta["mask_kind"]),
+        mask_kind=cast(MaskKind, str(meta["mask_kind"])),  # as plan_patches wrote it
         scan_id=record.scan_id,
         patient_id=record.patient_id,
     )
 
 
-def _remove_leftovers(out: Path, records, spec: PatchSpec) -> None:
+def _remove_leftovers(out: Path, records: Sequence[ScanRecord], spec: PatchSpec) -> None:
     """Temporary files of a run killed while writing (checkpoint, log, cache, encoder)."""
     remove_leftovers(out, [CHECKPOINT, LOG_CSV, "failures.csv", "encoder.json", "config.yaml"])
     remove_leftovers(out, ["encoder.safetensors"], suffix=".safetensors")
@@ -436,7 +452,7 @@ def _remove_leftovers(out: Path, records, spec: PatchSpec) -> None:
         remove_leftovers(out / "cache", [stem + ext for stem in stems], suffix=ext)
 
 
-def run_drasclr(cfg) -> int:
+def run_drasclr(cfg: PretrainConfig) -> int:
     """``clearct pretrain --method drasclr``: plan patches per scan (cached), train, export the encoder.
 
     A scan that cannot be read or gives too few patches is listed (terminal, log, failures.csv) and left out; the
