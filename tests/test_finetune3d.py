@@ -109,7 +109,7 @@ def test_deploy_reads_finetune3d_models(runs, tmp_path, capsys):
     assert _header(dep / "predictions.csv") == _header(runs["cv"] / "predictions.csv")
     assert json.loads((dep / "compute.json").read_text())["total"]["wall_s"] > 0
     assert _metric(dep, "t0", "deploy") > 0.8
-    from clearct.finetune3d.train import predict_volumes
+    from clearct.finetune3d.train import infer
     from clearct.inference.ensembles import load_ensemble
 
     ens = load_ensemble(runs["ft"])
@@ -119,7 +119,10 @@ def test_deploy_reads_finetune3d_models(runs, tmp_path, capsys):
     from clearct.finetune3d.run import load_volume_items
 
     vols = load_volume_items(scans, None, None, ens.prep, cache_dir=tmp_path / "c", workers=0, issues=Issues())
-    single = np.mean([predict_volumes(m, ens.spec, vols[:1], ens.prep, ens.device) for m in ens.models], axis=0)
+    from clearct.modeling.tasks import scores_from_outputs
+
+    single = np.mean([scores_from_outputs(ens.spec, infer(m, vols[:1], ens.prep, ens.device, 4)).numpy()
+                      for m in ens.models], axis=0)
     assert items[vols[0].scan_id] == pytest.approx(float(single[0, 0]), abs=1e-5)
     # the training cohort is refused; features are not what these models read
     base = ["deploy", "--model", str(runs["ft"]), "--labels", str(runs["labels"]), "--device", "cpu"]
