@@ -185,6 +185,26 @@ def test_resume_reuses_the_fold_models(runs, tmp_path):
     assert cost_of(runs["ft"], "ft")["flops"] == sum(s["trained"]["flops"] for s in folds)  # what training cost
 
 
+@pytest.mark.slow
+def test_calibrating_the_saved_networks_fits_only_their_maps(runs, tmp_path):
+    import shutil
+
+    ft = tmp_path / "ft"
+    shutil.copytree(runs["ft"], ft)
+    assert main(["finetune3d", "--scans", str(runs["scans"]), "--labels", str(runs["labels"]), "--targets", "t0,t1",
+                 *FAST, "--out", str(ft), "--calibrate", "platt", "--cache-dir", str(runs["ft"] / "volume-cache")]) == 0
+    stages = json.loads((ft / "compute.json").read_text())["stages"]
+    assert all(s["reused"] for s in stages if s["name"].startswith("fold-"))  # no network trained again
+    meta = json.loads((ft / "fold-1" / "model.json").read_text())
+    assert meta["task"]["calibration"]["method"] == "platt" and len(meta["task"]["calibration"]["slope"]) == 2
+    for target in ("t0", "t1"):
+        assert (ft / "plots" / f"cv-{target}-calibration.png").stat().st_size > 1000
+    old = {(r["target"], r["metric"]): r for r in _rows(runs["ft"] / "metrics.csv") if r["set"] == "cv"}
+    new = {(r["target"], r["metric"]): r for r in _rows(ft / "metrics.csv") if r["set"] == "cv"}
+    assert new[("t0", "auroc")]["fold_mean"] == old[("t0", "auroc")]["fold_mean"]  # every fold ranks as before
+    assert ("t0", "ece") in new and ("macro", "brier") in new
+
+
 def test_bad_scans_are_reported_and_the_rest_goes_on(tmp_path, capsys):
     labels, scans = _cohort(tmp_path, 10, seed=2)
     (tmp_path / "volumes" / "s0001.npz").write_bytes(b"not an npz")
