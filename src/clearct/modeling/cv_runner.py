@@ -132,9 +132,10 @@ def fit_measured(job: Job, spec: TaskSpec, train: Sequence[ItemT], val: Sequence
                  calibrate: str = "none") -> JobResult:
     """What every family's job fit shares: the task copy with its label normalisation and loss weights from the
     training labels, the measured training (``train_fn(job_spec, loss_fn)`` → model, history, extra), the raw
-    validation outputs (``outputs_fn(model, items)`` → (n, n_out) CPU tensor), the calibration map and the F1 thresholds on the validation part (:func:`calibrate_job`), and the FLOP estimate:
-    ``flops_fn(model)`` gives one training step's and one item's forward FLOPs; × the steps, + one validation pass
-    per epoch and the threshold pass."""
+    validation outputs (``outputs_fn(model, items)`` → (n, n_out) CPU tensor), the calibration map and the F1
+    thresholds on the validation part (:func:`calibrate_job`), and the FLOP estimate: ``flops_fn(model)`` gives
+    one training step's and one item's forward FLOPs; × the steps, + one validation pass per epoch and the
+    threshold pass."""
     if not train:
         raise ClearctError(f"{job.name}: no training scans")
     job_spec = TaskSpec.from_json(spec.to_json())

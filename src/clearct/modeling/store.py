@@ -4,9 +4,8 @@ Each trained model is ``DIR/model.safetensors`` (weights) + ``DIR/model.json`` (
 with label names, F1 thresholds, training and validation patient ids, the inputs' encoder, the HU windows, clearct
 version; a calibrated model's map in ``task``). A crossval or finetune3d folder holds one such DIR per job; its
 models form the ensemble that deploy, attention and predict use (mean of the — calibrated — scores, mean of the
-thresholds). Each family loads its own networks
-(:mod:`clearct.mil.store`, :mod:`clearct.finetune3d.store`); :mod:`clearct.inference.ensembles` picks the family
-from ``model.json``.
+thresholds). Each family loads its own networks (:mod:`clearct.mil.store`, :mod:`clearct.finetune3d.store`);
+:mod:`clearct.inference.ensembles` picks the family from ``model.json``.
 """
 
 from __future__ import annotations
