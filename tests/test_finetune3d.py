@@ -109,7 +109,7 @@ def test_deploy_reads_finetune3d_models(runs, tmp_path, capsys):
     assert _header(dep / "predictions.csv") == _header(runs["cv"] / "predictions.csv")
     assert json.loads((dep / "compute.json").read_text())["total"]["wall_s"] > 0
     assert _metric(dep, "t0", "deploy") > 0.8
-    from clearct.finetune3d.train import predict_volumes
+    from clearct.finetune3d.train import infer
     from clearct.inference.ensembles import load_ensemble
 
     ens = load_ensemble(runs["ft"])
@@ -119,7 +119,10 @@ def test_deploy_reads_finetune3d_models(runs, tmp_path, capsys):
     from clearct.finetune3d.run import load_volume_items
 
     vols = load_volume_items(scans, None, None, ens.prep, cache_dir=tmp_path / "c", workers=0, issues=Issues())
-    single = np.mean([predict_volumes(m, ens.spec, vols[:1], ens.prep, ens.device) for m in ens.models], axis=0)
+    from clearct.modeling.tasks import scores_from_outputs
+
+    single = np.mean([scores_from_outputs(ens.spec, infer(m, vols[:1], ens.prep, ens.device, 4)).numpy()
+                      for m in ens.models], axis=0)
     assert items[vols[0].scan_id] == pytest.approx(float(single[0, 0]), abs=1e-5)
     # the training cohort is refused; features are not what these models read
     base = ["deploy", "--model", str(runs["ft"]), "--labels", str(runs["labels"]), "--device", "cpu"]
@@ -180,6 +183,26 @@ def test_resume_reuses_the_fold_models(runs, tmp_path):
     from clearct.evaluate.efficiency import cost_of
 
     assert cost_of(runs["ft"], "ft")["flops"] == sum(s["trained"]["flops"] for s in folds)  # what training cost
+
+
+@pytest.mark.slow
+def test_calibrating_the_saved_networks_fits_only_their_maps(runs, tmp_path):
+    import shutil
+
+    ft = tmp_path / "ft"
+    shutil.copytree(runs["ft"], ft)
+    assert main(["finetune3d", "--scans", str(runs["scans"]), "--labels", str(runs["labels"]), "--targets", "t0,t1",
+                 *FAST, "--out", str(ft), "--calibrate", "platt", "--cache-dir", str(runs["ft"] / "volume-cache")]) == 0
+    stages = json.loads((ft / "compute.json").read_text())["stages"]
+    assert all(s["reused"] for s in stages if s["name"].startswith("fold-"))  # no network trained again
+    meta = json.loads((ft / "fold-1" / "model.json").read_text())
+    assert meta["task"]["calibration"]["method"] == "platt" and len(meta["task"]["calibration"]["slope"]) == 2
+    for target in ("t0", "t1"):
+        assert (ft / "plots" / f"cv-{target}-calibration.png").stat().st_size > 1000
+    old = {(r["target"], r["metric"]): r for r in _rows(runs["ft"] / "metrics.csv") if r["set"] == "cv"}
+    new = {(r["target"], r["metric"]): r for r in _rows(ft / "metrics.csv") if r["set"] == "cv"}
+    assert new[("t0", "auroc")]["fold_mean"] == old[("t0", "auroc")]["fold_mean"]  # every fold ranks as before
+    assert ("t0", "ece") in new and ("macro", "brier") in new
 
 
 def test_bad_scans_are_reported_and_the_rest_goes_on(tmp_path, capsys):

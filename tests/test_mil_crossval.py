@@ -108,9 +108,10 @@ def test_deploy_ensemble_and_refusal(planted, tmp_path, capsys):
 
     cohort = load_cohort(ext / "features", None, None, dtype=np.float32)
     scores, _ = ens.predict(cohort.bags)
-    from clearct.mil.train import predict_scores
+    from clearct.mil.train import infer
+    from clearct.modeling.tasks import scores_from_outputs
 
-    single = [predict_scores(m, ens.spec, cohort.bags, ens.device)[0] for m in ens.models]
+    single = [scores_from_outputs(ens.spec, infer(m, cohort.bags, ens.device)[0]).numpy() for m in ens.models]
     assert np.allclose(scores, np.mean(single, axis=0))
     by_scan = {r["scan_id"]: float(r["probability"]) for r in _rows(dep / "predictions.csv")}
     assert by_scan[cohort.bags[0].scan_id] == pytest.approx(float(scores[0, 0]), abs=1e-5)

@@ -316,6 +316,10 @@ class ValidationSettings(CommandConfig):
     split_column: str | None = Field(None, description="labels.csv column marking the held-out test set (values "
                                      "test or holdout)")
     bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
+    calibrate: Literal["none", "temperature", "platt"] = Field(
+        "none", description="calibrate each fold model's probabilities on its validation part: temperature "
+        "scaling or Platt scaling per output (classification tasks; thresholds then chosen on calibrated scores)"
+    )
 
 
 class ValidationConfig(CommandConfig):

@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 from sklearn import metrics as skm
 
-CLASSIFICATION = ("auroc", "auprc", "f1", "accuracy")
+from clearct.evaluate.calibration import brier_score, expected_calibration_error, weighted_brier, weighted_ece
+
+CLASSIFICATION = ("auroc", "auprc", "f1", "accuracy", "ece", "brier")
 REGRESSION = ("mae", "rmse", "r2", "pearson")
 SURVIVAL = ("c_index",)
 
@@ -54,6 +56,8 @@ def point_metrics(kind: str, y: np.ndarray, s: np.ndarray, pred: np.ndarray | No
         "auprc": skm.average_precision_score(y, s) if y.sum() > 0 else np.nan,
         "f1": skm.f1_score(y, pred, zero_division=0.0),
         "accuracy": skm.accuracy_score(y, pred),
+        "ece": expected_calibration_error(y, s),
+        "brier": brier_score(y, s),
     }
 
 
@@ -130,7 +134,7 @@ def weighted_metrics(kind: str, y: np.ndarray, s: np.ndarray, pred: np.ndarray |
     assert pred is not None, "a classification column has predictions"
     f1, acc = weighted_f1_accuracy(y, pred, w)
     return {"auroc": weighted_auroc(y, s, w), "auprc": weighted_average_precision(y, s, w), "f1": f1,
-            "accuracy": acc}
+            "accuracy": acc, "ece": weighted_ece(y, s, w), "brier": weighted_brier(y, s, w)}
 
 
 def bootstrap_weights(groups: np.ndarray, n_boot: int, seed: int) -> np.ndarray:

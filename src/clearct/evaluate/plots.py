@@ -1,4 +1,5 @@
-"""ROC and precision-recall curves per target with 95 % bootstrap bands (patient resamples), PNG + SVG."""
+"""ROC and precision-recall curves per target with 95 % bootstrap bands (patient resamples), and reliability
+diagrams (calibration), PNG + SVG."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np  # noqa: E402
 from sklearn import metrics as skm  # noqa: E402
 
 from clearct.common.atomic import atomic_path  # noqa: E402
+from clearct.evaluate.calibration import N_BINS, brier_score, expected_calibration_error, reliability  # noqa: E402
 from clearct.evaluate.metrics import bootstrap_weights  # noqa: E402
 
 GRID = np.linspace(0, 1, 101)
@@ -71,4 +73,23 @@ def roc_pr_figure(y: np.ndarray, s: np.ndarray, groups: np.ndarray, target: str,
     ax_pr.set(xlabel="recall", ylabel="precision", title=f"PR — {target}", xlim=(0, 1), ylim=(0, 1.01))
     for ax in (ax_roc, ax_pr):
         ax.legend(loc="lower right", fontsize=8)
+    return save_figure(fig, out_stem)
+
+
+def reliability_figure(y: np.ndarray, curves: dict[str, np.ndarray], title: str, out_stem: Path) -> list[Path]:
+    """Reliability diagram: for each named score vector (e.g. before and after calibration) the fraction of
+    positives against the mean probability of every non-empty bin (the equal-width bins of the ECE), the diagonal
+    of perfect calibration, ECE and Brier score in the legend; below, the number of scans per bin."""
+    y = np.asarray(y, dtype=np.float64)
+    fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(4.8, 5.6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    edges = np.linspace(0.0, 1.0, N_BINS + 1)
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
+    for i, (label, s) in enumerate(curves.items()):
+        frac, mean, _ = reliability(y, s)
+        ax.plot(mean, frac, marker="o", ms=4, color=f"C{i}",
+                label=f"{label}: ECE {expected_calibration_error(y, s):.3f}, Brier {brier_score(y, s):.3f}")
+        ax_n.hist(s, bins=edges, histtype="step", color=f"C{i}")
+    ax.set(ylabel="fraction of positives", title=f"reliability — {title}", xlim=(0, 1), ylim=(-0.01, 1.01))
+    ax.legend(loc="upper left", fontsize=8)
+    ax_n.set(xlabel=f"predicted probability ({N_BINS} equal-width bins)", ylabel="scans")
     return save_figure(fig, out_stem)

@@ -1,5 +1,6 @@
 """From predictions to ``metrics.csv``: per output and macro, pooled with a 95 % patient-bootstrap CI, and the
-mean ± sd over folds."""
+mean ± sd over folds. Classification rows: auroc, auprc, f1, accuracy, and the calibration of the probabilities,
+ece and brier (:mod:`clearct.evaluate.calibration`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ class Predictions:
     y: np.ndarray  # (n, O) evaluated labels; survival: (n, 2) time, event
     scores: np.ndarray  # (n, O)
     thresholds: np.ndarray  # (n, O) threshold used per row (classification), else NaN
+    uncalibrated: np.ndarray | None = None  # (n, O) the same models' scores before their calibration maps
 
     @property
     def pred(self) -> np.ndarray | None:

@@ -10,6 +10,7 @@ its validation patients → predictions.csv, metrics.csv, plots, ``fold-*/model.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,11 @@ from clearct.config import Finetune3dConfig, VolumeTraining
 from clearct.evaluate.splits import Job
 from clearct.finetune3d.models import ARCHS
 from clearct.finetune3d.store import load_volume_model
-from clearct.finetune3d.train import VolumeItem, predict_volumes, train_volumes, volume_flops
+from clearct.finetune3d.train import VolumeItem, infer, train_volumes, volume_flops
 from clearct.finetune3d.volumes import VolumeCache, VolumePrep, as_grid, as_spacing
 from clearct.io import read_scans_table
 from clearct.io.tables import LabelTable
+from clearct.modeling.calibrate import check_calibration
 from clearct.modeling.cv_runner import (
     Fitted,
     choose_splits,
@@ -37,6 +39,7 @@ from clearct.modeling.cv_runner import (
     fit_measured,
     group_by_patient,
     reuse_saved,
+    with_calibration,
 )
 from clearct.modeling.labels import LabelJoin, read_task
 from clearct.modeling.store import save_model
@@ -99,20 +102,23 @@ def load_volume_items(scans: Path, labels: LabelTable | None, spec: TaskSpec | N
 
 def fit_volume_job(job: Job, by_patient: dict[str, list[VolumeItem]], spec: TaskSpec, s: VolumeTraining,
                    prep: VolumePrep, *, seed: int, device: torch.device, folder: Path, resume: bool,
-                   weights: Path | None) -> tuple[torch.nn.Module, dict]:
+                   weights: Path | None, calibrate: str = "none") -> tuple[torch.nn.Module, dict]:
     """Train (or, with ``resume``, reload) one job's network and save it to ``folder`` (as crossval's fit_job)."""
     train = [it for p in job.train for it in by_patient[p]]
     val = [it for p in job.val for it in by_patient[p]]
+
+    def outputs(net: torch.nn.Module, items: Sequence[VolumeItem]) -> torch.Tensor:
+        return infer(net, items, prep, device, s.batch_size)
+
     key = fingerprint(s.model_dump(), spec.to_json(), prep.to_json(), job.train, job.val, seed, str(weights))
     saved = reuse_saved(folder, key, lambda f: load_volume_model(f, device), job.name, resume)
     if saved is not None:
-        return saved
+        return with_calibration(folder, *saved, val, outputs, calibrate)
     fit = fit_measured(
-        job, spec, train, val,
+        job, spec, train, val, calibrate=calibrate,
         train_fn=lambda job_spec, loss_fn: train_volumes(job_spec, loss_fn, train, val, prep, s, seed=seed,
                                                          device=device, weights=weights, desc=job.name),
-        predict_fn=lambda net, job_spec, items: predict_volumes(net, job_spec, items, prep, device, s.batch_size),
-        flops_fn=lambda net: volume_flops(net, prep, s.batch_size, device))
+        outputs_fn=outputs, flops_fn=lambda net: volume_flops(net, prep, s.batch_size, device))
     init = fit.extra
     meta = {"kind": "finetune3d", "job": job.name, "settings": s.model_dump(), "task": fit.spec.to_json(),
             "prep": prep.to_json(), "windows": prep.to_json()["windows"],
@@ -128,6 +134,7 @@ def run_finetune3d(cfg: Finetune3dConfig) -> int:
     out = start_run(cfg.out, "finetune3d", cfg)
     device = resolve_device(cfg.device)
     labels, spec = read_task(cfg.labels, cfg.targets, cfg.task)
+    check_calibration(cfg.calibrate, spec)
     prep = prep_from(cfg)
     settings = volume_settings(cfg)
     issues = Issues()
@@ -139,12 +146,12 @@ def run_finetune3d(cfg: Finetune3dConfig) -> int:
 
     def fit(job: Job, i: int) -> Fitted[VolumeItem]:
         net, meta = fit_volume_job(job, by_patient, spec, settings, prep, seed=cfg.seed + i, device=device,
-                                   folder=out / job.name, resume=cfg.resume, weights=cfg.weights)
-        job_spec = TaskSpec.from_json(meta["task"])
-        return Fitted.from_meta(lambda its: predict_volumes(net, job_spec, its, prep, device, settings.batch_size),
-                                meta)
+                                   folder=out / job.name, resume=cfg.resume, weights=cfg.weights,
+                                   calibrate=cfg.calibrate)
+        return Fitted.from_meta(lambda its: infer(net, its, prep, device, settings.batch_size), meta)
 
     sets = cross_predict(out, splits, by_patient, spec, fit)
     return finish_cross_validation("finetune3d", cfg, out, sets, {
         "scans_used": len(items), "patients": len(by_patient), "holdout_patients": len(splits.holdout),
-        "jobs": len(splits.jobs), "arch": settings.arch, "prep": prep.to_json()}, issues, device)
+        "jobs": len(splits.jobs), "arch": settings.arch, "prep": prep.to_json(), "calibration": cfg.calibrate},
+        issues, device)

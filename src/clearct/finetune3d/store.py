@@ -7,11 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from clearct.config import VolumeTraining
-from clearct.finetune3d.train import VolumeItem, new_net, predict_volumes
+from clearct.finetune3d.train import VolumeItem, infer, new_net
 from clearct.finetune3d.volumes import VolumePrep
 from clearct.modeling.store import Ensemble, load_folder, load_saved
 from clearct.modeling.tasks import TaskSpec
@@ -26,17 +25,17 @@ def load_volume_model(folder: Path, device: torch.device | str = "cpu") -> tuple
     return load_saved(folder, _build, device)
 
 
-class VolumeEnsemble(Ensemble):
-    """The fold models of a finetune3d folder: mean of their scores and of their thresholds."""
+class VolumeEnsemble(Ensemble[None]):
+    """The fold models of a finetune3d folder: mean of their (calibrated) scores and of their thresholds."""
 
     @property
     def prep(self) -> VolumePrep:
         return VolumePrep.from_json(self.metas[0]["prep"])
 
-    def predict(self, items: Sequence[VolumeItem]) -> tuple[np.ndarray, None]:
-        scores = [predict_volumes(m, TaskSpec.from_json(meta["task"]), items, self.prep, self.device,
-                                  meta["settings"]["batch_size"]) for m, meta in zip(self.models, self.metas)]
-        return np.mean(scores, axis=0), None
+    def outputs(self, items: Sequence[VolumeItem]) -> tuple[list[torch.Tensor], None]:
+        """Every model's raw outputs (3D networks have no attention)."""
+        return [infer(m, items, self.prep, self.device, meta["settings"]["batch_size"])
+                for m, meta in zip(self.models, self.metas)], None
 
 
 def load_volume_ensemble(folder: Path, device: torch.device | str = "cpu") -> VolumeEnsemble:

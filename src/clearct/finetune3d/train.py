@@ -23,7 +23,7 @@ from clearct.common.training import adamw, run_epochs
 from clearct.config import VolumeTraining
 from clearct.finetune3d.models import build_net, load_backbone
 from clearct.finetune3d.volumes import VolumePrep, augment, channels
-from clearct.modeling.tasks import LossFn, TaskSpec, scores_from_outputs
+from clearct.modeling.tasks import LossFn, TaskSpec
 
 LOG = logging.getLogger("clearct")
 
@@ -69,11 +69,6 @@ def infer(net: torch.nn.Module, items: Sequence[VolumeItem], prep: VolumePrep, d
         with autocast_for(device):
             outs.append(net(batch_input(items[start : start + batch_size], prep, device)).float().cpu())
     return torch.cat(outs) if outs else torch.zeros(0, 0)
-
-
-def predict_volumes(net: torch.nn.Module, spec: TaskSpec, items: Sequence[VolumeItem], prep: VolumePrep,
-                    device: torch.device, batch_size: int = 4) -> np.ndarray:
-    return scores_from_outputs(spec, infer(net, items, prep, device, batch_size)).numpy()
 
 
 def batches(order: np.ndarray, size: int) -> list[np.ndarray]:

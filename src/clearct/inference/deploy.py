@@ -1,6 +1,7 @@
 """``clearct deploy``: the mean-probability ensemble of a crossval (MIL on features) or finetune3d (3D CNN on
-volumes) folder's fold models on an external cohort, with the same metrics and plots, and a loud refusal when
-deployment patients were in training."""
+volumes) folder's fold models on an external cohort, with the same metrics and plots (probabilities through each
+model's calibration map when the models were calibrated, and then the reliability before and after it), and a loud
+refusal when deployment patients were in training."""
 
 from __future__ import annotations
 
@@ -65,12 +66,14 @@ def run_deploy(cfg: DeployConfig) -> int:
     if overlap:
         issues.add("overlap_with_training", f"{source}: {len(overlap)} patient(s) were in training; "
                    "deploying anyway (--allow-overlap)", len(overlap))
-    scores, attn = ensemble.predict(items)
-    p = predictions_from(spec, items, scores, ensemble.thresholds, np.zeros(len(items), int))
+    outputs, attn = ensemble.outputs(items)
+    p = predictions_from(spec, items, ensemble.scores(outputs), ensemble.thresholds, np.zeros(len(items), int),
+                         ensemble.scores(outputs, calibrated=False) if ensemble.calibrated else None)
     rows = evaluate_and_write(out, {"deploy": p}, n_boot=cfg.bootstrap, seed=cfg.seed)
     if attn is not None:  # slice attention exists for MIL models only
         write_csv(out / "attention.csv", [r for b, a in zip(items, attn) for r in attention_rows(b, a, ensemble.windows)])
     summary = {"scans_used": len(items), "models": len(ensemble.models), "model_kind": ensemble.kind,
+               "calibration": spec.calibration_method,
                "issues": issues.summary(), "overlap_patients": overlap, "encoder": encoder, "warnings": issues.lines}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     compute.finish_run(out, device=ensemble.device, items=len(items))

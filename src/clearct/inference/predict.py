@@ -78,6 +78,7 @@ class Predictor:
             "encoder": {"name": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size,
                         "windows": ensemble.windows},
             "model": {"folder": str(cfg.model), "models": [m["job"] for m in ensemble.metas],
+                      "calibration": spec.calibration_method,
                       "trained_with": ensemble.metas[0].get("clearct_version"),
                       "training_patients": len(ensemble.training_patients)},
             "warnings": self.warnings + volume.warnings,

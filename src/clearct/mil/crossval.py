@@ -10,6 +10,7 @@ saved models. The splits, the pooling of fold predictions and the writers are sh
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,7 +24,8 @@ from clearct.evaluate.splits import Job
 from clearct.mil.data import Bag, Cohort, load_cohort
 from clearct.mil.models import list_mil_models
 from clearct.mil.store import load_model, model_meta
-from clearct.mil.train import mil_flops, predict_scores, train_model
+from clearct.mil.train import infer, mil_flops, train_model
+from clearct.modeling.calibrate import check_calibration
 from clearct.modeling.cv_runner import (
     Fitted,
     choose_splits,
@@ -33,6 +35,7 @@ from clearct.modeling.cv_runner import (
     fit_measured,
     group_by_patient,
     reuse_saved,
+    with_calibration,
 )
 from clearct.modeling.labels import read_task
 from clearct.modeling.store import save_model
@@ -47,26 +50,30 @@ def training_of(cfg: CrossvalConfig) -> MilTraining:
 
 
 def fit_job(job: Job, by_patient: dict[str, list[Bag]], spec: TaskSpec, settings: MilTraining, cohort: Cohort, *,
-            seed: int, device: torch.device, folder: Path, resume: bool = True) -> tuple[torch.nn.Module, dict]:
+            seed: int, device: torch.device, folder: Path, resume: bool = True,
+            calibrate: str = "none") -> tuple[torch.nn.Module, dict]:
     """Train (or, with ``resume``, reload) the model of one job and save it to ``folder``.
 
-    The validation part selects the epoch (early stopping) and the F1 threshold per output; the job's test
-    patients are never seen here. ``meta["compute"]`` holds the measurement and FLOP estimate of the training.
+    The validation part selects the epoch (early stopping), fits the calibration map (``calibrate``) and the F1
+    threshold per output; the job's test patients are never seen here. ``meta["compute"]`` holds the measurement
+    and FLOP estimate of the training.
     """
     train = [b for p in job.train for b in by_patient[p]]
     val = [b for p in job.val for b in by_patient[p]]
+
+    def outputs(model: torch.nn.Module, bags: Sequence[Bag]) -> torch.Tensor:
+        return infer(model, bags, device, settings.eval_instances)[0]
+
     key = fingerprint(settings.model_dump(), spec.to_json(), job.train, job.val, seed, cohort.encoder, cohort.windows)
     saved = reuse_saved(folder, key, lambda f: load_model(f, device), job.name, resume)
     if saved is not None:
-        return saved
+        return with_calibration(folder, *saved, val, outputs, calibrate)
     fit = fit_measured(
-        job, spec, train, val, regression_loss=settings.regression_loss,
+        job, spec, train, val, regression_loss=settings.regression_loss, calibrate=calibrate,
         train_fn=lambda job_spec, loss_fn: (*train_model(job_spec, loss_fn, train, val, settings,
                                                          n_windows=max(len(cohort.windows), 1), seed=seed,
                                                          device=device, desc=job.name), None),
-        predict_fn=lambda model, job_spec, bags: predict_scores(model, job_spec, bags, device,
-                                                                settings.eval_instances)[0],
-        flops_fn=lambda model: mil_flops(model, train, settings, device))
+        outputs_fn=outputs, flops_fn=lambda model: mil_flops(model, train, settings, device))
     meta = model_meta(job=job.name, settings=settings, spec=fit.spec, in_dim=cohort.embed_dim, windows=cohort.windows,
                       encoder=cohort.encoder, thresholds=fit.thresholds, train=job.train, val=job.val, seed=seed,
                       fingerprint=key, history=fit.history)
@@ -81,6 +88,7 @@ def run_crossval(cfg: CrossvalConfig) -> int:
     out = start_run(cfg.out, "crossval", cfg)
     device = resolve_device(cfg.device)
     labels, spec = read_task(cfg.labels, cfg.targets, cfg.task)
+    check_calibration(cfg.calibrate, spec)
     issues = Issues()
     cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, windows=cfg.use_windows)
     by_patient = group_by_patient(cohort.bags)
@@ -89,11 +97,11 @@ def run_crossval(cfg: CrossvalConfig) -> int:
 
     def fit(job: Job, i: int) -> Fitted[Bag]:
         model, meta = fit_job(job, by_patient, spec, settings, cohort, seed=cfg.seed + i, device=device,
-                              folder=out / job.name, resume=cfg.resume)
-        job_spec = TaskSpec.from_json(meta["task"])
-        return Fitted.from_meta(lambda bags: predict_scores(model, job_spec, bags, device)[0], meta)
+                              folder=out / job.name, resume=cfg.resume, calibrate=cfg.calibrate)
+        return Fitted.from_meta(lambda bags: infer(model, bags, device)[0], meta)
 
     sets = cross_predict(out, splits, by_patient, spec, fit)
     return finish_cross_validation("crossval", cfg, out, sets, {
         "scans_used": len(cohort.bags), "patients": len(by_patient), "holdout_patients": len(splits.holdout),
-        "jobs": len(splits.jobs), "encoder": cohort.encoder, "windows": cohort.windows}, issues, device)
+        "jobs": len(splits.jobs), "encoder": cohort.encoder, "windows": cohort.windows,
+        "calibration": cfg.calibrate}, issues, device)

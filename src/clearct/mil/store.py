@@ -1,5 +1,5 @@
-"""MIL models on disk (:mod:`clearct.modeling.store` format) and the MIL fold ensemble: mean score and mean
-attention over the fold models."""
+"""MIL models on disk (:mod:`clearct.modeling.store` format) and the MIL fold ensemble: mean (calibrated) score and
+mean attention over the fold models."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 
 from clearct.config import MilTraining
 from clearct.mil.data import Bag
-from clearct.mil.train import new_model, predict_scores
+from clearct.mil.train import infer, new_model
 from clearct.modeling.store import Ensemble, load_folder, load_saved
 from clearct.modeling.tasks import TaskSpec
 
@@ -34,21 +34,17 @@ def model_meta(*, job: str, settings: MilTraining, spec: TaskSpec, in_dim: int, 
             "history": history}
 
 
-class MilEnsemble(Ensemble):
+class MilEnsemble(Ensemble[list[np.ndarray]]):
     """The fold models of a crossval folder."""
 
-    def predict(self, bags: Sequence[Bag]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Mean score over the models and mean attention per bag.
-
-        Regression scores are in label units and survival risks are averaged as log hazard ratios.
-        """
-        scores, attn = [], []
+    def outputs(self, bags: Sequence[Bag]) -> tuple[list[torch.Tensor], list[np.ndarray]]:
+        """Every model's raw outputs and the mean attention per bag."""
+        outs, attn = [], []
         for model, meta in zip(self.models, self.metas):
-            s, a = predict_scores(model, TaskSpec.from_json(meta["task"]), bags, self.device,
-                                  meta["settings"]["eval_instances"])
-            scores.append(s)
+            o, a = infer(model, bags, self.device, meta["settings"]["eval_instances"])
+            outs.append(o)
             attn.append(a)
-        return np.mean(scores, axis=0), [np.mean([a[i] for a in attn], axis=0) for i in range(len(bags))]
+        return outs, [np.mean([a[i] for a in attn], axis=0) for i in range(len(bags))]
 
 
 def load_mil_ensemble(folder: Path, device: torch.device | str = "cpu") -> MilEnsemble:

@@ -28,7 +28,7 @@ from clearct.common.training import adamw, run_epochs
 from clearct.config import MilTraining
 from clearct.mil.data import Bag
 from clearct.mil.models import FeatureScaler, build_model
-from clearct.modeling.tasks import LossFn, TaskSpec, scores_from_outputs
+from clearct.modeling.tasks import LossFn, TaskSpec
 
 LOG = logging.getLogger("clearct")
 
@@ -85,12 +85,6 @@ def infer(model: torch.nn.Module, bags: Sequence[Bag], device: torch.device,
             outs[i] = out[j].float().cpu()
             attn[i] = a[j, : len(bags[i])].float().cpu().numpy()
     return torch.stack([outs[i] for i in range(len(bags))]), [attn[i] for i in range(len(bags))]
-
-
-def predict_scores(model: torch.nn.Module, spec: TaskSpec, bags: Sequence[Bag], device: torch.device,
-                   max_instances: int = 32768) -> tuple[np.ndarray, list[np.ndarray]]:
-    out, attn = infer(model, bags, device, max_instances)
-    return scores_from_outputs(spec, out).numpy(), attn
 
 
 def new_model(spec: TaskSpec, in_dim: int, n_windows: int, s: MilTraining) -> torch.nn.Module:

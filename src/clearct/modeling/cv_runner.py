@@ -5,7 +5,8 @@ An *item* is one scan with ``patient_id``, ``scan_id`` and its parsed label ``y`
 module reloads or draws the patient-level splits (same seed → same folds for every family), trains (or, resuming,
 reloads) one model per job inside a compute stage, pools the outer-fold predictions (nested inner models
 averaged), predicts the held-out patients with the mean of all models, and writes predictions.csv, metrics.csv,
-the ROC/PR plots and the printed table. Deploy uses the same writers.
+the ROC/PR and reliability plots and the printed table. Deploy uses the same writers. With ``--calibrate`` each
+model's calibration map is fitted on its validation part before its thresholds (:mod:`clearct.modeling.calibrate`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
+import torch
 
 from clearct.common import compute
 from clearct.common.atomic import atomic_write_text
@@ -26,11 +28,13 @@ from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.config import CrossvalConfig, Finetune3dConfig
 from clearct.evaluate.metrics import best_f1_threshold
-from clearct.evaluate.plots import roc_pr_figure
+from clearct.evaluate.plots import reliability_figure, roc_pr_figure
 from clearct.evaluate.splits import Job, Splits, make_splits, stratification_matrix
 from clearct.evaluate.tables import Predictions, compute_metrics, prediction_rows, write_csv
 from clearct.io.tables import LabelTable
-from clearct.modeling.tasks import TaskSpec, eval_labels, fit_normalisation, make_loss
+from clearct.modeling.calibrate import fit_calibration
+from clearct.modeling.store import save_meta
+from clearct.modeling.tasks import TaskSpec, eval_labels, fit_normalisation, make_loss, scores_from_outputs
 
 LOG = logging.getLogger("clearct")
 
@@ -124,12 +128,15 @@ class JobResult:
 
 def fit_measured(job: Job, spec: TaskSpec, train: Sequence[ItemT], val: Sequence[ItemT], *,
                  train_fn: Callable[[TaskSpec, Any], tuple[Any, list[dict], Any]],
-                 predict_fn: Callable[[Any, TaskSpec, Sequence[ItemT]], np.ndarray],
-                 flops_fn: Callable[[Any], tuple[int, int]], regression_loss: str = "l1") -> JobResult:
+                 outputs_fn: Callable[[Any, Sequence[ItemT]], Any],
+                 flops_fn: Callable[[Any], tuple[int, int]], regression_loss: str = "l1",
+                 calibrate: str = "none") -> JobResult:
     """What every family's job fit shares: the task copy with its label normalisation and loss weights from the
-    training labels, the measured training (``train_fn(job_spec, loss_fn)`` → model, history, extra), the F1
-    thresholds on the validation part, and the FLOP estimate: ``flops_fn(model)`` gives one training step's and
-    one item's forward FLOPs; × the steps, + one validation pass per epoch and the threshold pass."""
+    training labels, the measured training (``train_fn(job_spec, loss_fn)`` → model, history, extra), the raw
+    validation outputs (``outputs_fn(model, items)`` → (n, n_out) CPU tensor), the calibration map and the F1
+    thresholds on the validation part (:func:`calibrate_job`), and the FLOP estimate: ``flops_fn(model)`` gives
+    one training step's and one item's forward FLOPs; × the steps, + one validation pass per epoch and the
+    threshold pass."""
     if not train:
         raise ClearctError(f"{job.name}: no training scans")
     job_spec = TaskSpec.from_json(spec.to_json())
@@ -138,13 +145,41 @@ def fit_measured(job: Job, spec: TaskSpec, train: Sequence[ItemT], val: Sequence
     loss_fn = make_loss(job_spec, y_train, regression_loss)
     with compute.measure(job.name) as used:
         model, history, extra = train_fn(job_spec, loss_fn)
-        s_val = predict_fn(model, job_spec, val) if val else np.zeros((0, 0))
-    y_val = np.stack([it.y for it in val]) if val else np.zeros((0, 0))
+        job_spec, thresholds = calibrate_job(job_spec, val, outputs_fn(model, val) if val else None, calibrate,
+                                             job.name)
     step, item = flops_fn(model)
     used.steps = history[-1]["steps"] if history else 0
     used.flops = step * used.steps + item * len(val) * (len(history) + 1)
-    return JobResult(model, job_spec, validation_thresholds(job_spec, y_val, s_val), history,
-                     {**used.to_json(), "step_flops": step, "item_flops": item}, extra)
+    return JobResult(model, job_spec, thresholds, history, {**used.to_json(), "step_flops": step,
+                                                            "item_flops": item}, extra)
+
+
+def calibrate_job(spec: TaskSpec, val: Sequence[Item], out_val: Any, method: str,
+                  name: str) -> tuple[TaskSpec, list[float]]:
+    """A job's spec with the calibration map of ``method`` fitted on its validation outputs ``out_val`` (None when
+    the job has no validation part), and the F1 thresholds chosen on the (calibrated) validation scores."""
+    spec = spec.uncalibrated()
+    if out_val is None:
+        out_val = torch.zeros((0, spec.n_out))
+    y_val = np.stack([it.y for it in val]) if val else np.zeros((0, len(spec.targets)), np.float32)
+    spec.calibration = fit_calibration(spec, out_val, y_val, method, name)
+    s_val = scores_from_outputs(spec, out_val).numpy() if val else np.zeros((0, 0))
+    return spec, validation_thresholds(spec, y_val, s_val)
+
+
+def with_calibration(folder: Path, model: Any, meta: dict, val: Sequence[ItemT],
+                     outputs_fn: Callable[[Any, Sequence[ItemT]], Any], method: str) -> tuple[Any, dict]:
+    """A model reloaded by resume, with the calibration asked now: saved with another ``--calibrate``, its map is
+    fitted again on its validation part, its thresholds are chosen again and its model.json is rewritten (the
+    weights are the same, so the model is not trained again)."""
+    spec = TaskSpec.from_json(meta["task"])
+    if spec.calibration_method == method:
+        return model, meta
+    spec, thresholds = calibrate_job(spec, val, outputs_fn(model, val) if val else None, method, meta["job"])
+    meta.update(task=spec.to_json(), thresholds=thresholds)
+    save_meta(folder, meta)
+    LOG.info("%s: calibration %s fitted on the validation part of the saved model", meta["job"], method)
+    return model, meta
 
 
 def validation_thresholds(spec: TaskSpec, y_val: np.ndarray, s_val: np.ndarray) -> list[float]:
@@ -159,12 +194,14 @@ def validation_thresholds(spec: TaskSpec, y_val: np.ndarray, s_val: np.ndarray) 
 class Fitted(Generic[ItemT]):
     """A trained (or reloaded) model of one job, as the driver needs it.
 
-    ``flops``/``steps``: estimate of the training and validation passes (None when reloaded); ``item_flops``: one
-    forward of one item, used to add the test and held-out predictions; ``trained``: the compute record saved when
-    a reloaded model was trained.
+    ``outputs``: items → raw outputs; ``spec``: the job's task with its calibration map; ``flops``/``steps``:
+    estimate of the training and validation passes (None when reloaded); ``item_flops``: one forward of one item,
+    used to add the test and held-out predictions; ``trained``: the compute record saved when a reloaded model was
+    trained.
     """
 
-    predict: Callable[[Sequence[ItemT]], np.ndarray]
+    outputs: Callable[[Sequence[ItemT]], Any]
+    spec: TaskSpec
     thresholds: np.ndarray
     flops: int | None = None
     steps: int | None = None
@@ -173,20 +210,27 @@ class Fitted(Generic[ItemT]):
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_meta(cls, predict: Callable[[Sequence[ItemT]], np.ndarray], meta: dict) -> Fitted[ItemT]:
-        """From a saved model's ``model.json``: its thresholds and the compute record of its training (that
-        record is the job's cost only when the model was trained now, not reloaded)."""
+    def from_meta(cls, outputs: Callable[[Sequence[ItemT]], Any], meta: dict) -> Fitted[ItemT]:
+        """From a saved model's ``model.json``: its task (with the calibration map), thresholds and the compute
+        record of its training (that record is the job's cost only when the model was trained now, not
+        reloaded)."""
         used, reused = meta.get("compute", {}), bool(meta.get("reused", False))
-        return cls(predict, np.asarray(meta["thresholds"]), flops=None if reused else used.get("flops"),
-                   steps=None if reused else used.get("steps"), item_flops=used.get("item_flops"),
-                   trained=used if reused else None)
+        return cls(outputs, TaskSpec.from_json(meta["task"]), np.asarray(meta["thresholds"]),
+                   flops=None if reused else used.get("flops"), steps=None if reused else used.get("steps"),
+                   item_flops=used.get("item_flops"), trained=used if reused else None)
+
+    def predict(self, items: Sequence[ItemT]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The scores of ``items`` and, for a calibrated model, its scores before the map (one forward pass)."""
+        out = self.outputs(items)
+        before = scores_from_outputs(self.spec.uncalibrated(), out).numpy() if self.spec.calibration else None
+        return scores_from_outputs(self.spec, out).numpy(), before
 
 
 def cross_predict(out: Path, splits: Splits, by_patient: Mapping[str, Sequence[ItemT]], spec: TaskSpec,
                   fit: Callable[[Job, int], Fitted[ItemT]]) -> dict[str, Predictions]:
     """Fit every job (``fit(job, index)``), each in a compute stage; return the ``cv`` (and ``holdout``) sets."""
     holdout = [it for p in splits.holdout for it in by_patient[p]]
-    cv_scores: dict[int, list[np.ndarray]] = {}
+    cv_scores: dict[int, list[tuple[np.ndarray, np.ndarray | None]]] = {}
     cv_thr: dict[int, list[np.ndarray]] = {}
     hold_scores, hold_thr = [], []
     for i, job in enumerate(splits.jobs):
@@ -209,38 +253,59 @@ def cross_predict(out: Path, splits: Splits, by_patient: Mapping[str, Sequence[I
 
     # one job per outer fold in plain CV; nested CV averages the inner models of an outer fold
     outer_test = {j.outer: j.test for j in splits.jobs}
-    cv_items, cv_s, cv_t, cv_f = [], [], [], []
+    cv_items, cv_s, cv_b, cv_t, cv_f = [], [], [], [], []
     for k in sorted(cv_scores):
         items = [it for p in outer_test[k] for it in by_patient[p]]
         cv_items += items
-        cv_s.append(np.mean(cv_scores[k], axis=0))
-        cv_t.append(np.broadcast_to(np.mean(cv_thr[k], axis=0), cv_s[-1].shape))
+        scores, before = _mean_scores(cv_scores[k])
+        cv_s.append(scores)
+        cv_b.append(before)
+        cv_t.append(np.broadcast_to(np.mean(cv_thr[k], axis=0), scores.shape))
         cv_f.append(np.full(len(items), k))
-    sets = {"cv": predictions_from(spec, cv_items, np.concatenate(cv_s), np.concatenate(cv_t), np.concatenate(cv_f))}
+    cv_before = [b for b in cv_b if b is not None]
+    sets = {"cv": predictions_from(spec, cv_items, np.concatenate(cv_s), np.concatenate(cv_t), np.concatenate(cv_f),
+                                   np.concatenate(cv_before) if len(cv_before) == len(cv_b) else None)}
     if holdout:
-        sets["holdout"] = predictions_from(spec, holdout, np.mean(hold_scores, axis=0), np.mean(hold_thr, axis=0),
-                                           np.zeros(len(holdout), int))
+        scores, before = _mean_scores(hold_scores)
+        sets["holdout"] = predictions_from(spec, holdout, scores, np.mean(hold_thr, axis=0),
+                                           np.zeros(len(holdout), int), before)
     return sets
 
 
+def _mean_scores(pairs: list[tuple[np.ndarray, np.ndarray | None]]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The mean calibrated scores of several models, and their mean scores before calibration (None when a model
+    has no map)."""
+    before = [b for _, b in pairs if b is not None]
+    return np.mean([s for s, _ in pairs], axis=0), np.mean(before, axis=0) if len(before) == len(pairs) else None
+
+
 def predictions_from(spec: TaskSpec, items: Sequence[Item], scores: np.ndarray, thresholds: np.ndarray,
-                     fold: np.ndarray) -> Predictions:
+                     fold: np.ndarray, uncalibrated: np.ndarray | None = None) -> Predictions:
     y = np.stack([it.y for it in items])
     return Predictions(spec.kind, spec.output_names, np.array([it.patient_id for it in items]),
                        np.array([it.scan_id for it in items]), fold, eval_labels(spec, y), scores,
-                       np.broadcast_to(thresholds, scores.shape).astype(np.float64).copy())
+                       np.broadcast_to(thresholds, scores.shape).astype(np.float64).copy(), uncalibrated)
 
 
 def evaluate_and_write(out: Path, sets: dict[str, Predictions], *, n_boot: int, seed: int) -> list[dict]:
-    """predictions.csv, metrics.csv and the ROC/PR figures of every evaluated set."""
+    """predictions.csv, metrics.csv, and per classification target the ROC/PR figure, the reliability diagram
+    (``<set>-<target>-reliability``) and, for calibrated models, the diagram before and after calibration
+    (``<set>-<target>-calibration``) of every evaluated set."""
     pred_rows, metric_rows = [], []
     for name, p in sets.items():
         pred_rows += prediction_rows(p, name)
         metric_rows += compute_metrics(p, name, n_boot=n_boot, seed=seed)
         if p.kind in ("multilabel", "binary", "multiclass"):
             for j, target in enumerate(p.names):
-                roc_pr_figure(p.y[:, j], p.scores[:, j], p.patients, target, out / "plots" / f"{name}-{target}",
+                stem = f"{name}-{target}"
+                roc_pr_figure(p.y[:, j], p.scores[:, j], p.patients, target, out / "plots" / stem,
                               n_boot=min(n_boot, 200), seed=seed)
+                reliability_figure(p.y[:, j], {name: p.scores[:, j]}, f"{name} — {target}",
+                                   out / "plots" / f"{stem}-reliability")
+                if p.uncalibrated is not None:
+                    reliability_figure(p.y[:, j], {"before calibration": p.uncalibrated[:, j],
+                                                   "after calibration": p.scores[:, j]},
+                                       f"{name} — {target}", out / "plots" / f"{stem}-calibration")
     write_csv(out / "predictions.csv", pred_rows)
     write_csv(out / "metrics.csv", metric_rows)
     return metric_rows

@@ -10,12 +10,15 @@ multiclass  one column, K values         K         CE with class weights        
 regression  one numeric column per target T        L1 (or MSE) on z-scored targets value in label units
 survival    time, event (1/0) columns    1         Cox partial likelihood          risk (log hazard ratio)
 =========== ============================ ========= =============================== ===========================
+
+A classification model may carry a calibration map fitted on its validation part (``--calibrate``,
+:mod:`clearct.modeling.calibrate`); its scores are then the calibrated probabilities (:func:`calibrated_scores`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -36,6 +39,9 @@ class TaskSpec:
     classes: list[str] = field(default_factory=list)  # binary / multiclass: class names in output order
     y_mean: list[float] = field(default_factory=list)  # regression: standardisation of the training labels
     y_std: list[float] = field(default_factory=list)
+    # a fitted calibration map: {"method": "temperature", "temperature": [T per output; one for multiclass]} or
+    # {"method": "platt", "slope": [...], "intercept": [...]}; None: the scores are the model's own
+    calibration: dict | None = None
 
     @property
     def n_out(self) -> int:
@@ -55,9 +61,19 @@ class TaskSpec:
     def is_classification(self) -> bool:
         return self.kind in ("multilabel", "binary", "multiclass")
 
+    @property
+    def calibration_method(self) -> str:
+        return self.calibration["method"] if self.calibration else "none"
+
+    def uncalibrated(self) -> TaskSpec:
+        """The same task without its calibration map (the model's own scores)."""
+        return replace(self, calibration=None)
+
     def to_json(self) -> dict:
+        # without a map the key is left out, so the fingerprints of models saved before calibration existed hold
         return {"kind": self.kind, "targets": self.targets, "classes": self.classes,
-                "y_mean": self.y_mean, "y_std": self.y_std}
+                "y_mean": self.y_mean, "y_std": self.y_std, **({"calibration": self.calibration}
+                                                              if self.calibration else {})}
 
     @classmethod
     def from_json(cls, d: dict) -> TaskSpec:
@@ -172,7 +188,9 @@ def make_loss(spec: TaskSpec, y_train: np.ndarray, regression: str = "l1") -> Lo
 
 
 def scores_from_outputs(spec: TaskSpec, out: torch.Tensor) -> torch.Tensor:
-    """Raw model outputs (B, n_out) → evaluated scores (B, len(output_names))."""
+    """Raw model outputs (B, n_out) → evaluated scores (B, len(output_names)); calibrated when the spec has a map."""
+    if spec.calibration:
+        return calibrated_scores(spec, out)
     k = spec.kind
     if k == "multilabel":
         return torch.sigmoid(out)
@@ -183,3 +201,41 @@ def scores_from_outputs(spec: TaskSpec, out: torch.Tensor) -> torch.Tensor:
     if k == "regression":
         return out * torch.tensor(spec.y_std, device=out.device) + torch.tensor(spec.y_mean, device=out.device)
     return out
+
+
+def calibration_logits(spec: TaskSpec, out: torch.Tensor) -> torch.Tensor:
+    """The logit of every evaluated probability (B, len(output_names)), in float64, that calibration maps act on:
+    multilabel the outputs, binary the log-odds of the second class z₁ − z₀, multiclass the one-vs-rest log-odds
+    log p_k − log(1 − p_k) = z_k − logsumexp_{j≠k} z_j."""
+    z = out.double()
+    if spec.kind == "multilabel":
+        return z
+    if spec.kind == "binary":
+        return z[:, 1:] - z[:, :1]
+    if spec.kind == "multiclass":
+        others = z[:, None, :].expand(-1, z.shape[1], -1).masked_fill(torch.eye(z.shape[1], dtype=torch.bool,
+                                                                       device=z.device), float("-inf"))
+        return z - torch.logsumexp(others, dim=2)
+    raise ValueError(f"a {spec.kind} task has no probabilities to calibrate")
+
+
+def calibrated_scores(spec: TaskSpec, out: torch.Tensor) -> torch.Tensor:
+    """Scores through the spec's calibration map, in float64 (no float32 ties near 0 and 1).
+
+    Temperature: sigmoid(logit / T) per output; multiclass softmax(z / T) with one T (argmax kept). Platt:
+    sigmoid(a · logit + b) per output; multiclass per class on the one-vs-rest logit, then normalised to sum 1 (as
+    scikit-learn's CalibratedClassifierCV). Per output both are increasing, so binary and multilabel rankings are
+    unchanged; multiclass per-class rankings can move through the shared normalisation.
+    """
+    cal = spec.calibration or {}
+    if cal.get("method") == "temperature":
+        temperature = torch.tensor(cal["temperature"], dtype=torch.float64)
+        if spec.kind == "multiclass":
+            return torch.softmax(out.double() / temperature[0], dim=1)
+        return torch.sigmoid(calibration_logits(spec, out) / temperature)
+    if cal.get("method") == "platt":
+        slope = torch.tensor(cal["slope"], dtype=torch.float64)
+        intercept = torch.tensor(cal["intercept"], dtype=torch.float64)
+        q = torch.sigmoid(slope * calibration_logits(spec, out) + intercept)
+        return q / q.sum(dim=1, keepdim=True) if spec.kind == "multiclass" else q
+    raise ValueError(f"unknown calibration map {cal!r}")

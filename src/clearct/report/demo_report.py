@@ -253,7 +253,7 @@ def _artefacts() -> Table:
          "lecl, random (the same architecture at random init), supervised, control (the LECL features with the "
          "annotated key slices marked)"),
         ("location/<arm>/crossval/", "lesion location: splits.json, fold-*/model.safetensors + model.json, "
-         "predictions.csv, metrics.csv, plots/ (ROC + PR per target with bootstrap bands), summary.json"),
+         "predictions.csv, metrics.csv, plots/ (ROC + PR with bootstrap bands and reliability per target), summary.json"),
         ("location/<arm>/deploy/", "the fold ensemble on the external cohort: predictions.csv, metrics.csv, plots/"),
         ("lung/<arm>/crossval/, lung/<arm>/deploy/", "lung abnormalities (lung window), same layout"),
         ("attention/lecl/, attention/control/", "attention.csv (attention per slice and window for every external "
