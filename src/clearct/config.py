@@ -457,7 +457,11 @@ class PredictConfig(CommandConfig):
     png_values: str | None = _png_values()
     out: Path = Field(..., description="output folder for prediction.json and attention.png")
     series: str | None = Field(None, description="SeriesInstanceUID when the folder holds several series")
-    top_k: int = Field(6, ge=1, description="slices in the attention montage")
+    lesions: Path | None = Field(None, description="lesions.csv: boxes drawn in viewer.html (matched by scan_id)")
+    viewer: bool = Field(True, description="write viewer.html (slices, attention, heatmaps, lesions, predictions)")
+    dicom_outputs: bool = Field(True, description="for a DICOM series, also write the results as DICOM (SR, key "
+                                "object selection, parametric map of the heatmaps) into dicom/")
+    top_k: int = Field(6, ge=1, description="slices in the attention montage and in the DICOM key object selection")
     batch_size: int = Field(64, ge=1, description="slices per encoder forward pass")
     device: str = _device()
 
