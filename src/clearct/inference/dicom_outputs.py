@@ -244,7 +244,9 @@ def write_dicom_outputs(folder: Path, volume: CTVolume, *, series: str | None, p
         raise ClearctError(f"the series has {len(source.datasets)} slices but the scan read has "
                            f"{volume.hu.shape[0]} (an undecodable slice?): slice references would be wrong",
                            volume.source)
-    blank = sorted({k for ds in source.datasets for k in _UIDS if not str(ds.get(k, "") or "")})
+    maps = read_heatmaps(heatmaps) if heatmaps is not None and Path(heatmaps).is_file() else None
+    needed = _UIDS + (("FrameOfReferenceUID",) if maps is not None else ())  # maps are placed in its space
+    blank = sorted({k for ds in source.datasets for k in needed if not str(ds.get(k, "") or "")})
     if blank:
         raise ClearctError(f"the series has no {', '.join(blank)} (blanked by an anonymiser?): DICOM results could "
                            "not reference their source", volume.source)
@@ -253,7 +255,7 @@ def write_dicom_outputs(folder: Path, volume: CTVolume, *, series: str | None, p
     slices = top_slices(np.asarray(slice_index), np.asarray(attention), volume.hu.shape[0], top_k)
     if slices:
         written["kos"] = _save(key_object_selection(source, slices, provenance), folder / "kos.dcm")
-    if heatmaps is not None and Path(heatmaps).is_file():
-        for name, ds in parametric_maps(source, read_heatmaps(heatmaps), provenance).items():
+    if maps is not None:
+        for name, ds in parametric_maps(source, maps, provenance).items():
             written[f"pm-{name}"] = _save(ds, folder / f"pm-{_file_part(name)}.dcm")
     return written
