@@ -1,6 +1,7 @@
 """``clearct deploy``: the mean-probability ensemble of a crossval (MIL on features) or finetune3d (3D CNN on
-volumes) folder's fold models on an external cohort, with the same metrics and plots, and a loud refusal when
-deployment patients were in training."""
+volumes) folder's fold models on an external cohort, with the same metrics and plots, a loud refusal when
+deployment patients were in training, and viewers of the most confident errors (``errors/``, listed in
+summary.json)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from clearct.evaluate.tables import write_csv
 from clearct.finetune3d.run import load_volume_items
 from clearct.inference.attention import attention_rows, check_encoder
 from clearct.inference.ensembles import load_ensemble
+from clearct.inference.review import review_errors
 from clearct.io.tables import read_labels_table
 from clearct.mil.data import load_cohort
 from clearct.modeling.cv_runner import evaluate_and_write, predictions_from, print_table
@@ -64,8 +66,11 @@ def run_deploy(cfg) -> int:
     rows = evaluate_and_write(out, {"deploy": p}, n_boot=cfg.bootstrap, seed=cfg.seed)
     if attn is not None:  # slice attention exists for MIL models only
         write_csv(out / "attention.csv", [r for b, a in zip(items, attn) for r in attention_rows(b, a, ensemble.windows)])
+    viewers = review_errors(out, ensemble, cfg.model, features=cfg.features, scans=cfg.scans,
+                            lesions=cfg.lesions) if cfg.error_viewers else []
     summary = {"scans_used": len(items), "models": len(ensemble.models), "model_kind": ensemble.kind,
-               "issues": issues.summary(), "overlap_patients": overlap, "encoder": encoder, "warnings": issues.lines}
+               "issues": issues.summary(), "overlap_patients": overlap, "encoder": encoder, "warnings": issues.lines,
+               "error_viewers": viewers}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     compute.finish_run(out, device=ensemble.device, items=len(items))
     print_table(rows)

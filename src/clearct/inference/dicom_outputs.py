@@ -195,7 +195,7 @@ def key_object_selection(source: SourceSlices, slices: Sequence[int], prov: Prov
 def parametric_maps(source: SourceSlices, maps: Heatmaps, prov: Provenance) -> dict[str, Dataset]:
     """One Parametric Map per (target, heatmap window): float frames on the source slices' own grid."""
     hd = _hd()
-    out = {}
+    out: dict[str, Dataset] = {}
     for w, (window, _, _) in enumerate(maps.windows):
         rows = np.flatnonzero(maps.window == w)
         if not len(rows):

@@ -19,6 +19,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +31,7 @@ from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Failures
 from clearct.common.runs import start_run
+from clearct.config import PredictConfig
 from clearct.encoders import create_encoder
 from clearct.encoders.embed import embed_volume, prepare_encoder
 from clearct.encoders.random_init import check_baseline_weights, random_init_warning
@@ -37,7 +39,13 @@ from clearct.evaluate.tables import write_csv
 from clearct.inference.attention import attention_rows, check_encoder
 from clearct.inference.dicom_outputs import Provenance, write_dicom_outputs
 from clearct.inference.ensembles import load_mil_models
-from clearct.inference.viewers import heatmap_path, lesions_by_scan, model_identity, predictions_of, write_scan_viewer
+from clearct.inference.viewers import (
+    heatmap_path,
+    lesions_by_scan,
+    model_identity,
+    predictions_of,
+    write_scan_viewer,
+)
 from clearct.io import read_ct, read_scans_table
 from clearct.io.tables import LesionBox
 from clearct.mil.data import Bag
@@ -50,7 +58,7 @@ from clearct.report.attention import attention_figure
 class Predictor:
     """What every scan of a predict run shares: the ensemble, the encoder and its windows."""
 
-    cfg: object
+    cfg: PredictConfig
     ensemble: MilEnsemble
     encoder: torch.nn.Module
     windows: list
@@ -72,12 +80,13 @@ class Predictor:
         spec = ensemble.spec
         names = spec.output_names
         thresholds = ensemble.thresholds
-        calls = {}
+        calls: dict[str, bool | str] = {}
         if spec.kind in ("multilabel", "binary"):
             calls = {n: bool(scores[0, j] >= thresholds[j]) for j, n in enumerate(names)}
         elif spec.kind == "multiclass":
             calls = {spec.targets[0]: names[int(np.argmax(scores[0]))]}
-        result = {
+        warnings: list[str] = self.warnings + volume.warnings
+        result: dict[str, Any] = {
             "scan": str(scan_path), "scan_id": f.scan_id, "slices": int(volume.hu.shape[0]),
             "task": spec.kind, "scores": {n: float(scores[0, j]) for j, n in enumerate(names)},
             "thresholds": {n: float(t) for n, t in zip(names, thresholds)} if spec.kind != "multiclass" else {},
@@ -87,7 +96,7 @@ class Predictor:
             "model": {"folder": str(cfg.model), "models": [m["job"] for m in ensemble.metas],
                       "trained_with": ensemble.metas[0].get("clearct_version"),
                       "training_patients": len(ensemble.training_patients)},
-            "warnings": self.warnings + volume.warnings,
+            "warnings": warnings,
             "clearct_version": __version__,
         }
         write_csv(out / "attention.csv", attention_rows(bag, attn[0], ensemble.windows))
@@ -98,7 +107,7 @@ class Predictor:
             write_scan_viewer(out / "viewer.html", volume, windows=ensemble.windows, bag=bag, attention=attn[0],
                               heatmaps=heatmap_path(out, f.scan_id), lesions=self.lesions.get(f.scan_id, []),
                               predictions=predictions_of(ensemble, scores[0]),
-                              identity=model_identity(ensemble, cfg.model), notes=result["warnings"])
+                              identity=model_identity(ensemble, cfg.model), notes=warnings)
         if cfg.dicom_outputs and volume.meta.get("format") == "dicom":
             try:
                 written = write_dicom_outputs(out / "dicom", volume, series=cfg.series,
@@ -107,7 +116,7 @@ class Predictor:
                                               provenance=Provenance.of(ensemble, cfg.model),
                                               heatmaps=heatmap_path(out, f.scan_id), top_k=cfg.top_k)
             except ClearctError as exc:  # the prediction stands; only its DICOM copy cannot be made
-                result["warnings"].append(f"no DICOM results: {exc}")
+                warnings.append(f"no DICOM results: {exc}")
                 print(f"clearct predict: warning: no DICOM results: {exc}", file=sys.stderr)
             else:
                 result["dicom_outputs"] = {k: str(v) for k, v in written.items()}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pydicom
@@ -400,6 +400,14 @@ def dicom_files(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR")
 
 
+def centre_z(frames: list[Frame], rows: int, cols: int) -> np.ndarray:
+    """Patient z of the centre of each frame (geometry filled in by :func:`fill_geometry`)."""
+    iop = cast(np.ndarray, frames[0].orientation)
+    drow, dcol = cast(tuple[float, float], frames[0].pixel_spacing)
+    centre = iop[3:] * drow * (rows - 1) / 2 + iop[:3] * dcol * (cols - 1) / 2
+    return np.array([cast(np.ndarray, f.position)[2] for f in frames]) + centre[2]
+
+
 def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
     """Read a DICOM CT series (folder, single file, or Enhanced CT multi-frame file) as a CTVolume."""
     path = Path(path)
@@ -442,10 +450,7 @@ def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
     z_mm = oriented.slice_z_mm()
     axis, flipped = oriented.input_axis_to_z()
     if axis == 0:  # an axial series: true slice positions (uneven gaps survive) and the plane spacing
-        rows, cols = slices[0].shape
-        iop, (drow, dcol) = frames[0].orientation, frames[0].pixel_spacing
-        centre = iop[3:] * drow * (rows - 1) / 2 + iop[:3] * dcol * (cols - 1) / 2
-        true_z = np.array([f.position[2] for f in frames]) + centre[2]
+        true_z = centre_z(frames, *slices[0].shape)
         z_mm = true_z[::-1] if flipped else true_z
         spacing[0] = gap
     meta = {
@@ -509,8 +514,5 @@ def source_slices(path: Path | str, *, series: str | None = None) -> SourceSlice
         if not str(f.ds.get("SOPClassUID", "") or ""):  # anonymisers blank it; the file meta keeps it
             f.ds.SOPClassUID = _sop_class(f.ds)
         datasets.append(f.ds)
-    rows, cols = int(frames[0].ds.Rows), int(frames[0].ds.Columns)
-    iop, (drow, dcol) = frames[0].orientation, frames[0].pixel_spacing
-    centre = iop[3:] * drow * (rows - 1) / 2 + iop[:3] * dcol * (cols - 1) / 2
-    z = np.array([f.position[2] for f in frames]) + centre[2]
+    z = centre_z(frames, int(frames[0].ds.Rows), int(frames[0].ds.Columns))
     return SourceSlices(datasets, plane, z[::-1] if flipped else z)
