@@ -42,7 +42,7 @@ def choose_reviewed(rows: list[dict], per_target: int = PER_TARGET, limit: int =
     scans per target and ``limit`` in all; a scan wrong for several targets is rendered once."""
     chosen: list[str] = []
     for target in dict.fromkeys(r["target"] for r in rows):
-        mine = sorted((r for r in rows if r["target"] == target), key=lambda r: (int(r["rank"]), r["error"]))
+        mine = sorted((r for r in rows if r["target"] == target), key=lambda r: (int(r["rank"]), r["error"] != "false_positive"))
         for scan_id in list(dict.fromkeys(r["scan_id"] for r in mine))[:per_target]:
             if len(chosen) == limit:
                 return chosen
