@@ -74,7 +74,8 @@ class ViewerScan:
 def _data_uri(image: Image.Image, fmt: str, quality: int) -> str:
     buffer = io.BytesIO()
     if fmt == "webp":
-        image.save(buffer, format="WEBP", quality=quality, method=4)
+        # method 2: within 5 % of the size of the default method 4 at 2.5× its speed (benchmarks/viewer.py)
+        image.save(buffer, format="WEBP", quality=quality, method=2)
     else:
         image.save(buffer, format="JPEG", quality=quality, optimize=True)
     return f"data:{FORMATS[fmt]};base64,{base64.b64encode(buffer.getvalue()).decode('ascii')}"
