@@ -161,10 +161,10 @@ def _docs_target() -> Path | None:
 
 def test_viewer_is_self_contained_and_light(tmp_path: Path) -> None:
     scan = _scan(tmp_path, size=128)
-    scan.scan_id = "a</script><b>"  # ids come from user tables: they must not break out of the page
+    scan.scan_id = "a</script><b>{{JS}}"  # ids come from user tables: they must not break out of the page
     page = viewer_html(scan)
     assert "<script src" not in page and "<link" not in page and not re.search(r"(src|href)=\"?https?:", page)
-    assert page.count("</script>") == 2 and "a&lt;/script&gt;&lt;b&gt;" in page
+    assert page.count("</script>") == 2 and "a&lt;/script&gt;&lt;b&gt;{{JS}}" in page
     uris = re.findall(r"data:image/webp;base64,", page)
     assert len(uris) == 64 * 2 + len(HEAT_SLICES) * 2  # every slice in both windows + every overlay
     assert len(page) < 64 * 2 * 12_000  # well under 12 kB per 128² slice image

@@ -14,6 +14,7 @@ import base64
 import html
 import io
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,10 +200,10 @@ def viewer_html(scan: ViewerScan, *, max_px: int = 512, fmt: str = "webp", quali
         "heatmaps": _heatmap_data(scan.heatmaps, (rows, cols), quality) if scan.heatmaps is not None else None,
         "lesions": _lesion_data(scan.lesions, z),
     }
-    title = html.escape(f"{scan.scan_id}: clearct viewer")
-    return (_PAGE.replace("{{TITLE}}", title).replace("{{SCAN}}", html.escape(scan.scan_id))
-            .replace("{{TABLES}}", _tables(scan)).replace("{{CSS}}", _CSS).replace("{{JS}}", _JS)
-            .replace("{{DATA}}", _json_script(data)))
+    parts = {"TITLE": html.escape(f"{scan.scan_id}: clearct viewer"), "SCAN": html.escape(scan.scan_id),
+             "TABLES": _tables(scan), "CSS": _CSS, "JS": _JS, "DATA": _json_script(data)}
+    # one pass over the template: text from the tables (ids, labels) is never scanned for placeholders again
+    return re.sub(r"\{\{(TITLE|SCAN|TABLES|CSS|JS|DATA)\}\}", lambda m: parts[m[1]], _PAGE)
 
 
 def write_viewer(target: str | Path, scan: ViewerScan, *, max_px: int = 512, fmt: str = "webp",
