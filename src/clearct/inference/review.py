@@ -13,6 +13,7 @@ import csv
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -108,9 +109,9 @@ def review_errors(out: Path, ensemble: Ensemble, model_folder: Path, *, features
             write_scan_viewer(target, volume, windows=ensemble.windows, bag=bag, attention=attention,
                               lesions=boxes.get(scan_id, []), predictions=predictions.get((mine[0]["set"], scan_id), []),
                               identity=identity, notes=_notes(mine))
-        except (ClearctError, OSError) as exc:
+        except (ClearctError, OSError, ValueError) as exc:  # this viewer is lost, the others and the run go on
             LOG.warning("errors: no viewer for %s: %s", scan_id, exc)
-            print(f"clearct: warning: no error viewer for {scan_id}: {exc}")
+            print(f"clearct: warning: no error viewer for {scan_id}: {exc}", file=sys.stderr)
             continue
         done[scan_id] = target.relative_to(out).as_posix()
     for r in rows:
