@@ -134,3 +134,19 @@ def test_confident_errors_order_and_thresholds() -> None:
                                                           ("false_negative", "D")]
     assert choose_reviewed(rows * 4, per_target=2) == ["A", "D"]
     assert choose_reviewed([{**r, "target": t} for t in "xyz" for r in rows], per_target=3, limit=2) == ["A", "D"]
+
+
+def test_a_scan_without_its_ct_loses_only_its_viewer(trained, tmp_path, capsys) -> None:
+    import shutil
+
+    from clearct.inference.ensembles import load_ensemble
+    from clearct.inference.review import review_errors
+
+    out = tmp_path / "copy"
+    out.mkdir()
+    for name in ("errors.csv", "predictions.csv"):
+        shutil.copy(trained["cv"] / name, out / name)
+    viewers = review_errors(out, load_ensemble(trained["cv"]), trained["cv"], features=tmp_path / "no-features")
+    assert viewers == [] and "no error viewer for" in capsys.readouterr().err
+    with open(out / "errors.csv") as fh:
+        assert {r["viewer"] for r in csv.DictReader(fh)} == {""}
