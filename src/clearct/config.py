@@ -369,6 +369,8 @@ class CrossvalSettings(ValidationSettings, MilTraining):
 class CrossvalConfig(CrossvalSettings, ValidationConfig):
     features: Path = Field(..., description="folder of <scan_id>.h5 feature files")
     out: Path = Field(..., description="output folder (predictions, metrics, fold models, plots, compute.json)")
+    error_viewers: bool = Field(True, description="write viewer.html for the most confident errors into errors/ "
+                                "(≤ 6 per target, ≤ 20 per run; the CT comes from the feature files' source)")
 
 
 # the architectures of clearct.finetune3d.models.ARCHS (listed here so that --help does not import torch; a test
@@ -436,6 +438,9 @@ class DeployConfig(CommandConfig):
     labels: Path = Field(..., description="labels.csv of the external cohort")
     out: Path = Field(..., description="output folder")
     allow_overlap: bool = Field(False, description="deploy even when deployment patients were in training")
+    lesions: Path | None = Field(None, description="lesions.csv of the external cohort: boxes in the error viewers")
+    error_viewers: bool = Field(True, description="write viewer.html for the most confident errors into errors/ "
+                                "(≤ 6 per target, ≤ 20 per run)")
     bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
     seed: int = Field(0, description="random seed of the bootstrap")
     device: str = _device()
@@ -445,10 +450,14 @@ class AttentionConfig(CommandConfig):
     model: Path = Field(..., description="a crossval output folder")
     features: Path = Field(..., description="folder of <scan_id>.h5 feature files")
     out: Path = Field(..., description="output folder for attention.csv and one figure per scan")
-    scans: Path | None = Field(None, description="scans.csv: adds a montage of the top attended slices from the CT")
-    lesions: Path | None = Field(None, description="lesions.csv: marks the known lesion slices")
+    scans: Path | None = Field(None, description="scans.csv: the CT for the montage of the top attended slices and the "
+                               "viewers (default: the path each feature file records, when it exists)")
+    lesions: Path | None = Field(None, description="lesions.csv: marks the known lesion slices (boxes in the viewers)")
     top_k: int = Field(6, ge=1, description="slices in the montage")
-    figures: int = Field(50, ge=0, description="draw figures for the first N scans (attention.csv covers all)")
+    figures: int = Field(50, ge=0, description="draw figures and viewers for the first N scans (attention.csv "
+                         "covers all)")
+    viewers: bool = Field(True, description="write viewers/<scan_id>.html for the drawn scans (needs their CT: "
+                          "--scans, or the source path their feature files record)")
     device: str = _device()
 
 
@@ -462,7 +471,11 @@ class PredictConfig(CommandConfig):
     png_values: str | None = _png_values()
     out: Path = Field(..., description="output folder for prediction.json and attention.png")
     series: str | None = Field(None, description="SeriesInstanceUID when the folder holds several series")
-    top_k: int = Field(6, ge=1, description="slices in the attention montage")
+    lesions: Path | None = Field(None, description="lesions.csv: boxes drawn in viewer.html (matched by scan_id)")
+    viewer: bool = Field(True, description="write viewer.html (slices, attention, heatmaps, lesions, predictions)")
+    dicom_outputs: bool = Field(True, description="for a DICOM series, also write the results as DICOM (SR, key "
+                                "object selection, parametric map of the heatmaps) into dicom/")
+    top_k: int = Field(6, ge=1, description="slices in the attention montage and in the DICOM key object selection")
     batch_size: int = Field(64, ge=1, description="slices per encoder forward pass")
     device: str = _device()
 
@@ -585,7 +598,7 @@ COMMANDS: dict[str, tuple[type[CommandConfig], str, str]] = {
     "synth": (SynthConfig, "clearct.synth.cohort:run_synth", "write a synthetic phantom CT cohort"),
     "pretrain": (PretrainConfig, "clearct.pretrain.train:run_pretrain", "pretrain a slice encoder (MoCo v3 / LECL)"),
     "extract": (ExtractConfig, "clearct.extract.run:run_extract", "embed every slice with a frozen encoder"),
-    "crossval": (CrossvalConfig, "clearct.mil.crossval:run_crossval", "cross-validate attention-MIL models"),
+    "crossval": (CrossvalConfig, "clearct.inference.review:run_crossval", "cross-validate attention-MIL models"),
     "finetune3d": (Finetune3dConfig, "clearct.finetune3d.run:run_finetune3d",
                    "the end-to-end 3D CNN baseline with crossval's folds and outputs"),
     "deploy": (DeployConfig, "clearct.inference.deploy:run_deploy", "apply a fold ensemble to an external cohort"),

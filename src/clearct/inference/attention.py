@@ -1,5 +1,6 @@
-"""``clearct attention``: the fold ensemble's attention over every scan's instances → ``attention.csv`` and one
-figure per scan (profile over z per window, lesion slices marked, top-k slice montage when the CT is given)."""
+"""``clearct attention``: the fold ensemble's attention over every scan's instances → ``attention.csv``, one
+figure per scan (profile over z per window, lesion slices marked, top-k slice montage when the CT is given) and one
+``viewers/<scan_id>.html`` per drawn scan (the CT from scans.csv, else the path its feature file records)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,16 @@ from clearct.common.runs import start_run
 from clearct.config import AttentionConfig
 from clearct.evaluate.tables import write_csv
 from clearct.inference.ensembles import load_mil_models
+from clearct.inference.viewers import (
+    heatmap_path,
+    lesions_by_scan,
+    model_identity,
+    predictions_of,
+    write_scan_viewer,
+)
 from clearct.io import read_ct
-from clearct.io.tables import read_lesions_table, read_scans_table
+from clearct.io.features import read_features
+from clearct.io.tables import read_scans_table
 from clearct.mil.data import Bag, load_cohort
 from clearct.modeling.store import Ensemble
 from clearct.report.attention import attention_figure
@@ -44,32 +53,50 @@ def check_encoder(ensemble: Ensemble, encoder: dict, where: Path) -> None:
                            f"{want_size} px", where)
 
 
+def _feature_source(bag: Bag) -> str:
+    """The CT path the scan's feature file records (``extract`` writes it) when it still exists, else ''."""
+    if bag.path is None:
+        return ""
+    try:
+        source = str(read_features(bag.path, load_feats=False).attrs.get("source", ""))
+    except ClearctError:
+        return ""
+    return source if source and Path(source).exists() else ""
+
+
 def run_attention(cfg: AttentionConfig) -> int:
     out = start_run(cfg.out, "attention", cfg)
     ensemble = load_mil_models(cfg.model, "attention", resolve_device(cfg.device))
     issues = Issues()
     cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32, windows=ensemble.window_names)
     check_encoder(ensemble, cohort.encoder, cfg.features)
-    _, attn = ensemble.predict(cohort.bags)
-    lesions: dict[str, list[int]] = {}
-    if cfg.lesions is not None:
-        for box in read_lesions_table(cfg.lesions):
-            lesions.setdefault(box.scan_id, []).append(box.slice_index)
+    scores, attn = ensemble.predict(cohort.bags)
+    lesions = lesions_by_scan(cfg.lesions)
     paths = {r.scan_id: r.path for r in read_scans_table(cfg.scans)} if cfg.scans is not None else {}
+    identity = model_identity(ensemble, cfg.model)
     rows = []
     for n, (bag, a) in enumerate(tqdm(list(zip(cohort.bags, attn)), desc="attention", unit="scan", leave=False)):
         rows += attention_rows(bag, a, ensemble.windows)
         if n >= cfg.figures:
             continue
-        hu = None
-        if bag.scan_id in paths:
+        volume = None
+        source = paths.get(bag.scan_id) or _feature_source(bag)
+        if source:
             try:
-                hu = read_ct(paths[bag.scan_id]).hu  # a missing or broken scan costs only the montage
+                volume = read_ct(source)  # a missing or broken scan costs only the montage and the viewer
             except ClearctError as exc:
-                issues.add("unreadable_scan", f"{exc}; figure without montage")
+                issues.add("unreadable_scan", f"{exc}; figure without montage, no viewer")
         attention_figure(out / "figures" / f"{bag.scan_id}.png", title=bag.scan_id, z_mm=bag.z_mm,
                          window=bag.window, slice_index=bag.slice_index, attention=a, windows=ensemble.windows,
-                         lesion_slices=lesions.get(bag.scan_id, []), hu=hu, top_k=cfg.top_k)
+                         lesion_slices=[b.slice_index for b in lesions.get(bag.scan_id, [])],
+                         hu=None if volume is None else volume.hu, top_k=cfg.top_k)
+        if cfg.viewers and volume is not None:
+            volume.scan_id = bag.scan_id
+            write_scan_viewer(out / "viewers" / f"{bag.scan_id}.html", volume, windows=ensemble.windows, bag=bag,
+                              attention=a, heatmaps=heatmap_path(out, bag.scan_id),
+                              lesions=lesions.get(bag.scan_id, []), predictions=predictions_of(ensemble, scores[n]),
+                              identity=identity)
     write_csv(out / "attention.csv", rows)
-    print(f"attention: {len(cohort.bags)} scans → {out / 'attention.csv'} and {out / 'figures'}")
+    print(f"attention: {len(cohort.bags)} scans → {out / 'attention.csv'}, {out / 'figures'}"
+          + (f" and {out / 'viewers'}" if cfg.viewers else ""))
     return issues.finish(out, "attention")

@@ -1,7 +1,8 @@
 """``clearct deploy``: the mean-probability ensemble of a crossval (MIL on features) or finetune3d (3D CNN on
 volumes) folder's fold models on an external cohort, with the same metrics and plots (probabilities through each
-model's calibration map when the models were calibrated, and then the reliability before and after it), and a loud
-refusal when deployment patients were in training."""
+model's calibration map when the models were calibrated, and then the reliability before and after it), a loud
+refusal when deployment patients were in training, and viewers of the most confident errors (``errors/``, listed in
+summary.json)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from clearct.finetune3d.run import load_volume_items
 from clearct.finetune3d.store import VolumeEnsemble
 from clearct.inference.attention import attention_rows, check_encoder
 from clearct.inference.ensembles import load_ensemble
+from clearct.inference.review import review_errors
 from clearct.io.tables import LabelTable, read_labels_table
 from clearct.mil.data import load_cohort
 from clearct.mil.store import MilEnsemble
@@ -72,9 +74,12 @@ def run_deploy(cfg: DeployConfig) -> int:
     rows = evaluate_and_write(out, {"deploy": p}, n_boot=cfg.bootstrap, seed=cfg.seed)
     if attn is not None:  # slice attention exists for MIL models only
         write_csv(out / "attention.csv", [r for b, a in zip(items, attn) for r in attention_rows(b, a, ensemble.windows)])
+    viewers = review_errors(out, ensemble, cfg.model, features=cfg.features, scans=cfg.scans,
+                            lesions=cfg.lesions) if cfg.error_viewers else []
     summary = {"scans_used": len(items), "models": len(ensemble.models), "model_kind": ensemble.kind,
                "calibration": spec.calibration_method,
-               "issues": issues.summary(), "overlap_patients": overlap, "encoder": encoder, "warnings": issues.lines}
+               "issues": issues.summary(), "overlap_patients": overlap, "encoder": encoder, "warnings": issues.lines,
+               "error_viewers": viewers}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=1))
     compute.finish_run(out, device=ensemble.device, items=len(items))
     print_table(rows)

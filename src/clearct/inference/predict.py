@@ -1,6 +1,9 @@
 """``clearct predict SCAN``: one scan → frozen encoder features (in memory) → fold ensemble →
 ``prediction.json`` (score per output, thresholded calls, encoder and model provenance), ``attention.csv`` and
-``attention.png`` (profile over z per window + the most attended slices), and a short table on stdout.
+``attention.png`` (profile over z per window + the most attended slices), ``viewer.html`` (the scan in the model's
+windows with attention, heatmaps when ``heatmaps/<scan_id>.h5`` exists, lesion boxes of ``--lesions``), for a
+DICOM series the results as DICOM objects under ``dicom/`` (inference/dicom_outputs.py), and a short table on
+stdout.
 
 ``SCAN`` may also be a scans.csv: every scan gets those files in ``OUT/<scan_id>/``, ``OUT/predictions.csv`` holds
 one row per scan, and a scan that fails gets one line and a row in ``OUT/failures.csv`` while the rest go on (exit
@@ -13,8 +16,10 @@ model trained on lung+abdomen features is always fed lung+abdomen features.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +28,7 @@ from tqdm import tqdm
 from clearct import __version__
 from clearct.common.atomic import atomic_write_text
 from clearct.common.device import resolve_device
+from clearct.common.errors import ClearctError
 from clearct.common.failures import Failures
 from clearct.common.runs import start_run
 from clearct.config import PredictConfig
@@ -32,8 +38,17 @@ from clearct.encoders.random_init import check_baseline_weights, random_init_war
 from clearct.encoders.registry import encoder_info
 from clearct.evaluate.tables import write_csv
 from clearct.inference.attention import attention_rows, check_encoder
+from clearct.inference.dicom_outputs import Provenance, write_dicom_outputs
 from clearct.inference.ensembles import load_mil_models
+from clearct.inference.viewers import (
+    heatmap_path,
+    lesions_by_scan,
+    model_identity,
+    predictions_of,
+    write_scan_viewer,
+)
 from clearct.io import read_ct, read_scans_table
+from clearct.io.tables import LesionBox
 from clearct.mil.data import Bag
 from clearct.mil.store import MilEnsemble
 from clearct.preprocess import Window
@@ -50,6 +65,7 @@ class Predictor:
     windows: list
     device: torch.device
     warnings: list[str]
+    lesions: dict[str, list[LesionBox]]
 
     def __call__(self, scan_path: Path, out: Path, *, scan_id: str | None = None,
                  patient_id: str | None = None) -> dict:
@@ -70,7 +86,8 @@ class Predictor:
             calls = {n: bool(scores[0, j] >= thresholds[j]) for j, n in enumerate(names)}
         elif spec.kind == "multiclass":
             calls = {spec.targets[0]: names[int(np.argmax(scores[0]))]}
-        result = {
+        warnings: list[str] = self.warnings + volume.warnings
+        result: dict[str, Any] = {
             "scan": str(scan_path), "scan_id": f.scan_id, "slices": int(volume.hu.shape[0]),
             "task": spec.kind, "scores": {n: float(scores[0, j]) for j, n in enumerate(names)},
             "thresholds": {n: float(t) for n, t in zip(names, thresholds)} if spec.kind != "multiclass" else {},
@@ -81,14 +98,31 @@ class Predictor:
                       "calibration": spec.calibration_method,
                       "trained_with": ensemble.metas[0].get("clearct_version"),
                       "training_patients": len(ensemble.training_patients)},
-            "warnings": self.warnings + volume.warnings,
+            "warnings": warnings,
             "clearct_version": __version__,
         }
-        atomic_write_text(out / "prediction.json", json.dumps(result, indent=1))
         write_csv(out / "attention.csv", attention_rows(bag, attn[0], ensemble.windows))
         attention_figure(out / "attention.png", title=f"{f.scan_id}: attention of {len(ensemble.models)} fold models",
                          z_mm=bag.z_mm, window=bag.window, slice_index=bag.slice_index, attention=attn[0],
                          windows=ensemble.windows, hu=volume.hu, top_k=cfg.top_k)
+        if cfg.viewer:
+            write_scan_viewer(out / "viewer.html", volume, windows=ensemble.windows, bag=bag, attention=attn[0],
+                              heatmaps=heatmap_path(out, f.scan_id), lesions=self.lesions.get(f.scan_id, []),
+                              predictions=predictions_of(ensemble, scores[0]),
+                              identity=model_identity(ensemble, cfg.model), notes=warnings)
+        if cfg.dicom_outputs and volume.meta.get("format") == "dicom":
+            try:
+                written = write_dicom_outputs(out / "dicom", volume, series=cfg.series,
+                                              predictions=predictions_of(ensemble, scores[0]),
+                                              slice_index=bag.slice_index, attention=attn[0],
+                                              provenance=Provenance.of(ensemble, cfg.model),
+                                              heatmaps=heatmap_path(out, f.scan_id), top_k=cfg.top_k)
+            except ClearctError as exc:  # the prediction stands; only its DICOM copy cannot be made
+                warnings.append(f"no DICOM results: {exc}")
+                print(f"clearct predict: warning: no DICOM results: {exc}", file=sys.stderr)
+            else:
+                result["dicom_outputs"] = {k: str(v) for k, v in written.items()}
+        atomic_write_text(out / "prediction.json", json.dumps(result, indent=1))
         return result
 
 
@@ -111,7 +145,8 @@ def run_predict(cfg: PredictConfig) -> int:
                              "image_size": own.input_size}, cfg.model)
     warning = random_init_warning(encoder, "predict")
     windows = [Window(str(n), float(lo), float(hi)) for n, lo, hi in ensemble.windows]
-    predictor = Predictor(cfg, ensemble, encoder, windows, device, [warning] if warning else [])
+    lesions = lesions_by_scan(cfg.lesions)  # a broken table is refused before any scan is read
+    predictor = Predictor(cfg, ensemble, encoder, windows, device, [warning] if warning else [], lesions)
     if _is_table(cfg.scan_path):
         return _predict_table(predictor, Path(cfg.scan_path), out)
     result = predictor(Path(cfg.scan_path), out)

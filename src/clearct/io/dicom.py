@@ -15,15 +15,16 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import numpy as np
 import pydicom
+from nibabel import orientations
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from clearct.common.errors import ClearctError
-from clearct.io.orient import to_contract
+from clearct.io.orient import contract_transform, from_contract_transform, to_contract
 from clearct.io.volume import CTVolume
 
 CT_SOP_CLASSES = {
@@ -418,6 +419,14 @@ def dicom_files(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR")
 
 
+def centre_z(frames: list[Frame], rows: int, cols: int) -> np.ndarray:
+    """Patient z of the centre of each frame (geometry filled in by :func:`fill_geometry`)."""
+    iop = cast(np.ndarray, frames[0].orientation)
+    drow, dcol = cast(tuple[float, float], frames[0].pixel_spacing)
+    centre = iop[3:] * drow * (rows - 1) / 2 + iop[:3] * dcol * (cols - 1) / 2
+    return np.array([cast(np.ndarray, f.position)[2] for f in frames]) + centre[2]
+
+
 def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
     """Read a DICOM CT series (folder, single file, or Enhanced CT multi-frame file) as a CTVolume."""
     path = Path(path)
@@ -460,10 +469,7 @@ def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
     z_mm = oriented.slice_z_mm()
     axis, flipped = oriented.input_axis_to_z()
     if axis == 0:  # an axial series: true slice positions (uneven gaps survive) and the plane spacing
-        rows, cols = slices[0].shape
-        iop, (drow, dcol) = frames[0].iop, frames[0].spacing
-        centre = iop[3:] * drow * (rows - 1) / 2 + iop[:3] * dcol * (cols - 1) / 2
-        true_z = np.array([f.ipp[2] for f in frames]) + centre[2]
+        true_z = centre_z(frames, *slices[0].shape)
         z_mm = true_z[::-1] if flipped else true_z
         spacing = (gap, spacing[1], spacing[2])
     meta = {
@@ -484,3 +490,48 @@ def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
         source=str(path),
         meta=meta,
     )
+
+
+@dataclass
+class SourceSlices:
+    """The source instances of a classic axial CT series in the CTVolume's slice order, and how a slice of the
+    contract grid maps back onto the source pixel grid (for objects that reference or overlay the source)."""
+
+    datasets: list[Dataset]  # one single-frame CT dataset per CTVolume slice (index = slice_index)
+    plane_transform: np.ndarray  # nibabel orientation of a contract (row, column) plane → source (row, column)
+    z_mm: np.ndarray  # patient z of each slice, computed as read_dicom does (to check the match)
+
+    def to_source_plane(self, plane: np.ndarray) -> np.ndarray:
+        """A (rows, columns) array on the contract grid → the same values on the source image's pixel grid."""
+        return np.ascontiguousarray(orientations.apply_orientation(plane, self.plane_transform))
+
+
+def source_slices(path: Path | str, *, series: str | None = None) -> SourceSlices:
+    """Read the headers of the series :func:`read_dicom` reads from ``path`` and order them exactly as it does.
+
+    Only a series of single-frame axial images (the usual CT export) maps one instance to one CTVolume slice; an
+    Enhanced (multi-frame) file, or a sagittal or coronal series whose CTVolume slices cut across the source
+    images, is refused with one line.
+    """
+    path = Path(path)
+    scan = scan_files(dicom_files(path))
+    _, frames = choose_series(scan, series, path)
+    frames, _ = fill_geometry(frames, path)
+    frames, dist = sort_frames(frames, path)
+    if any(f.index is not None for f in frames):
+        raise ClearctError("an Enhanced (multi-frame) CT file: slice references need single-frame instances", path)
+    gaps = np.diff(dist)
+    affine = _affine(frames, float(np.median(gaps)) if gaps.size else 1.0)
+    transform = contract_transform(affine)
+    if transform[0, 0] != 0:
+        raise ClearctError("not an axial series: the CTVolume's slices are not the source images", path)
+    flipped = transform[0, 1] < 0
+    inverse = from_contract_transform(affine)
+    plane = np.array([[inverse[1, 0] - 1, inverse[1, 1]], [inverse[2, 0] - 1, inverse[2, 1]]])
+    datasets = []
+    for f in frames[::-1] if flipped else frames:
+        if not str(f.ds.get("SOPClassUID", "") or ""):  # anonymisers blank it; the file meta keeps it
+            f.ds.SOPClassUID = _sop_class(f.ds)
+        datasets.append(f.ds)
+    z = centre_z(frames, int(frames[0].ds.Rows), int(frames[0].ds.Columns))
+    return SourceSlices(datasets, plane, z[::-1] if flipped else z)

@@ -44,10 +44,19 @@ class Oriented:
         return axis, bool(self.transform[axis, 1] < 0)
 
 
+def contract_transform(affine_lps: np.ndarray) -> np.ndarray:
+    """nibabel orientation transform from the axes of a grid with this LPS affine to the contract axes."""
+    return orientations.ornt_transform(orientations.io_orientation(affine_lps), _CONTRACT)
+
+
+def from_contract_transform(affine_lps: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`contract_transform`: contract axes back to the grid's own axes."""
+    return orientations.ornt_transform(_CONTRACT, orientations.io_orientation(affine_lps))
+
+
 def to_contract(data: np.ndarray, affine_lps: np.ndarray) -> Oriented:
     """Permute/flip ``data`` (3D) so its axes run S, P, L; the affine is updated to match."""
-    start = orientations.io_orientation(affine_lps)
-    transform = orientations.ornt_transform(start, _CONTRACT)
+    transform = contract_transform(affine_lps)
     out = orientations.apply_orientation(data, transform)
     new_affine = affine_lps @ orientations.inv_ornt_aff(transform, data.shape)
     codes = "".join(orientations.aff2axcodes(LPS_TO_RAS @ affine_lps))

@@ -27,6 +27,7 @@ from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.config import CrossvalConfig, Finetune3dConfig
+from clearct.evaluate.errors import confident_errors, write_errors
 from clearct.evaluate.metrics import best_f1_threshold
 from clearct.evaluate.plots import reliability_figure, roc_pr_figure
 from clearct.evaluate.splits import Job, Splits, make_splits, stratification_matrix
@@ -290,10 +291,12 @@ def predictions_from(spec: TaskSpec, items: Sequence[Item], scores: np.ndarray, 
 def evaluate_and_write(out: Path, sets: dict[str, Predictions], *, n_boot: int, seed: int) -> list[dict]:
     """predictions.csv, metrics.csv, and per classification target the ROC/PR figure, the reliability diagram
     (``<set>-<target>-reliability``) and, for calibrated models, the diagram before and after calibration
-    (``<set>-<target>-calibration``) of every evaluated set."""
-    pred_rows, metric_rows = [], []
+    (``<set>-<target>-calibration``) of every evaluated set, and errors.csv (the most confident false positives and
+    negatives per target)."""
+    pred_rows, metric_rows, error_rows = [], [], []
     for name, p in sets.items():
         pred_rows += prediction_rows(p, name)
+        error_rows += confident_errors(p, name)
         metric_rows += compute_metrics(p, name, n_boot=n_boot, seed=seed)
         if p.kind in ("multilabel", "binary", "multiclass"):
             for j, target in enumerate(p.names):
@@ -308,6 +311,8 @@ def evaluate_and_write(out: Path, sets: dict[str, Predictions], *, n_boot: int, 
                                        f"{name} — {target}", out / "plots" / f"{stem}-calibration")
     write_csv(out / "predictions.csv", pred_rows)
     write_csv(out / "metrics.csv", metric_rows)
+    if any(p.kind in ("multilabel", "binary") for p in sets.values()):
+        write_errors(out / "errors.csv", error_rows)
     return metric_rows
 
 
