@@ -442,8 +442,13 @@ class AttentionConfig(CommandConfig):
     out: Path = Field(..., description="output folder for attention.csv and one figure per scan")
     scans: Path | None = Field(None, description="scans.csv: adds a montage of the top attended slices from the CT")
     lesions: Path | None = Field(None, description="lesions.csv: marks the known lesion slices")
-    top_k: int = Field(6, ge=1, description="slices in the montage")
+    top_k: int = Field(6, ge=1, description="slices in the montage (and instances with heatmaps)")
     figures: int = Field(50, ge=0, description="draw figures for the first N scans (attention.csv covers all)")
+    heatmaps: bool = Field(False, description="Grad-CAM heatmaps of every target over the top-k attended slices: "
+                           "heatmaps/<scan_id>.h5 and PNG overlays (needs --scans; docs/interpret.md)")
+    encoder: str | None = Field(None, description="heatmaps: the models' encoder (name or run folder; default: "
+                                "the one the features were extracted with)")
+    weights: Path | None = Field(None, description="heatmaps: local weights file for --encoder")
     device: str = _device()
 
 
@@ -457,7 +462,9 @@ class PredictConfig(CommandConfig):
     png_values: str | None = _png_values()
     out: Path = Field(..., description="output folder for prediction.json and attention.png")
     series: str | None = Field(None, description="SeriesInstanceUID when the folder holds several series")
-    top_k: int = Field(6, ge=1, description="slices in the attention montage")
+    top_k: int = Field(6, ge=1, description="slices in the attention montage (and instances with heatmaps)")
+    heatmaps: bool = Field(True, description="Grad-CAM heatmaps of every target over the top-k attended slices: "
+                           "heatmaps/<scan_id>.h5 and PNG overlays (docs/interpret.md)")
     batch_size: int = Field(64, ge=1, description="slices per encoder forward pass")
     device: str = _device()
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from clearct.encoders.pooling import GeM
 from clearct.encoders.registry import register_encoder
+from clearct.encoders.spatial import SpatialTap
 from clearct.encoders.timm_any import describe_timm, timm_model
 
 
@@ -41,6 +42,7 @@ def resnet_gem(encoder_name: str, *, channels: tuple[int, ...], image_size: int 
     model = describe_timm(model, encoder_name, model.num_features)
     model.input_size = image_size or 128
     model.ignore_prefixes = ("backbone.fc.",)
+    model.spatial_map = SpatialTap("pool", "input")  # the last stage's map, before GeM
     return model
 
 

@@ -1,11 +1,12 @@
 """``clearct attention``: the fold ensemble's attention over every scan's instances → ``attention.csv`` and one
-figure per scan (profile over z per window, lesion slices marked, top-k slice montage when the CT is given)."""
+figure per scan (profile over z per window, lesion slices marked, top-k slice montage when the CT is given); with
+``--heatmaps`` also the Grad-CAM maps of every target over each scan's top-k instances (``heatmaps/<scan_id>.h5``
+for every scan with a CT, PNG overlays for the scans that get figures; :mod:`clearct.inference.heatmaps`)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -15,11 +16,11 @@ from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.common.runs import start_run
 from clearct.evaluate.tables import write_csv
-from clearct.inference.ensembles import load_mil_models
+from clearct.inference.ensembles import check_encoder, load_mil_models
+from clearct.inference.heatmaps import heatmap_encoder, scan_heatmaps, write_scan_heatmaps
 from clearct.io import read_ct
 from clearct.io.tables import read_lesions_table, read_scans_table
 from clearct.mil.data import Bag, load_cohort
-from clearct.modeling.store import Ensemble
 from clearct.report.attention import attention_figure
 
 LOG = logging.getLogger("clearct")
@@ -31,44 +32,48 @@ def attention_rows(bag: Bag, attention: np.ndarray, windows: Sequence[Sequence])
              "attention": float(a)} for s, z, w, a in zip(bag.slice_index, bag.z_mm, bag.window, attention)]
 
 
-def check_encoder(ensemble: Ensemble, encoder: dict, where: Path) -> None:
-    """Features must come from the encoder the models were trained on (name, weights and input size)."""
-    want = ensemble.encoder
-    if (encoder["encoder"], encoder["weights_sha256"]) != (want["encoder"], want["weights_sha256"]):
-        raise ClearctError(f"features come from {encoder['encoder']} ({encoder['weights_sha256'][:12]}) but the "
-                           f"models were trained on {want['encoder']} ({want['weights_sha256'][:12]})", where)
-    have_size, want_size = encoder.get("image_size"), want.get("image_size")
-    if have_size is not None and want_size is not None and int(have_size) != int(want_size):
-        raise ClearctError(f"features were embedded at {have_size} px but the models were trained on features at "
-                           f"{want_size} px", where)
-
-
 def run_attention(cfg) -> int:
     out = start_run(cfg.out, "attention", cfg)
     ensemble = load_mil_models(cfg.model, "attention", resolve_device(cfg.device))
     issues = Issues()
     cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32, windows=ensemble.window_names)
     check_encoder(ensemble, cohort.encoder, cfg.features)
-    _, attn = ensemble.predict(cohort.bags)
+    encoder = None
+    if cfg.heatmaps:
+        if cfg.scans is None:
+            raise ClearctError("--heatmaps needs --scans scans.csv to read the CT of each scan", cfg.model)
+        encoder = heatmap_encoder(ensemble, encoder=cfg.encoder, weights=cfg.weights, features=cfg.features,
+                                  where=cfg.model)
+    scores, attn = ensemble.predict(cohort.bags)
     lesions: dict[str, list[int]] = {}
     if cfg.lesions is not None:
         for box in read_lesions_table(cfg.lesions):
             lesions.setdefault(box.scan_id, []).append(box.slice_index)
     paths = {r.scan_id: r.path for r in read_scans_table(cfg.scans)} if cfg.scans is not None else {}
     rows = []
+    names = ensemble.spec.output_names
     for n, (bag, a) in enumerate(tqdm(list(zip(cohort.bags, attn)), desc="attention", unit="scan", leave=False)):
         rows += attention_rows(bag, a, ensemble.windows)
-        if n >= cfg.figures:
+        if n >= cfg.figures and encoder is None:
             continue
         hu = None
         if bag.scan_id in paths:
             try:
                 hu = read_ct(paths[bag.scan_id]).hu  # a missing or broken scan costs only the montage
             except ClearctError as exc:
-                issues.add("unreadable_scan", f"{exc}; figure without montage")
+                issues.add("unreadable_scan", f"{exc}; figure without montage or heatmaps")
+        elif encoder is not None:
+            issues.add("no_scan", f"{bag.scan_id}: not in {cfg.scans}; no heatmaps")
+        if encoder is not None and hu is not None:
+            maps = scan_heatmaps(hu, bag, a, ensemble, encoder, top_k=cfg.top_k)
+            write_scan_heatmaps(out / "heatmaps", maps, hu, dict(zip(names, map(float, scores[n]))),
+                                overlays=n < cfg.figures)
+        if n >= cfg.figures:
+            continue
         attention_figure(out / "figures" / f"{bag.scan_id}.png", title=bag.scan_id, z_mm=bag.z_mm,
                          window=bag.window, slice_index=bag.slice_index, attention=a, windows=ensemble.windows,
                          lesion_slices=lesions.get(bag.scan_id, []), hu=hu, top_k=cfg.top_k)
     write_csv(out / "attention.csv", rows)
-    print(f"attention: {len(cohort.bags)} scans → {out / 'attention.csv'} and {out / 'figures'}")
+    print(f"attention: {len(cohort.bags)} scans → {out / 'attention.csv'} and {out / 'figures'}"
+          + (f", heatmaps in {out / 'heatmaps'}" if encoder is not None else ""))
     return issues.finish(out, "attention")

@@ -16,8 +16,8 @@ from clearct.common.failures import Issues
 from clearct.common.runs import start_run
 from clearct.evaluate.tables import write_csv
 from clearct.finetune3d.run import load_volume_items
-from clearct.inference.attention import attention_rows, check_encoder
-from clearct.inference.ensembles import load_ensemble
+from clearct.inference.attention import attention_rows
+from clearct.inference.ensembles import check_encoder, load_ensemble
 from clearct.io.tables import read_labels_table
 from clearct.mil.data import load_cohort
 from clearct.modeling.cv_runner import evaluate_and_write, predictions_from, print_table

@@ -1,6 +1,9 @@
 """``clearct predict SCAN``: one scan → frozen encoder features (in memory) → fold ensemble →
 ``prediction.json`` (score per output, thresholded calls, encoder and model provenance), ``attention.csv`` and
-``attention.png`` (profile over z per window + the most attended slices), and a short table on stdout.
+``attention.png`` (profile over z per window + the most attended slices), Grad-CAM heatmaps of every output over
+the most attended slices (``heatmaps/<scan_id>.h5`` and one PNG overlay per slice and window;
+:mod:`clearct.inference.heatmaps`; ``--no-heatmaps`` leaves them out, an encoder without a spatial map gets a
+warning instead), and a short table on stdout.
 
 ``SCAN`` may also be a scans.csv: every scan gets those files in ``OUT/<scan_id>/``, ``OUT/predictions.csv`` holds
 one row per scan, and a scan that fails gets one line and a row in ``OUT/failures.csv`` while the rest go on (exit
@@ -13,6 +16,7 @@ model trained on lung+abdomen features is always fed lung+abdomen features.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,14 +27,17 @@ from tqdm import tqdm
 from clearct import __version__
 from clearct.common.atomic import atomic_write_text
 from clearct.common.device import resolve_device
+from clearct.common.errors import ClearctError
 from clearct.common.failures import Failures
 from clearct.common.runs import start_run
 from clearct.encoders import create_encoder
 from clearct.encoders.embed import embed_volume, prepare_encoder
 from clearct.encoders.random_init import check_baseline_weights, random_init_warning
+from clearct.encoders.spatial import spatial_tap
 from clearct.evaluate.tables import write_csv
-from clearct.inference.attention import attention_rows, check_encoder
-from clearct.inference.ensembles import load_mil_models
+from clearct.inference.attention import attention_rows
+from clearct.inference.ensembles import check_encoder, load_mil_models
+from clearct.inference.heatmaps import scan_heatmaps, write_scan_heatmaps
 from clearct.io import read_ct, read_scans_table
 from clearct.mil.data import Bag
 from clearct.mil.store import MilEnsemble
@@ -48,6 +55,7 @@ class Predictor:
     windows: list
     device: torch.device
     warnings: list[str]
+    heatmaps: bool
 
     def __call__(self, scan_path: Path, out: Path, *, scan_id: str | None = None,
                  patient_id: str | None = None) -> dict:
@@ -81,6 +89,11 @@ class Predictor:
             "warnings": self.warnings + volume.warnings,
             "clearct_version": __version__,
         }
+        if self.heatmaps:
+            maps = scan_heatmaps(volume.hu, bag, attn[0], ensemble, self.encoder, top_k=cfg.top_k,
+                                 batch_size=cfg.batch_size)
+            path = write_scan_heatmaps(out / "heatmaps", maps, volume.hu, result["scores"])
+            result["heatmaps"] = str(path.relative_to(out))
         atomic_write_text(out / "prediction.json", json.dumps(result, indent=1))
         write_csv(out / "attention.csv", attention_rows(bag, attn[0], ensemble.windows))
         attention_figure(out / "attention.png", title=f"{f.scan_id}: attention of {len(ensemble.models)} fold models",
@@ -105,16 +118,25 @@ def run_predict(cfg) -> int:
     # before any scan is read: features of another encoder than the models' would be meaningless
     check_encoder(ensemble, {"encoder": encoder.encoder_name, "weights_sha256": encoder.weights_sha256,
                              "image_size": encoder.input_size}, cfg.model)
-    warning = random_init_warning(encoder, "predict")
+    warnings = [w for w in [random_init_warning(encoder, "predict")] if w]
+    heatmaps = cfg.heatmaps
+    if heatmaps:
+        try:
+            spatial_tap(encoder)
+        except ClearctError as exc:  # on by default: an encoder without a map still predicts
+            heatmaps = False
+            warnings.append(f"no heatmaps: {exc}")
+            print(f"clearct predict: warning: no heatmaps: {exc}", file=sys.stderr)
     windows = [Window(str(n), float(lo), float(hi)) for n, lo, hi in ensemble.windows]
-    predictor = Predictor(cfg, ensemble, encoder, windows, device, [warning] if warning else [])
+    predictor = Predictor(cfg, ensemble, encoder, windows, device, warnings, heatmaps)
     if _is_table(cfg.scan_path):
         return _predict_table(predictor, Path(cfg.scan_path), out)
     result = predictor(Path(cfg.scan_path), out)
     print(f"{'output':24s} {'score':>8s}  call")
     for name, score in result["scores"].items():
         print(f"{name:24s} {score:8.3f}  {result['predictions'].get(name, '')}")
-    print(f"prediction: {out / 'prediction.json'}, attention: {out / 'attention.png'}")
+    print(f"prediction: {out / 'prediction.json'}, attention: {out / 'attention.png'}"
+          + (f", heatmaps: {out / result['heatmaps']}" if "heatmaps" in result else ""))
     return 0
 
 
