@@ -64,9 +64,9 @@ def timm_tap(model: nn.Module, root: str = "") -> SpatialTap | None:
     """The tap of a timm model (``root``: its path inside the encoder): the patch tokens entering the last block of
     a token model, else the input of its global pooling (``global_pool``, or a ``head`` that pools), in the model's
     ``output_fmt`` (MambaOut and Swin are NHWC). None for a model with neither."""
-    blocks = getattr(model, "blocks", None)
-    if hasattr(model, "num_prefix_tokens") and isinstance(blocks, nn.Sequential) and len(blocks):
-        return SpatialTap(f"{root}blocks.{len(blocks) - 1}", "input", "tokens", int(model.num_prefix_tokens))
+    blocks, prefix = getattr(model, "blocks", None), getattr(model, "num_prefix_tokens", None)
+    if prefix is not None and isinstance(blocks, nn.Sequential) and len(blocks):
+        return SpatialTap(f"{root}blocks.{len(blocks) - 1}", "input", "tokens", int(prefix))
     layout: Layout = "nhwc" if str(getattr(model, "output_fmt", "NCHW")).upper().endswith("NHWC") else "nchw"
     for name in ("global_pool", "head"):
         if isinstance(getattr(model, name, None), nn.Module):

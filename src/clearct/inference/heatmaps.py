@@ -95,6 +95,7 @@ def scan_heatmaps(hu: np.ndarray, bag: Bag, attention: np.ndarray, ensemble: Mil
     chosen = chosen_instances(bag, attention, top_k, hu.shape[0])
     n_out = len(ensemble.spec.output_names)
     maps = torch.zeros(len(chosen), n_out, hu.shape[1], hu.shape[2])
+    size, mean, std = (getattr(encoder, key) for key in ("input_size", "mean", "std"))
     bag_x = (torch.from_numpy(np.asarray(bag.feats, np.float32)).to(device),
              torch.ones(1, len(bag), dtype=torch.bool, device=device),
              torch.from_numpy(np.asarray(bag.window, np.int64)).unsqueeze(0).to(device))
@@ -104,8 +105,7 @@ def scan_heatmaps(hu: np.ndarray, bag: Bag, attention: np.ndarray, ensemble: Mil
             for start in range(0, len(positions), batch_size):
                 part = positions[start : start + batch_size]
                 rows = chosen[part]
-                x = render_slices(hu[bag.slice_index[rows]], [win], encoder.input_size, mean=encoder.mean,
-                                  std=encoder.std)[:, 0].to(device)
+                x = render_slices(hu[bag.slice_index[rows]], [win], size, mean=mean, std=std)[:, 0].to(device)
                 if getattr(encoder, "channels_last", False):
                     x = channels_last(x)
                 maps[part] = _maps(encoder, ensemble, bag_x, torch.from_numpy(rows).to(device), x, hu.shape[1:])
@@ -130,8 +130,8 @@ def write_scan_heatmaps(folder: Path, h: ScanHeatmaps, hu: np.ndarray, scores: d
             heatmap_overlay(Path(folder) / f"{h.scan_id}-slice{int(s):04d}-{name}.png", hu_slice=hu[s],
                             window=h.windows[w], maps=h.maps[k], targets=h.targets,
                             scores=[scores[t] for t in h.targets] if scores is not None else None,
-                            title=f"{h.scan_id} · slice {int(s)} · {name} window · attention {h.attention[k]:.3f} · "
-                                  f"Grad-CAM ({h.encoder} {h.layer})")
+                            title=f"{h.scan_id} · slice {int(s)} · {name} window · attention {h.attention[k]:.3f}\n"
+                                  f"Grad-CAM of {h.encoder} at {h.layer}")
     return path
 
 

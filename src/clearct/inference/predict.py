@@ -30,6 +30,7 @@ from clearct.common.device import resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Failures
 from clearct.common.runs import start_run
+from clearct.config import PredictConfig
 from clearct.encoders import create_encoder
 from clearct.encoders.embed import embed_volume, prepare_encoder
 from clearct.encoders.random_init import check_baseline_weights, random_init_warning
@@ -49,7 +50,7 @@ from clearct.report.attention import attention_figure
 class Predictor:
     """What every scan of a predict run shares: the ensemble, the encoder and its windows."""
 
-    cfg: object
+    cfg: PredictConfig
     ensemble: MilEnsemble
     encoder: torch.nn.Module
     windows: list
@@ -71,14 +72,15 @@ class Predictor:
         spec = ensemble.spec
         names = spec.output_names
         thresholds = ensemble.thresholds
-        calls = {}
+        by_name = {n: float(scores[0, j]) for j, n in enumerate(names)}
+        calls: dict[str, bool | str] = {}
         if spec.kind in ("multilabel", "binary"):
             calls = {n: bool(scores[0, j] >= thresholds[j]) for j, n in enumerate(names)}
         elif spec.kind == "multiclass":
             calls = {spec.targets[0]: names[int(np.argmax(scores[0]))]}
         result = {
             "scan": str(scan_path), "scan_id": f.scan_id, "slices": int(volume.hu.shape[0]),
-            "task": spec.kind, "scores": {n: float(scores[0, j]) for j, n in enumerate(names)},
+            "task": spec.kind, "scores": by_name,
             "thresholds": {n: float(t) for n, t in zip(names, thresholds)} if spec.kind != "multiclass" else {},
             "predictions": calls,
             "encoder": {"name": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size,
@@ -92,7 +94,7 @@ class Predictor:
         if self.heatmaps:
             maps = scan_heatmaps(volume.hu, bag, attn[0], ensemble, self.encoder, top_k=cfg.top_k,
                                  batch_size=cfg.batch_size)
-            path = write_scan_heatmaps(out / "heatmaps", maps, volume.hu, result["scores"])
+            path = write_scan_heatmaps(out / "heatmaps", maps, volume.hu, by_name)
             result["heatmaps"] = str(path.relative_to(out))
         atomic_write_text(out / "prediction.json", json.dumps(result, indent=1))
         write_csv(out / "attention.csv", attention_rows(bag, attn[0], ensemble.windows))

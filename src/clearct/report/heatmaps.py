@@ -29,7 +29,7 @@ def heatmap_overlay(target: Path, *, hu_slice: np.ndarray, window: Sequence, map
     n = len(targets)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.4 * rows + 0.4), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(max(3.2 * cols, 4.8), 3.4 * rows + 0.7), squeeze=False)
     image = window_image(hu_slice, float(window[1]), float(window[2]))
     for t, ax in enumerate(axes.flat):
         ax.axis("off")
