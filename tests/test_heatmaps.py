@@ -159,6 +159,7 @@ def test_gradcam_math():
     maps[0, 0, 1, 1], maps[1, 0, 0, 0] = 4.0, 2.0
     normalised, scale = normalise_per_target(maps)
     assert scale.tolist() == [4.0, 1.0] and normalised[1, 0, 0, 0] == 0.5  # the weaker slice stays weaker
+    assert normalise_per_target(torch.zeros(0, 2, 3, 3))[1].tolist() == [1.0, 1.0]  # no instance: no scale
     out = torch.tensor([[0.5, 2.0]])
     assert target_logits(TaskSpec("binary", ["y"], classes=["0", "1"]), out).tolist() == [[1.5]]
     assert target_logits(TaskSpec("multilabel", ["a", "b"]), out).tolist() == [[0.5, 2.0]]

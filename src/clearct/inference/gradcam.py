@@ -36,6 +36,8 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def normalise_per_target(maps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(K, T, H, W) → (maps / scale, scale (T,)) with scale the largest value of each target over all K maps (1
     where a target's maps are all zero), so relative strength between slices is kept."""
+    if maps.numel() == 0:  # no instance to explain
+        return maps, torch.ones(maps.shape[1])
     scale = maps.amax(dim=(0, 2, 3))
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     return maps / scale[None, :, None, None], scale
