@@ -3,12 +3,12 @@ clearct.io.heatmaps), with a hot square at a known place so overlays can be chec
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import h5py
 import numpy as np
+
+from clearct.io.heatmaps import ScanHeatmaps, write_heatmaps
 
 
 def hot_square_maps(slices: Sequence[int], shape: tuple[int, int], box: tuple[int, int, int, int],
@@ -28,14 +28,9 @@ def write_heatmap_file(path: Path, *, scan_id: str, maps: np.ndarray, slice_inde
                        window: Sequence[int], attention: Sequence[float], targets: Sequence[str],
                        windows: Sequence[Sequence], encoder: str = "vit_conv_test", weights_sha256: str = "random-init",
                        layer: str = "blocks.1") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with h5py.File(path, "w") as h5:
-        h5.create_dataset("maps", data=np.asarray(maps, np.float16))
-        h5.create_dataset("slice_index", data=np.asarray(slice_index, np.int32))
-        h5.create_dataset("window", data=np.asarray(window, np.int8))
-        h5.create_dataset("attention", data=np.asarray(attention, np.float32))
-        h5.attrs.update({"targets": json.dumps(list(targets)),
-                         "windows": json.dumps([[str(n), float(lo), float(hi)] for n, lo, hi in windows]),
-                         "method": "gradcam", "layer": layer, "encoder": encoder, "weights_sha256": weights_sha256,
-                         "scan_id": scan_id})
-    return path
+    """The file through the project's writer, maps as given (scale 1)."""
+    return write_heatmaps(path, ScanHeatmaps(
+        maps=np.asarray(maps, np.float16), slice_index=np.asarray(slice_index), window=np.asarray(window),
+        attention=np.asarray(attention, np.float32), targets=list(targets),
+        windows=[(str(n), float(lo), float(hi)) for n, lo, hi in windows], method="gradcam", layer=layer,
+        encoder=encoder, weights_sha256=weights_sha256, scan_id=scan_id, scale=[1.0] * len(targets)))

@@ -450,14 +450,20 @@ class AttentionConfig(CommandConfig):
     model: Path = Field(..., description="a crossval output folder")
     features: Path = Field(..., description="folder of <scan_id>.h5 feature files")
     out: Path = Field(..., description="output folder for attention.csv and one figure per scan")
-    scans: Path | None = Field(None, description="scans.csv: the CT for the montage of the top attended slices and the "
-                               "viewers (default: the path each feature file records, when it exists)")
+    scans: Path | None = Field(None, description="scans.csv: the CT for the montage of the top attended slices, the "
+                               "viewers and the heatmaps (default: the path each feature file records, when it "
+                               "exists)")
     lesions: Path | None = Field(None, description="lesions.csv: marks the known lesion slices (boxes in the viewers)")
-    top_k: int = Field(6, ge=1, description="slices in the montage")
+    top_k: int = Field(6, ge=1, description="slices in the montage (and instances with heatmaps)")
     figures: int = Field(50, ge=0, description="draw figures and viewers for the first N scans (attention.csv "
                          "covers all)")
     viewers: bool = Field(True, description="write viewers/<scan_id>.html for the drawn scans (needs their CT: "
                           "--scans, or the source path their feature files record)")
+    heatmaps: bool = Field(False, description="Grad-CAM heatmaps of every target over the top-k attended slices: "
+                           "heatmaps/<scan_id>.h5 and PNG overlays (needs --scans; docs/interpret.md)")
+    encoder: str | None = Field(None, description="heatmaps: the models' encoder (name or run folder; default: "
+                                "the one the features were extracted with)")
+    weights: Path | None = Field(None, description="heatmaps: local weights file for --encoder")
     device: str = _device()
 
 
@@ -475,7 +481,10 @@ class PredictConfig(CommandConfig):
     viewer: bool = Field(True, description="write viewer.html (slices, attention, heatmaps, lesions, predictions)")
     dicom_outputs: bool = Field(True, description="for a DICOM series, also write the results as DICOM (SR, key "
                                 "object selection, parametric map of the heatmaps) into dicom/")
-    top_k: int = Field(6, ge=1, description="slices in the attention montage and in the DICOM key object selection")
+    top_k: int = Field(6, ge=1, description="slices in the attention montage, the DICOM key object selection and "
+                       "the instances with heatmaps")
+    heatmaps: bool = Field(True, description="Grad-CAM heatmaps of every target over the top-k attended slices: "
+                           "heatmaps/<scan_id>.h5 and PNG overlays (docs/interpret.md)")
     batch_size: int = Field(64, ge=1, description="slices per encoder forward pass")
     device: str = _device()
 

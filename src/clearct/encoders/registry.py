@@ -1,7 +1,8 @@
 """The one encoder registry: name → builder of an ``nn.Module`` mapping (B, 3, H, W) → (B, D).
 
 Every encoder carries the attributes the other stages read: ``embed_dim``, ``input_size``, ``mean``, ``std``,
-``is_3d``, ``encoder_name`` and ``weights_sha256`` (``"random-init"`` unless loaded from a file).
+``is_3d``, ``encoder_name`` and ``weights_sha256`` (``"random-init"`` unless loaded from a file). A 2D encoder with a
+spatial feature map also carries ``spatial_map`` (:class:`clearct.encoders.spatial.SpatialTap`), which heatmaps need.
 
 A builder is a function with keyword arguments only; :func:`create_encoder` passes each of these when the builder
 declares it: ``weights`` (a builder that reads its own weight format, e.g. a foundation baseline), ``variant``

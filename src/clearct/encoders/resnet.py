@@ -17,6 +17,7 @@ from torch import nn
 
 from clearct.encoders.pooling import GeM
 from clearct.encoders.registry import describe, register_encoder
+from clearct.encoders.spatial import SpatialTap
 from clearct.encoders.timm_any import describe_timm, timm_model
 
 
@@ -40,8 +41,9 @@ def resnet_gem(encoder_name: str, *, channels: tuple[int, ...], image_size: int 
     backbone = timm_model("resnet18", channels=channels, layers=(1,) * len(channels), output_stride=16)
     model = PooledCNN(backbone)
     model.pretrained_cfg = backbone.pretrained_cfg
+    # spatial_map: the last stage's map, before GeM (heatmaps)
     return describe(describe_timm(model, encoder_name, model.num_features), input_size=image_size or 128,
-                    ignore_prefixes=("backbone.fc.",))
+                    ignore_prefixes=("backbone.fc.",), spatial_map=SpatialTap("pool", "input"))
 
 
 @register_encoder("resnet_tiny")

@@ -16,6 +16,7 @@ from torch import nn
 
 from clearct.common.errors import ClearctError
 from clearct.encoders.registry import describe, register_encoder
+from clearct.encoders.spatial import timm_tap
 
 
 def timm_model(name: str, **kwargs: Any) -> Any:
@@ -29,7 +30,8 @@ def timm_model(name: str, **kwargs: Any) -> Any:
 
 
 def describe_timm(model: nn.Module, encoder_name: str, embed_dim: int) -> nn.Module:
-    """Registry attributes from the model's pretrained_cfg; classifier keys of full checkpoints are ignored."""
+    """Registry attributes from the model's pretrained_cfg (classifier keys of full checkpoints are ignored) and the
+    tap of its last spatial map (:func:`clearct.encoders.spatial.timm_tap`)."""
     cfg = getattr(model, "pretrained_cfg", {}) or {}
     classifier = cfg.get("classifier") or "head"
     prefixes = (classifier,) if isinstance(classifier, str) else tuple(classifier)
@@ -41,6 +43,7 @@ def describe_timm(model: nn.Module, encoder_name: str, embed_dim: int) -> nn.Mod
         mean=tuple(float(m) for m in cfg.get("mean", (0.485, 0.456, 0.406))),
         std=tuple(float(s) for s in cfg.get("std", (0.229, 0.224, 0.225))),
         ignore_prefixes=tuple(f"{p}." for p in prefixes),
+        spatial_map=timm_tap(model),
     )
 
 

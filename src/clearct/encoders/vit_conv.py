@@ -20,6 +20,7 @@ from torch import nn
 
 from clearct.common.errors import ClearctError
 from clearct.encoders.registry import describe, register_encoder
+from clearct.encoders.spatial import timm_tap
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -77,7 +78,7 @@ def vit_conv(name: str, *, embed_dim: int, depth: int, num_heads: int, input_siz
         pos_embed.copy_(sincos_table(model.patch_embed.grid_size, embed_dim))
     pos_embed.requires_grad_(False)
     return describe(model, encoder_name=name, embed_dim=embed_dim, input_size=input_size,
-                    mean=IMAGENET_MEAN, std=IMAGENET_STD, ignore_prefixes=("head.",))
+                    mean=IMAGENET_MEAN, std=IMAGENET_STD, ignore_prefixes=("head.",), spatial_map=timm_tap(model))
 
 
 @register_encoder("vit_conv_base")

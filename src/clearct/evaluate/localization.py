@@ -1,20 +1,31 @@
-"""Does attention point at the lesion? The share of positive scans whose most attended slice lies on (or within
-``tolerance`` slices of) a lesion of the location the model predicts most strongly.
+"""Does attention point at the lesion, and does a heatmap point at it inside the slice?
+
+**Attention hit share**: the share of positive scans whose most attended slice lies on (or within ``tolerance``
+slices of) a lesion of the location the model predicts most strongly.
 
 Inputs are what the stages write: ``attention.csv`` (scan_id, slice_index, window, attention; one row per instance),
 ``predictions.csv`` (scan_id, target, probability, label) of the same models on the same scans, and the cohort's
 ``lesions.csv`` (a lesion covers ``slice_first..slice_last`` where the table has them, else its key slice).
 A scan is positive when any target's label is 1; its predicted location is the target with the highest score; its
 top slice is the slice of the instance with the highest attention (any window).
+
+**Pointing game** (Zhang et al. 2016, for heatmaps): the share of (top-attended) lesion slices whose heatmap
+maximum falls inside the lesion's box grown by half its size (1.5 × its width and height about the same centre),
+the tolerance that lets a map of the encoder's coarse grid count when its peak cell covers the lesion.
 """
 
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clearct.io.tables import read_lesions_table
+import numpy as np
+
+from clearct.io.tables import LesionBox, read_lesions_table
+
+Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels (x along columns, y along rows)
 
 
 @dataclass(frozen=True)
@@ -55,3 +66,53 @@ def attention_hits(attention: str | Path, predictions: str | Path, lesions: str 
         hits += any(first - tolerance <= slice_index <= last + tolerance
                     for first, last in extents.get((scan_id, predicted), []))
     return Localization(hits, scans)
+
+
+@dataclass(frozen=True)
+class Pointing:
+    hits: int
+    slices: int  # lesion slices with a heatmap
+
+    @property
+    def share(self) -> float:
+        return self.hits / self.slices if self.slices else float("nan")
+
+
+def grow_box(box: Box, grow: float = 0.5) -> Box:
+    """``box`` enlarged by ``grow`` times its width and height, centre kept (half of it on each side)."""
+    x1, y1, x2, y2 = box
+    dx, dy = grow * (x2 - x1) / 2, grow * (y2 - y1) / 2
+    return x1 - dx, y1 - dy, x2 + dx, y2 + dy
+
+
+def peak(heatmap: np.ndarray) -> tuple[float, float] | None:
+    """(row, column) of the maximum of ``heatmap`` (H, W): the centre of the pixels that reach it, so a flat top (a
+    map upsampled from a coarse grid is flat from its edge cells to the border) counts at its middle, not at its
+    first pixel. None for a map without any positive value (it points nowhere)."""
+    heatmap = np.asarray(heatmap, dtype=np.float32)
+    if not np.isfinite(heatmap).all() or heatmap.max() <= 0:
+        return None
+    rows, cols = np.nonzero(heatmap == heatmap.max())
+    return float(rows.mean()), float(cols.mean())
+
+
+def peak_in_box(heatmap: np.ndarray, box: Box, grow: float = 0.5) -> bool:
+    """Whether the :func:`peak` of ``heatmap`` lies in ``box`` grown by ``grow``; a map without a peak is a miss."""
+    at = peak(heatmap)
+    if at is None:
+        return False
+    x1, y1, x2, y2 = grow_box(box, grow)
+    return bool(x1 <= at[1] <= x2 and y1 <= at[0] <= y2)
+
+
+def pointing_game(pairs: Iterable[tuple[np.ndarray, Box]], grow: float = 0.5) -> Pointing:
+    """Pointing-game score over (heatmap, lesion box) pairs."""
+    results = [peak_in_box(m, b, grow) for m, b in pairs]
+    return Pointing(sum(results), len(results))
+
+
+def lesion_on_slice(boxes: Iterable[LesionBox], slice_index: int) -> LesionBox | None:
+    """The lesion whose slice extent covers ``slice_index`` (the one whose key slice is nearest when several do);
+    its box is the key slice's, the best estimate lesions.csv gives for the slices around it."""
+    covering = [b for b in boxes if b.extent[0] <= slice_index <= b.extent[1]]
+    return min(covering, key=lambda b: abs(b.slice_index - slice_index)) if covering else None

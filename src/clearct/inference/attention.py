@@ -1,6 +1,8 @@
 """``clearct attention``: the fold ensemble's attention over every scan's instances → ``attention.csv``, one
 figure per scan (profile over z per window, lesion slices marked, top-k slice montage when the CT is given) and one
-``viewers/<scan_id>.html`` per drawn scan (the CT from scans.csv, else the path its feature file records)."""
+``viewers/<scan_id>.html`` per drawn scan (the CT from scans.csv, else the path its feature file records); with
+``--heatmaps`` also the Grad-CAM maps of every target over each scan's top-k instances (``heatmaps/<scan_id>.h5``
+for every scan with a CT, PNG overlays for the scans that get figures; :mod:`clearct.inference.heatmaps`)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from clearct.common.failures import Issues
 from clearct.common.runs import start_run
 from clearct.config import AttentionConfig
 from clearct.evaluate.tables import write_csv
-from clearct.inference.ensembles import load_mil_models
+from clearct.inference.ensembles import check_encoder, load_mil_models
+from clearct.inference.heatmaps import heatmap_encoder, scan_heatmaps, write_scan_heatmaps
 from clearct.inference.viewers import (
     heatmap_path,
     lesions_by_scan,
@@ -25,11 +28,10 @@ from clearct.inference.viewers import (
     predictions_of,
     write_scan_viewer,
 )
-from clearct.io import read_ct
+from clearct.io import CTVolume, read_ct
 from clearct.io.features import read_features
 from clearct.io.tables import read_scans_table
 from clearct.mil.data import Bag, load_cohort
-from clearct.modeling.store import Ensemble
 from clearct.report.attention import attention_figure
 
 LOG = logging.getLogger("clearct")
@@ -39,18 +41,6 @@ def attention_rows(bag: Bag, attention: np.ndarray, windows: Sequence[Sequence])
     """``attention.csv`` rows of one scan: scan, slice_index, z_mm, window (name), attention."""
     return [{"scan_id": bag.scan_id, "slice_index": int(s), "z_mm": float(z), "window": str(windows[w][0]),
              "attention": float(a)} for s, z, w, a in zip(bag.slice_index, bag.z_mm, bag.window, attention)]
-
-
-def check_encoder(ensemble: Ensemble, encoder: dict, where: Path) -> None:
-    """Features must come from the encoder the models were trained on (name, weights and input size)."""
-    want = ensemble.encoder
-    if (encoder["encoder"], encoder["weights_sha256"]) != (want["encoder"], want["weights_sha256"]):
-        raise ClearctError(f"features come from {encoder['encoder']} ({encoder['weights_sha256'][:12]}) but the "
-                           f"models were trained on {want['encoder']} ({want['weights_sha256'][:12]})", where)
-    have_size, want_size = encoder.get("image_size"), want.get("image_size")
-    if have_size is not None and want_size is not None and int(have_size) != int(want_size):
-        raise ClearctError(f"features were embedded at {have_size} px but the models were trained on features at "
-                           f"{want_size} px", where)
 
 
 def _feature_source(bag: Bag) -> str:
@@ -70,22 +60,38 @@ def run_attention(cfg: AttentionConfig) -> int:
     issues = Issues()
     cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32, windows=ensemble.window_names)
     check_encoder(ensemble, cohort.encoder, cfg.features)
+    encoder = None
+    if cfg.heatmaps:
+        if cfg.scans is None:
+            raise ClearctError("--heatmaps needs --scans scans.csv to read the CT of each scan", cfg.model)
+        encoder = heatmap_encoder(ensemble, encoder=cfg.encoder, weights=cfg.weights, features=cfg.features,
+                                  where=cfg.model)
     scores, attn = ensemble.predict(cohort.bags)
     lesions = lesions_by_scan(cfg.lesions)
     paths = {r.scan_id: r.path for r in read_scans_table(cfg.scans)} if cfg.scans is not None else {}
     identity = model_identity(ensemble, cfg.model)
+    names = ensemble.spec.output_names
     rows = []
     for n, (bag, a) in enumerate(tqdm(list(zip(cohort.bags, attn)), desc="attention", unit="scan", leave=False)):
         rows += attention_rows(bag, a, ensemble.windows)
-        if n >= cfg.figures:
+        drawn = n < cfg.figures
+        if not drawn and encoder is None:
             continue
-        volume = None
-        source = paths.get(bag.scan_id) or _feature_source(bag)
+        volume: CTVolume | None = None
+        source = paths.get(bag.scan_id) or (_feature_source(bag) if drawn else "")
         if source:
             try:
-                volume = read_ct(source)  # a missing or broken scan costs only the montage and the viewer
+                volume = read_ct(source)  # a missing or broken scan costs only its montage, viewer and heatmaps
             except ClearctError as exc:
-                issues.add("unreadable_scan", f"{exc}; figure without montage, no viewer")
+                issues.add("unreadable_scan", f"{exc}; figure without montage, no viewer or heatmaps")
+        elif encoder is not None:
+            issues.add("no_scan", f"{bag.scan_id}: not in {cfg.scans}; no heatmaps")
+        if encoder is not None and volume is not None:
+            maps = scan_heatmaps(volume.hu, bag, a, ensemble, encoder, top_k=cfg.top_k)
+            write_scan_heatmaps(out / "heatmaps", maps, volume.hu, dict(zip(names, map(float, scores[n]))),
+                                overlays=drawn)
+        if not drawn:
+            continue
         attention_figure(out / "figures" / f"{bag.scan_id}.png", title=bag.scan_id, z_mm=bag.z_mm,
                          window=bag.window, slice_index=bag.slice_index, attention=a, windows=ensemble.windows,
                          lesion_slices=[b.slice_index for b in lesions.get(bag.scan_id, [])],
@@ -98,5 +104,6 @@ def run_attention(cfg: AttentionConfig) -> int:
                               identity=identity)
     write_csv(out / "attention.csv", rows)
     print(f"attention: {len(cohort.bags)} scans → {out / 'attention.csv'}, {out / 'figures'}"
-          + (f" and {out / 'viewers'}" if cfg.viewers else ""))
+          + (f", {out / 'viewers'}" if cfg.viewers else "")
+          + (f", heatmaps in {out / 'heatmaps'}" if encoder is not None else ""))
     return issues.finish(out, "attention")

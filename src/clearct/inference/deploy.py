@@ -21,8 +21,8 @@ from clearct.config import DeployConfig
 from clearct.evaluate.tables import write_csv
 from clearct.finetune3d.run import load_volume_items
 from clearct.finetune3d.store import VolumeEnsemble
-from clearct.inference.attention import attention_rows, check_encoder
-from clearct.inference.ensembles import load_ensemble
+from clearct.inference.attention import attention_rows
+from clearct.inference.ensembles import check_encoder, load_ensemble
 from clearct.inference.review import review_errors
 from clearct.io.tables import LabelTable, read_labels_table
 from clearct.mil.data import load_cohort

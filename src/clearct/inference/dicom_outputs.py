@@ -28,7 +28,7 @@ from clearct import __version__
 from clearct.common.atomic import atomic_path
 from clearct.common.errors import ClearctError
 from clearct.io.dicom import SourceSlices, source_slices
-from clearct.io.heatmaps import Heatmaps, read_heatmaps
+from clearct.io.heatmaps import ScanHeatmaps, read_heatmaps
 from clearct.io.volume import CTVolume
 from clearct.modeling.store import Ensemble
 from clearct.report.viewer import Prediction
@@ -192,7 +192,7 @@ def key_object_selection(source: SourceSlices, slices: Sequence[int], prov: Prov
         sop_instance_uid=hd.UID(), instance_number=1, manufacturer=MANUFACTURER)
 
 
-def parametric_maps(source: SourceSlices, maps: Heatmaps, prov: Provenance) -> dict[str, Dataset]:
+def parametric_maps(source: SourceSlices, maps: ScanHeatmaps, prov: Provenance) -> dict[str, Dataset]:
     """One Parametric Map per (target, heatmap window): float frames on the source slices' own grid."""
     hd = _hd()
     out: dict[str, Dataset] = {}

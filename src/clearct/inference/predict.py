@@ -1,9 +1,11 @@
 """``clearct predict SCAN``: one scan → frozen encoder features (in memory) → fold ensemble →
 ``prediction.json`` (score per output, thresholded calls, encoder and model provenance), ``attention.csv`` and
-``attention.png`` (profile over z per window + the most attended slices), ``viewer.html`` (the scan in the model's
-windows with attention, heatmaps when ``heatmaps/<scan_id>.h5`` exists, lesion boxes of ``--lesions``), for a
-DICOM series the results as DICOM objects under ``dicom/`` (inference/dicom_outputs.py), and a short table on
-stdout.
+``attention.png`` (profile over z per window + the most attended slices), Grad-CAM heatmaps of every output over
+the most attended slices (``heatmaps/<scan_id>.h5`` and one PNG overlay per slice and window;
+:mod:`clearct.inference.heatmaps`; ``--no-heatmaps`` leaves them out, an encoder without a spatial map gets a
+warning instead), ``viewer.html`` (the scan in the model's windows with attention, heatmaps, lesion boxes of
+``--lesions``), for a DICOM series the results as DICOM objects under ``dicom/`` (inference/dicom_outputs.py), and a
+short table on stdout.
 
 ``SCAN`` may also be a scans.csv: every scan gets those files in ``OUT/<scan_id>/``, ``OUT/predictions.csv`` holds
 one row per scan, and a scan that fails gets one line and a row in ``OUT/failures.csv`` while the rest go on (exit
@@ -36,10 +38,12 @@ from clearct.encoders import create_encoder
 from clearct.encoders.embed import embed_volume, prepare_encoder
 from clearct.encoders.random_init import check_baseline_weights, random_init_warning
 from clearct.encoders.registry import encoder_info
+from clearct.encoders.spatial import spatial_tap
 from clearct.evaluate.tables import write_csv
-from clearct.inference.attention import attention_rows, check_encoder
+from clearct.inference.attention import attention_rows
 from clearct.inference.dicom_outputs import Provenance, write_dicom_outputs
-from clearct.inference.ensembles import load_mil_models
+from clearct.inference.ensembles import check_encoder, load_mil_models
+from clearct.inference.heatmaps import scan_heatmaps, write_scan_heatmaps
 from clearct.inference.viewers import (
     heatmap_path,
     lesions_by_scan,
@@ -66,6 +70,7 @@ class Predictor:
     device: torch.device
     warnings: list[str]
     lesions: dict[str, list[LesionBox]]
+    heatmaps: bool
 
     def __call__(self, scan_path: Path, out: Path, *, scan_id: str | None = None,
                  patient_id: str | None = None) -> dict:
@@ -81,6 +86,7 @@ class Predictor:
         spec = ensemble.spec
         names = spec.output_names
         thresholds = ensemble.thresholds
+        by_name = {n: float(scores[0, j]) for j, n in enumerate(names)}
         calls: dict[str, bool | str] = {}
         if spec.kind in ("multilabel", "binary"):
             calls = {n: bool(scores[0, j] >= thresholds[j]) for j, n in enumerate(names)}
@@ -89,7 +95,7 @@ class Predictor:
         warnings: list[str] = self.warnings + volume.warnings
         result: dict[str, Any] = {
             "scan": str(scan_path), "scan_id": f.scan_id, "slices": int(volume.hu.shape[0]),
-            "task": spec.kind, "scores": {n: float(scores[0, j]) for j, n in enumerate(names)},
+            "task": spec.kind, "scores": by_name,
             "thresholds": {n: float(t) for n, t in zip(names, thresholds)} if spec.kind != "multiclass" else {},
             "predictions": calls,
             "encoder": {"name": f.encoder, "weights_sha256": f.weights_sha256, "image_size": f.image_size,
@@ -101,6 +107,11 @@ class Predictor:
             "warnings": warnings,
             "clearct_version": __version__,
         }
+        if self.heatmaps:  # before the viewer and the DICOM objects, which show the maps
+            maps = scan_heatmaps(volume.hu, bag, attn[0], ensemble, self.encoder, top_k=cfg.top_k,
+                                 batch_size=cfg.batch_size)
+            path = write_scan_heatmaps(out / "heatmaps", maps, volume.hu, by_name)
+            result["heatmaps"] = str(path.relative_to(out))
         write_csv(out / "attention.csv", attention_rows(bag, attn[0], ensemble.windows))
         attention_figure(out / "attention.png", title=f"{f.scan_id}: attention of {len(ensemble.models)} fold models",
                          z_mm=bag.z_mm, window=bag.window, slice_index=bag.slice_index, attention=attn[0],
@@ -143,17 +154,26 @@ def run_predict(cfg: PredictConfig) -> int:
     own = encoder_info(encoder)
     check_encoder(ensemble, {"encoder": own.encoder_name, "weights_sha256": own.weights_sha256,
                              "image_size": own.input_size}, cfg.model)
-    warning = random_init_warning(encoder, "predict")
+    warnings = [w for w in [random_init_warning(encoder, "predict")] if w]
+    heatmaps = cfg.heatmaps
+    if heatmaps:
+        try:
+            spatial_tap(encoder)
+        except ClearctError as exc:  # on by default: an encoder without a map still predicts
+            heatmaps = False
+            warnings.append(f"no heatmaps: {exc}")
+            print(f"clearct predict: warning: no heatmaps: {exc}", file=sys.stderr)
     windows = [Window(str(n), float(lo), float(hi)) for n, lo, hi in ensemble.windows]
     lesions = lesions_by_scan(cfg.lesions)  # a broken table is refused before any scan is read
-    predictor = Predictor(cfg, ensemble, encoder, windows, device, [warning] if warning else [], lesions)
+    predictor = Predictor(cfg, ensemble, encoder, windows, device, warnings, lesions, heatmaps)
     if _is_table(cfg.scan_path):
         return _predict_table(predictor, Path(cfg.scan_path), out)
     result = predictor(Path(cfg.scan_path), out)
     print(f"{'output':24s} {'score':>8s}  call")
     for name, score in result["scores"].items():
         print(f"{name:24s} {score:8.3f}  {result['predictions'].get(name, '')}")
-    print(f"prediction: {out / 'prediction.json'}, attention: {out / 'attention.png'}")
+    print(f"prediction: {out / 'prediction.json'}, attention: {out / 'attention.png'}"
+          + (f", heatmaps: {out / result['heatmaps']}" if "heatmaps" in result else ""))
     return 0
 
 

@@ -26,7 +26,7 @@ from PIL import Image
 
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
-from clearct.io.heatmaps import Heatmaps
+from clearct.io.heatmaps import ScanHeatmaps
 from clearct.io.tables import LesionBox
 
 FORMATS = {"webp": "image/webp", "jpeg": "image/jpeg"}
@@ -65,7 +65,7 @@ class ViewerScan:
     spacing_mm: Sequence[float]
     windows: Sequence[Sequence]  # [name, lo, hi] …
     attention: AttentionProfile | None = None
-    heatmaps: Heatmaps | None = None
+    heatmaps: ScanHeatmaps | None = None
     lesions: Sequence[LesionBox] = ()
     predictions: Sequence[Prediction] = ()
     identity: dict[str, str] = field(default_factory=dict)  # label → value, shown as given
@@ -124,7 +124,7 @@ def _attention_data(profile: AttentionProfile, n_slices: int) -> dict[str, Any]:
     return {"windows": [str(w) for w in profile.windows], "curves": curves}
 
 
-def _heatmap_data(maps: Heatmaps, shape: tuple[int, int], quality: int) -> dict[str, Any]:
+def _heatmap_data(maps: ScanHeatmaps, shape: tuple[int, int], quality: int) -> dict[str, Any]:
     """Overlays of every (instance, target), each target scaled by its maximum over the scan so slices compare."""
     if tuple(maps.maps.shape[2:]) != shape:
         raise ClearctError(f"heatmaps of {maps.scan_id} are {maps.maps.shape[2]}×{maps.maps.shape[3]} but the "

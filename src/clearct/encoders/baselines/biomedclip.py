@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from clearct.encoders.baselines.common import FrozenBaseline, load_strict, read_state, require, sub_state
+from clearct.encoders.spatial import timm_tap
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -30,6 +31,7 @@ class BiomedCLIPVision(FrozenBaseline):
         self.visual = timm_model.TimmModel(
             "vit_base_patch16_224", embed_dim=512, image_size=224, pool="", proj="linear", pretrained=False
         )
+        self.spatial_map = timm_tap(self.visual.trunk, "visual.trunk.")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.visual(x)

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from clearct.encoders.baselines.common import FrozenBaseline, load_strict, read_state, require, sub_state
+from clearct.encoders.spatial import SpatialTap
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,6 +42,13 @@ def sam2_to_transformers(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
             key = re.sub(pattern, repl, key)
         out[key] = value
     return out
+
+
+class SpatialMean(torch.nn.Module):
+    """(B, C, h, w) → (B, C), the mean over space."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))
 
 
 class Sam2HieraLarge(FrozenBaseline):
@@ -68,10 +76,11 @@ class Sam2HieraLarge(FrozenBaseline):
             backbone_config=backbone, backbone_channel_list=[1152, 576, 288, 144], fpn_top_down_levels=[2, 3]
         )
         self.vision = tf.Sam2VisionModel(config)
+        self.pool = SpatialMean()  # a module, so that the map it pools can be tapped for heatmaps
+        self.spatial_map = SpatialTap("pool", "input")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.vision(pixel_values=x).fpn_hidden_states[-1]  # stride 16: SAM2's vision_features
-        return features.mean(dim=(2, 3))
+        return self.pool(self.vision(pixel_values=x).fpn_hidden_states[-1])  # stride 16: SAM2's vision_features
 
 
 def build_sam2_hiera_large(weights: str | Path | None = None) -> Sam2HieraLarge:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clearct.encoders.registry import describe, register_encoder
+from clearct.encoders.spatial import SpatialTap
 from clearct.encoders.vit_conv import IMAGENET_MEAN, IMAGENET_STD
 from clearct.encoders.vmamba.scan import (
     cross_merge,
@@ -191,7 +192,8 @@ class VMamba(nn.Module):
 def vmamba(name: str, *, depths: Sequence[int], dim: int, input_size: int = 224) -> nn.Module:
     model = VMamba(depths=depths, dim=dim)
     return describe(model, encoder_name=name, embed_dim=model.num_features, input_size=input_size,
-                    mean=IMAGENET_MEAN, std=IMAGENET_STD, ignore_prefixes=("classifier.head.",))
+                    mean=IMAGENET_MEAN, std=IMAGENET_STD, ignore_prefixes=("classifier.head.",),
+                    spatial_map=SpatialTap("classifier", "output", "nhwc"))  # the normed stage-4 map
 
 
 @register_encoder("vmamba_tiny")

@@ -1,0 +1,175 @@
+"""Grad-CAM heatmaps: what drives each target's score inside the slices the fold ensemble attends to most.
+
+For each of the ``top_k`` most attended instances of a scan (a slice in one HU window), the slice is rendered
+again and passed through the frozen encoder up to its last spatial map A (:mod:`clearct.encoders.spatial`); the
+rest of the encoder turns A into the instance's embedding, which replaces that instance's row in the bag while
+every other row keeps its stored feature. Each fold model runs its own ``forward`` on that bag (feature scaler
+included), the logits are averaged over the models, and the gradient of each target's logit
+(:func:`clearct.inference.gradcam.target_logits`) with respect to A gives the Grad-CAM map ReLU(Σ_c w_c A_c),
+w_c = the spatial mean of ∂logit/∂A_c, upsampled to the slice's own rows × columns.
+
+Cost: one encoder forward per chosen instance (the instances of one window in one batch), recorded by autograd only
+after A (the weights are frozen), and one backward per target through that tail and the MIL models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from clearct.common.device import autocast_for, channels_last
+from clearct.common.errors import ClearctError
+from clearct.encoders import RANDOM_INIT, create_encoder
+from clearct.encoders.embed import prepare_encoder
+from clearct.encoders.spatial import spatial_features, spatial_tap
+from clearct.inference.ensembles import check_encoder
+from clearct.inference.gradcam import gradcam, normalise_per_target, target_logits, upsample
+from clearct.io.heatmaps import ScanHeatmaps, write_heatmaps
+from clearct.mil.data import Bag
+from clearct.mil.store import MilEnsemble
+from clearct.preprocess import Window, render_slices
+from clearct.report.attention import top_instances
+from clearct.report.heatmaps import heatmap_overlay
+
+METHOD = "gradcam"
+
+
+@contextmanager
+def frozen(*modules: nn.Module) -> Iterator[None]:
+    """Parameters without gradients for the duration (restored after), so autograd records only what follows the
+    tapped map."""
+    params = [p for m in modules for p in m.parameters()]
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+
+
+def chosen_instances(bag: Bag, attention: np.ndarray, top_k: int, n_slices: int) -> np.ndarray:
+    """Rows of the ``top_k`` most attended instances (highest first) that are slices of the volume."""
+    top = top_instances(attention, top_k)
+    return np.array([i for i in top if 0 <= bag.slice_index[i] < n_slices], dtype=np.int64)
+
+
+def _maps(encoder: nn.Module, ensemble: MilEnsemble, bag_x: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+          rows: torch.Tensor, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(k, T, H, W) maps of k instances of one bag (rows ``rows``, rendered slices ``x``)."""
+    feats, mask, window = bag_x
+    k, device = len(rows), feats.device
+    with torch.enable_grad(), autocast_for(device):
+        a, emb = spatial_features(encoder, x)
+        # k copies of the bag, copy j with row rows[j] recomputed from its map: logit j depends on map j alone
+        bags = feats.unsqueeze(0).repeat(k, 1, 1).index_put((torch.arange(k, device=device), rows),
+                                                             emb.to(feats.dtype))
+        out = torch.stack([m(bags, mask.expand(k, -1), window.expand(k, -1))[0].float()
+                           for m in ensemble.models]).mean(dim=0)
+    logits = target_logits(ensemble.spec, out)
+    maps = []
+    for t in range(logits.shape[1]):
+        (grad,) = torch.autograd.grad(logits[:, t].sum(), a, retain_graph=t + 1 < logits.shape[1], allow_unused=True)
+        maps.append(upsample(gradcam(a.detach(), torch.zeros_like(a) if grad is None else grad), size))
+    return torch.stack(maps, dim=1).cpu()
+
+
+def scan_heatmaps(hu: np.ndarray, bag: Bag, attention: np.ndarray, ensemble: MilEnsemble, encoder: nn.Module, *,
+                  top_k: int = 6, batch_size: int = 16) -> ScanHeatmaps:
+    """Grad-CAM maps of every target over the ``top_k`` most attended instances of one scan.
+
+    ``hu`` is the scan's CT (Z, Y, X); ``bag`` its instances (features of the models' encoder, windows in the
+    models' order) and ``attention`` the ensemble's attention over them; ``encoder`` sits on the ensemble's device
+    in eval mode.
+    """
+    tap = spatial_tap(encoder)
+    device = ensemble.device
+    windows = [Window(str(n), float(lo), float(hi)) for n, lo, hi in ensemble.windows]
+    chosen = chosen_instances(bag, attention, top_k, hu.shape[0])
+    n_out = len(ensemble.spec.output_names)
+    maps = torch.zeros(len(chosen), n_out, hu.shape[1], hu.shape[2])
+    size, mean, std = (getattr(encoder, key) for key in ("input_size", "mean", "std"))
+    bag_x = (torch.from_numpy(np.asarray(bag.feats, np.float32)).to(device),
+             torch.ones(1, len(bag), dtype=torch.bool, device=device),
+             torch.from_numpy(np.asarray(bag.window, np.int64)).unsqueeze(0).to(device))
+    with frozen(encoder, *ensemble.models):
+        for w, win in enumerate(windows):
+            positions = np.flatnonzero(bag.window[chosen] == w)
+            for start in range(0, len(positions), batch_size):
+                part = positions[start : start + batch_size]
+                rows = chosen[part]
+                x = render_slices(hu[bag.slice_index[rows]], [win], size, mean=mean, std=std)[:, 0].to(device)
+                if getattr(encoder, "channels_last", False):
+                    x = channels_last(x)
+                maps[part] = _maps(encoder, ensemble, bag_x, torch.from_numpy(rows).to(device), x, hu.shape[1:])
+    normalised, scale = normalise_per_target(maps)
+    return ScanHeatmaps(
+        maps=normalised.numpy().astype(np.float16), slice_index=bag.slice_index[chosen].astype(np.int32),
+        window=bag.window[chosen].astype(np.int8), attention=np.asarray(attention, np.float32)[chosen],
+        targets=list(ensemble.spec.output_names), windows=[(w.name, w.lo, w.hi) for w in windows], method=METHOD,
+        layer=tap.name, encoder=str(encoder.encoder_name), weights_sha256=str(encoder.weights_sha256),
+        scan_id=bag.scan_id, scale=[float(s) for s in scale],
+    )
+
+
+def write_scan_heatmaps(folder: Path, h: ScanHeatmaps, hu: np.ndarray, scores: dict[str, float] | None = None, *,
+                        overlays: bool = True) -> Path:
+    """``folder/<scan_id>.h5`` and, with ``overlays``, one PNG per instance
+    (``<scan_id>-slice<NNNN>-<window>.png``: a panel per target, its score in the title); returns the h5 path."""
+    path = write_heatmaps(Path(folder) / f"{h.scan_id}.h5", h)
+    if overlays:
+        for k, (s, w) in enumerate(zip(h.slice_index, h.window)):
+            name = h.windows[w][0]
+            heatmap_overlay(Path(folder) / f"{h.scan_id}-slice{int(s):04d}-{name}.png", hu_slice=hu[s],
+                            window=h.windows[w], maps=h.maps[k], targets=h.targets,
+                            scores=[scores[t] for t in h.targets] if scores is not None else None,
+                            title=f"{h.scan_id} · slice {int(s)} · {name} window · attention {h.attention[k]:.3f}\n"
+                                  f"Grad-CAM of {h.encoder} at {h.layer}")
+    return path
+
+
+def recorded_encoder(ensemble: MilEnsemble, features: Path | None) -> tuple[str, Path | None] | None:
+    """The encoder (name or run folder, weights) that made the models' features, where it is known: a
+    random-init registry encoder is rebuilt by name; otherwise the ``extract`` run that wrote ``features``
+    (its config.yaml) names it. None when neither tells."""
+    record = ensemble.encoder
+    if record.get("weights_sha256") == RANDOM_INIT:
+        return f"random:{record['encoder']}", None
+    config = Path(features) / "config.yaml" if features is not None else None
+    if config is None or not config.is_file():
+        return None
+    try:
+        extract = (yaml.safe_load(config.read_text()) or {}).get("extract") or {}
+    except yaml.YAMLError as exc:
+        raise ClearctError(f"invalid YAML ({exc})", config) from exc
+    if not extract.get("encoder"):
+        return None
+    weights = extract.get("weights")
+    return str(extract["encoder"]), Path(weights) if weights else None
+
+
+def heatmap_encoder(ensemble: MilEnsemble, *, encoder: str | None, weights: Path | None, features: Path | None,
+                    where: Path) -> nn.Module:
+    """The models' own encoder with a spatial map, on the ensemble's device: ``encoder``/``weights`` when given,
+    else the recorded one (:func:`recorded_encoder`); refused unless it is the encoder the models were trained on."""
+    record = ensemble.encoder
+    if encoder is None:
+        found = recorded_encoder(ensemble, features)
+        if found is None:
+            raise ClearctError(f"the models were trained on features of {record['encoder']} (weights "
+                               f"{record['weights_sha256'][:12]}…) and no extract run records where that encoder "
+                               "is; name it with --encoder (a run folder, or a registry name with --weights)", where)
+        encoder, weights = found
+    module = create_encoder(encoder, weights=weights, image_size=record.get("image_size"), allow_resize=True)
+    check_encoder(ensemble, {"encoder": module.encoder_name, "weights_sha256": module.weights_sha256,
+                             "image_size": module.input_size}, where)
+    spatial_tap(module)
+    return prepare_encoder(module.to(ensemble.device).eval())
+
