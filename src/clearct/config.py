@@ -495,7 +495,7 @@ class DemoConfig(CommandConfig):
 
     out: Path = Field(Path("clearct-demo"), description="output folder of the demo")
     size: Literal["test", "small", "full"] = Field(
-        "small", description="small: ≤10 min on 2 CPU cores; full: for a GPU; test: seconds, for the test suite"
+        "small", description="small: a laptop CPU; full: for a GPU; test: seconds, for the test suite"
     )
     patients: int | None = Field(None, ge=4, description="training cohort size (default: from --size)")
     external_patients: int | None = Field(None, ge=2, description="external cohort size (default: from --size)")

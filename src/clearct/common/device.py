@@ -1,4 +1,6 @@
-"""Device selection shared by every command: ``auto`` picks CUDA when present, else CPU."""
+"""How every command uses the machine: the device (``auto`` picks CUDA when present, else CPU), bf16 autocast on
+CUDA, the CPU thread count for training, channels-last memory format, and the glibc allocator setting of the
+``clearct`` command."""
 
 from __future__ import annotations
 
@@ -20,9 +22,9 @@ def resolve_device(name: str = "auto") -> Any:
 def reuse_freed_memory() -> bool:
     """Let glibc serve large CPU tensors from memory the process freed before instead of fresh ``mmap`` pages.
 
-    By default every tensor above glibc's mmap threshold gets new pages that fault in on first touch, which
-    doubles the cost of an element-wise pass (2.4 M floats: 1.06 ms with a fresh result, 0.48 ms into an existing
-    one, 2 cores; benchmarks/RESULTS.md "vmamba"). Raising the thresholds keeps freed blocks for reuse; the peak
+    By default every tensor above glibc's mmap threshold gets new pages that fault in on first touch, which about
+    doubles the cost of an element-wise pass (measured in benchmarks/RESULTS.md "vmamba"). Raising the thresholds
+    keeps freed blocks for reuse; the peak
     memory is the same, but the process returns less of it between peaks. Called by the ``clearct`` command (and
     the benchmarks); set ``CLEARCT_MALLOC_TUNING=0`` to leave the allocator alone. Returns whether it applied.
     """
@@ -74,9 +76,9 @@ def busy_cores(seconds: float = 0.3) -> float | None:
 
 def cpu_threads() -> tuple[int, str]:
     """Intra-op threads for CPU training: one per core that other processes leave idle, at least one;
-    ``OMP_NUM_THREADS`` wins. A parallel region on a core another process holds waits at every barrier: on 2
-    busy cores a DrasCLR step ran 10× slower with 2 threads than with 1; on idle cores 2 threads run a resnet_tiny
-    MoCo step 1.9× faster than 1 (benchmarks/RESULTS.md)."""
+    ``OMP_NUM_THREADS`` wins. A parallel region on a core another process holds waits at every barrier, so threads
+    on busy cores slow a step down many times over, while on idle cores each thread adds nearly its share
+    (benchmarks/RESULTS.md "recipe" and "drasclr_step")."""
     import torch
 
     if "OMP_NUM_THREADS" in os.environ:
@@ -118,7 +120,7 @@ def training_threads(choose: bool, say: Callable[[str], None], what: str) -> Ite
 
 def channels_last(x: Any) -> Any:
     """A module or a 4-D tensor in channels-last memory format (other tensors as they are): oneDNN's and cuDNN's
-    convolutions run faster on it — 2.1× for a resnet_tiny MoCo step on 2 CPU cores (benchmarks/RESULTS.md)."""
+    convolutions run faster on it (benchmarks/RESULTS.md "recipe")."""
     import torch
 
     if isinstance(x, torch.Tensor) and x.dim() != 4:
