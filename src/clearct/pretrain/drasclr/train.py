@@ -59,7 +59,7 @@ from clearct.pretrain.drasclr.losses import LocationQueue, local_contrastive_los
 LOG = logging.getLogger("clearct")
 CHECKPOINT = "drasclr-checkpoint.pt"
 LOG_CSV = "drasclr-log.csv"
-PROGRESS_SECONDS = 30.0  # a progress line at least this often (the issue asked for one a minute at worst)
+PROGRESS_SECONDS = 30.0  # a progress line at least this often: a long epoch never looks stalled
 ESTIMATE_AFTER = 3  # steps measured (after the first, which warms up) before the epoch time is estimated
 
 # Sizes per preset: they fill the size fields left empty (None), the batch size included.
