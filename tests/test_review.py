@@ -17,8 +17,7 @@ from clearct.cli import main
 from clearct.evaluate.errors import confident_errors
 from clearct.evaluate.tables import Predictions
 from clearct.inference.review import choose_reviewed
-from clearct.io import read_ct
-from heatmap_files import hot_square_maps, write_heatmap_file
+from clearct.io.heatmaps import read_heatmaps
 
 
 def _data(html: str) -> dict:
@@ -102,19 +101,17 @@ def test_attention_writes_viewers_from_the_feature_files(trained, tmp_path) -> N
 def test_predict_on_a_dicom_series(trained, tmp_path) -> None:
     scan = trained["cohort"] / "scans" / "s0p0002_ct"
     out = tmp_path / "predict"
-    vol = read_ct(scan)
-    write_heatmap_file(out / "heatmaps" / "s0p0002_ct.h5", scan_id="s0p0002_ct",
-                       maps=hot_square_maps([1, 3], vol.hu.shape[1:], (10, 20, 10, 20), targets=1),
-                       slice_index=[1, 3], window=[0, 0], attention=[0.2, 0.3], targets=["finding"],
-                       windows=[("lung", -1500.0, 500.0), ("abdomen", -175.0, 275.0)])
     assert main(["predict", str(scan), "--model", str(trained["cv"]), "--encoder", "vit_conv_test", "--out",
                  str(out), "--device", "cpu", "--top-k", "3", "--lesions",
                  str(trained["cohort"] / "lesions.csv")]) == 0
     result = json.loads((out / "prediction.json").read_text())
-    assert set(result["dicom_outputs"]) == {"sr", "kos", "pm-finding-lung"}
+    maps = read_heatmaps(out / result["heatmaps"])  # predict's own Grad-CAM maps of the top-3 instances
+    windows = {maps.windows[w][0] for w in maps.window}
+    # a parametric map per target and window that has a heatmap
+    assert set(result["dicom_outputs"]) == {"sr", "kos", *(f"pm-finding-{w}" for w in windows)}
     page = (out / "viewer.html").read_text()
     data = _data(page)
-    assert [it["slice"] for it in data["heatmaps"]["items"]] == [1, 3]
+    assert sorted(it["slice"] for it in data["heatmaps"]["items"]) == sorted(int(s) for s in maps.slice_index)
     with open(trained["cohort"] / "lesions.csv") as fh:
         boxes = [r for r in csv.DictReader(fh) if r["scan_id"] == "s0p0002_ct"]
     assert len(data["lesions"]) == len(boxes)
