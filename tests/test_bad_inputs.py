@@ -305,6 +305,7 @@ def _file_size_limit(limit: int):
     return apply
 
 
+@pytest.mark.slow
 def test_full_disk_during_extract(tmp_path):
     rows = []
     for i in range(2):  # 40 slices × 2 windows × 64 floats: each feature file is larger than the limit
@@ -338,6 +339,7 @@ def read_only(folder: Path):
         folder.chmod(0o755)
 
 
+@pytest.mark.slow
 def test_read_only_output_folder(tmp_path):
     nifti(tmp_path / "n0.nii.gz")
     table = scans_table(tmp_path / "scans.csv", [("n0", "p0", "n0.nii.gz")])
@@ -473,6 +475,7 @@ def test_model_folder_without_models(cohort, tmp_path, capsys):
     error_line(err, str(tmp_path / "nomodel"), "no trained models")
 
 
+@pytest.mark.slow
 def test_predict_over_a_list_goes_on_past_a_missing_scan(cohort, tmp_path, capsys):
     table = scans_table(tmp_path / "scans.csv", [("n0", "p0", cohort / "n0.nii.gz"), ("gone", "pg", "gone"),
                                                   ("n2", "p2", cohort / "n2.nii.gz")])

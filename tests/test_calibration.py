@@ -185,6 +185,7 @@ def _logits(folder: Path, features: Path, patients: list[str] | None = None,
     return z.astype(np.float64), [b.scan_id for b in bags]
 
 
+@pytest.mark.slow
 def test_crossval_calibrates_each_fold_model_on_its_validation_part(calibrated_cv):
     cv = calibrated_cv
     features = cv.parent / "features"
@@ -214,6 +215,7 @@ def test_crossval_calibrates_each_fold_model_on_its_validation_part(calibrated_c
     assert json.loads((cv / "summary.json").read_text())["calibration"] == "temperature"
 
 
+@pytest.mark.slow
 def test_deploy_averages_the_calibrated_probabilities_of_the_folds(calibrated_cv, tmp_path):
     cv = calibrated_cv
     ext = tmp_path / "ext"
@@ -237,6 +239,7 @@ def test_deploy_averages_the_calibrated_probabilities_of_the_folds(calibrated_cv
     assert json.loads((dep / "summary.json").read_text())["calibration"] == "temperature"
 
 
+@pytest.mark.slow
 def test_resume_with_another_calibration_refits_only_the_map(calibrated_cv, tmp_path):
     cv = tmp_path / "cv"
     shutil.copytree(calibrated_cv, cv)

@@ -28,6 +28,7 @@ print(json.dumps(compute.finish_run(out, device=torch.device("cpu"))))
 """
 
 
+@pytest.mark.slow
 def test_stage_peaks_are_their_own_and_the_run_sums_them(tmp_path):
     # in a fresh process: a test worker that already holds gigabytes can serve the block from memory it keeps
     run = subprocess.run([sys.executable, "-c", STAGES, str(tmp_path)], capture_output=True, text=True, check=True)
@@ -55,6 +56,7 @@ def test_flop_counts_match_hand_counts_and_leave_the_model_alone():
     assert torch.equal(net[1].running_mean, stats)  # the probe ran on a copy
 
 
+@pytest.mark.slow
 def test_pretrain_and_extract_write_compute_json(tmp_path):
     from clearct.cli import main
     from clearct.config import SynthConfig

@@ -73,6 +73,7 @@ def _check_run(out: Path, rows: list[dict], shares: tuple[float, ...]) -> None:
         assert json.loads((out / f"share-{s:g}" / "compute.json").read_text())["total"]["flops"] > 0
 
 
+@pytest.mark.slow
 def test_curve_runs_crossval_and_finetune3d(tmp_path):
     bags = planted_bags(30, dim=8, instances=(4, 8), targets=1, shift=4.0, seed=0)
     labels = write_planted_cohort(tmp_path, bags)

@@ -54,6 +54,7 @@ print(tuned, libc.mallinfo2().hblks - before)
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
 @pytest.mark.parametrize("setting, expected", [("1", "True 0"), ("0", "False 1")])
+@pytest.mark.slow
 def test_allocator_tuning_serves_large_tensors_from_the_heap_unless_switched_off(setting, expected):
     # a fresh process each: the setting is process-wide; glibc counts the blocks it mmaps (mallinfo2().hblks)
     env = {**os.environ, "CLEARCT_MALLOC_TUNING": setting}

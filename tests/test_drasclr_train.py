@@ -40,6 +40,7 @@ def test_loss_falls_on_a_tiny_synthetic_run(tmp_path):
     assert float(rows[-1]["neighbour"]) > 0 and float(rows[-1]["local"]) > 0
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))  # one thread count for both runs
     straight = train_drasclr(plans(tiny_config(tmp_path / "a"), 2, z=24), tiny_config(tmp_path / "a"))
@@ -75,6 +76,7 @@ def test_patch_embeddings_write_a_valid_feature_file(tmp_path):
     assert np.allclose(one_batch.feats, feats.feats, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_crossval_runs_on_drasclr_patch_features(tmp_path):
     from clearct.config import CrossvalConfig
     from clearct.mil.crossval import run_crossval

@@ -96,6 +96,7 @@ def _reference(volume: CTVolume, encoder: torch.nn.Module, windows: list[str]) -
     return torch.cat(rows).numpy()
 
 
+@pytest.mark.slow
 def test_extract_cohort_contract_resume_failures(cohort, weights, tmp_path, capsys):
     from clearct.common.runs import sha256_file
     from clearct.encoders import create_encoder

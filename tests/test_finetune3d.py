@@ -205,6 +205,7 @@ def test_calibrating_the_saved_networks_fits_only_their_maps(runs, tmp_path):
     assert ("t0", "ece") in new and ("macro", "brier") in new
 
 
+@pytest.mark.slow
 def test_bad_scans_are_reported_and_the_rest_goes_on(tmp_path, capsys):
     labels, scans = _cohort(tmp_path, 10, seed=2)
     (tmp_path / "volumes" / "s0001.npz").write_bytes(b"not an npz")
@@ -234,6 +235,7 @@ def test_bad_settings_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and "labels.csv" in err[0] and "nope" in err[0]
 
 
+@pytest.mark.slow
 def test_registry_matches_the_config_choices():
     from clearct.config import ARCHS_3D
     from clearct.finetune3d.models import ARCHS, build_net

@@ -99,6 +99,7 @@ FAMILIES = ["resnet_tiny", "timm:test_convnext", "timm:test_vit", "mambaout_test
 
 
 @pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.slow
 def test_the_heatmap_peaks_on_a_planted_square(name):
     torch.manual_seed(0)
     encoder = create_encoder(name, image_size=256).eval()
@@ -200,6 +201,7 @@ def _registry_2d() -> list:
 
 
 @pytest.mark.parametrize("name", _registry_2d())
+@pytest.mark.slow
 def test_every_2d_registry_encoder_gives_a_map_of_the_slice_shape(name):
     if name in ("biomedclip", "sam2_hiera_large"):
         pytest.importorskip("open_clip" if name == "biomedclip" else "transformers")
@@ -224,6 +226,7 @@ def test_every_2d_registry_encoder_gives_a_map_of_the_slice_shape(name):
 
 
 @pytest.mark.parametrize("name", ["drasclr", "merlin"])
+@pytest.mark.slow
 def test_3d_and_patch_encoders_have_no_map(name):
     if name == "merlin":
         pytest.importorskip("merlin")
@@ -279,6 +282,7 @@ def test_overlays_one_png_per_instance(tmp_path):
 
 # ---- the command line --------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_predict_and_attention_write_heatmaps(tmp_path, capsys):
     cohort, feats, cv = tmp_path / "cohort", tmp_path / "feats", tmp_path / "cv"
     assert main(["synth", str(cohort), "--patients", "8", "--size", "48", "--slices", "6", "--format", "nifti",

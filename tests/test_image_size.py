@@ -36,6 +36,7 @@ def _pretrain(cohort, out, **kw):
     return out
 
 
+@pytest.mark.slow
 def test_size_flows_from_pretraining_to_predict(cohort, tmp_path):
     run = _pretrain(cohort, tmp_path / "run")
     assert json.loads((run / "encoder.json").read_text())["input_size"] == 96
@@ -72,6 +73,7 @@ def test_random_init_registry_encoder_extracts_at_the_asked_size(cohort, tmp_pat
         assert int(h5.attrs["image_size"]) == 80 and h5["feats"].shape[1] == 128
 
 
+@pytest.mark.slow
 def test_supervised_ceiling_learns_lesion_slices(cohort, tmp_path):
     """A short supervised run learns its per-slice targets: the exported trunk's frozen features, through the
     trained head (kept in the checkpoint), rank the slices a lesion covers above the others."""

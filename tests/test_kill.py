@@ -51,6 +51,7 @@ def temporaries(folder: Path) -> list[Path]:
     return [p for p in folder.rglob(".*") if p.is_file()]
 
 
+@pytest.mark.slow
 def test_extract_killed_and_rerun_equals_an_uninterrupted_run(tmp_path):
     table = scans_table(tmp_path / "scans.csv", [(f"s{i}", f"p{i}", nifti(tmp_path / f"s{i}.nii.gz", z=24, seed=i,
                                                                            size=48)) for i in range(10)])
@@ -89,6 +90,7 @@ def _log(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+@pytest.mark.slow
 def test_drasclr_pretraining_killed_and_rerun_equals_an_uninterrupted_run(tmp_path):
     table = drasclr_scans(tmp_path)
 
@@ -108,6 +110,7 @@ def test_drasclr_pretraining_killed_and_rerun_equals_an_uninterrupted_run(tmp_pa
     assert [r["loss"] for r in resumed] == [r["loss"] for r in reference] and len(resumed) == 4
 
 
+@pytest.mark.slow
 def test_moco_pretraining_killed_and_rerun_equals_an_uninterrupted_run(tmp_path):
     table = scans_table(tmp_path / "scans.csv", [(f"m{i}", f"p{i}", nifti(tmp_path / f"m{i}.nii.gz", z=8, seed=i,
                                                                            size=40)) for i in range(3)])

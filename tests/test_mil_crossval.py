@@ -117,6 +117,7 @@ def test_deploy_ensemble_and_refusal(planted, tmp_path, capsys):
     assert by_scan[cohort.bags[0].scan_id] == pytest.approx(float(scores[0, 0]), abs=1e-5)
 
 
+@pytest.mark.slow
 def test_noise_gives_chance_and_same_seed_same_metrics(tmp_path):
     bags = planted_bags(48, dim=16, instances=(10, 20), shift=0.0, seed=3)
     labels = write_planted_cohort(tmp_path, bags)
@@ -130,6 +131,7 @@ def test_noise_gives_chance_and_same_seed_same_metrics(tmp_path):
     assert 0.2 < _metric(tmp_path / "a", "t0", "auroc") < 0.8
 
 
+@pytest.mark.slow
 def test_bad_input_is_reported_and_the_rest_goes_on(tmp_path, capsys):
     bags = planted_bags(30, dim=16, instances=(10, 20), targets=2, seed=4)
     labels = write_planted_cohort(tmp_path, bags)
@@ -164,6 +166,7 @@ def test_bad_input_is_reported_and_the_rest_goes_on(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass", "regression", "survival"])
+@pytest.mark.slow
 def test_other_tasks_run_and_report_their_metrics(tmp_path, task):
     bags = planted_bags(30, dim=16, instances=(10, 20), targets=2, seed=5)
     labels = write_planted_cohort(tmp_path, bags)

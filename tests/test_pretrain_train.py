@@ -96,6 +96,7 @@ def test_resume_equals_an_uninterrupted_run(cohort, tmp_path, monkeypatch):
     assert (split / "encoder.json").read_text() == manifest and '"final_loss": null' not in manifest
 
 
+@pytest.mark.slow
 def test_bad_settings_are_one_line_errors(cohort, tmp_path):
     with pytest.raises(ClearctError, match="needs --lesions"):
         run_pretrain(_cfg(cohort, tmp_path / "a", lesions=None))

@@ -43,6 +43,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     return {"root": root, "cv": root / "cv", "feats": root / "feats", "cohort": root / "cohort"}
 
 
+@pytest.mark.slow
 def test_crossval_lists_its_most_confident_errors_with_viewers(trained) -> None:
     cv = trained["cv"]
     with open(cv / "errors.csv") as fh:

@@ -71,6 +71,7 @@ def _stage_pixels(page) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(page.locator("#stage").screenshot())).convert("RGB"), np.float32)
 
 
+@pytest.mark.slow
 def test_viewer_in_chromium(tmp_path: Path, browser_page) -> None:
     page = browser_page
     scan = _scan(tmp_path)

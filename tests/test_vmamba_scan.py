@@ -160,6 +160,7 @@ def test_ss2d_float32_fast_path_is_close_to_float64(h, w):
 
 
 @pytest.mark.parametrize("h, w", [(2, 3), (3, 3)])
+@pytest.mark.slow
 def test_ss2d_gradients_check_against_finite_differences(h, w):
     # the whole block: the stacked directions, the GEMM projections, the scan and the merge back
     from clearct.encoders.vmamba.model import SS2D
