@@ -121,8 +121,15 @@ def _add_command(sub: argparse._SubParsersAction, name: str, model: type[Command
         parser._action_groups.insert(0, group)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line, as every other refusal (usage: ``--help``)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="clearct",
         description="CLEAR for CT: contrastive slice encoders + attention-MIL for whole-scan prediction.",
         allow_abbrev=False,
@@ -246,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"clearct: error: unknown command {args[0]}" + (f" (did you mean {close}?)" if close else "")
               + f"; commands: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
-    parsed, extras = parser.parse_known_args(args)
+    try:
+        parsed, extras = parser.parse_known_args(args)
+    except SystemExit as exc:  # --help, --version, or argparse's one-line refusal (already printed)
+        return exc.code if isinstance(exc.code, int) else 0
     ns = vars(parsed)
     command = ns.pop("command", None)
     if command is None:

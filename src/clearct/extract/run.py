@@ -113,8 +113,6 @@ def run_extract(cfg: ExtractConfig) -> int:
     windows = parse_windows(cfg.windows)
     encoder = prepare_encoder(create_encoder(cfg.encoder, weights=cfg.weights, image_size=cfg.image_size,
                                              allow_resize=cfg.allow_resize).to(device).eval())
-    out = start_run(cfg.out, "extract", cfg)
-    _set_cpu_threads(device)
     own = encoder_info(encoder)
     expected: dict[str, object] = {
         "encoder": own.encoder_name,
@@ -122,6 +120,10 @@ def run_extract(cfg: ExtractConfig) -> int:
         "windows": [list(w) for w in feature_windows(encoder, windows)],
         "image_size": own.input_size,
     }
+    folder = Path(cfg.out)  # feature files of other settings are refused before config.yaml is rewritten
+    todo = [r for r in records if not is_done(folder / f"{r.scan_id}.h5", expected, cfg.overwrite)]
+    out = start_run(cfg.out, "extract", cfg)
+    _set_cpu_threads(device)
     LOG.info(
         "rank %d/%d: %d scans, encoder %s (weights %s), device %s",
         rank,
@@ -140,7 +142,6 @@ def run_extract(cfg: ExtractConfig) -> int:
         summary.warnings.append(warning)
     remove_leftovers(out, [f"{r.scan_id}.h5" for r in records], suffix=".h5.tmp")  # from a killed run
     failures = Failures("extract")
-    todo = [r for r in records if not is_done(out / f"{r.scan_id}.h5", expected, cfg.overwrite)]
     summary.skipped = len(records) - len(todo)
     start = time.perf_counter()
     bar = tqdm(
