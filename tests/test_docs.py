@@ -87,3 +87,32 @@ def test_every_documented_command_and_flag_exists():
             if flag not in known:
                 wrong.append(f"{name}:{n}: clearct {command} has no flag {flag}")
     assert not wrong, "\n".join(wrong)
+
+
+INLINE = re.compile(r"`([^`\n]+)`")
+FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*[a-z0-9]")
+NOT_OURS = {"--nproc_per_node", "--x", "--no-x"}  # torchrun's flag; the CLI rules' placeholder for a boolean
+
+
+def test_flags_in_the_prose_exist():
+    """Inline code (`--flag`, `clearct command --flag …`) outside the code blocks names flags that exist: of that
+    command where the span names one, else of some command."""
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    per_command = {name: {o for a in sub._actions for o in a.option_strings} for name, sub in commands.items()}
+    every = set().union(*per_command.values())
+    wrong = []
+    for f in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        inside = False
+        for n, line in enumerate(f.read_text().splitlines(), 1):
+            if FENCE.match(line):
+                inside = not inside
+            if inside:
+                continue
+            for span in INLINE.findall(line):
+                words = span.split()
+                known = per_command[words[1]] if len(words) > 1 and words[0] == "clearct" and \
+                    words[1] in per_command else every
+                wrong += [f"{f.name}:{n}: {flag}" for flag in FLAG.findall(span)
+                          if flag not in known and flag not in NOT_OURS]
+    assert not wrong, "\n".join(wrong)
