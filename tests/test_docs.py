@@ -116,3 +116,21 @@ def test_flags_in_the_prose_exist():
                 wrong += [f"{f.name}:{n}: {flag}" for flag in FLAG.findall(span)
                           if flag not in known and flag not in NOT_OURS]
     assert not wrong, "\n".join(wrong)
+
+
+def test_the_package_carries_licence_citation_and_changelog():
+    import tomllib
+
+    import yaml
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["license"] == "Apache-2.0" and project["license-files"] == ["LICENSE"]
+    licence = (ROOT / "LICENSE").read_text()
+    assert licence.split()[:4] == ["Apache", "License", "Version", "2.0,"] and "END OF TERMS AND CONDITIONS" in licence
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["cff-version"] == "1.2.0" and citation["version"] == project["version"]
+    paper = citation["preferred-citation"]
+    assert paper["title"] == "Abnormality-Driven Representation Learning for Radiology Imaging"
+    assert [a["family-names"] for a in paper["authors"]] == ["Ligero", "Lenz", "Wölflein", "El Nahhas", "Truhn",
+                                                             "Kather"]
+    assert f"## {project['version']}" in (ROOT / "CHANGELOG.md").read_text()
