@@ -129,6 +129,7 @@ def test_unknown_flags_get_the_closest_flag_for_every_command(capsys):
     assert "unknown flag --fold (did you mean --folds?)" in capsys.readouterr().err
     assert main(["crosval", "--help"]) == 2
     assert "unknown command crosval (did you mean crossval?)" in capsys.readouterr().err
+    assert main(["--verbose"]) == 2 and "unknown argument --verbose" in capsys.readouterr().err
 
 
 def test_unknown_yaml_keys_get_the_closest_key_for_every_command(tmp_path):

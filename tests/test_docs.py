@@ -120,7 +120,6 @@ def test_flags_in_the_prose_exist():
 
 def test_the_package_carries_licence_citation_and_changelog():
     import tomllib
-
     import yaml
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]

@@ -210,3 +210,21 @@ def test_a_study_export_through_extract_pretrain_crossval_predict_attention(tree
     assert main(["attention", "--model", str(cv), "--features", str(feats), "--scans", str(scans), "--figures", "1",
                  "--device", "cpu", "--out", str(att)]) == 0
     assert (att / "viewers" / f"{rows[0]['scan_id']}.html").is_file()
+
+
+def test_finetune3d_volume_cache_reads_each_rows_series(tmp_path):
+    from clearct.finetune3d.train import VolumeItem
+    from clearct.finetune3d.volumes import VolumeCache, VolumePrep
+
+    folder = tmp_path / "study"
+    study = {"PatientID": "PZ", "StudyInstanceUID": "1.6"}
+    write_series(folder, _stored(6, 1), name="a", series_uid="1.6.1", attrs={**study, "SeriesNumber": 1})
+    write_series(folder, _stored(6, 2, bright=True), name="b", series_uid="1.6.2",
+                 attrs={**study, "SeriesNumber": 2})
+    prep = VolumePrep((4, 16, 16), None, (("abdomen", -175.0, 275.0),))
+    items = [VolumeItem("a", "PZ", folder, np.zeros(1, np.float32), series="1.6.1"),
+             VolumeItem("b", "PZ", folder, np.zeros(1, np.float32), series="number:2")]
+    cache = VolumeCache(tmp_path / "cache", prep)
+    (a, grid_a), (b, grid_b) = cache.load(items, workers=0)
+    assert cache.file("a", folder, "1.6.1") != cache.file("a", folder, "number:2")
+    assert grid_b.max() > grid_a.max() + 200  # the bright block is in series 2 only

@@ -217,13 +217,19 @@ def _os_error_line(exc: OSError) -> str:
     return f"{where or 'file system'}: {exc.strerror or exc}"
 
 
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """The command parsers of :func:`build_parser`'s parser, by name."""
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
 def _unknown_argument(parser: argparse.ArgumentParser, command: str, extras: list[str]) -> str:
     """One line for the first argument the command does not know, with the closest flag when one is close."""
     flags = [e for e in extras if e.startswith("-")]
     if not flags:
         return f"unexpected argument {extras[0]!r}"
     word = flags[0].split("=", 1)[0]
-    sub = parser._subparsers._group_actions[0].choices[command]  # type: ignore[union-attr]
+    sub = _subcommands(parser)[command]
     known = [o for a in sub._actions for o in a.option_strings if o.startswith("--")]
     close = suggest(word, known)
     return f"unknown flag {word}" + (f" (did you mean {close}?)" if close else f"; clearct {command} --help lists them")
@@ -259,6 +265,9 @@ def main(argv: list[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     ns = vars(parsed)
     command = ns.pop("command", None)
+    if command is None and extras:
+        print(f"clearct: error: unknown argument {extras[0]} (clearct --help lists the commands)", file=sys.stderr)
+        return 2
     if command is None:
         parser.print_help()
         return 0

@@ -118,7 +118,9 @@ def scan_rows(walk: Walk, root: Path, out: Path, *, per_study: str, absolute: bo
     by_study: dict[tuple[str, str], list[FoundSeries]] = {}
     for s in walk.series:
         by_study.setdefault((s.info.patient, s.info.study), []).append(s)
-    scans, listed, taken = [], [], set()
+    scans: list[dict] = []
+    listed: list[dict] = []
+    taken: set[str] = set()
     for key in sorted(by_study, key=lambda k: (k[0], k[1])):
         members = by_study[key]
         infos = [m.info for m in members]

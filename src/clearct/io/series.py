@@ -22,6 +22,7 @@ The chosen series and the rule that chose it go into the volume's ``meta`` (``se
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from clearct.common.errors import ClearctError
 
@@ -95,7 +96,7 @@ def _by_rule(infos: list[SeriesInfo]) -> SeriesInfo:
                                     i.key))
 
 
-def choose(infos: list[SeriesInfo], selector: str | None, where: object) -> tuple[SeriesInfo, str]:
+def choose(infos: list[SeriesInfo], selector: str | None, where: str | Path) -> tuple[SeriesInfo, str]:
     """The series ``selector`` names (or the default rule's choice) and how it was chosen, in words; a
     ClearctError naming ``where`` and listing the series when the selector matches none, or several studies
     leave the choice open."""

@@ -127,9 +127,9 @@ def infer_task(targets: list[str], columns: dict[str, list[str]]) -> tuple[str, 
     why = "; ".join(reasons.values())
     if len(targets) == 1:
         (t,) = targets
-        values = set(_present(columns[t]))
-        if len(values) == 2:
-            return "binary", f"column {t} has two values {', '.join(sorted(values, key=_class_key))}"
+        two = sorted(set(_present(columns[t])), key=_class_key)
+        if len(two) == 2:
+            return "binary", f"column {t} has two values {', '.join(two)}"
         if kinds[t] == "categories":
             return "multiclass", why
         if kinds[t] == "numbers":
