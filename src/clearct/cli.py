@@ -7,6 +7,7 @@ Building the parser imports only pydantic and the config models, so ``--help`` n
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import types
 import typing
@@ -59,7 +60,7 @@ def _cli_value(value: Any) -> str:
 def _default_text(info: Any, flag: str, source: Any = None) -> str:
     """The one default a flag's help states: none when the description already says it (or there is none to
     state); a section field says that the workflow's preset comes first, then the command's own default."""
-    said = "default" in (info.description or "").lower()
+    said = re.search(r"\bdefault\b(?! rule)", (info.description or "").lower()) is not None  # "default rule": a name
     if source is not None:  # a workflow's section field: None means "the preset's value, else the command's"
         if said:
             return " (the workflow's preset may set it)"
