@@ -124,6 +124,15 @@ def test_scans_writes_one_row_per_study_with_the_chosen_series(tree, tmp_path, c
         shutil.rmtree(tree / "PX")
 
 
+def test_image_type_of_one_value_and_a_derived_reformat(tmp_path):
+    study = {"PatientID": "PD", "StudyInstanceUID": "1.5"}
+    write_series(tmp_path, _stored(8, 1), name="a", series_uid="1.5.1", attrs={**study, "ImageType": "ORIGINAL"})
+    write_series(tmp_path, _stored(20, 2), name="b", dz=1.0, thickness=1.0, series_uid="1.5.2",
+                 attrs={**study, "ImageType": ["DERIVED", "SECONDARY", "REFORMATTED"]})
+    vol = read_ct(tmp_path)  # the reformat is thinner and longer, but repeats an acquisition: the original wins
+    assert vol.meta["series_uid"] == "1.5.1" and any("REFORMATTED" not in w and "derived)" in w for w in vol.warnings)
+
+
 def test_a_series_with_neither_uid_nor_number_is_picked_by_index(tmp_path, capsys):
     strip = {"PatientID": "PY", "StudyInstanceUID": "1.7", "SeriesInstanceUID": None, "SeriesNumber": None}
     write_series(tmp_path / "s", _stored(5, 4), name="a", attrs=strip)

@@ -267,7 +267,8 @@ def series_info(group: SeriesGroup, frames: list[Frame]) -> SeriesInfo:
     """What the choice of a series looks at (:mod:`clearct.io.series`), from its headers."""
     patient, study, key = group
     ds = frames[0].ds
-    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    value = ds.get("ImageType") or []
+    image_type = [str(v).upper() for v in ([value] if isinstance(value, str) else value)]  # one value: a str
     iop = next((f.orientation for f in frames if f.orientation is not None), None)
     normal = np.cross(iop[:3], iop[3:]) if iop is not None else np.array([0.0, 0.0, 1.0])
     thickness = _number(_lookup(ds, frames[0].index, "PixelMeasuresSequence", "SliceThickness"))
