@@ -103,3 +103,19 @@ def test_one_file_of_a_series_is_read_with_a_warning(realct: Path, capsys: pytes
     assert main(["info", str(one)]) == 0
     out = capsys.readouterr().out
     assert "[1, 512, 512]" in out and "a single slice (one file of a series? read its folder)" in out
+
+
+def test_clearct_scans_on_the_real_series(realct: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "scans.csv"
+    assert main(["scans", str(realct), "--out", str(out), "--absolute-paths"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 CT series in 2 studies of 2 patients → 2 rows" in printed
+    assert "skipped 1 SEG (not a CT image)" in printed and "skipped 8 not DICOM" in printed
+    from clearct.io import read_scans_table
+
+    rows = {r.path.name: r for r in read_scans_table(out)}
+    ts, dcmqi = rows["example_ct_dicom"], rows["dcmqi_ct3slice"]
+    assert ts.series == "index:1" and ts.patient_id == "totalsegmentator"  # no UID, no number, no PatientID
+    assert dcmqi.series.startswith("1.2.392.") and dcmqi.patient_id == "99000"
+    assert read_ct(ts.path, series=ts.series).shape == (20, 512, 512)
+    assert read_ct(dcmqi.path, series=dcmqi.series).shape == (3, 512, 512)
