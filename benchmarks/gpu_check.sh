@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU rows of benchmarks/RESULTS.md in one run (issue 17): MoCo v3 / LECL pretraining images/s at 224 px with
+# The GPU rows of benchmarks/RESULTS.md in one run (`## gpu`): MoCo v3 / LECL pretraining images/s at 224 px with
 # bf16 autocast (mambaout_tiny, target ≥ 750/s on an H100/H200-class GPU; vmamba_tiny beside it), extraction end to
 # end against the one-slice loop (target ≥ 5×), and the ABMIL 5-fold wall time of benchmarks/mil.py.
 #

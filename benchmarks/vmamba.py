@@ -1,5 +1,5 @@
 """VMamba's speed on CPU against MambaOut (similar FLOPs): inference forward, and the pretraining step over the
-two-view forward (issue targets: forward ≤ 2.5× mambaout_tiny's, step / two-view forward ≤ 5×).
+two-view forward (targets: forward ≤ 2.5× mambaout_tiny's, step / two-view forward ≤ 5×).
 
     .venv/bin/python benchmarks/vmamba.py                 # 2 × 224² inference, batch 8 steps
     .venv/bin/python benchmarks/vmamba.py --profile       # + the top ops of vmamba_tiny's forward

@@ -68,8 +68,10 @@ def write_slice(
     padding: int | None = None,
     padding_limit: int | None = None,
     thickness: float = 2.0,
+    attrs: dict | None = None,
 ) -> Path:
-    """One single-frame CT (or MR) image; ``stored`` is the raw (row, column) array before rescale."""
+    """One single-frame CT (or MR) image; ``stored`` is the raw (row, column) array before rescale; ``attrs``
+    sets further attributes (PatientID, StudyInstanceUID, SeriesNumber, ImageType …; None deletes one)."""
     sop = CTImageStorage if modality == "CT" else MRImageStorage
     ds = _base(sop, modality, series_uid, description)
     ds.InstanceNumber = instance
@@ -83,16 +85,25 @@ def write_slice(
         ds.PixelPaddingValue = padding
     if padding_limit is not None:
         ds.PixelPaddingRangeLimit = padding_limit
+    for key, value in (attrs or {}).items():
+        if value is None:
+            if key in ds:
+                delattr(ds, key)
+        else:
+            setattr(ds, key, value)
     _pixels(ds, stored)
     ds.save_as(path, enforce_file_format=True)
     return path
 
 
-def write_series(folder: Path, stored: np.ndarray, z0: float = -100.0, dz: float = 2.0, **kw) -> list[Path]:
-    """A standard axial series: slice k of ``stored`` (Z, Y, X) at z0 + k·dz, files named in order."""
+def write_series(folder: Path, stored: np.ndarray, z0: float = -100.0, dz: float = 2.0, name: str = "im",
+                 **kw) -> list[Path]:
+    """A standard axial series: slice k of ``stored`` (Z, Y, X) at z0 + k·dz, files ``<name>NNN.dcm`` in order
+    (another ``name`` puts a second series into the same folder)."""
     folder.mkdir(parents=True, exist_ok=True)
     return [
-        write_slice(folder / f"im{k:03d}.dcm", stored[k], position=(-100.0, -120.0, z0 + k * dz), instance=k + 1, **kw)
+        write_slice(folder / f"{name}{k:03d}.dcm", stored[k], position=(-100.0, -120.0, z0 + k * dz),
+                    instance=k + 1, **kw)
         for k in range(stored.shape[0])
     ]
 

@@ -171,12 +171,20 @@ def test_wrong_modality(tmp_path, capsys):
     error_line(err, str(tmp_path / "mr"), "no CT images (found MR ×2)")
 
 
-def test_two_series_mixed_in_one_folder(tmp_path, capsys):
+def test_two_studies_mixed_in_one_folder(tmp_path, capsys):
     write_series(tmp_path / "mix" / "a", stored(3), series_uid="1.2.3.1", description="soft")
-    write_series(tmp_path / "mix" / "b", stored(2), series_uid="1.2.3.2", description="lung")
+    write_series(tmp_path / "mix" / "b", stored(2), series_uid="1.2.3.2", description="lung",
+                 attrs={"StudyInstanceUID": "1.2.3.5"})
     code, _, err = run(capsys, "info", tmp_path / "mix")
     assert code == 2
-    error_line(err, "2 CT series", "--series", "1.2.3.1", "1.2.3.2")
+    error_line(err, "2 CT series of 2 studies", "--series", "1.2.3.1", "1.2.3.2")
+
+
+def test_two_series_of_one_study_are_read_by_the_rule(tmp_path, capsys):
+    write_series(tmp_path / "mix" / "a", stored(3), series_uid="1.2.3.1", description="soft")
+    write_series(tmp_path / "mix" / "b", stored(2), series_uid="1.2.3.2", description="lung")
+    code, out, _ = run(capsys, "info", tmp_path / "mix")
+    assert code == 0 and "read series 1.2.3.1 (default rule" in out and "1.2.3.2 (2 slices, 'lung'" in out
 
 
 def test_z_gap_is_read_with_a_warning(tmp_path, capsys):

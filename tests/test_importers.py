@@ -254,7 +254,8 @@ def test_nsclc_ct_only_stage_and_survival(nsclc, tmp_path, capsys):
     assert [(s.scan_id, s.patient_id) for s in scans] == [(p, p) for p in ("LUNG1-001", "LUNG1-002", "LUNG1-003")]
     for k, scan in enumerate(scans):
         assert scan.path.name == "0.000000-NA-82046"
-        assert read_ct(scan.path).hu.shape == (3 + k, 16, 16)
+        vol = read_ct(scan.path, series=scan.series)  # the table names the CT series it listed
+        assert vol.hu.shape == (3 + k, 16, 16) and scan.series and vol.meta["series_uid"] == scan.series
     rows = _by(_rows(out / "labels.csv"), "patient_id")
     assert [rows[p]["stage_high"] for p in ("LUNG1-001", "LUNG1-002", "LUNG1-003")] == ["1", "0", ""]
     assert [rows[p]["has_stage"] for p in ("LUNG1-001", "LUNG1-002", "LUNG1-003")] == ["1", "1", "0"]

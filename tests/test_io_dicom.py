@@ -51,15 +51,15 @@ def test_no_phi_leaves_the_reader(tmp_path: Path) -> None:
     assert vol.meta["kernel"] == "B30f" and vol.meta["kvp"] == 120.0 and vol.meta["manufacturer"] == "TestVendor"
 
 
-def test_two_series_need_a_choice(tmp_path: Path) -> None:
+def test_two_series_of_one_study_follow_the_default_rule(tmp_path: Path) -> None:
     stored = _stored()
     write_series(tmp_path / "a", stored, series_uid="1.2.3.111", description="soft")
     write_series(tmp_path / "b", stored[:3], series_uid="1.2.3.222", description="lung")
-    with pytest.raises(ClearctError) as err:
-        read_ct(tmp_path)
-    msg = str(err.value)
-    assert "1.2.3.111 (5 slices, 'soft')" in msg and "1.2.3.222 (3 slices, 'lung')" in msg
-    assert str(tmp_path) in msg
+    vol = read_ct(tmp_path)  # one study: the series with the larger z coverage, said so in the warnings
+    assert vol.shape[0] == 5 and vol.meta["series_uid"] == "1.2.3.111"
+    assert vol.meta["series_rule"].startswith("default rule") and vol.meta["series_selector"] == "1.2.3.111"
+    warning = next(w for w in vol.warnings if w.startswith("read series"))
+    assert "1.2.3.111 (5 slices, 'soft', 2 mm)" in warning and "1.2.3.222 (3 slices, 'lung', 2 mm)" in warning
     vol = read_ct(tmp_path, series="1.2.3.222")
     assert vol.shape == (3, 12, 10) and vol.meta["series_uid"] == "1.2.3.222"
     with pytest.raises(ClearctError, match="series 9.9 not found"):

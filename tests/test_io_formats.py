@@ -189,3 +189,60 @@ def test_input_kind_dispatch(tmp_path: Path) -> None:
         (tmp_path / name).touch()
     kinds = [input_kind(tmp_path / n) for n in ("a.nii", "a.nii.gz", "a.npz", "slice", "png", "dcm")]
     assert kinds == ["nifti", "nifti", "npz", "dicom", "png", "dicom"]
+
+
+@pytest.mark.parametrize(("values", "dtype"), [(np.arange(0, 118), np.uint8), ((0, 1), np.uint8),
+                                                ((0, 5, 12), np.float32)])
+def test_label_maps_are_refused_as_ct(tmp_path: Path, values, dtype) -> None:
+    """A segmentation saved as NIfTI (integer labels 0 … K, even as floats) is no CT: refused with one line."""
+    labels = np.resize(np.asarray(values), 8 * 10 * 12).reshape(8, 10, 12).astype(dtype)
+    path = tmp_path / "seg.nii.gz"
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), path)
+    with pytest.raises(ClearctError) as info:
+        read_ct(path)
+    text = str(info.value)
+    assert text.startswith(str(path)) and "label map" in text
+    assert f"{len(values)} distinct integer values {min(values)} … {max(values)}" in text
+    npz = tmp_path / "seg.npz"
+    np.savez(npz, hu=labels.astype(np.int16))
+    with pytest.raises(ClearctError, match="label map"):
+        read_ct(npz)
+
+
+def test_ct_with_air_and_a_constant_positive_block_are_told_apart(tmp_path: Path) -> None:
+    ct = np.full((8, 10, 12), -1000, np.int16)
+    ct[:, 3:7, 3:9] = 40  # soft tissue in air: two levels, but air below 0 HU makes it CT
+    nib.save(nib.Nifti1Image(ct, np.eye(4)), tmp_path / "ct.nii.gz")
+    assert read_ct(tmp_path / "ct.nii.gz").hu.min() == -1000
+    cropped = np.random.default_rng(0).integers(0, 2000, (8, 10, 12)).astype(np.int16)  # > 256 levels, none < 0
+    nib.save(nib.Nifti1Image(cropped, np.eye(4)), tmp_path / "bone.nii.gz")
+    assert read_ct(tmp_path / "bone.nii.gz").shape == (12, 10, 8)
+
+
+def test_ambiguous_folders_are_named(tmp_path: Path) -> None:
+    from ct_dicom import write_series
+
+    write_series(tmp_path / "study" / "series1", np.full((3, 8, 8), 1000, np.int16))
+    nib.save(nib.Nifti1Image(np.full((4, 4, 4), -1000, np.int16), np.eye(4)), tmp_path / "study" / "ct.nii.gz")
+    with pytest.raises(ClearctError) as info:
+        read_ct(tmp_path / "study")
+    text = str(info.value)
+    assert "ambiguous folder: DICOM files (3 in series1) and NIfTI/npz file(s) (ct.nii.gz)" in text
+    assert text.startswith(str(tmp_path / "study"))
+    assert read_ct(tmp_path / "study" / "series1").shape[0] == 3  # the series' own folder is not ambiguous
+    only = tmp_path / "volumes"
+    only.mkdir()
+    for k in range(2):
+        nib.save(nib.Nifti1Image(np.full((4, 4, 4), -1000, np.int16), np.eye(4)), only / f"v{k}.nii.gz")
+    with pytest.raises(ClearctError, match=r"a folder of 2 NIfTI/npz file\(s\) \(v0.nii.gz, v1.nii.gz\): point at one"):
+        read_ct(only)
+
+
+def test_a_single_slice_is_read_with_a_warning(tmp_path: Path) -> None:
+    from ct_dicom import write_series
+
+    files = write_series(tmp_path / "s", np.full((3, 8, 8), 1000, np.int16))
+    one = read_ct(files[0])
+    assert one.shape[0] == 1 and any("a single slice (one file of a series? read its folder)" in w
+                                     for w in one.warnings)
+    assert not any("single slice" in w for w in read_ct(tmp_path / "s").warnings)

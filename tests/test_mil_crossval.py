@@ -151,8 +151,9 @@ def test_bad_input_is_reported_and_the_rest_goes_on(tmp_path, capsys):
     text = labels.read_text().replace("p0004,", "p0004,maybe#", 1).replace("maybe#0", "maybe").replace("maybe#1", "maybe")
     labels.write_text(text)  # an unknown label value
     out = tmp_path / "cv"
-    assert main(["crossval", "--features", str(feats), "--labels", str(labels), "--targets", "t0,t1", "--folds", "2",
-                 "--epochs", "2", "--min-steps", "10", "--bootstrap", "50", "--device", "cpu", "--out", str(out)]) == 1
+    assert main(["crossval", "--features", str(feats), "--labels", str(labels), "--targets", "t0,t1", "--task",
+                 "multilabel", "--folds", "2", "--epochs", "2", "--min-steps", "10", "--bootstrap", "50", "--device",
+                 "cpu", "--no-error-viewers", "--out", str(out)]) == 1
     # exit code 1: the broken inputs (NaN, empty bag, unknown label value) are failures, listed in failures.csv
     assert [r["scan_id"] for r in _rows(out / "failures.csv")] == ["s0002", "s0003", "s0004"]
     err = [line for line in capsys.readouterr().err.splitlines() if "clearct: warning" in line]

@@ -137,7 +137,8 @@ def test_lesion_view_is_the_full_slice():
     assert halves[0] < 0.05 and halves[1] > 0.95
 
 
-def _npz_reader(path):
+def _npz_reader(record):
+    path = record.path
     data = np.load(path)
     if "hu" not in data:
         raise ClearctError("no 'hu' array", path)
@@ -168,8 +169,8 @@ def test_slice_cache_builds_reuses_and_skips_bad_scans(tmp_path, caplog):
     assert cache.num_slices == 15
     mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cache").iterdir()}
 
-    def refuse(path):
-        raise AssertionError(f"{path} read again although cached")
+    def refuse(record):
+        raise AssertionError(f"{record.path} read again although cached")
 
     again = build_cache(records[:3], tmp_path / "cache", reader=refuse, progress=False)
     assert [s.array for s in again.scans] == [s.array for s in cache.scans]

@@ -38,8 +38,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     assert main(["extract", "--scans", str(root / "cohort" / "scans.csv"), "--encoder", "vit_conv_test",
                  "--out", str(root / "feats"), "--device", "cpu", "--workers", "0"]) == 0
     assert main(["crossval", "--features", str(root / "feats"), "--labels", str(root / "labels.csv"), "--targets",
-                 "finding", "--folds", "2", "--epochs", "2", "--min-steps", "10", "--bootstrap", "20", "--device",
-                 "cpu", "--out", str(root / "cv")]) == 0
+                 "finding", "--task", "multilabel", "--folds", "2", "--epochs", "2", "--min-steps", "10",
+                 "--bootstrap", "20", "--device", "cpu", "--out", str(root / "cv")]) == 0
     return {"root": root, "cv": root / "cv", "feats": root / "feats", "cohort": root / "cohort"}
 
 

@@ -16,6 +16,7 @@ This module must not import torch (``clearct --help`` stays fast).
 
 from __future__ import annotations
 
+import difflib
 import types
 import typing
 from functools import cache
@@ -79,7 +80,39 @@ class CommandConfig(BaseModel):
         return data
 
 
+def suggest(word: str, known: typing.Iterable[str]) -> str | None:
+    """The closest of ``known`` to a misspelt ``word`` (``-`` and ``_`` alike), or None when none is close."""
+    spelt = {k.replace("-", "_"): k for k in known}
+    match = difflib.get_close_matches(word.replace("-", "_"), list(spelt), n=1, cutoff=0.6)
+    return spelt[match[0]] if match else None
+
+
+def unknown_keys(model: type[CommandConfig], values: dict, prefix: str = "") -> list[tuple[str, str | None]]:
+    """The keys of ``values`` (a file's mapping, sections nested) that ``model`` does not have, dotted
+    (``crossval.fold``), each with the closest known key (``crossval.folds``) or None."""
+    found: list[tuple[str, str | None]] = []
+    for key, value in values.items():
+        info = model.model_fields.get(str(key))
+        if info is None:
+            close = suggest(str(key), model.model_fields)
+            found.append((prefix + str(key), None if close is None else prefix + close))
+            continue
+        inner = section_type(info.annotation)
+        if inner is not None and isinstance(value, dict):
+            found += unknown_keys(inner, value, f"{prefix}{key}.")
+    return found
+
+
 # --- sections: a command's settings with every field a None placeholder ---------------------------------------
+
+_SECTION_OF: dict[type, type[CommandConfig]] = {}
+
+
+def section_source(model: type[CommandConfig]) -> type[CommandConfig] | None:
+    """The command settings a :func:`section` model was made from (their defaults are what None resolves to when
+    no preset sets a field); None for other models."""
+    return _SECTION_OF.get(model)
+
 
 @cache
 def section(model: type[CommandConfig]) -> type[CommandConfig]:
@@ -96,7 +129,10 @@ def section(model: type[CommandConfig]) -> type[CommandConfig]:
         if info.metadata:  # constraints (ge, gt …) apply to the value when one is given
             optional = Annotated[(optional, *info.metadata)]
         fields[name] = (optional, Field(None, description=info.description))
-    return create_model(f"{model.__name__}Section", __base__=CommandConfig, __doc__=model.__doc__, **fields)
+    made: type[CommandConfig] = create_model(f"{model.__name__}Section", __base__=CommandConfig,
+                                             __doc__=model.__doc__, **fields)
+    _SECTION_OF[made] = model
+    return made
 
 
 def _deep_merge(base: dict, top: dict) -> dict:
@@ -125,9 +161,15 @@ def resolve(model: type[CommandConfig], *layers: CommandConfig | dict | None) ->
 
 # --- commands ---------------------------------------------------------------------------------------------------
 
+def _series() -> Any:
+    return Field(None, description="which series of a DICOM folder that holds several: a SeriesInstanceUID, "
+                 "number:N (SeriesNumber) or index:K (as clearct info lists them); default: the default rule "
+                 "(docs/inputs.md)")
+
+
 class InfoConfig(CommandConfig):
     path: Path = Field(**_positional("CT scan: DICOM folder, NIfTI file, PNG slice folder or .npz"))
-    series: str | None = Field(None, description="SeriesInstanceUID to read when a folder holds several series")
+    series: str | None = _series()
     spacing: float | None = Field(None, description="slice spacing in mm for PNG folders without a DL_info table")
     png_values: str | None = _png_values()
 
@@ -306,8 +348,10 @@ class ValidationSettings(CommandConfig):
     """How the commands that cross-validate one model family on labelled patients (crossval, finetune3d) split
     and score: the same values (and seed) give the same patient-level folds in both."""
 
-    task: Literal["multilabel", "multiclass", "binary", "regression", "survival"] = Field(
-        "multilabel", description="prediction task"
+    task: Literal["multilabel", "multiclass", "binary", "regression", "survival"] | None = Field(
+        None, description="prediction task; default: inferred from the label values of --targets (binary: one "
+        "column with two values; multilabel: several 0/1 columns; multiclass: one column with more than two "
+        "categories; regression: numbers) and printed; survival (--targets time,event) must be given"
     )
     folds: int = Field(5, ge=2, description="number of cross-validation folds")
     nested: bool = Field(False, description="nested cross-validation (outer folds × inner folds)")
@@ -471,12 +515,16 @@ class PredictConfig(CommandConfig):
     scan_path: Path = Field(**_positional(
         "one scan (DICOM folder, NIfTI file, PNG folder or .npz), or a scans.csv: one output folder per scan"))
     model: Path = Field(..., description="a crossval output folder")
-    encoder: str = Field(..., description="the encoder the model's features came from (name or run folder)")
+    encoder: str | None = Field(None, description="the encoder the model's features came from (name or run "
+                                "folder); default: the one the models' training features record (their extract "
+                                "run's config.yaml)")
     weights: Path | None = Field(None, description="local weights file for the encoder")
     random_init: bool = _random_init()
     png_values: str | None = _png_values()
     out: Path = Field(..., description="output folder for prediction.json and attention.png")
-    series: str | None = Field(None, description="SeriesInstanceUID when the folder holds several series")
+    series: str | None = Field(None, description="which series of a DICOM folder that holds several: a "
+                               "SeriesInstanceUID, number:N or index:K; default: the series_uid column of a "
+                               "scans.csv, else the default rule (docs/inputs.md)")
     lesions: Path | None = Field(None, description="lesions.csv: boxes drawn in viewer.html (matched by scan_id)")
     viewer: bool = Field(True, description="write viewer.html (slices, attention, heatmaps, lesions, predictions)")
     dicom_outputs: bool = Field(True, description="for a DICOM series, also write the results as DICOM (SR, key "
@@ -596,6 +644,21 @@ class BenchmarkConfig(CommandConfig):
         return value
 
 
+class ScansConfig(CommandConfig):
+    root: Path = Field(**_positional("a study tree: DICOM files in any folder layout (a PACS or study export)"))
+    out: Path = Field(..., description="the scans.csv to write (every series found goes to <stem>-series.csv "
+                      "beside it)")
+    series_per_study: Literal["one", "all"] = Field(
+        "one", description="one: a row per study, the series the default rule picks (docs/inputs.md); all: a "
+        "row per CT series")
+    absolute_paths: bool = Field(False, description="write absolute paths (default: relative to the table)")
+    overwrite: bool = Field(False, description="replace existing tables")
+
+
+class EncodersConfig(CommandConfig):
+    """``clearct encoders`` takes no settings: it lists the registry."""
+
+
 class InitConfig(CommandConfig):
     path: Path = Field(Path("clearct.yaml"), **_positional("where to write the commented YAML config"))
     overwrite: bool = Field(False, description="replace an existing file")
@@ -604,6 +667,9 @@ class InitConfig(CommandConfig):
 COMMANDS: dict[str, tuple[type[CommandConfig], str, str]] = {
     # name: (config model, "module:function" that runs it, one-line help)
     "info": (InfoConfig, "clearct.io.info:run_info", "print what clearct reads from a scan"),
+    "scans": (ScansConfig, "clearct.io.scans:run_scans", "write scans.csv for a tree of DICOM studies"),
+    "encoders": (EncodersConfig, "clearct.encoders.listing:run_encoders",
+                 "list the encoders (registry, families, baselines and where their weights come from)"),
     "synth": (SynthConfig, "clearct.synth.cohort:run_synth", "write a synthetic phantom CT cohort"),
     "pretrain": (PretrainConfig, "clearct.pretrain.train:run_pretrain", "pretrain a slice encoder (MoCo v3 / LECL)"),
     "extract": (ExtractConfig, "clearct.extract.run:run_extract", "embed every slice with a frozen encoder"),

@@ -93,7 +93,8 @@ class Failures:
 
 
 # issue kinds that mean a scan's input is broken (not merely unmatched): listed in failures.csv, exit code 1
-FAILURE_KINDS = ("unreadable_features", "nan_features", "empty_bag", "missing_window", "unknown_label")
+FAILURE_KINDS = ("unreadable_features", "nan_features", "empty_bag", "missing_window", "unknown_label",
+                 "patient_mismatch")
 
 
 @dataclass

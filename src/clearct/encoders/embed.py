@@ -84,7 +84,9 @@ def embed_volume(
     device = _encoder_device(encoder) if device is None else resolve_device(str(device))
     own = getattr(encoder, "embed_scan", None)
     if own is not None:
-        return own(volume, batch_size=batch_size, device=device)
+        feats = own(volume, batch_size=batch_size, device=device)
+        feats.attrs = {**volume.provenance(), **feats.attrs}
+        return feats
     windows = parse_windows(windows)
     z = volume.hu.shape[0]
     if getattr(encoder, "is_3d", False):
@@ -114,7 +116,7 @@ def embed_volume(
         weights_sha256=own_info.weights_sha256,
         image_size=own_info.input_size,
         windows=feature_windows(encoder, windows),
-        attrs={"source": str(volume.source), "n_slices": z, "spacing_mm": np.asarray(volume.spacing_mm)},
+        attrs=volume.provenance(),
     )
 
 

@@ -68,6 +68,11 @@ def list_encoders() -> list[str]:
     return sorted(f"{e.name}:<name>" if e.family else e.name for e in _REGISTRY.values())
 
 
+def registry_entries() -> list[Entry]:
+    """Every registered entry, by name."""
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
 def lookup(name: str) -> tuple[Entry, str | None]:
     """The entry for ``name`` and the variant (the part after ``family:``), or a ClearctError listing names."""
     if name in _REGISTRY and not _REGISTRY[name].family:

@@ -102,15 +102,14 @@ def run_extract(cfg: ExtractConfig) -> int:
     """Embed every scan of ``cfg.scans`` with ``cfg.encoder``; returns 1 when any scan failed, else 0."""
     from clearct.encoders import create_encoder
     from clearct.encoders.random_init import check_baseline_weights, random_init_warning
-    from clearct.io import read_ct
+    from clearct.io import read_scan
     from clearct.preprocess import parse_windows
 
     check_baseline_weights(cfg.encoder, cfg.weights, cfg.random_init)
     rank, world = shard_of_env()
-    out = start_run(cfg.out, "extract", cfg)
+    # the inputs are checked before the run folder exists: a refused command leaves nothing behind
     records = read_scans_table(cfg.scans)[rank::world]
     device = resolve_device(cfg.device)
-    _set_cpu_threads(device)
     windows = parse_windows(cfg.windows)
     encoder = prepare_encoder(create_encoder(cfg.encoder, weights=cfg.weights, image_size=cfg.image_size,
                                              allow_resize=cfg.allow_resize).to(device).eval())
@@ -121,6 +120,10 @@ def run_extract(cfg: ExtractConfig) -> int:
         "windows": [list(w) for w in feature_windows(encoder, windows)],
         "image_size": own.input_size,
     }
+    folder = Path(cfg.out)  # feature files of other settings are refused before config.yaml is rewritten
+    todo = [r for r in records if not is_done(folder / f"{r.scan_id}.h5", expected, cfg.overwrite)]
+    out = start_run(cfg.out, "extract", cfg)
+    _set_cpu_threads(device)
     LOG.info(
         "rank %d/%d: %d scans, encoder %s (weights %s), device %s",
         rank,
@@ -139,13 +142,12 @@ def run_extract(cfg: ExtractConfig) -> int:
         summary.warnings.append(warning)
     remove_leftovers(out, [f"{r.scan_id}.h5" for r in records], suffix=".h5.tmp")  # from a killed run
     failures = Failures("extract")
-    todo = [r for r in records if not is_done(out / f"{r.scan_id}.h5", expected, cfg.overwrite)]
     summary.skipped = len(records) - len(todo)
     start = time.perf_counter()
     bar = tqdm(
         total=len(todo), desc=f"extract[{rank}]" if world > 1 else "extract", unit="scan", disable=None
     )
-    for record, volume in read_ahead(lambda r: read_ct(r.path, png_values=cfg.png_values), todo, cfg.workers):
+    for record, volume in read_ahead(lambda r: read_scan(r, png_values=cfg.png_values), todo, cfg.workers):
         try:
             if isinstance(volume, Exception):
                 raise volume

@@ -74,7 +74,7 @@ def labelled_volume_items(scans: Path, labels: LabelTable | None, spec: TaskSpec
     for r in read_scans_table(scans):
         y = np.zeros(0, np.float32) if join is None else join.label(r.scan_id, r.patient_id)
         if y is not None:
-            items.append(VolumeItem(r.scan_id, r.patient_id, r.path, y))
+            items.append(VolumeItem(r.scan_id, r.patient_id, r.path, y, series=r.series))
     return items, join
 
 
@@ -131,10 +131,12 @@ def fit_volume_job(job: Job, by_patient: dict[str, list[VolumeItem]], spec: Task
 
 
 def run_finetune3d(cfg: Finetune3dConfig) -> int:
-    out = start_run(cfg.out, "finetune3d", cfg)
     device = resolve_device(cfg.device)
-    labels, spec = read_task(cfg.labels, cfg.targets, cfg.task)
+    labels, spec = read_task(cfg.labels, cfg.targets, cfg.task, command="finetune3d")
     check_calibration(cfg.calibrate, spec)
+    read_scans_table(cfg.scans)  # a broken table is refused before the run folder exists
+    cfg = cfg.model_copy(update={"task": spec.kind})  # config.yaml records the task, inferred or given
+    out = start_run(cfg.out, "finetune3d", cfg)
     prep = prep_from(cfg)
     settings = volume_settings(cfg)
     issues = Issues()

@@ -37,6 +37,7 @@ class VolumeItem:
     path: Path
     y: np.ndarray
     hu: np.ndarray | None = None  # (z, y, x) int16 on the VolumePrep grid
+    series: str | None = None  # scans.csv's series_uid: which series of a DICOM folder
 
     @property
     def grid(self) -> np.ndarray:

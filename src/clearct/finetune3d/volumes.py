@@ -142,10 +142,11 @@ def augment(hu: torch.Tensor, rng: np.random.Generator, *, shift: Sequence[int],
 
 
 class ScanRef(Protocol):
-    """What the cache needs of an item: its scan id and path."""
+    """What the cache needs of an item: its scan id, path and series (scans.csv's ``series_uid``)."""
 
     scan_id: str
     path: Path
+    series: str | None
 
 
 ScanT = TypeVar("ScanT", bound=ScanRef)
@@ -159,12 +160,13 @@ class VolumeCache:
         self.folder = Path(folder) / prep.cache_key
         self.prep = prep
 
-    def file(self, scan_id: str, path: Path) -> Path:
-        tag = hashlib.sha1(str(path).encode()).hexdigest()[:8]
+    def file(self, scan_id: str, path: Path, series: str | None = None) -> Path:
+        tag = hashlib.sha1(str(path).encode() + (f"|series={series}".encode() if series else b"")).hexdigest()[:8]
         return self.folder / f"{scan_id}-{tag}.npy"
 
     def load(self, items: Sequence[ScanT], *, workers: int = 2) -> list[tuple[ScanT, np.ndarray | Exception]]:
-        """``(item, grid or the exception that stopped it)`` for every item (``item.scan_id``, ``item.path``)."""
+        """``(item, grid or the exception that stopped it)`` for every item (``item.scan_id``, ``item.path``,
+        ``item.series``)."""
         from clearct.common.prefetch import read_ahead
         from clearct.io import read_ct
 
@@ -172,7 +174,7 @@ class VolumeCache:
         expected = tuple(self.prep.grid)
 
         def one(item: ScanT) -> np.ndarray:
-            f = self.file(item.scan_id, item.path)
+            f = self.file(item.scan_id, item.path, item.series)
             if f.is_file():
                 try:
                     grid = np.load(f, allow_pickle=False)
@@ -180,7 +182,7 @@ class VolumeCache:
                         return grid
                 except (OSError, ValueError) as exc:
                     LOG.warning("%s: unreadable cache file (%s); reading the scan again", f, exc)
-            grid = to_grid(read_ct(item.path), self.prep)
+            grid = to_grid(read_ct(item.path, series=item.series), self.prep)
             with atomic_path(f, suffix=".npy") as tmp, open(tmp, "wb") as fh:
                 np.save(fh, grid, allow_pickle=False)
             return grid

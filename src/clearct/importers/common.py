@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ import yaml
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Failures
+from clearct.io.tables import table_path
 
 SCAN_COLUMNS = ["scan_id", "patient_id", "path"]
 EXAMPLES = 3  # ids named per reason in the import report
@@ -42,6 +42,7 @@ class ImportResult:
 
     dataset: str
     scans: list[tuple[str, str, Path]] = field(default_factory=list)  # (scan_id, patient_id, absolute path)
+    series: dict[str, str] = field(default_factory=dict)  # scan_id → series_uid of a DICOM folder's series
     tables: dict[str, Table] = field(default_factory=dict)  # file name → table, e.g. "labels.csv"
     dropped: Counter = field(default_factory=Counter)  # "why" → number of rows left out
     examples: dict[str, list[str]] = field(default_factory=dict)  # "why" → the first ids left out for it
@@ -141,23 +142,13 @@ def _csv_text(columns: list[str], rows: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-def scan_path(path: Path, out: Path, absolute: bool) -> str:
-    """The path column of scans.csv: relative to the CSV's folder (``out``) unless ``absolute``."""
-    path = path.resolve()
-    if absolute:
-        return str(path)
-    try:
-        return os.path.relpath(path, out.resolve())
-    except ValueError:  # another drive (Windows): only an absolute path can point there
-        return str(path)
-
-
 def write_tables(result: ImportResult, out: Path, *, absolute: bool = False) -> list[Path]:
     """Write scans.csv and every table of ``result`` into ``out`` (each atomically) plus import-summary.json."""
     out.mkdir(parents=True, exist_ok=True)
-    scans = [{"scan_id": s, "patient_id": p, "path": scan_path(path, out, absolute)} for s, p, path in result.scans]
+    scans = [{"scan_id": s, "patient_id": p, "path": table_path(path, out, absolute),
+              **({"series_uid": result.series.get(s, "")} if result.series else {})} for s, p, path in result.scans]
     written = [out / "scans.csv"]
-    atomic_write_text(written[0], _csv_text(SCAN_COLUMNS, scans))
+    atomic_write_text(written[0], _csv_text(SCAN_COLUMNS + (["series_uid"] if result.series else []), scans))
     for name, table in result.tables.items():
         atomic_write_text(out / name, _csv_text(table.columns, table.rows))
         written.append(out / name)

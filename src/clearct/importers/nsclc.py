@@ -57,9 +57,9 @@ def stage_group(raw: str) -> str:
     return m.group(1).upper() if m else ""
 
 
-def _first_modality(folder: Path, files: list[str]) -> tuple[str, str]:
-    """(modality, PatientID) of a folder's series: CT as soon as one file is CT, else the most common modality
-    ('' when no file is DICOM)."""
+def _first_modality(folder: Path, files: list[str]) -> tuple[str, str, str]:
+    """(modality, PatientID, SeriesInstanceUID) of a folder's series: CT as soon as one file is CT, else the most
+    common modality ('' when no file is DICOM)."""
     seen: Counter = Counter()
     patient = ""
     for name in sorted(files):
@@ -71,21 +71,22 @@ def _first_modality(folder: Path, files: list[str]) -> tuple[str, str]:
         patient = patient or str(ds.get("PatientID", "") or "")
         seen[modality] += 1
         if modality == "CT":
-            return "CT", patient
-    return (seen.most_common(1)[0][0] if seen else ""), patient
+            return "CT", patient, str(ds.get("SeriesInstanceUID", "") or "")
+    return (seen.most_common(1)[0][0] if seen else ""), patient, ""
 
 
-def find_series(root: Path) -> tuple[list[tuple[str, Path]], Counter]:
-    """(PatientID, folder) of every CT series below ``root`` and the number of non-CT series per modality."""
-    ct: list[tuple[str, Path]] = []
+def find_series(root: Path) -> tuple[list[tuple[str, Path, str]], Counter]:
+    """(PatientID, folder, SeriesInstanceUID) of every CT series below ``root`` and the number of non-CT series
+    per modality."""
+    ct: list[tuple[str, Path, str]] = []
     other: Counter = Counter()
     walk = sorted((Path(d), [f for f in fs if not f.startswith(".")]) for d, _, fs in os.walk(root))
     for folder, files in tqdm(walk, desc="nsclc series", unit="folder", leave=False):
         if not files:
             continue
-        modality, patient = _first_modality(folder, files)
+        modality, patient, uid = _first_modality(folder, files)
         if modality == "CT":
-            ct.append((patient or folder.relative_to(root).parts[0], folder))
+            ct.append((patient or folder.relative_to(root).parts[0], folder, uid))
         elif modality:
             other[modality] += 1
     return ct, other
@@ -131,12 +132,15 @@ def import_nsclc(root: Path | str, *, mapping: Path | None = None, clinical: Pat
         raise not_this_dataset(root, "NSCLC-Radiomics", f"{expected} (no CT series below ROOT; {found})")
 
     result = ImportResult("nsclc")
-    by_patient: dict[str, list[Path]] = {}
-    for pid, folder in series:
-        by_patient.setdefault(pid, []).append(folder)
+    by_patient: dict[str, list[tuple[Path, str]]] = {}
+    for pid, folder, uid in series:
+        by_patient.setdefault(pid, []).append((folder, uid))
     for pid, folders in sorted(by_patient.items()):
-        for k, folder in enumerate(folders, 1):
-            result.scans.append((pid if len(folders) == 1 else f"{pid}_{k}", pid, folder))
+        for k, (folder, uid) in enumerate(folders, 1):
+            scan_id = pid if len(folders) == 1 else f"{pid}_{k}"
+            result.scans.append((scan_id, pid, folder))
+            if uid:  # the series' UID: read that series even where a folder holds others (an RTSTRUCT's CT copy …)
+                result.series[scan_id] = uid
     for modality, n in sorted(other.items()):
         result.notes.append(f"{n} {modality} series not listed as scans")
     if any(len(f) > 1 for f in by_patient.values()):

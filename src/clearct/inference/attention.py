@@ -29,9 +29,9 @@ from clearct.inference.viewers import (
     write_scan_viewer,
 )
 from clearct.io import CTVolume, read_ct
-from clearct.io.features import read_features
+from clearct.io.features import read_features, recorded_scan
 from clearct.io.tables import read_scans_table
-from clearct.mil.data import Bag, load_cohort
+from clearct.mil.data import Bag, feature_files, load_cohort
 from clearct.report.attention import attention_figure
 
 LOG = logging.getLogger("clearct")
@@ -43,32 +43,35 @@ def attention_rows(bag: Bag, attention: np.ndarray, windows: Sequence[Sequence])
              "attention": float(a)} for s, z, w, a in zip(bag.slice_index, bag.z_mm, bag.window, attention)]
 
 
-def _feature_source(bag: Bag) -> str:
-    """The CT path the scan's feature file records (``extract`` writes it) when it still exists, else ''."""
+def _feature_source(bag: Bag) -> tuple[str, str | None]:
+    """The CT (path, series) the scan's feature file records (``extract`` writes them) when the path still
+    exists, else ('', None)."""
     if bag.path is None:
-        return ""
+        return "", None
     try:
-        source = str(read_features(bag.path, load_feats=False).attrs.get("source", ""))
+        source, series = recorded_scan(read_features(bag.path, load_feats=False))
     except ClearctError:
-        return ""
-    return source if source and Path(source).exists() else ""
+        return "", None
+    return (source, series) if source and Path(source).exists() else ("", None)
 
 
 def run_attention(cfg: AttentionConfig) -> int:
-    out = start_run(cfg.out, "attention", cfg)
     ensemble = load_mil_models(cfg.model, "attention", resolve_device(cfg.device))
+    if cfg.heatmaps and cfg.scans is None:
+        raise ClearctError("--heatmaps needs --scans scans.csv to read the CT of each scan", cfg.model)
+    # the inputs are checked before the run folder exists: a refused command leaves nothing behind
+    feature_files(cfg.features)
+    lesions = lesions_by_scan(cfg.lesions)
+    scan_records = {r.scan_id: r for r in read_scans_table(cfg.scans)} if cfg.scans is not None else {}
+    out = start_run(cfg.out, "attention", cfg)
     issues = Issues()
     cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32, windows=ensemble.window_names)
     check_encoder(ensemble, cohort.encoder, cfg.features)
     encoder = None
     if cfg.heatmaps:
-        if cfg.scans is None:
-            raise ClearctError("--heatmaps needs --scans scans.csv to read the CT of each scan", cfg.model)
         encoder = heatmap_encoder(ensemble, encoder=cfg.encoder, weights=cfg.weights, features=cfg.features,
                                   where=cfg.model)
     scores, attn = ensemble.predict(cohort.bags)
-    lesions = lesions_by_scan(cfg.lesions)
-    paths = {r.scan_id: r.path for r in read_scans_table(cfg.scans)} if cfg.scans is not None else {}
     identity = model_identity(ensemble, cfg.model)
     names = ensemble.spec.output_names
     rows = []
@@ -78,10 +81,13 @@ def run_attention(cfg: AttentionConfig) -> int:
         if not drawn and encoder is None:
             continue
         volume: CTVolume | None = None
-        source = paths.get(bag.scan_id) or (_feature_source(bag) if drawn else "")
+        record = scan_records.get(bag.scan_id)
+        source, series = (str(record.path), record.series) if record else (_feature_source(bag) if drawn
+                                                                            else ("", None))
         if source:
             try:
-                volume = read_ct(source)  # a missing or broken scan costs only its montage, viewer and heatmaps
+                # a missing or broken scan costs only its montage, viewer and heatmaps
+                volume = read_ct(source, series=series)
             except ClearctError as exc:
                 issues.add("unreadable_scan", f"{exc}; figure without montage, no viewer or heatmaps")
         elif encoder is not None:

@@ -24,8 +24,8 @@ from clearct.finetune3d.store import VolumeEnsemble
 from clearct.inference.attention import attention_rows
 from clearct.inference.ensembles import check_encoder, load_ensemble
 from clearct.inference.review import review_errors
-from clearct.io.tables import LabelTable, read_labels_table
-from clearct.mil.data import load_cohort
+from clearct.io.tables import LabelTable, read_labels_table, read_scans_table
+from clearct.mil.data import feature_files, load_cohort
 from clearct.mil.store import MilEnsemble
 from clearct.modeling.cv_runner import evaluate_and_write, predictions_from, print_table
 
@@ -36,28 +36,40 @@ def _cohort(cfg: DeployConfig, ensemble: MilEnsemble | VolumeEnsemble, labels: L
     with the encoder the features came from and the cohort's path."""
     spec = ensemble.spec
     if isinstance(ensemble, VolumeEnsemble):  # kind "finetune3d"
-        if cfg.scans is None:
-            raise ClearctError("holds finetune3d models: deploy them with --scans scans.csv of the external cohort",
-                               cfg.model)
+        assert cfg.scans is not None, "checked by _check_cohort"
         items = load_volume_items(cfg.scans, labels, spec, ensemble.prep, cache_dir=cfg.out / "volume-cache",
                                   workers=2, issues=issues, labels_path=cfg.labels)
         return items, ensemble.encoder, cfg.scans
-    if cfg.features is None:
-        raise ClearctError("holds crossval models: deploy them with --features of the external cohort", cfg.model)
+    assert cfg.features is not None, "checked by _check_cohort"
     cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, dtype=np.float32,
                          windows=ensemble.window_names)
     check_encoder(ensemble, cohort.encoder, cfg.features)
     return cohort.bags, cohort.encoder, cfg.features
 
 
+def _check_cohort(cfg: DeployConfig, ensemble: MilEnsemble | VolumeEnsemble) -> None:
+    """The external cohort's input for the ensemble's family is given and readable (before anything is written)."""
+    if isinstance(ensemble, VolumeEnsemble):
+        if cfg.scans is None:
+            raise ClearctError("holds finetune3d models: deploy them with --scans scans.csv of the external cohort",
+                               cfg.model)
+        read_scans_table(cfg.scans)
+        return
+    if cfg.features is None:
+        raise ClearctError("holds crossval models: deploy them with --features of the external cohort", cfg.model)
+    feature_files(cfg.features)
+
+
 def run_deploy(cfg: DeployConfig) -> int:
-    out = start_run(cfg.out, "deploy", cfg)
     ensemble = load_ensemble(cfg.model, resolve_device(cfg.device))
     spec = ensemble.spec
     labels = read_labels_table(cfg.labels)
     missing = [t for t in spec.targets if t not in labels.columns]
     if missing:
         raise ClearctError(f"the model's target column(s) {', '.join(missing)} are not in the labels table", cfg.labels)
+    _check_cohort(cfg, ensemble)
+    out = start_run(cfg.out, "deploy", cfg)  # once the inputs are known to be usable: a refusal writes nothing
+    print(f"deploy: {cfg.labels}: {labels.keyed}")
     issues = Issues()
     items, encoder, source = _cohort(cfg, ensemble, labels, issues)
     overlap = sorted({it.patient_id for it in items} & ensemble.training_patients)

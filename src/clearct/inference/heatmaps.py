@@ -20,15 +20,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from clearct.common.device import autocast_for, channels_last
-from clearct.common.errors import ClearctError
-from clearct.encoders import RANDOM_INIT, create_encoder
-from clearct.encoders.embed import prepare_encoder
 from clearct.encoders.spatial import spatial_features, spatial_tap
-from clearct.inference.ensembles import check_encoder
+from clearct.inference.ensembles import model_encoder
 from clearct.inference.gradcam import gradcam, normalise_per_target, target_logits, upsample
 from clearct.io.heatmaps import ScanHeatmaps, write_heatmaps
 from clearct.mil.data import Bag
@@ -135,41 +131,10 @@ def write_scan_heatmaps(folder: Path, h: ScanHeatmaps, hu: np.ndarray, scores: d
     return path
 
 
-def recorded_encoder(ensemble: MilEnsemble, features: Path | None) -> tuple[str, Path | None] | None:
-    """The encoder (name or run folder, weights) that made the models' features, where it is known: a
-    random-init registry encoder is rebuilt by name; otherwise the ``extract`` run that wrote ``features``
-    (its config.yaml) names it. None when neither tells."""
-    record = ensemble.encoder
-    if record.get("weights_sha256") == RANDOM_INIT:
-        return f"random:{record['encoder']}", None
-    config = Path(features) / "config.yaml" if features is not None else None
-    if config is None or not config.is_file():
-        return None
-    try:
-        extract = (yaml.safe_load(config.read_text()) or {}).get("extract") or {}
-    except yaml.YAMLError as exc:
-        raise ClearctError(f"invalid YAML ({exc})", config) from exc
-    if not extract.get("encoder"):
-        return None
-    weights = extract.get("weights")
-    return str(extract["encoder"]), Path(weights) if weights else None
-
-
 def heatmap_encoder(ensemble: MilEnsemble, *, encoder: str | None, weights: Path | None, features: Path | None,
                     where: Path) -> nn.Module:
-    """The models' own encoder with a spatial map, on the ensemble's device: ``encoder``/``weights`` when given,
-    else the recorded one (:func:`recorded_encoder`); refused unless it is the encoder the models were trained on."""
-    record = ensemble.encoder
-    if encoder is None:
-        found = recorded_encoder(ensemble, features)
-        if found is None:
-            raise ClearctError(f"the models were trained on features of {record['encoder']} (weights "
-                               f"{record['weights_sha256'][:12]}…) and no extract run records where that encoder "
-                               "is; name it with --encoder (a run folder, or a registry name with --weights)", where)
-        encoder, weights = found
-    module = create_encoder(encoder, weights=weights, image_size=record.get("image_size"), allow_resize=True)
-    check_encoder(ensemble, {"encoder": module.encoder_name, "weights_sha256": module.weights_sha256,
-                             "image_size": module.input_size}, where)
+    """The models' own encoder (:func:`clearct.inference.ensembles.model_encoder`), refused without a spatial map."""
+    module = model_encoder(ensemble, encoder=encoder, weights=weights, features=features, where=where)
     spatial_tap(module)
-    return prepare_encoder(module.to(ensemble.device).eval())
+    return module
 

@@ -18,6 +18,7 @@ model trained on lung+abdomen features is always fed lung+abdomen features.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,15 +35,14 @@ from clearct.common.errors import ClearctError
 from clearct.common.failures import Failures
 from clearct.common.runs import start_run
 from clearct.config import PredictConfig
-from clearct.encoders import create_encoder
-from clearct.encoders.embed import embed_volume, prepare_encoder
-from clearct.encoders.random_init import check_baseline_weights, random_init_warning
+from clearct.encoders.embed import embed_volume
+from clearct.encoders.random_init import random_init_warning
 from clearct.encoders.registry import encoder_info
 from clearct.encoders.spatial import spatial_tap
 from clearct.evaluate.tables import write_csv
 from clearct.inference.attention import attention_rows
 from clearct.inference.dicom_outputs import Provenance, write_dicom_outputs
-from clearct.inference.ensembles import check_encoder, load_mil_models
+from clearct.inference.ensembles import load_mil_models, model_encoder, training_features
 from clearct.inference.heatmaps import scan_heatmaps, write_scan_heatmaps
 from clearct.inference.viewers import (
     heatmap_path,
@@ -51,12 +51,15 @@ from clearct.inference.viewers import (
     predictions_of,
     write_scan_viewer,
 )
-from clearct.io import read_ct, read_scans_table
+from clearct.io import ScanRecord, read_ct, read_scans_table
+from clearct.io.read import input_kind
 from clearct.io.tables import LesionBox
 from clearct.mil.data import Bag
 from clearct.mil.store import MilEnsemble
 from clearct.preprocess import Window
 from clearct.report.attention import attention_figure
+
+LOG = logging.getLogger("clearct")
 
 
 @dataclass
@@ -73,10 +76,11 @@ class Predictor:
     heatmaps: bool
 
     def __call__(self, scan_path: Path, out: Path, *, scan_id: str | None = None,
-                 patient_id: str | None = None) -> dict:
-        """Predict one scan into ``out``; returns the content of its prediction.json."""
+                 patient_id: str | None = None, series: str | None = None) -> dict:
+        """Predict one scan into ``out`` (``series``: a scans.csv row's series_uid, else ``--series``); returns
+        the content of its prediction.json."""
         cfg, ensemble = self.cfg, self.ensemble
-        volume = read_ct(scan_path, series=cfg.series, png_values=cfg.png_values)
+        volume = read_ct(scan_path, series=series or cfg.series, png_values=cfg.png_values)
         volume.scan_id = scan_id or volume.scan_id
         volume.patient_id = patient_id or volume.patient_id
         f = embed_volume(volume, self.encoder, self.windows, batch_size=cfg.batch_size, device=self.device)
@@ -95,6 +99,7 @@ class Predictor:
         warnings: list[str] = self.warnings + volume.warnings
         result: dict[str, Any] = {
             "scan": str(scan_path), "scan_id": f.scan_id, "slices": int(volume.hu.shape[0]),
+            **{k: f.attrs[k] for k in ("series", "series_uid", "series_rule") if k in f.attrs},
             "task": spec.kind, "scores": by_name,
             "thresholds": {n: float(t) for n, t in zip(names, thresholds)} if spec.kind != "multiclass" else {},
             "predictions": calls,
@@ -123,7 +128,7 @@ class Predictor:
                               identity=model_identity(ensemble, cfg.model), notes=warnings)
         if cfg.dicom_outputs and volume.meta.get("format") == "dicom":
             try:
-                written = write_dicom_outputs(out / "dicom", volume, series=cfg.series,
+                written = write_dicom_outputs(out / "dicom", volume, series=volume.meta.get("series_selector"),
                                               predictions=predictions_of(ensemble, scores[0]),
                                               slice_index=bag.slice_index, attention=attn[0],
                                               provenance=Provenance.of(ensemble, cfg.model),
@@ -142,18 +147,19 @@ def _is_table(path: Path) -> bool:
 
 
 def run_predict(cfg: PredictConfig) -> int:
-    check_baseline_weights(cfg.encoder, cfg.weights, cfg.random_init)
-    out = start_run(cfg.out, "predict", cfg)
     device = resolve_device(cfg.device)
     ensemble = load_mil_models(cfg.model, "predict", device)
-    # the size the models' training features were embedded at (a run folder resized on purpose stays resized)
-    size = ensemble.encoder.get("image_size")
-    encoder = prepare_encoder(create_encoder(cfg.encoder, weights=cfg.weights, image_size=size,
-                                             allow_resize=True).to(device).eval())
-    # before any scan is read: features of another encoder than the models' would be meaningless
-    own = encoder_info(encoder)
-    check_encoder(ensemble, {"encoder": own.encoder_name, "weights_sha256": own.weights_sha256,
-                             "image_size": own.input_size}, cfg.model)
+    # the models' own encoder (the one --encoder names, else the one their training features record), at the size
+    # their features were embedded at, checked before any scan is read: another encoder's features are meaningless
+    encoder = model_encoder(ensemble, encoder=cfg.encoder, weights=cfg.weights,
+                            features=training_features(cfg.model), where=cfg.model, random_init=cfg.random_init)
+    lesions = lesions_by_scan(cfg.lesions)  # a broken table is refused before any scan is read
+    table = read_scans_table(cfg.scan_path) if _is_table(cfg.scan_path) else None
+    if table is None:
+        input_kind(cfg.scan_path)  # a scan that does not exist is refused before the run folder is made
+    out = start_run(cfg.out, "predict", cfg)
+    LOG.info("predict: encoder %s (weights %s)", encoder_info(encoder).encoder_name,
+             encoder_info(encoder).weights_sha256)
     warnings = [w for w in [random_init_warning(encoder, "predict")] if w]
     heatmaps = cfg.heatmaps
     if heatmaps:
@@ -164,10 +170,9 @@ def run_predict(cfg: PredictConfig) -> int:
             warnings.append(f"no heatmaps: {exc}")
             print(f"clearct predict: warning: no heatmaps: {exc}", file=sys.stderr)
     windows = [Window(str(n), float(lo), float(hi)) for n, lo, hi in ensemble.windows]
-    lesions = lesions_by_scan(cfg.lesions)  # a broken table is refused before any scan is read
     predictor = Predictor(cfg, ensemble, encoder, windows, device, warnings, lesions, heatmaps)
-    if _is_table(cfg.scan_path):
-        return _predict_table(predictor, Path(cfg.scan_path), out)
+    if table is not None:
+        return _predict_table(predictor, table, out)
     result = predictor(Path(cfg.scan_path), out)
     print(f"{'output':24s} {'score':>8s}  call")
     for name, score in result["scores"].items():
@@ -177,14 +182,14 @@ def run_predict(cfg: PredictConfig) -> int:
     return 0
 
 
-def _predict_table(predictor: Predictor, table: Path, out: Path) -> int:
+def _predict_table(predictor: Predictor, table: list[ScanRecord], out: Path) -> int:
     """Every scan of a scans.csv; one failing scan is listed, the others are predicted."""
     failures = Failures("predict")
     rows = []
-    for record in tqdm(read_scans_table(table), desc="predict", unit="scan", disable=None):
+    for record in tqdm(table, desc="predict", unit="scan", disable=None):
         try:
             result = predictor(record.path, out / record.scan_id, scan_id=record.scan_id,
-                               patient_id=record.patient_id)
+                               patient_id=record.patient_id, series=record.series)
         except Exception as exc:  # this scan failed; the rest go on
             failures.add(record.scan_id, record.path, exc)
             continue

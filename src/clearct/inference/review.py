@@ -25,7 +25,7 @@ from clearct.evaluate.errors import read_errors, write_errors
 from clearct.inference.ensembles import load_ensemble
 from clearct.inference.viewers import lesions_by_scan, model_identity, write_scan_viewer
 from clearct.io import read_ct
-from clearct.io.features import read_features
+from clearct.io.features import read_features, recorded_scan
 from clearct.io.tables import LesionBox, read_scans_table
 from clearct.mil.crossval import run_crossval as run_mil_crossval
 from clearct.mil.data import Bag, select_windows
@@ -62,13 +62,12 @@ def fold_models(ensemble: MilEnsemble, fold: int) -> MilEnsemble:
     return MilEnsemble([ensemble.models[i] for i in keep], [ensemble.metas[i] for i in keep], ensemble.device)
 
 
-def _bag(path: Path, ensemble: MilEnsemble) -> tuple[Bag, str]:
-    """The scan's bag in the models' windows and the CT path its feature file records."""
+def _bag(path: Path, ensemble: MilEnsemble) -> tuple[Bag, tuple[str, str | None]]:
+    """The scan's bag in the models' windows and the CT (path, series) its feature file records."""
     f = select_windows(read_features(path), ensemble.window_names)
-    source = str(f.attrs.get("source", ""))
     bag = Bag(f.scan_id, f.patient_id, f.feats.astype(np.float32), f.window.astype(np.int64),
               f.slice_index.astype(np.int32), f.z_mm.astype(np.float32), np.zeros(0, np.float32), path)
-    return bag, source
+    return bag, recorded_scan(f)
 
 
 def _notes(rows: list[dict]) -> list[str]:
@@ -88,7 +87,7 @@ def review_errors(out: Path, ensemble: Ensemble, model_folder: Path, *, features
         return []
     rows = read_errors(table)
     chosen = choose_reviewed(rows, per_target, limit)
-    ct_paths = {r.scan_id: str(r.path) for r in read_scans_table(scans)} if scans is not None else {}
+    ct_paths = {r.scan_id: (str(r.path), r.series) for r in read_scans_table(scans)} if scans is not None else {}
     boxes: dict[str, list[LesionBox]] = lesions_by_scan(lesions)
     identity = model_identity(ensemble, model_folder)
     predictions = _prediction_table(out)
@@ -97,15 +96,16 @@ def review_errors(out: Path, ensemble: Ensemble, model_folder: Path, *, features
     for scan_id in chosen:
         mine = [r for r in rows if r["scan_id"] == scan_id]
         try:
-            bag, attention, source = None, None, ct_paths.get(scan_id, "")
+            bag, attention, (source, series) = None, None, ct_paths.get(scan_id, ("", None))
             if isinstance(ensemble, MilEnsemble) and features is not None:
-                bag, source = _bag(Path(features) / f"{scan_id}.h5", ensemble)
+                bag, recorded = _bag(Path(features) / f"{scan_id}.h5", ensemble)
+                source, series = (source, series) if source else recorded
                 _, attn = fold_models(ensemble, int(mine[0]["fold"])).predict([bag])
                 attention = attn[0]
             if not source:
                 no_ct.append(scan_id)
                 continue
-            volume = read_ct(source)
+            volume = read_ct(source, series=series)
             volume.scan_id = scan_id
             target = out / "errors" / f"{_file_name(scan_id)}.html"
             write_scan_viewer(target, volume, windows=ensemble.windows, bag=bag, attention=attention,

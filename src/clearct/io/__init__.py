@@ -1,6 +1,6 @@
 """CT readers → CTVolume (DICOM series, NIfTI, DeepLesion PNG folders, npz) and cohort tables."""
 
-from clearct.io.read import read_ct
+from clearct.io.read import read_ct, read_scan
 from clearct.io.tables import (
     LabelTable,
     LesionBox,
@@ -17,6 +17,7 @@ __all__ = [
     "LesionBox",
     "ScanRecord",
     "read_ct",
+    "read_scan",
     "read_labels_table",
     "read_lesions_table",
     "read_scans_table",

@@ -1,6 +1,8 @@
 """DICOM CT reader: a folder of single-frame CT files or an Enhanced (multi-frame) CT file → CTVolume.
 
-Slices are grouped by SeriesInstanceUID, ordered by ImagePositionPatient projected on the slice normal (never by
+Headers are read first (without pixel data) and slices grouped by series (SeriesInstanceUID, else SeriesNumber,
+within one study); the series to read is chosen by a selector or the default rule (:mod:`clearct.io.series`), and
+only its files are then read whole. Slices are ordered by ImagePositionPatient projected on the slice normal (never by
 file name), rescaled to HU, padding mapped to −1024, clipped to the physical range [−1024, 3071] HU and oriented to
 the contract. A series without ImagePositionPatient (a stripped export) is still read, with a warning in ``meta``,
 when its slices can be ordered by SliceLocation or, failing that, InstanceNumber; otherwise it is refused with one
@@ -25,6 +27,7 @@ from pydicom.errors import InvalidDicomError
 
 from clearct.common.errors import ClearctError
 from clearct.io.orient import contract_transform, from_contract_transform, to_contract
+from clearct.io.series import SeriesInfo, choose, describe, selector_of
 from clearct.io.volume import CTVolume
 
 CT_SOP_CLASSES = {
@@ -76,20 +79,25 @@ class Frame:
         return self.pixel_spacing
 
 
+SeriesGroup = tuple[str, str, str]  # (PatientID, StudyInstanceUID, series key): what one series' images share
+
+
 @dataclass
 class _Scan:
-    """Everything read from the files of a path before a series is chosen."""
+    """Everything read from the headers of a path before a series is chosen."""
 
-    frames: dict[str, list[Frame]] = field(default_factory=lambda: defaultdict(list))
+    frames: dict[SeriesGroup, list[Frame]] = field(default_factory=lambda: defaultdict(list))
     other_modalities: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     warnings: list[str] = field(default_factory=list)
     n_seen: int = 0
+    not_dicom: int = 0  # files that are no DICOM at all (a README beside the slices)
 
 
 def _read_header(path: Path) -> Dataset | None:
-    """The parsed file (pixels still encoded), or None when it is not DICOM at all."""
+    """The file's attributes up to its pixel data (read later, for the chosen series only), or None when it is
+    not DICOM at all."""
     try:
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         if path.suffix.lower() != ".dcm":
             return None  # a README or licence beside the slices: not ours to complain about
@@ -226,6 +234,7 @@ def scan_files(files: list[Path]) -> _Scan:
         try:
             ds = _read_header(path)
             if ds is None:
+                scan.not_dicom += 1
                 continue
             scan.n_seen += 1
             modality = str(ds.get("Modality", "") or "")
@@ -238,48 +247,81 @@ def scan_files(files: list[Path]) -> _Scan:
                 kind = f"{modality} {pydicom.uid.UID(sop).name}" if modality == "CT" and sop else modality
                 scan.other_modalities[kind or sop or "unknown"] += 1
                 continue
-            if "PixelData" not in ds:
-                raise ValueError("a CT image header without pixel data (a truncated file?)")
             frames = frames_of(path, ds)  # before touching the defaultdict: a failure must not leave an empty series
-            scan.frames[str(ds.get("SeriesInstanceUID", ""))].extend(frames)
+            scan.frames[series_group(ds)].extend(frames)
         except Exception as exc:  # a broken file must not stop the others
             scan.warnings.append(f"skipped unreadable file {path.name}: {type(exc).__name__}: {exc}")
     return scan
 
 
-def _describe_series(frames: dict[str, list[Frame]]) -> str:
-    parts = []
-    for uid, fr in frames.items():
-        desc = str(fr[0].ds.get("SeriesDescription", "") or "")
-        parts.append(f"{uid or '(no SeriesInstanceUID)'} ({len(fr)} slices{', ' + repr(desc) if desc else ''})")
-    return "; ".join(parts)
+def series_group(ds: Dataset) -> SeriesGroup:
+    """(PatientID, StudyInstanceUID, key) of an image: the key is its SeriesInstanceUID, else ``number:N`` from
+    SeriesNumber (exports that strip UIDs), else empty."""
+    uid = str(ds.get("SeriesInstanceUID", "") or "")
+    number = _number(ds.get("SeriesNumber"))
+    key = uid or (f"number:{int(number)}" if number is not None else "")
+    return str(ds.get("PatientID", "") or ""), str(ds.get("StudyInstanceUID", "") or ""), key
 
 
-def choose_series(scan: _Scan, series: str | None, where: Path) -> tuple[str, list[Frame]]:
-    """The one series to read; a ClearctError that lists what is there when the choice is not clear."""
+def series_info(group: SeriesGroup, frames: list[Frame]) -> SeriesInfo:
+    """What the choice of a series looks at (:mod:`clearct.io.series`), from its headers."""
+    patient, study, key = group
+    ds = frames[0].ds
+    value = ds.get("ImageType") or []
+    image_type = [str(v).upper() for v in ([value] if isinstance(value, str) else value)]  # one value: a str
+    iop = next((f.orientation for f in frames if f.orientation is not None), None)
+    normal = np.cross(iop[:3], iop[3:]) if iop is not None else np.array([0.0, 0.0, 1.0])
+    thickness = _number(_lookup(ds, frames[0].index, "PixelMeasuresSequence", "SliceThickness"))
+    along = sorted(float(f.position @ normal) for f in frames if f.position is not None)
+    if len(along) > 1:
+        coverage = along[-1] - along[0] + (thickness or (along[-1] - along[0]) / (len(along) - 1))
+    else:
+        coverage = len(frames) * (thickness or 1.0)
+    number = _number(ds.get("SeriesNumber"))
+    return SeriesInfo(
+        key=key, uid=str(ds.get("SeriesInstanceUID", "") or ""), number=None if number is None else int(number),
+        description=str(ds.get("SeriesDescription", "") or ""), images=len(frames),
+        thickness_mm=thickness if thickness and thickness > 0 else None, coverage_mm=round(coverage, 3),
+        axial=bool(abs(normal[2]) > 0.7), localizer="LOCALIZER" in image_type,
+        derived=bool(image_type) and (image_type[0] == "DERIVED" or "SECONDARY" in image_type[1:2]),
+        study=study, patient=patient,
+    )
+
+
+@dataclass
+class Chosen:
+    """The series to read, how it was chosen, and every series the path holds."""
+
+    info: SeriesInfo
+    how: str
+    frames: list[Frame]
+    infos: list[SeriesInfo]
+
+    @property
+    def selector(self) -> str:
+        return selector_of(self.info, self.infos)
+
+
+def choose_series(scan: _Scan, series: str | None, where: Path) -> Chosen:
+    """The one series to read (``series``: a selector, :mod:`clearct.io.series`; None: the default rule); a
+    ClearctError that lists what is there when the choice cannot be made."""
     if not scan.frames:
         if scan.other_modalities:
             found = ", ".join(f"{m} ×{n}" for m, n in scan.other_modalities.items())
             raise ClearctError(f"no CT images (found {found}); clearct reads CT only", where)
         reasons = "; ".join(scan.warnings) if scan.warnings else "no DICOM files"
         raise ClearctError(f"no readable CT image: {reasons}", where)
-    if series is not None:
-        if series not in scan.frames:
-            raise ClearctError(f"series {series} not found; series here: {_describe_series(scan.frames)}", where)
-        return series, scan.frames[series]
-    if len(scan.frames) > 1:
-        raise ClearctError(
-            f"{len(scan.frames)} CT series in one folder, pick one with --series: {_describe_series(scan.frames)}",
-            where,
-        )
-    return next(iter(scan.frames.items()))
+    infos = {group: series_info(group, frames) for group, frames in scan.frames.items()}
+    info, how = choose(list(infos.values()), series, where)
+    group = next(g for g, i in infos.items() if i is info)
+    return Chosen(info, how, scan.frames[group], list(infos.values()))
 
 
-def _decode(frame: Frame, cache: dict[int, np.ndarray]) -> np.ndarray:
-    key = id(frame.ds)
-    if key not in cache:
-        cache[key] = frame.ds.pixel_array
-    arr = cache[key]
+def _decode(frame: Frame, cache: dict[Path, np.ndarray]) -> np.ndarray:
+    """The frame's stored pixels; its file is read whole here (the headers were read without pixel data)."""
+    if frame.path not in cache:
+        cache[frame.path] = pydicom.dcmread(frame.path).pixel_array
+    arr = cache[frame.path]
     return arr if frame.index is None or arr.ndim == 2 else arr[frame.index]
 
 
@@ -431,17 +473,18 @@ def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
     """Read a DICOM CT series (folder, single file, or Enhanced CT multi-frame file) as a CTVolume."""
     path = Path(path)
     scan = scan_files(dicom_files(path))
-    uid, frames = choose_series(scan, series, path)
-    frames, geometry = fill_geometry(frames, path)
+    chosen = choose_series(scan, series, path)
+    frames, geometry = fill_geometry(chosen.frames, path)
     frames, dist = sort_frames(frames, path)
     warnings = list(scan.warnings) + geometry
     if scan.other_modalities:
         found = ", ".join(f"{m} ×{n}" for m, n in scan.other_modalities.items())
         warnings.append(f"ignored non-CT-image files: {found}")
-    if len(scan.frames) > 1:
-        warnings.append(f"read series {uid}; the folder holds {len(scan.frames)} CT series")
+    if len(chosen.infos) > 1:
+        warnings.append(f"read series {chosen.info.label()} ({chosen.how}); the folder holds "
+                        f"{len(chosen.infos)} CT series: {describe(chosen.infos)}")
 
-    cache: dict[int, np.ndarray] = {}
+    cache: dict[Path, np.ndarray] = {}
     slices, kept = [], []
     for i, frame in enumerate(frames):
         try:
@@ -474,7 +517,9 @@ def read_dicom(path: Path | str, *, series: str | None = None) -> CTVolume:
         spacing = (gap, spacing[1], spacing[2])
     meta = {
         "format": "dicom",
-        "series_uid": uid,
+        "series_uid": chosen.info.uid,
+        "series_selector": chosen.selector,
+        "series_rule": chosen.how,
         "sop_class": CT_SOP_CLASSES.get(_sop_class(frames[0].ds), _sop_class(frames[0].ds)),
         "n_files": len({f.path for f in frames}),
         "source_orientation": oriented.source_axcodes,
@@ -515,8 +560,7 @@ def source_slices(path: Path | str, *, series: str | None = None) -> SourceSlice
     """
     path = Path(path)
     scan = scan_files(dicom_files(path))
-    _, frames = choose_series(scan, series, path)
-    frames, _ = fill_geometry(frames, path)
+    frames, _ = fill_geometry(choose_series(scan, series, path).frames, path)
     frames, dist = sort_frames(frames, path)
     if any(f.index is not None for f in frames):
         raise ClearctError("an Enhanced (multi-frame) CT file: slice references need single-frame instances", path)

@@ -112,3 +112,10 @@ def read_features(path: str | Path, *, load_feats: bool = True) -> ScanFeatures:
     if load_feats and not np.isfinite(out.feats).all():
         raise ClearctError("features contain NaN or infinite values", path)
     return out
+
+
+def recorded_scan(f: ScanFeatures) -> tuple[str, str | None]:
+    """The CT a feature file was made from, as ``extract`` recorded it: the source path ('' when not recorded)
+    and the series selector that reads the same series again (None: not a DICOM series, or an older file)."""
+    series = f.attrs.get("series")
+    return str(f.attrs.get("source", "")), (str(series) if series else None)

@@ -12,7 +12,7 @@ from clearct.io.volume import CTVolume
 
 # Technical meta keys printed after the geometry, in this order, when present.
 _META_KEYS = (
-    "series_description", "kernel", "slice_thickness_mm", "manufacturer", "model", "kvp", "contrast",
+    "series_selector", "series_rule", "series_description", "kernel", "slice_thickness_mm", "manufacturer", "model", "kvp", "contrast",
     "transfer_syntax", "sop_class", "n_files", "source_dtype", "dl_info", "png_values", "hu_clipped",
 )
 

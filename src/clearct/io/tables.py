@@ -7,6 +7,7 @@ that names the file and the offending rows.
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ class ScanRecord:
     scan_id: str
     patient_id: str
     path: Path  # resolved, absolute
+    series: str | None = None  # the series_uid column: which series of a DICOM folder (clearct.io.series)
 
 
 @dataclass(frozen=True)
@@ -44,12 +46,21 @@ class LesionBox:
 
 @dataclass
 class LabelTable:
-    """Rows of labels.csv keyed by ``id_column`` (``patient_id`` or ``scan_id``); values stay strings here,
-    the task decides how to parse them."""
+    """Rows of labels.csv keyed by ``id_column``: ``scan_id`` (labels per scan) or ``patient_id`` (labels per
+    patient); values stay strings here, the task decides how to parse them. A per-scan table may also name each
+    scan's patient (``patients``), which the join checks against the scan's own patient id."""
 
     id_column: str
     ids: list[str]
     columns: dict[str, list[str]]
+    patients: list[str] | None = None
+
+    @property
+    def keyed(self) -> str:
+        """How the rows are matched, in words (the commands print it)."""
+        if self.id_column == "scan_id":
+            return f"labels per scan: {len(self.ids)} rows matched by scan_id"
+        return f"labels per patient: {len(self.ids)} rows matched by patient_id (every scan of a patient gets its row)"
 
     def column(self, name: str) -> list[str]:
         if name not in self.columns:
@@ -77,7 +88,11 @@ def _rows_where(rows: list[dict[str, str]], bad: list[int], limit: int = 8) -> s
 
 
 def read_scans_table(path: str | Path, *, check_exists: bool = False) -> list[ScanRecord]:
-    """Read ``scans.csv`` (scan_id, patient_id, path); duplicate ids and empty fields are errors.
+    """Read ``scans.csv`` (scan_id, patient_id, path [, series_uid]); duplicate ids and empty fields are errors.
+
+    The optional ``series_uid`` column picks one series of a DICOM folder that holds several: a
+    SeriesInstanceUID, ``number:N`` or ``index:K`` (:mod:`clearct.io.series`); an empty cell applies the default
+    rule.
 
     A scan path that does not exist is not an error of the table: batch commands report it for that scan (the
     reader names the file) and go on with the rest. ``check_exists=True`` makes it one for callers that need
@@ -100,7 +115,8 @@ def read_scans_table(path: str | Path, *, check_exists: bool = False) -> list[Sc
         names = sorted({rows[i]["scan_id"] for i in dupes})
         raise ClearctError(f"duplicate scan_id {', '.join(names[:5])} on line(s) {_rows_where(rows, dupes)}", path)
     base = path.resolve().parent
-    records = [ScanRecord(r["scan_id"], r["patient_id"], (base / r["path"]).resolve()) for r in rows]
+    records = [ScanRecord(r["scan_id"], r["patient_id"], (base / r["path"]).resolve(), r.get("series_uid") or None)
+               for r in rows]
     if check_exists:
         missing = [i for i, rec in enumerate(records) if not rec.path.exists()]
         if missing:
@@ -109,6 +125,17 @@ def read_scans_table(path: str | Path, *, check_exists: bool = False) -> list[Sc
                 f"{len(missing)} scan path(s) do not exist, line(s) {_rows_where(rows, missing)} (first: {first})", path
             )
     return records
+
+
+def table_path(path: Path, out: Path, absolute: bool = False) -> str:
+    """A table's path column: relative to the CSV's folder (``out``) unless ``absolute``."""
+    path = Path(path).resolve()
+    if absolute:
+        return str(path)
+    try:
+        return os.path.relpath(path, Path(out).resolve())
+    except ValueError:  # another drive (Windows): only an absolute path can point there
+        return str(path)
 
 
 def _optional_int(value: str | None) -> int | None:
@@ -147,15 +174,26 @@ def read_lesions_table(path: str | Path) -> list[LesionBox]:
 
 
 def read_labels_table(path: str | Path) -> LabelTable:
-    """Read ``labels.csv``: an id column (``patient_id`` preferred, else ``scan_id``) and one column per target."""
+    """Read ``labels.csv``: labels per scan when it has a ``scan_id`` column (a ``patient_id`` column beside it
+    names each scan's patient), else labels per patient (``patient_id``); every other column is a target."""
     path = Path(path)
     header, rows = _read_rows(path, ())
-    id_column = "patient_id" if "patient_id" in header else "scan_id" if "scan_id" in header else None
-    if id_column is None:
-        raise ClearctError("labels table needs a patient_id or scan_id column", path)
+    if "scan_id" not in header and "patient_id" not in header:
+        raise ClearctError("a labels table needs a patient_id or scan_id column (patient_id: labels per patient; "
+                           f"scan_id: labels per scan); header: {', '.join(header) or 'empty'}", path)
+    id_column = "scan_id" if "scan_id" in header else "patient_id"
     ids = [r[id_column] for r in rows]
-    dupes = sorted(i for i, n in Counter(ids).items() if n > 1)
+    empty = [i for i, v in enumerate(ids) if not v]
+    if empty:
+        raise ClearctError(f"empty {id_column} on line(s) {_rows_where(rows, empty)}", path)
+    counts = Counter(ids)
+    dupes = [i for i, v in enumerate(ids) if counts[v] > 1]
     if dupes:
-        raise ClearctError(f"duplicate {id_column} {', '.join(dupes[:5])}", path)
-    columns = {c: [r.get(c, "") for r in rows] for c in header if c != id_column}
-    return LabelTable(id_column, ids, columns)
+        names = ", ".join(sorted({ids[i] for i in dupes})[:5])
+        why = ("a table with a scan_id column holds labels per scan, one row per scan" if id_column == "scan_id"
+               else "without a scan_id column the labels are per patient, one row per patient; for labels per "
+               "scan add a scan_id column")
+        raise ClearctError(f"duplicate {id_column} {names} on line(s) {_rows_where(rows, dupes)}: {why}", path)
+    patients = [r["patient_id"] for r in rows] if id_column == "scan_id" and "patient_id" in header else None
+    columns = {c: [r.get(c, "") for r in rows] for c in header if c not in ("scan_id", "patient_id")}
+    return LabelTable(id_column, ids, columns, patients)

@@ -43,3 +43,13 @@ class CTVolume:
     @property
     def warnings(self) -> list[str]:
         return list(self.meta.get("warnings", []))
+
+    def provenance(self) -> dict[str, Any]:
+        """Where the volume came from, as feature-file attributes: the source path, its slices and spacing, and for
+        a DICOM series the selector that reads it again (``series``) and how it was chosen (``series_rule``)."""
+        out: dict[str, Any] = {"source": str(self.source), "n_slices": int(self.hu.shape[0]),
+                               "spacing_mm": np.asarray(self.spacing_mm)}
+        for attr, key in (("series", "series_selector"), ("series_uid", "series_uid"), ("series_rule", "series_rule")):
+            if self.meta.get(key) is not None:
+                out[attr] = str(self.meta[key])
+        return out

@@ -21,7 +21,7 @@ from clearct.common.failures import Issues
 from clearct.common.runs import start_run
 from clearct.config import CrossvalConfig, MilTraining
 from clearct.evaluate.splits import Job
-from clearct.mil.data import Bag, Cohort, load_cohort
+from clearct.mil.data import Bag, Cohort, feature_files, load_cohort
 from clearct.mil.models import list_mil_models
 from clearct.mil.store import load_model, model_meta
 from clearct.mil.train import infer, mil_flops, train_model
@@ -85,10 +85,12 @@ def fit_job(job: Job, by_patient: dict[str, list[Bag]], spec: TaskSpec, settings
 def run_crossval(cfg: CrossvalConfig) -> int:
     if cfg.model not in list_mil_models():  # before anything is written
         raise ClearctError(f"unknown MIL model {cfg.model!r} (registered: {', '.join(list_mil_models())})")
-    out = start_run(cfg.out, "crossval", cfg)
     device = resolve_device(cfg.device)
-    labels, spec = read_task(cfg.labels, cfg.targets, cfg.task)
+    labels, spec = read_task(cfg.labels, cfg.targets, cfg.task, command="crossval")
     check_calibration(cfg.calibrate, spec)
+    feature_files(cfg.features)  # the inputs are checked before the run folder exists
+    cfg = cfg.model_copy(update={"task": spec.kind})  # config.yaml records the task, inferred or given
+    out = start_run(cfg.out, "crossval", cfg)
     issues = Issues()
     cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, windows=cfg.use_windows)
     by_patient = group_by_patient(cohort.bags)

@@ -72,6 +72,17 @@ def select_windows(f: ScanFeatures, names: list[str]) -> ScanFeatures:
                    extra={k: v[keep] if np.shape(v)[:1] == keep.shape else v for k, v in f.extra.items()})
 
 
+def feature_files(features: Path) -> list[Path]:
+    """The ``*.h5`` files of a features folder; ClearctError when there is none (or no such folder)."""
+    features = Path(features)
+    if not features.is_dir():
+        raise ClearctError("no <scan_id>.h5 feature files found (no such folder)", features)
+    files = sorted(features.glob("*.h5"))
+    if not files:
+        raise ClearctError("no <scan_id>.h5 feature files found", features)
+    return files
+
+
 def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None, *, labels_path: Path | None = None,
                 dtype: type = np.float16, issues: Issues | None = None, windows: list[str] | None = None) -> Cohort:
     """Read every ``*.h5`` in ``features`` and join it with ``labels`` (by patient_id or scan_id).
@@ -82,9 +93,7 @@ def load_cohort(features: Path, labels: LabelTable | None, spec: TaskSpec | None
     """
     features = Path(features)
     issues = issues or Issues()
-    files = sorted(features.glob("*.h5")) if features.is_dir() else []
-    if not files:
-        raise ClearctError("no <scan_id>.h5 feature files found", features)
+    files = feature_files(features)
     join = None
     if labels is not None:
         assert spec is not None, "a label table is read for a task"

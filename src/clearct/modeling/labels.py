@@ -4,6 +4,7 @@ keyed by. Every problem of the join is one issue line (:class:`clearct.common.fa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence, Set
 from pathlib import Path
 
@@ -12,20 +13,38 @@ import numpy as np
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.io.tables import LabelTable, read_labels_table
-from clearct.modeling.tasks import TaskSpec, make_task, parse_label
+from clearct.modeling.tasks import TaskSpec, infer_task, make_task, parse_label
+
+LOG = logging.getLogger("clearct")
 
 
-def read_task(labels_path: Path, targets: Sequence[str], task: str) -> tuple[LabelTable, TaskSpec]:
-    """labels.csv and the task over its ``targets`` columns; one-line errors for missing columns or bad tasks."""
+def read_task(labels_path: Path, targets: Sequence[str], task: str | None, *,
+              command: str | None = None) -> tuple[LabelTable, TaskSpec]:
+    """labels.csv and the task over its ``targets`` columns; ``task=None`` infers it from the label values
+    (:func:`clearct.modeling.tasks.infer_task`). One-line errors for missing columns, bad tasks and tasks that
+    cannot be inferred. With ``command``, prints how the rows are matched and which task was inferred."""
     labels = read_labels_table(labels_path)
     missing = [t for t in targets if t not in labels.columns]
     if missing:
+        hint = ""
+        if any(t in ("scan_id", "patient_id") for t in missing):
+            hint = "; scan_id and patient_id name the rows, they are not targets"
         raise ClearctError(f"target column(s) {', '.join(missing)} not in the labels table "
-                           f"(columns: {', '.join(labels.columns)})", labels_path)
+                           f"(columns: {', '.join(labels.columns)}){hint}", labels_path)
     try:
-        return labels, make_task(task, list(targets), labels.columns)
+        note = ""
+        if task is None:
+            task, reason = infer_task(list(targets), labels.columns)
+            note = f"task {task}, inferred: {reason} (--task sets another)"
+        spec = make_task(task, list(targets), labels.columns)
     except ValueError as exc:
         raise ClearctError(str(exc), labels_path) from exc
+    if command is not None:
+        for line in (f"{labels_path}: {labels.keyed}", note):
+            if line:
+                print(f"{command}: {line}")
+                LOG.info("%s: %s", command, line)
+    return labels, spec
 
 
 def _names(ids: list[str], limit: int = 5) -> str:
@@ -44,6 +63,7 @@ class LabelJoin:
         self.labels, self.spec, self.path, self.issues = labels, spec, labels_path, issues
         self.noun, self.kind = noun, kind
         self.rows = {rid: [labels.columns[t][i] for t in spec.targets] for i, rid in enumerate(labels.ids)}
+        self.patients = dict(zip(labels.ids, labels.patients)) if labels.patients is not None else {}
         self.used: set[str] = set()
         self.unlabelled: list[str] = []
 
@@ -54,6 +74,11 @@ class LabelJoin:
             self.unlabelled.append(scan_id)
             return None
         self.used.add(key)
+        if self.patients and self.patients[key] != patient_id:
+            self.issues.add("patient_mismatch", f"{self.path}: scan {scan_id}: the table names patient "
+                            f"{self.patients[key]}, the scan belongs to {patient_id}; left out", item=scan_id,
+                            path=self.path)
+            return None
         try:
             return parse_label(self.spec, self.rows[key])
         except ValueError as exc:

@@ -80,6 +80,72 @@ class TaskSpec:
         return cls(**d)
 
 
+# one column of whole numbers with at least this many distinct values is a quantity (regression), not classes
+MIN_INTEGER_LEVELS = 20
+
+
+def _present(values: list[str]) -> list[str]:
+    return [v for v in values if v and v.lower() not in ("na", "nan")]
+
+
+def _number(value: str) -> float | None:
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return x if math.isfinite(x) else None
+
+
+def _shown(values: list[str], limit: int = 6) -> str:
+    return ", ".join(values[:limit]) + (f" … ({len(values)} in all)" if len(values) > limit else "")
+
+
+def infer_task(targets: list[str], columns: dict[str, list[str]]) -> tuple[str, str]:
+    """The task the label values of ``targets`` imply and the reason, in words; ValueError (saying to pass
+    --task) when they do not tell: one column with two values → binary; one column of more than two categories
+    → multiclass; numbers with fractions, or whole numbers with ≥ :data:`MIN_INTEGER_LEVELS` levels →
+    regression; several 0/1 columns → multilabel; several numeric columns, none of them 0/1 → regression.
+    Survival is never inferred (time,event look like two numeric columns)."""
+    kinds: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    for t in targets:
+        values = sorted(set(_present(columns[t])), key=_class_key)
+        numbers = [_number(v) for v in values]
+        numeric = all(x is not None for x in numbers)
+        if len(values) < 2:
+            raise ValueError(f"column {t} holds {len(values)} distinct value(s) ({_shown(values)}): nothing to "
+                             "predict")
+        if len(values) == 2 and all(v.lower() in _TRUE | _FALSE for v in values):
+            kinds[t], reasons[t] = "0/1", f"column {t} has two values {values[0]}, {values[1]}"
+        elif not numeric:
+            what = "two values" if len(values) == 2 else f"{len(values)} categories"
+            kinds[t], reasons[t] = "categories", f"column {t} has {what} ({_shown(values)})"
+        elif any(x != round(x) for x in numbers if x is not None) or len(values) >= MIN_INTEGER_LEVELS:
+            kinds[t], reasons[t] = "numbers", f"column {t} holds numbers ({_shown(values)})"
+        else:
+            kinds[t], reasons[t] = "levels", f"column {t} holds {len(values)} whole numbers ({_shown(values)})"
+    why = "; ".join(reasons.values())
+    if len(targets) == 1:
+        (t,) = targets
+        two = sorted(set(_present(columns[t])), key=_class_key)
+        if len(two) == 2:
+            return "binary", f"column {t} has two values {', '.join(two)}"
+        if kinds[t] == "categories":
+            return "multiclass", why
+        if kinds[t] == "numbers":
+            return "regression", why
+        raise ValueError(f"cannot infer the task: {why}: classes or a quantity? pass --task multiclass or "
+                         "--task regression")
+    found = set(kinds.values())
+    if found == {"0/1"}:
+        return "multilabel", f"{len(targets)} columns of 0/1 values"
+    if found <= {"numbers", "levels"}:
+        return "regression", f"{len(targets)} numeric columns ({why})"
+    survival = len(targets) == 2 and kinds[targets[1]] == "0/1" and kinds[targets[0]] in ("numbers", "levels")
+    hint = " (time,event? pass --task survival)" if survival else ""
+    raise ValueError(f"cannot infer the task from {', '.join(targets)}: {why}{hint}; pass --task")
+
+
 def make_task(kind: str, targets: list[str], columns: dict[str, list[str]]) -> TaskSpec:
     """Check the target columns against the task and fix the class vocabulary from the labels."""
     if kind not in TASKS:

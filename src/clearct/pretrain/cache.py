@@ -33,13 +33,14 @@ from clearct.io import CTVolume, LesionBox, ScanRecord
 LOG = logging.getLogger("clearct")
 
 
-def source_key(path: str | Path) -> str:
-    """Hash of a scan source (file or folder): resolved path + (name, size, mtime) of every file in it."""
+def source_key(path: str | Path, series: str | None = None) -> str:
+    """Hash of a scan source (file or folder, and the series chosen in it): resolved path + (name, size, mtime) of
+    every file in it."""
     path = Path(path).resolve()
     if not path.exists():
         raise ClearctError("scan not found", path)
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    digest = hashlib.sha256(str(path).encode())
+    digest = hashlib.sha256(str(path).encode() + (f"|series={series}".encode() if series else b""))
     for f in files:
         st = f.stat()
         digest.update(f"{f.relative_to(path) if path.is_dir() else f.name}|{st.st_size}|{st.st_mtime_ns}".encode())
@@ -77,11 +78,11 @@ class SliceCache:
         return sum(s.shape[0] for s in self.scans)
 
 
-def _cache_one(record: ScanRecord, root: Path, reader: Callable[[Path], CTVolume]) -> CachedScan:
-    stem = root / f"{record.scan_id}-{source_key(record.path)}"
+def _cache_one(record: ScanRecord, root: Path, reader: Callable[[ScanRecord], CTVolume]) -> CachedScan:
+    stem = root / f"{record.scan_id}-{source_key(record.path, record.series)}"
     meta_file, array_file = stem.with_suffix(".json"), stem.with_suffix(".npy")
     if not (meta_file.exists() and array_file.exists()):
-        volume = reader(record.path)
+        volume = reader(record)
         hu = np.ascontiguousarray(volume.hu, dtype=np.int16)
         if hu.ndim != 3 or min(hu.shape) < 1:
             raise ClearctError(f"expected a (Z, Y, X) volume, got shape {hu.shape}", record.path)
@@ -95,15 +96,16 @@ def _cache_one(record: ScanRecord, root: Path, reader: Callable[[Path], CTVolume
 
 
 def build_cache(
-    records: Sequence[ScanRecord], root: str | Path, *, reader: Callable[[Path], CTVolume] | None = None,
+    records: Sequence[ScanRecord], root: str | Path, *, reader: Callable[[ScanRecord], CTVolume] | None = None,
     progress: bool = True,
 ) -> SliceCache:
-    """Cache every scan of ``records`` in ``root`` (reusing valid entries); a scan that fails gets one line (on the
-    terminal when ``progress``, always in the log) and is skipped."""
+    """Cache every scan of ``records`` in ``root`` (reusing valid entries; ``reader`` reads one row of scans.csv,
+    its series included); a scan that fails gets one line (on the terminal when ``progress``, always in the log)
+    and is skipped."""
     if reader is None:
-        from clearct.io import read_ct
+        from clearct.io import read_scan
 
-        reader = read_ct
+        reader = read_scan
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     scans, failures = [], Failures("pretrain", shown=SHOWN if progress else 0)

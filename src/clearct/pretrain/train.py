@@ -32,6 +32,7 @@ from clearct.common.device import autocast_for, channels_last, resolve_device, t
 from clearct.common.errors import ClearctError
 from clearct.config import PretrainConfig
 from clearct.encoders.registry import encoder_info
+from clearct.io.tables import LesionBox, ScanRecord
 from clearct.pretrain.cache import SliceIndex
 from clearct.pretrain.distributed import DistInfo, convert_global_batchnorm, init_distributed, is_distributed
 from clearct.pretrain.losses import Variant
@@ -210,30 +211,38 @@ def _settings(cfg: PretrainConfig) -> dict:
     return cfg.model_dump(mode="json", include=set(RESUME_KEYS))
 
 
-def _build_data(cfg: PretrainConfig, out: Path, info: DistInfo, encoder: nn.Module):
+def _read_tables(cfg: PretrainConfig) -> tuple[list[ScanRecord], list[LesionBox]]:
+    """scans.csv, and lesions.csv for the methods that need it."""
+    from clearct.io import read_lesions_table, read_scans_table
+
+    records = read_scans_table(cfg.scans)
+    lesions: list[LesionBox] = []
+    if cfg.method in ("lecl", "supervised"):
+        if cfg.lesions is None:
+            raise ClearctError(f"--method {cfg.method} needs --lesions lesions.csv (or use --method moco)", cfg.scans)
+        lesions = read_lesions_table(cfg.lesions)
+    return records, lesions
+
+
+def _build_data(cfg: PretrainConfig, out: Path, info: DistInfo, encoder: nn.Module, records: list[ScanRecord],
+                lesions: list[LesionBox]):
     """Slice cache (built by rank 0, reused by the others), slice index with lesion boxes, dataset, loader.
 
     Returns the windows, the loader, a data summary and ``cfg`` with the size-dependent defaults resolved."""
-    from clearct.io import read_ct, read_lesions_table, read_scans_table
+    from clearct.io import read_scan
     from clearct.preprocess import parse_windows
     from clearct.pretrain.cache import build_cache, build_index
     from clearct.pretrain.data import PretrainSlices, make_loader
     from clearct.pretrain.views import ViewSpec
 
     windows = parse_windows(cfg.windows)
-    records = read_scans_table(cfg.scans)
-    lesions = []
-    if cfg.method in ("lecl", "supervised"):
-        if cfg.lesions is None:
-            raise ClearctError(f"--method {cfg.method} needs --lesions lesions.csv (or use --method moco)", cfg.scans)
-        lesions = read_lesions_table(cfg.lesions)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "slice-cache"
     if info.is_main:
-        cache = build_cache(records, cache_dir, reader=partial(read_ct, png_values=cfg.png_values))
+        cache = build_cache(records, cache_dir, reader=partial(read_scan, png_values=cfg.png_values))
     if is_distributed():
         dist.barrier()
     if not info.is_main:
-        cache = build_cache(records, cache_dir, reader=partial(read_ct, png_values=cfg.png_values), progress=False)
+        cache = build_cache(records, cache_dir, reader=partial(read_scan, png_values=cfg.png_values), progress=False)
     index = build_index(cache, lesions, source=cfg.lesions or "")
     if cfg.method == "supervised":
         assert index.annotated is not None, "build_index sets it"
@@ -309,17 +318,19 @@ def run_pretrain(cfg: PretrainConfig) -> int:
     if device.type == "cuda" and info.world_size > 1:
         device = torch.device("cuda", info.local_rank)
         torch.cuda.set_device(device)
-    out = start_run(cfg.out, "pretrain", cfg) if info.is_main else Path(cfg.out)
-    if info.is_main:
-        remove_leftovers(out, [CHECKPOINT], suffix=".pt")  # of a run killed while saving; checkpoint.pt is intact
     try:
+        # the inputs are checked before the run folder exists: a refused command leaves nothing behind
+        records, lesions = _read_tables(cfg)
         torch.manual_seed(cfg.seed)
         encoder = create_encoder(cfg.arch, seed=cfg.seed, image_size=cfg.image_size)
         if getattr(encoder, "is_3d", False):
             raise ClearctError(f"--arch {cfg.arch} is a 3D encoder; MoCo v3 / LECL pretrain 2D slice encoders")
+        out = start_run(cfg.out, "pretrain", cfg) if info.is_main else Path(cfg.out)
+        if info.is_main:
+            remove_leftovers(out, [CHECKPOINT], suffix=".pt")  # of a run killed while saving; checkpoint.pt is intact
         if cfg.image_size is None:
             cfg = cfg.model_copy(update={"image_size": encoder_info(encoder).input_size})
-        windows, loader, data_summary, cfg, index = _build_data(cfg, out, info, encoder)
+        windows, loader, data_summary, cfg, index = _build_data(cfg, out, info, encoder, records, lesions)
         model = channels_last(build_model(cfg, encoder, index, distributed=is_distributed()).to(device))
         _announce(cfg, data_summary, len(loader))
         params = [p for p in model.parameters() if p.requires_grad]

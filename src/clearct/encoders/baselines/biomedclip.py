@@ -14,6 +14,9 @@ import torch
 from clearct.encoders.baselines.common import FrozenBaseline, load_strict, read_state, require, sub_state
 from clearct.encoders.spatial import timm_tap
 
+# where the released weights are published (as of this writing: check the page) and the file --weights takes
+RELEASED_WEIGHTS = ("open_clip_pytorch_model.bin from https://huggingface.co/microsoft/"
+                    "BiomedCLIP-PubMedBERT_256-vit_base_patch16_224")
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 

@@ -19,6 +19,10 @@ from clearct.encoders.baselines.common import FrozenBaseline, load_strict, read_
 from clearct.encoders.baselines.volume3d import pad_or_crop, ras_volume
 from clearct.io.volume import CTVolume
 
+# where the released weights are published (as of this writing: check the page) and the file --weights takes
+RELEASED_WEIGHTS = ("CT-CLIP_v2.pt from https://huggingface.co/datasets/ibrahimethemhamamci/CT-RATE (folder "
+                    "models/CT-CLIP-Related; gated: accept the dataset's terms), code at "
+                    "https://github.com/ibrahimethemhamamci/CT-CLIP")
 INSTALL_HINT = (
     "install CT-CLIP yourself (github.com/ibrahimethemhamamci/CT-CLIP: pip install -e transformer_maskgit)"
 )

@@ -18,6 +18,10 @@ from clearct.encoders.baselines.common import FrozenBaseline, load_strict, read_
 from clearct.encoders.baselines.volume3d import pad_or_crop, ras_volume
 from clearct.io.volume import CTVolume
 
+# where the released weights are published (as of this writing: check the page) and the file --weights takes
+RELEASED_WEIGHTS = ("i3_resnet_clinical_longformer_best_clip_04-02-2024_23-21-36_epoch_99.pt from "
+                    "https://huggingface.co/stanfordmimi/Merlin")
+
 
 class MerlinImageEncoder(FrozenBaseline):
     encoder_name = "merlin"

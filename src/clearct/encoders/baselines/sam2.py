@@ -19,6 +19,10 @@ import torch
 from clearct.encoders.baselines.common import FrozenBaseline, load_strict, read_state, require, sub_state
 from clearct.encoders.spatial import SpatialTap
 
+# where the released weights are published (as of this writing: check the page) and the file --weights takes
+RELEASED_WEIGHTS = ("sam2_hiera_large.pt from https://huggingface.co/facebook/sam2-hiera-large (SAM 2.1: "
+                    "sam2.1_hiera_large.pt from https://huggingface.co/facebook/sam2.1-hiera-large; both are linked "
+                    "from https://github.com/facebookresearch/sam2)")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -407,20 +407,21 @@ def train_drasclr(scans: list[ScanPatches], cfg: PretrainConfig, *,
     return model
 
 
-def _cache_key(path: Path, spec: PatchSpec) -> str:
-    text = json.dumps({"path": str(Path(path).resolve()), "spec": asdict(spec)}, sort_keys=True)
+def _cache_key(record: ScanRecord, spec: PatchSpec) -> str:
+    text = json.dumps({"path": str(Path(record.path).resolve()), "spec": asdict(spec),
+                       **({"series": record.series} if record.series else {})}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def cached_plan(record: ScanRecord, spec: PatchSpec, cache: Path,
                 png_values: str | None = None) -> ScanPatches:
     """Read, mask and plan one scan, or load that plan from ``cache`` (the region memory-mapped)."""
-    from clearct.io import read_ct
+    from clearct.io import read_scan
 
-    stem = cache / f"{record.scan_id}-{_cache_key(record.path, spec)}"
+    stem = cache / f"{record.scan_id}-{_cache_key(record, spec)}"
     region_file, meta_file = stem.with_suffix(".npy"), stem.with_suffix(".npz")
     if not (region_file.exists() and meta_file.exists()):
-        scan = plan_patches(read_ct(record.path, png_values=png_values), spec)
+        scan = plan_patches(read_scan(record, png_values=png_values), spec)
         with atomic_path(region_file, suffix=".npy") as tmp:
             np.save(tmp, scan.region)
         fields = {k: v for k, v in asdict(scan).items() if k != "region"}
@@ -447,7 +448,7 @@ def _remove_leftovers(out: Path, records: Sequence[ScanRecord], spec: PatchSpec)
     """Temporary files of a run killed while writing (checkpoint, log, cache, encoder)."""
     remove_leftovers(out, [CHECKPOINT, LOG_CSV, "failures.csv", "encoder.json", "config.yaml"])
     remove_leftovers(out, ["encoder.safetensors"], suffix=".safetensors")
-    stems = [f"{r.scan_id}-{_cache_key(r.path, spec)}" for r in records]
+    stems = [f"{r.scan_id}-{_cache_key(r, spec)}" for r in records]
     for ext in (".npy", ".npz"):
         remove_leftovers(out / "cache", [stem + ext for stem in stems], suffix=ext)
 
@@ -464,8 +465,8 @@ def run_drasclr(cfg: PretrainConfig) -> int:
     from clearct.io import read_scans_table
 
     cfg, preset = resolve_preset(cfg)
+    records = read_scans_table(cfg.scans)  # before the run folder exists
     out = start_run(cfg.out, "pretrain", cfg)
-    records = read_scans_table(cfg.scans)
     _, patch = specs_from_config(cfg)
     _remove_leftovers(out, records, patch)
     _say(f"drasclr: preset {preset}: {describe_sizes(cfg)}"
