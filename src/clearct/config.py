@@ -159,6 +159,11 @@ def resolve(model: type[CommandConfig], *layers: CommandConfig | dict | None) ->
     return model(**merged)
 
 
+def section_field(model: type[CommandConfig], description: str) -> Any:
+    """A workflow's section of ``model``: empty by default (every field a placeholder)."""
+    return Field(default_factory=section(model), description=description)
+
+
 # --- commands ---------------------------------------------------------------------------------------------------
 
 def _series() -> Any:
@@ -549,15 +554,15 @@ class DemoConfig(CommandConfig):
     external_patients: int | None = Field(None, ge=2, description="external cohort size (default: from --size)")
     supervised_epochs: int | None = Field(None, ge=1, description="epochs of the supervised ceiling (default: from "
                                           "--size)")
-    synth: section(SynthSettings) = Field(default_factory=section(SynthSettings),  # type: ignore[valid-type]
-                                          description="clearct synth settings of both cohorts")
-    pretrain: section(PretrainSettings) = Field(  # type: ignore[valid-type]
-        default_factory=section(PretrainSettings), description="clearct pretrain settings of the LECL arm (the "
+    synth: section(SynthSettings) = section_field(SynthSettings,  # type: ignore[valid-type]
+        "clearct synth settings of both cohorts")
+    pretrain: section(PretrainSettings) = section_field(  # type: ignore[valid-type]
+        PretrainSettings, "clearct pretrain settings of the LECL arm (the "
         "supervised ceiling: the same, method supervised)")
-    extract: section(ExtractSettings) = Field(default_factory=section(ExtractSettings),  # type: ignore[valid-type]
-                                              description="clearct extract settings of every arm")
-    crossval: section(CrossvalSettings) = Field(default_factory=section(CrossvalSettings),  # type: ignore[valid-type]
-                                                description="clearct crossval settings of every arm and task")
+    extract: section(ExtractSettings) = section_field(ExtractSettings,  # type: ignore[valid-type]
+        "clearct extract settings of every arm")
+    crossval: section(CrossvalSettings) = section_field(CrossvalSettings,  # type: ignore[valid-type]
+        "clearct crossval settings of every arm and task")
     device: str = _device()
     seed: int = Field(0, description="random seed (the external cohort uses seed + 1)")
 
@@ -613,17 +618,17 @@ class BenchmarkConfig(CommandConfig):
     curve_finetune3d: bool = Field(True, description="add the end-to-end 3D fine-tune (clearct finetune3d) as a "
                                    "curve family")
     # --- the commands' settings ---
-    synth: section(SynthSettings) = Field(default_factory=section(SynthSettings),  # type: ignore[valid-type]
-                                          description="clearct synth settings of every cohort")
-    pretrain: section(PretrainSettings) = Field(  # type: ignore[valid-type]
-        default_factory=section(PretrainSettings), description="clearct pretrain settings of every encoder (method "
+    synth: section(SynthSettings) = section_field(SynthSettings,  # type: ignore[valid-type]
+        "clearct synth settings of every cohort")
+    pretrain: section(PretrainSettings) = section_field(  # type: ignore[valid-type]
+        PretrainSettings, "clearct pretrain settings of every encoder (method "
         "and λ come from the encoder's name)")
-    extract: section(ExtractSettings) = Field(default_factory=section(ExtractSettings),  # type: ignore[valid-type]
-                                              description="clearct extract settings of every feature set")
-    crossval: section(CrossvalSettings) = Field(default_factory=section(CrossvalSettings),  # type: ignore[valid-type]
-                                                description="clearct crossval settings of every task")
-    finetune3d: section(Finetune3dSettings) = Field(  # type: ignore[valid-type]
-        default_factory=section(Finetune3dSettings), description="clearct finetune3d settings of the curves' 3D "
+    extract: section(ExtractSettings) = section_field(ExtractSettings,  # type: ignore[valid-type]
+        "clearct extract settings of every feature set")
+    crossval: section(CrossvalSettings) = section_field(CrossvalSettings,  # type: ignore[valid-type]
+        "clearct crossval settings of every task")
+    finetune3d: section(Finetune3dSettings) = section_field(  # type: ignore[valid-type]
+        Finetune3dSettings, "clearct finetune3d settings of the curves' 3D "
         "family")
     device: str = _device()
     seed: int = Field(0, description="random seed (cohorts use seed, seed + 1, seed + 2)")

@@ -13,38 +13,26 @@ from collections.abc import Callable
 from typing import Any
 
 from clearct.common.errors import ClearctError
+from clearct.common.registry import Registry
 from clearct.importers.common import ImportResult
 
 Importer = Callable[..., ImportResult]
-_IMPORTERS: dict[str, Importer] = {}
-
-
-def register_importer(name: str) -> Callable[[Importer], Importer]:
-    def wrap(fn: Importer) -> Importer:
-        if name in _IMPORTERS and _IMPORTERS[name] is not fn:
-            raise ValueError(f"importer {name!r} is registered twice")
-        _IMPORTERS[name] = fn
-        return fn
-
-    return wrap
-
-
-def list_importers() -> list[str]:
-    return sorted(_IMPORTERS)
+IMPORTERS: Registry[Importer] = Registry("dataset")
+register_importer = IMPORTERS.register
+list_importers = IMPORTERS.names
 
 
 def importer_options(name: str) -> list[str]:
     """The options of ``clearct import`` the importer ``name`` uses."""
-    return [p for p in inspect.signature(_IMPORTERS[name]).parameters if p != "root"]
+    return [p for p in inspect.signature(IMPORTERS.get(name)).parameters if p != "root"]
 
 
 def import_dataset(dataset: str, root: Any, **options: Any) -> ImportResult:
     """Run the importer of ``dataset`` with the ``options`` it declares; an option it does not use, given a value
     other than None, is an error (it would be ignored silently)."""
-    if dataset not in _IMPORTERS:
-        raise ClearctError(f"unknown dataset {dataset!r}; one of {', '.join(list_importers())}")
+    run = IMPORTERS.get(dataset)
     takes = importer_options(dataset)
     unused = sorted(k for k, v in options.items() if v is not None and k not in takes)
     if unused:
         raise ClearctError(f"the {dataset} importer takes no {', '.join('--' + k for k in unused)}")
-    return _IMPORTERS[dataset](root, **{k: v for k, v in options.items() if k in takes and v is not None})
+    return run(root, **{k: v for k, v in options.items() if k in takes and v is not None})

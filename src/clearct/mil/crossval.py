@@ -16,13 +16,12 @@ from pathlib import Path
 import torch
 
 from clearct.common.device import resolve_device
-from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.common.runs import start_run
 from clearct.config import CrossvalConfig, MilTraining
 from clearct.evaluate.splits import Job
 from clearct.mil.data import Bag, Cohort, feature_files, load_cohort
-from clearct.mil.models import list_mil_models
+from clearct.mil.models import MIL_MODELS
 from clearct.mil.store import load_model, model_meta
 from clearct.mil.train import infer, mil_flops, train_model
 from clearct.modeling.calibrate import check_calibration
@@ -83,8 +82,7 @@ def fit_job(job: Job, by_patient: dict[str, list[Bag]], spec: TaskSpec, settings
 
 
 def run_crossval(cfg: CrossvalConfig) -> int:
-    if cfg.model not in list_mil_models():  # before anything is written
-        raise ClearctError(f"unknown MIL model {cfg.model!r} (registered: {', '.join(list_mil_models())})")
+    MIL_MODELS.get(cfg.model)  # an unknown model is refused before anything is written
     device = resolve_device(cfg.device)
     labels, spec = read_task(cfg.labels, cfg.targets, cfg.task, command="crossval")
     check_calibration(cfg.calibrate, spec)

@@ -20,26 +20,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from clearct.common.errors import ClearctError
+from clearct.common.registry import Registry
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
+MIL_MODELS: Registry[Callable[..., nn.Module]] = Registry("MIL model")
+register_mil_model = MIL_MODELS.register  # a builder: a class or a function
+list_mil_models = MIL_MODELS.names
 MODEL_SETTINGS = ("n_windows", "window_embedding", "hidden", "dropout", "standardize")  # what builders may declare
-
-
-def register_mil_model(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator registering a MIL model builder (a class or a function) under ``name``."""
-
-    def wrap(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        if name in _MODELS and _MODELS[name] is not builder:
-            raise ValueError(f"MIL model {name!r} is registered twice")
-        _MODELS[name] = builder
-        return builder
-
-    return wrap
-
-
-def list_mil_models() -> list[str]:
-    return sorted(_MODELS)
 
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -198,12 +184,10 @@ def build_model(kind: str, in_dim: int, n_out: int, **settings: object) -> nn.Mo
     """The registered model ``kind`` with those of ``settings`` (``n_windows``, ``window_embedding``, ``hidden``,
     ``dropout``, ``standardize``) its builder declares; ``standardize`` puts a :class:`FeatureScaler` in front (fit
     it with ``model.scaler.fit`` before training)."""
-    if kind not in _MODELS:
-        raise ClearctError(f"unknown MIL model {kind!r} (registered: {', '.join(list_mil_models())})")
+    builder = MIL_MODELS.get(kind)
     unknown = sorted(set(settings) - set(MODEL_SETTINGS))
     if unknown:
         raise TypeError(f"build_model got unknown setting(s) {unknown} (known: {', '.join(MODEL_SETTINGS)})")
-    builder = _MODELS[kind]
     accepted = inspect.signature(builder).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     return builder(in_dim, n_out, **{k: v for k, v in settings.items() if takes_any or k in accepted})
