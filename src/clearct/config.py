@@ -22,7 +22,15 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 
 def _positional(description: str) -> dict:
@@ -153,7 +161,15 @@ class SynthFindings(CommandConfig):
 class SynthSettings(SynthFindings):
     format: Literal["dicom", "nifti", "png"] = Field("dicom", description="file format of the scans")
     size: int = Field(128, ge=32, description="in-plane size in pixels (Y = X)")
-    slices: int = Field(48, ge=4, description="number of axial slices per scan")
+    slices: int = Field(48, ge=4, description="number of axial slices per scan (unless --slice-mm)")
+    pixel_mm: list[float] | None = Field(
+        None, description="in-plane pixel spacing lo,hi in mm drawn per patient (clinical: 0.6,0.9; FOV = size × "
+        "pixel); default: the FOV fits the body"
+    )
+    slice_mm: list[float] | None = Field(
+        None, description="slice spacing lo,hi in mm drawn per patient (clinical: 1,5); the number of slices then "
+        "follows from the scan range (a 1 mm chest-abdomen-pelvis scan ≈ 700–800 slices)"
+    )
     scan_range: Literal["mixed", "chest", "cap"] = Field(
         "mixed", description="chest-only scans, chest-abdomen-pelvis (cap) scans, or half of each (mixed)"
     )
@@ -166,6 +182,17 @@ class SynthSettings(SynthFindings):
     thickness_factor: float | None = Field(None, ge=1, description="slice thickness / spacing override (≥ 1)")
     hu_offset: float | None = Field(None, description="HU calibration offset override")
     workers: int = Field(2, ge=1, description="worker processes (one patient each)")
+
+    @field_validator("pixel_mm", "slice_mm")
+    @classmethod
+    def _spacing_range(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        if value is None:
+            return None
+        lo, hi = (0.2, 2.0) if info.field_name == "pixel_mm" else (0.5, 10.0)
+        value = value * 2 if len(value) == 1 else value
+        if len(value) != 2 or not lo <= value[0] <= value[1] <= hi:
+            raise ValueError(f"takes one value or lo,hi with {lo} ≤ lo ≤ hi ≤ {hi} mm (got {value})")
+        return value
 
 
 class SynthConfig(SynthSettings):
