@@ -299,6 +299,10 @@ class PretrainConfig(PretrainSettings):
     lesions: Path | None = Field(None, description="lesions.csv with key-slice boxes (needed for --method lecl)")
     out: Path = Field(..., description="run folder (checkpoints, log, encoder.safetensors, encoder.json)")
     cache_dir: Path | None = Field(None, description="slice cache folder, shared between runs (default: RUN/slice-cache)")
+    cache_format: Literal["zstd", "npy"] = Field(
+        "zstd", description="slice cache files: zstd (lossless per-slice frames, about a third of the int16 size) or "
+        "npy (int16, memory-mapped)"
+    )
     resume: bool = Field(False, description="continue from the last checkpoint in --out")
     stop_after: int | None = Field(
         None, ge=1, description="end this invocation after N more epochs (checkpointed; --resume continues)"

@@ -229,11 +229,13 @@ def _build_data(cfg: PretrainConfig, out: Path, info: DistInfo, encoder: nn.Modu
         lesions = read_lesions_table(cfg.lesions)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "slice-cache"
     if info.is_main:
-        cache = build_cache(records, cache_dir, reader=partial(read_ct, png_values=cfg.png_values))
+        cache = build_cache(records, cache_dir, reader=partial(read_ct, png_values=cfg.png_values),
+                            fmt=cfg.cache_format)
     if is_distributed():
         dist.barrier()
     if not info.is_main:
-        cache = build_cache(records, cache_dir, reader=partial(read_ct, png_values=cfg.png_values), progress=False)
+        cache = build_cache(records, cache_dir, reader=partial(read_ct, png_values=cfg.png_values), progress=False,
+                            fmt=cfg.cache_format)
     index = build_index(cache, lesions, source=cfg.lesions or "")
     if cfg.method == "supervised":
         assert index.annotated is not None, "build_index sets it"
