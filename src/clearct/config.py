@@ -402,6 +402,11 @@ class CrossvalConfig(CrossvalSettings, ValidationConfig):
     out: Path = Field(..., description="output folder (predictions, metrics, fold models, plots, compute.json)")
     error_viewers: bool = Field(True, description="write viewer.html for the most confident errors into errors/ "
                                 "(≤ 6 per target, ≤ 20 per run; the CT comes from the feature files' source)")
+    feature_memory_gb: float | None = Field(
+        None, gt=0, description="hold at most this many GB of feature matrices in memory and read the others from "
+        "their h5 files when a batch needs them (least recently used first out); default: every bag in memory "
+        "(bags × instances × dim × 2 bytes, docs/scale.md)"
+    )
 
 
 # the architectures of clearct.finetune3d.models.ARCHS (listed here so that --help does not import torch; a test
@@ -475,6 +480,11 @@ class DeployConfig(CommandConfig):
     bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
     seed: int = Field(0, description="random seed of the bootstrap")
     device: str = _device()
+    feature_memory_gb: float | None = Field(
+        None, gt=0, description="hold at most this many GB of feature matrices in memory and read the others from "
+        "their h5 files when a batch needs them (least recently used first out); default: every bag in memory "
+        "(bags × instances × dim × 2 bytes, docs/scale.md)"
+    )
 
 
 class AttentionConfig(CommandConfig):

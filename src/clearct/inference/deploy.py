@@ -25,7 +25,7 @@ from clearct.inference.attention import attention_rows
 from clearct.inference.ensembles import check_encoder, load_ensemble
 from clearct.inference.review import review_errors
 from clearct.io.tables import LabelTable, read_labels_table
-from clearct.mil.data import load_cohort
+from clearct.mil.data import gigabytes, load_cohort
 from clearct.mil.store import MilEnsemble
 from clearct.modeling.cv_runner import evaluate_and_write, predictions_from, print_table
 
@@ -45,7 +45,7 @@ def _cohort(cfg: DeployConfig, ensemble: MilEnsemble | VolumeEnsemble, labels: L
     if cfg.features is None:
         raise ClearctError("holds crossval models: deploy them with --features of the external cohort", cfg.model)
     cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, dtype=np.float32,
-                         windows=ensemble.window_names)
+                         windows=ensemble.window_names, cache_bytes=gigabytes(cfg.feature_memory_gb))
     check_encoder(ensemble, cohort.encoder, cfg.features)
     return cohort.bags, cohort.encoder, cfg.features
 

@@ -112,3 +112,12 @@ def read_features(path: str | Path, *, load_feats: bool = True) -> ScanFeatures:
     if load_feats and not np.isfinite(out.feats).all():
         raise ClearctError("features contain NaN or infinite values", path)
     return out
+
+
+def read_feature_matrix(path: str | Path) -> np.ndarray:
+    """Only the ``feats`` dataset of a feature file (a file :func:`read_features` has already validated)."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return h5["feats"][()]
+    except (OSError, KeyError) as exc:
+        raise ClearctError(f"unreadable feature file ({exc})", Path(path)) from exc

@@ -21,7 +21,7 @@ from clearct.common.failures import Issues
 from clearct.common.runs import start_run
 from clearct.config import CrossvalConfig, MilTraining
 from clearct.evaluate.splits import Job
-from clearct.mil.data import Bag, Cohort, load_cohort
+from clearct.mil.data import Bag, Cohort, gigabytes, load_cohort
 from clearct.mil.models import list_mil_models
 from clearct.mil.store import load_model, model_meta
 from clearct.mil.train import infer, mil_flops, train_model
@@ -90,7 +90,8 @@ def run_crossval(cfg: CrossvalConfig) -> int:
     labels, spec = read_task(cfg.labels, cfg.targets, cfg.task)
     check_calibration(cfg.calibrate, spec)
     issues = Issues()
-    cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, windows=cfg.use_windows)
+    cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, windows=cfg.use_windows,
+                         cache_bytes=gigabytes(cfg.feature_memory_gb))
     by_patient = group_by_patient(cohort.bags)
     splits = choose_splits(cfg, out, labels, spec, by_patient, issues)
     settings = training_of(cfg)

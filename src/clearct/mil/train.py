@@ -105,7 +105,7 @@ def train_model(spec: TaskSpec, loss_fn: LossFn, train: Sequence[Bag], val: Sequ
     if s.standardize:
         scaler = model.scaler
         assert isinstance(scaler, FeatureScaler), "standardize gives the model a FeatureScaler"
-        scaler.fit(b.feats for b in train)
+        scaler.fit(np.asarray(b.feats) for b in train)
     model = model.to(device)
     opt = adamw(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     batch = effective_batch_size(len(train), s)
