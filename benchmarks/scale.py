@@ -166,14 +166,22 @@ def slope(xs: list[float], ys: list[float]) -> float | None:
     return sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx else None
 
 
+def at(row: dict) -> int:
+    """The row's position on its axis (scans, slices per scan or in-plane pixels)."""
+    return int(row[FIELD[row["axis"]]])
+
+
+def points(rows: list[dict], axis: str, stage: str, ok: bool = True) -> list[dict]:
+    return sorted((r for r in rows if r["axis"] == axis and r["stage"] == stage and (r["ok"] or not ok)), key=at)
+
+
 def exponents(rows: list[dict]) -> dict:
     out: dict = {}
-    for axis in {r["axis"] for r in rows}:
+    for axis in AXES:
         for stage in STAGES:
-            sub = sorted((r for r in rows if r["axis"] == axis and r["stage"] == stage and r["ok"]),
-                         key=lambda r: r["size"])
+            sub = points(rows, axis, stage)
             if len(sub) >= 2:
-                out[(axis, stage)] = {k: slope([r["size"] for r in sub], [r[k] for r in sub])
+                out[(axis, stage)] = {k: slope([at(r) for r in sub], [r[k] for r in sub])
                                       for k in ("wall_s", "peak_rss_mb", "disk_mb")}
     return out
 
@@ -185,14 +193,14 @@ def table(rows: list[dict]) -> str:
     fmt = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
     for axis in AXES:
         for stage in STAGES:
-            sub = sorted((r for r in rows if r["axis"] == axis and r["stage"] == stage), key=lambda r: r["size"])
+            sub = points(rows, axis, stage, ok=False)
             if not sub:
                 continue
             def cell(k: str, sub: list[dict] = sub) -> str:
                 return " / ".join("fail" if not r["ok"] else str(r.get(k)) for r in sub)
 
             e = fit.get((axis, stage), {})
-            lines.append(f"| {axis} | {stage} | {' / '.join(str(r['size']) for r in sub)} | {cell('wall_s')} | "
+            lines.append(f"| {axis} | {stage} | {' / '.join(str(at(r)) for r in sub)} | {cell('wall_s')} | "
                          f"{cell('peak_rss_mb')} | {cell('disk_mb')} | {' / '.join(str(r['load']) for r in sub)} | "
                          f"{fmt(e.get('wall_s'))} / {fmt(e.get('peak_rss_mb'))} / {fmt(e.get('disk_mb'))} |")
     return "\n".join(lines)
@@ -209,10 +217,9 @@ def figure(rows: list[dict], path: Path) -> None:
         for row_i, key in enumerate(("wall_s", "peak_rss_mb")):
             ax = axes[row_i][col]
             for stage in STAGES:
-                sub = sorted((r for r in rows if r["axis"] == axis and r["stage"] == stage and r["ok"]),
-                             key=lambda r: r["size"])
+                sub = points(rows, axis, stage)
                 if sub:
-                    ax.plot([r["size"] for r in sub], [r[key] for r in sub], "o-", label=stage)
+                    ax.plot([at(r) for r in sub], [r[key] for r in sub], "o-", label=stage)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel({"scans": "scans", "slices": "slices per scan", "inplane": "in-plane pixels"}[axis])
@@ -231,6 +238,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="keep the rows (scale.jsonl) and the work folders here")
     parser.add_argument("--results", type=Path, default=None, help="append the table to this RESULTS.md")
     parser.add_argument("--figure", type=Path, default=None, help="write the log–log figure here")
+    parser.add_argument("--rows", type=Path, default=None, help="only print the table (and figure) of a scale.jsonl")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--geometry", default="{}", help=argparse.SUPPRESS)
@@ -238,6 +246,12 @@ def main() -> None:
     if args.child:
         target = run_stage(args.child, args.work, json.loads(args.geometry))
         print(json.dumps({"disk": _du(target)}))
+        return
+    if args.rows:
+        rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
+        print(table(rows))
+        if args.figure:
+            figure(rows, args.figure)
         return
     out = args.out or Path(tempfile.mkdtemp(prefix="clearct-scale-"))
     out.mkdir(parents=True, exist_ok=True)
@@ -255,7 +269,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
             work.mkdir(parents=True)
             for stage in stages:
-                row = {"axis": axis, "size": size, **geometry, **measure(stage, work, geometry)}
+                row = {"axis": axis, **geometry, **measure(stage, work, geometry)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 with open(out / "scale.jsonl", "a") as fh:
