@@ -12,7 +12,9 @@ views of a MoCo pair (``PretrainSlices``'s work) from:
 - no cache, one file: one slice file decoded (pydicom / PIL) — the "no copy" option for one-file-per-slice sources
   (orientation and slice order taken as known);
 - the cache: ``--cache-format zstd`` and ``npy`` (``SliceCache.slice``);
-- views alone: the slice already in memory (the ceiling of any storage).
+- views alone: the slice already in memory (the ceiling of any storage);
+- ``--views device``: the worker's part (read from the zstd cache + draw the decisions) and, separately, the
+  batch rendering (``render_batch``, batch 64) measured here on the CPU, where a GPU would run it.
 
 From the best per-core rate it prints the loader cores one GPU needs for 750 two-view slices/s (MambaOut-T at 224 px
 on an H100-class GPU, the paper's rate).
@@ -54,7 +56,7 @@ def main() -> None:
     from clearct.io import ScanRecord, read_ct
     from clearct.preprocess import parse_windows
     from clearct.pretrain.cache import build_cache
-    from clearct.pretrain.views import ViewSpec, make_views
+    from clearct.pretrain.views import ViewSpec, draw_views, make_views, render_batch
     from clearct.synth.writers import write_dicom, write_nifti, write_png
 
     volume = read_ct(args.source)
@@ -110,6 +112,26 @@ def main() -> None:
                 make_views(cache.slice(0, int(rng.integers(depth))), spec, rng)
 
             rows.append(("any source", f"slice cache ({fmt})", disk / depth * 1000, _rate(cached, args.samples)))
+            if fmt == "zstd":
+                def worker_part(i: int, cache=cache) -> None:
+                    rng = np.random.default_rng(i)
+                    plane = cache.slice(0, int(rng.integers(depth)))
+                    draw_views(plane.shape[0], plane.shape[1], spec, rng)
+
+                rows.append(("any source", "zstd cache, --views device: worker part", disk / depth * 1000,
+                             _rate(worker_part, args.samples)))
+                batch = 64
+                hu = torch.from_numpy(np.stack([volume.hu[i % depth] for i in range(batch)]))
+                params = torch.stack([torch.stack([p.packed() for p in draw_views(512, 512, spec,
+                                                                                   np.random.default_rng(i))])
+                                      for i in range(batch)])
+
+                def render(i: int, hu: torch.Tensor = hu, params: torch.Tensor = params) -> None:
+                    render_batch(hu, params[:, 0], spec)
+                    render_batch(hu, params[:, 1], spec)
+
+                rows.append(("any source", "--views device: render_batch on this CPU (batch 64)", 0.0,
+                             batch * _rate(render, 2) ))
 
         def views(i: int) -> None:
             rng = np.random.default_rng(i)

@@ -256,6 +256,11 @@ class PretrainSettings(CommandConfig):
     windows: list[str] = Field(["lung", "abdomen"], description="HU windows drawn per sample: presets or name:lo:hi")
     png_values: str | None = _png_values()
     workers: int = Field(2, ge=0, description="data-loader worker processes")
+    views: Literal["loader", "device"] = Field(
+        "loader", description="where the two views are made: loader (worker processes) or device (the workers only "
+        "read slices and draw the augmentations; the training device renders the batch: the same views, fewer "
+        "loader cores per GPU)"
+    )
     lesion_share: float | None = Field(
         None, gt=0, lt=1, description="share of each epoch drawn from annotated slices (key slices for lecl, every "
         "lesion slice for supervised); default: their natural share"
