@@ -1,4 +1,5 @@
-"""Bags read lazily through a small feature cache give the results of bags held in memory (crossval and deploy)."""
+"""Bags read lazily through a small feature cache give the results of bags held in memory (crossval, deploy,
+attention)."""
 
 from __future__ import annotations
 
@@ -27,9 +28,14 @@ def test_lazy_bags_give_the_in_memory_results(tmp_path):
         assert main(["deploy", "--model", str(cv), "--features", str(tmp_path / "ext" / "features"), "--labels",
                      str(external), "--out", str(dep), "--bootstrap", "20", "--device", "cpu", "--no-error-viewers",
                      *extra]) == 0
-        outs[name] = cv, dep
-    for a, b in zip(outs["memory"], outs["lazy"]):
+        attn = tmp_path / f"attention-{name}"
+        assert main(["attention", "--model", str(cv), "--features", str(tmp_path / "ext" / "features"), "--out",
+                     str(attn), "--figures", "0", "--device", "cpu", *extra]) == 0
+        outs[name] = cv, dep, attn
+    for a, b in zip(outs["memory"][:2], outs["lazy"][:2]):
         assert (a / "predictions.csv").read_text() == (b / "predictions.csv").read_text()
+    for folder in (1, 2):
+        assert (outs["memory"][folder] / "attention.csv").read_text() == (outs["lazy"][folder] / "attention.csv").read_text()
     for fold in ("fold-1", "fold-2"):
         assert (outs["memory"][0] / fold / "model.safetensors").read_bytes() == \
             (outs["lazy"][0] / fold / "model.safetensors").read_bytes()

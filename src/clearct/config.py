@@ -52,6 +52,14 @@ def section_type(annotation: Any) -> type[CommandConfig] | None:
     return annotation if isinstance(annotation, type) and issubclass(annotation, CommandConfig) else None
 
 
+def _feature_memory(bytes_per_value: int) -> Any:
+    return Field(
+        None, gt=0, description="hold at most this many GB of feature matrices in memory and read the others from "
+        "their h5 files when a batch needs them (least recently used first out); default: every bag in memory "
+        f"(bags × instances × dim × {bytes_per_value} bytes, docs/scale.md)"
+    )
+
+
 def _png_values() -> Any:
     """The PNG value mapping option shared by every command that reads scans (docs/inputs.md)."""
     return Field(
@@ -407,11 +415,7 @@ class CrossvalConfig(CrossvalSettings, ValidationConfig):
     out: Path = Field(..., description="output folder (predictions, metrics, fold models, plots, compute.json)")
     error_viewers: bool = Field(True, description="write viewer.html for the most confident errors into errors/ "
                                 "(≤ 6 per target, ≤ 20 per run; the CT comes from the feature files' source)")
-    feature_memory_gb: float | None = Field(
-        None, gt=0, description="hold at most this many GB of feature matrices in memory and read the others from "
-        "their h5 files when a batch needs them (least recently used first out); default: every bag in memory "
-        "(bags × instances × dim × 2 bytes, docs/scale.md)"
-    )
+    feature_memory_gb: float | None = _feature_memory(2)
 
 
 # the architectures of clearct.finetune3d.models.ARCHS (listed here so that --help does not import torch; a test
@@ -485,11 +489,7 @@ class DeployConfig(CommandConfig):
     bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
     seed: int = Field(0, description="random seed of the bootstrap")
     device: str = _device()
-    feature_memory_gb: float | None = Field(
-        None, gt=0, description="hold at most this many GB of feature matrices in memory and read the others from "
-        "their h5 files when a batch needs them (least recently used first out); default: every bag in memory "
-        "(bags × instances × dim × 2 bytes, docs/scale.md)"
-    )
+    feature_memory_gb: float | None = _feature_memory(4)
 
 
 class AttentionConfig(CommandConfig):
@@ -511,6 +511,7 @@ class AttentionConfig(CommandConfig):
                                 "the one the features were extracted with)")
     weights: Path | None = Field(None, description="heatmaps: local weights file for --encoder")
     device: str = _device()
+    feature_memory_gb: float | None = _feature_memory(4)
 
 
 class PredictConfig(CommandConfig):

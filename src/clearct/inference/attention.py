@@ -31,7 +31,7 @@ from clearct.inference.viewers import (
 from clearct.io import CTVolume, read_ct
 from clearct.io.features import read_features
 from clearct.io.tables import read_scans_table
-from clearct.mil.data import Bag, load_cohort
+from clearct.mil.data import Bag, gigabytes, load_cohort
 from clearct.report.attention import attention_figure
 
 LOG = logging.getLogger("clearct")
@@ -58,7 +58,8 @@ def run_attention(cfg: AttentionConfig) -> int:
     out = start_run(cfg.out, "attention", cfg)
     ensemble = load_mil_models(cfg.model, "attention", resolve_device(cfg.device))
     issues = Issues()
-    cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32, windows=ensemble.window_names)
+    cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32, windows=ensemble.window_names,
+                         cache_bytes=gigabytes(cfg.feature_memory_gb))
     check_encoder(ensemble, cohort.encoder, cfg.features)
     encoder = None
     if cfg.heatmaps:
@@ -71,9 +72,7 @@ def run_attention(cfg: AttentionConfig) -> int:
     paths = {r.scan_id: r.path for r in read_scans_table(cfg.scans)} if cfg.scans is not None else {}
     identity = model_identity(ensemble, cfg.model)
     names = ensemble.spec.output_names
-    rows = []
     for n, (bag, a) in enumerate(tqdm(list(zip(cohort.bags, attn)), desc="attention", unit="scan", leave=False)):
-        rows += attention_rows(bag, a, ensemble.windows)
         drawn = n < cfg.figures
         if not drawn and encoder is None:
             continue
@@ -102,7 +101,8 @@ def run_attention(cfg: AttentionConfig) -> int:
                               attention=a, heatmaps=heatmap_path(out, bag.scan_id),
                               lesions=lesions.get(bag.scan_id, []), predictions=predictions_of(ensemble, scores[n]),
                               identity=identity)
-    write_csv(out / "attention.csv", rows)
+    # streamed: one row per instance (millions at cohort scale)
+    write_csv(out / "attention.csv", (r for bag, a in zip(cohort.bags, attn) for r in attention_rows(bag, a, ensemble.windows)))
     print(f"attention: {len(cohort.bags)} scans → {out / 'attention.csv'}, {out / 'figures'}"
           + (f", {out / 'viewers'}" if cfg.viewers else "")
           + (f", heatmaps in {out / 'heatmaps'}" if encoder is not None else ""))

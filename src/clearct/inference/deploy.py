@@ -73,7 +73,7 @@ def run_deploy(cfg: DeployConfig) -> int:
                          ensemble.scores(outputs, calibrated=False) if ensemble.calibrated else None)
     rows = evaluate_and_write(out, {"deploy": p}, n_boot=cfg.bootstrap, seed=cfg.seed)
     if attn is not None:  # slice attention exists for MIL models only
-        write_csv(out / "attention.csv", [r for b, a in zip(items, attn) for r in attention_rows(b, a, ensemble.windows)])
+        write_csv(out / "attention.csv", (r for b, a in zip(items, attn) for r in attention_rows(b, a, ensemble.windows)))
     viewers = review_errors(out, ensemble, cfg.model, features=cfg.features, scans=cfg.scans,
                             lesions=cfg.lesions) if cfg.error_viewers else []
     summary = {"scans_used": len(items), "models": len(ensemble.models), "model_kind": ensemble.kind,
