@@ -1,6 +1,6 @@
 """How every stage's wall time, peak memory and disk grow with the cohort: scans, slices per scan, in-plane size.
 
-Usage: python benchmarks/scale.py [--quick] [--axes scans,slices,inplane] [--stages synth,read,...] [--out DIR]
+Usage: python benchmarks/scale.py [--full] [--axes scans,slices,inplane] [--stages synth,read,...] [--out DIR]
                                   [--results benchmarks/RESULTS.md] [--figure docs/scale.png]
 
 For every axis and size a phantom cohort is written (``clearct synth``, DICOM) and each stage runs once on it in its
@@ -9,8 +9,10 @@ synth, read (``read_ct`` of every scan), pretrain (slice cache build + index + l
 ``resnet_tiny`` at 64 px, batch 16), extract (``resnet_tiny``, random init, 64 px, one window), crossval (ABMIL,
 2 folds, 2 epochs), deploy, attention, predict (one scan), finetune3d (resnet10 on a 32×64×64 grid, 1 epoch) and
 drasclr (``--drasclr-preset cpu``, 1 epoch). The growth exponent of a stage along an axis is the least-squares
-slope of log(cost) against log(size). Default sizes: scans 50/200/800 (96² × 16 slices), slices 64/256/700 (512²,
-4 scans), in-plane 128/256/512 (32 slices, 4 scans); ``--quick`` uses a fraction of each (minutes on 2 cores).
+slope of log(cost) against log(size). Default sizes (≈ 15–20 min on 2 idle cores; 70 min at load 12): scans 8/16/32
+(64² × 12 slices), slices 16/48/144 (128², 4 scans), in-plane 64/128/256 (12 slices, 4 scans). ``--full``: the
+sizes of the question — scans 50/200/800 (96² × 16 slices), slices 64/256/700 (512², 4 scans), in-plane
+128/256/512 (32 slices, 4 scans) — hours on 2 cores (DrasCLR and finetune3d dominate).
 Every row records the machine's load average, which on a shared machine inflates wall times (not RSS or disk).
 """
 
@@ -232,7 +234,7 @@ def figure(rows: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--full", action="store_true", help="the sizes of the question (hours on 2 cores)")
     parser.add_argument("--axes", default=",".join(AXES))
     parser.add_argument("--stages", default=",".join(STAGES))
     parser.add_argument("--out", type=Path, default=None, help="keep the rows (scale.jsonl) and the work folders here")
@@ -262,8 +264,8 @@ def main() -> None:
     begin = time.perf_counter()
     for axis in args.axes.split(","):
         sizes, fixed = AXES[axis]
-        fixed = {**fixed, **(QUICK_FIXED[axis] if args.quick else {})}
-        for size in QUICK[axis] if args.quick else sizes:
+        fixed = {**fixed, **({} if args.full else QUICK_FIXED[axis])}
+        for size in sizes if args.full else QUICK[axis]:
             geometry = {**fixed, FIELD[axis]: size}
             work = out / f"{axis}-{size}"
             shutil.rmtree(work, ignore_errors=True)
