@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,10 +115,18 @@ def read_features(path: str | Path, *, load_feats: bool = True) -> ScanFeatures:
     return out
 
 
-def read_feature_matrix(path: str | Path) -> np.ndarray:
-    """Only the ``feats`` dataset of a feature file (a file :func:`read_features` has already validated)."""
+def read_feature_matrix(path: str | Path, out: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
+                        ) -> np.ndarray:
+    """Only the ``feats`` dataset of a feature file (a file :func:`read_features` has already validated), read into
+    ``out(shape, dtype)`` when given (an array the caller allocates)."""
     try:
         with h5py.File(path, "r") as h5:
-            return h5["feats"][()]
+            data = h5["feats"]
+            if out is None:
+                return data[()]
+            array = out(data.shape, data.dtype)
+            if array.size:
+                data.read_direct(array)
+            return array
     except (OSError, KeyError) as exc:
         raise ClearctError(f"unreadable feature file ({exc})", Path(path)) from exc

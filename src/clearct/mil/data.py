@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import mmap
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,6 +41,21 @@ def gigabytes(value: float | None) -> int | None:
     return None if value is None else int(value * 1e9)
 
 
+def outside_heap(shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    """An array in its own anonymous memory map. Freeing it returns its pages to the system at once, so a cache
+    that keeps replacing matrices of different sizes does not fragment the heap (the ``clearct`` command tunes
+    glibc to keep freed heap memory for reuse, and mixed sizes then grew the process by gigabytes)."""
+    count = int(np.prod(shape))
+    return np.frombuffer(mmap.mmap(-1, max(count * np.dtype(dtype).itemsize, 1)), dtype, count).reshape(shape)
+
+
+def _cast(feats: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``feats.astype(dtype)`` into an array outside the heap (the same values: numpy's cast)."""
+    out = outside_heap(feats.shape, dtype)
+    np.copyto(out, feats, casting="unsafe")
+    return out
+
+
 class FeatureCache:
     """Feature matrices by file, the most recently used kept while they total at most ``max_bytes``."""
 
@@ -52,8 +68,11 @@ class FeatureCache:
         if hit is not None:
             self._items.move_to_end(lazy.path)
             return hit
-        feats = read_feature_matrix(lazy.path)
-        feats = (feats if lazy.rows is None else feats[lazy.rows]).astype(lazy.dtype, copy=False)
+        feats = read_feature_matrix(lazy.path, out=outside_heap)
+        if lazy.rows is not None:
+            feats = np.take(feats, lazy.rows, axis=0, out=outside_heap((len(lazy.rows), feats.shape[1]), feats.dtype))
+        if feats.dtype != lazy.dtype:
+            feats = _cast(feats, lazy.dtype)
         if feats.shape != lazy.shape:
             raise ClearctError(f"feature file changed while in use ({feats.shape} rows × dims, was {lazy.shape})",
                                lazy.path)
