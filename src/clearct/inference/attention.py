@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from clearct.common.device import resolve_device
+from clearct.common.device import map_large_blocks, resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.common.runs import start_run
@@ -58,6 +58,7 @@ def run_attention(cfg: AttentionConfig) -> int:
     out = start_run(cfg.out, "attention", cfg)
     ensemble = load_mil_models(cfg.model, "attention", resolve_device(cfg.device))
     issues = Issues()
+    map_large_blocks()  # inference would otherwise grow the heap with every bag (common/device.py)
     cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32, windows=ensemble.window_names,
                          cache_bytes=gigabytes(cfg.feature_memory_gb))
     check_encoder(ensemble, cohort.encoder, cfg.features)

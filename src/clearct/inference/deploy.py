@@ -13,7 +13,7 @@ import numpy as np
 
 from clearct.common import compute
 from clearct.common.atomic import atomic_write_text
-from clearct.common.device import resolve_device
+from clearct.common.device import map_large_blocks, resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.common.runs import start_run
@@ -44,6 +44,7 @@ def _cohort(cfg: DeployConfig, ensemble: MilEnsemble | VolumeEnsemble, labels: L
         return items, ensemble.encoder, cfg.scans
     if cfg.features is None:
         raise ClearctError("holds crossval models: deploy them with --features of the external cohort", cfg.model)
+    map_large_blocks()  # inference would otherwise grow the heap with every bag (common/device.py)
     cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, dtype=np.float32,
                          windows=ensemble.window_names, cache_bytes=gigabytes(cfg.feature_memory_gb))
     check_encoder(ensemble, cohort.encoder, cfg.features)

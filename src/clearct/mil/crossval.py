@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from clearct.common.device import resolve_device
+from clearct.common.device import map_large_blocks, resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.common.runs import start_run
@@ -90,6 +90,7 @@ def run_crossval(cfg: CrossvalConfig) -> int:
     labels, spec = read_task(cfg.labels, cfg.targets, cfg.task)
     check_calibration(cfg.calibrate, spec)
     issues = Issues()
+    map_large_blocks()  # inference would otherwise grow the heap with every bag (common/device.py)
     cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, windows=cfg.use_windows,
                          cache_bytes=gigabytes(cfg.feature_memory_gb))
     by_patient = group_by_patient(cohort.bags)
