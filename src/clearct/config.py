@@ -23,7 +23,15 @@ from functools import cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 
 def _positional(description: str) -> dict:
@@ -43,6 +51,14 @@ def section_type(annotation: Any) -> type[CommandConfig] | None:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType) and len(args) == 1:
         annotation = args[0]
     return annotation if isinstance(annotation, type) and issubclass(annotation, CommandConfig) else None
+
+
+def _feature_memory(bytes_per_value: int) -> Any:
+    return Field(
+        None, gt=0, description="hold at most this many GB of feature matrices in memory and read the others from "
+        "their h5 files when a batch needs them (least recently used first out); default: every bag in memory "
+        f"(bags × instances × dim × {bytes_per_value} bytes, docs/scale.md)"
+    )
 
 
 def _png_values() -> Any:
@@ -200,7 +216,15 @@ class SynthFindings(CommandConfig):
 class SynthSettings(SynthFindings):
     format: Literal["dicom", "nifti", "png"] = Field("dicom", description="file format of the scans")
     size: int = Field(128, ge=32, description="in-plane size in pixels (Y = X)")
-    slices: int = Field(48, ge=4, description="number of axial slices per scan")
+    slices: int = Field(48, ge=4, description="number of axial slices per scan (unless --slice-mm)")
+    pixel_mm: list[float] | None = Field(
+        None, description="in-plane pixel spacing lo,hi in mm drawn per patient (clinical: 0.6,0.9; FOV = size × "
+        "pixel); default: the FOV fits the body"
+    )
+    slice_mm: list[float] | None = Field(
+        None, description="slice spacing lo,hi in mm drawn per patient (clinical: 1,5); the number of slices then "
+        "follows from the scan range (a 1 mm chest-abdomen-pelvis scan ≈ 700–800 slices)"
+    )
     scan_range: Literal["mixed", "chest", "cap"] = Field(
         "mixed", description="chest-only scans, chest-abdomen-pelvis (cap) scans, or half of each (mixed)"
     )
@@ -213,6 +237,17 @@ class SynthSettings(SynthFindings):
     thickness_factor: float | None = Field(None, ge=1, description="slice thickness / spacing override (≥ 1)")
     hu_offset: float | None = Field(None, description="HU calibration offset override")
     workers: int = Field(2, ge=1, description="worker processes (one patient each)")
+
+    @field_validator("pixel_mm", "slice_mm")
+    @classmethod
+    def _spacing_range(cls, value: list[float] | None, info: ValidationInfo) -> list[float] | None:
+        if value is None:
+            return None
+        lo, hi = (0.2, 2.0) if info.field_name == "pixel_mm" else (0.5, 10.0)
+        value = value * 2 if len(value) == 1 else value
+        if len(value) != 2 or not lo <= value[0] <= value[1] <= hi:
+            raise ValueError(f"takes one value or lo,hi with {lo} ≤ lo ≤ hi ≤ {hi} mm (got {value})")
+        return value
 
 
 class SynthConfig(SynthSettings):
@@ -276,6 +311,11 @@ class PretrainSettings(CommandConfig):
     windows: list[str] = Field(["lung", "abdomen"], description="HU windows drawn per sample: presets or name:lo:hi")
     png_values: str | None = _png_values()
     workers: int = Field(2, ge=0, description="data-loader worker processes")
+    views: Literal["loader", "device"] = Field(
+        "loader", description="where the two views are made: loader (worker processes) or device (the workers only "
+        "read slices and draw the augmentations; the training device renders the batch: the same views, fewer "
+        "loader cores per GPU)"
+    )
     lesion_share: float | None = Field(
         None, gt=0, lt=1, description="share of each epoch drawn from annotated slices (key slices for lecl, every "
         "lesion slice for supervised); default: their natural share"
@@ -319,6 +359,10 @@ class PretrainConfig(PretrainSettings):
     lesions: Path | None = Field(None, description="lesions.csv with key-slice boxes (needed for --method lecl)")
     out: Path = Field(..., description="run folder (checkpoints, log, encoder.safetensors, encoder.json)")
     cache_dir: Path | None = Field(None, description="slice cache folder, shared between runs (default: RUN/slice-cache)")
+    cache_format: Literal["zstd", "npy"] = Field(
+        "zstd", description="slice cache files: zstd (lossless per-slice frames, about a third of the int16 size) or "
+        "npy (int16, memory-mapped)"
+    )
     resume: bool = Field(False, description="continue from the last checkpoint in --out")
     stop_after: int | None = Field(
         None, ge=1, description="end this invocation after N more epochs (checkpointed; --resume continues)"
@@ -420,6 +464,7 @@ class CrossvalConfig(CrossvalSettings, ValidationConfig):
     out: Path = Field(..., description="output folder (predictions, metrics, fold models, plots, compute.json)")
     error_viewers: bool = Field(True, description="write viewer.html for the most confident errors into errors/ "
                                 "(≤ 6 per target, ≤ 20 per run; the CT comes from the feature files' source)")
+    feature_memory_gb: float | None = _feature_memory(2)
 
 
 # the architectures of clearct.finetune3d.models.ARCHS (listed here so that --help does not import torch; a test
@@ -493,6 +538,7 @@ class DeployConfig(CommandConfig):
     bootstrap: int = Field(1000, ge=0, description="patient-level bootstrap resamples for the 95% CIs")
     seed: int = Field(0, description="random seed of the bootstrap")
     device: str = _device()
+    feature_memory_gb: float | None = _feature_memory(4)
 
 
 class AttentionConfig(CommandConfig):
@@ -514,6 +560,7 @@ class AttentionConfig(CommandConfig):
                                 "the one the features were extracted with)")
     weights: Path | None = Field(None, description="heatmaps: local weights file for --encoder")
     device: str = _device()
+    feature_memory_gb: float | None = _feature_memory(4)
 
 
 class PredictConfig(CommandConfig):

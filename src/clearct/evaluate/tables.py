@@ -5,6 +5,8 @@ ece and brier (:mod:`clearct.evaluate.calibration`)."""
 from __future__ import annotations
 
 import csv
+import itertools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,13 +101,16 @@ def compute_metrics(p: Predictions, set_name: str, *, n_boot: int = 1000, seed: 
     return rows_out
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    """Atomic CSV with the keys of the first row as header; floats with 6 significant digits."""
-    header = list(rows[0]) if rows else []
+def write_csv(path: Path, rows: Iterable[dict]) -> None:
+    """Atomic CSV with the keys of the first row as header; floats with 6 significant digits. ``rows`` may be a
+    generator: they are written as they come (attention.csv of a large cohort has millions)."""
+    rows = iter(rows)
+    first = next(rows, None)
+    header = list(first) if first is not None else []
     with atomic_path(path, suffix=".csv.tmp") as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=header)
         writer.writeheader()
-        for r in rows:
+        for r in itertools.chain([first] if first is not None else [], rows):
             writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from clearct.common.device import resolve_device
+from clearct.common.device import map_large_blocks, resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.common.runs import start_run
@@ -31,7 +31,7 @@ from clearct.inference.viewers import (
 from clearct.io import CTVolume, read_ct
 from clearct.io.features import read_features, recorded_scan
 from clearct.io.tables import read_scans_table
-from clearct.mil.data import Bag, feature_files, load_cohort
+from clearct.mil.data import Bag, feature_files, gigabytes, load_cohort
 from clearct.report.attention import attention_figure
 
 LOG = logging.getLogger("clearct")
@@ -65,7 +65,9 @@ def run_attention(cfg: AttentionConfig) -> int:
     scan_records = {r.scan_id: r for r in read_scans_table(cfg.scans)} if cfg.scans is not None else {}
     out = start_run(cfg.out, "attention", cfg)
     issues = Issues()
-    cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32, windows=ensemble.window_names)
+    map_large_blocks()  # inference would otherwise grow the heap with every bag (common/device.py)
+    cohort = load_cohort(cfg.features, None, None, issues=issues, dtype=np.float32, windows=ensemble.window_names,
+                         cache_bytes=gigabytes(cfg.feature_memory_gb))
     check_encoder(ensemble, cohort.encoder, cfg.features)
     encoder = None
     if cfg.heatmaps:
@@ -74,9 +76,7 @@ def run_attention(cfg: AttentionConfig) -> int:
     scores, attn = ensemble.predict(cohort.bags)
     identity = model_identity(ensemble, cfg.model)
     names = ensemble.spec.output_names
-    rows = []
     for n, (bag, a) in enumerate(tqdm(list(zip(cohort.bags, attn)), desc="attention", unit="scan", leave=False)):
-        rows += attention_rows(bag, a, ensemble.windows)
         drawn = n < cfg.figures
         if not drawn and encoder is None:
             continue
@@ -108,7 +108,8 @@ def run_attention(cfg: AttentionConfig) -> int:
                               attention=a, heatmaps=heatmap_path(out, bag.scan_id),
                               lesions=lesions.get(bag.scan_id, []), predictions=predictions_of(ensemble, scores[n]),
                               identity=identity)
-    write_csv(out / "attention.csv", rows)
+    # streamed: one row per instance (millions at cohort scale)
+    write_csv(out / "attention.csv", (r for bag, a in zip(cohort.bags, attn) for r in attention_rows(bag, a, ensemble.windows)))
     print(f"attention: {len(cohort.bags)} scans → {out / 'attention.csv'}, {out / 'figures'}"
           + (f", {out / 'viewers'}" if cfg.viewers else "")
           + (f", heatmaps in {out / 'heatmaps'}" if encoder is not None else ""))

@@ -13,7 +13,7 @@ import numpy as np
 
 from clearct.common import compute
 from clearct.common.atomic import atomic_write_text
-from clearct.common.device import resolve_device
+from clearct.common.device import map_large_blocks, resolve_device
 from clearct.common.errors import ClearctError
 from clearct.common.failures import Issues
 from clearct.common.runs import start_run
@@ -25,7 +25,7 @@ from clearct.inference.attention import attention_rows
 from clearct.inference.ensembles import check_encoder, load_ensemble
 from clearct.inference.review import review_errors
 from clearct.io.tables import LabelTable, read_labels_table, read_scans_table
-from clearct.mil.data import feature_files, load_cohort
+from clearct.mil.data import feature_files, gigabytes, load_cohort
 from clearct.mil.store import MilEnsemble
 from clearct.modeling.cv_runner import evaluate_and_write, predictions_from, print_table
 
@@ -41,8 +41,9 @@ def _cohort(cfg: DeployConfig, ensemble: MilEnsemble | VolumeEnsemble, labels: L
                                   workers=2, issues=issues, labels_path=cfg.labels)
         return items, ensemble.encoder, cfg.scans
     assert cfg.features is not None, "checked by _check_cohort"
+    map_large_blocks()  # inference would otherwise grow the heap with every bag (common/device.py)
     cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, dtype=np.float32,
-                         windows=ensemble.window_names)
+                         windows=ensemble.window_names, cache_bytes=gigabytes(cfg.feature_memory_gb))
     check_encoder(ensemble, cohort.encoder, cfg.features)
     return cohort.bags, cohort.encoder, cfg.features
 
@@ -85,7 +86,7 @@ def run_deploy(cfg: DeployConfig) -> int:
                          ensemble.scores(outputs, calibrated=False) if ensemble.calibrated else None)
     rows = evaluate_and_write(out, {"deploy": p}, n_boot=cfg.bootstrap, seed=cfg.seed)
     if attn is not None:  # slice attention exists for MIL models only
-        write_csv(out / "attention.csv", [r for b, a in zip(items, attn) for r in attention_rows(b, a, ensemble.windows)])
+        write_csv(out / "attention.csv", (r for b, a in zip(items, attn) for r in attention_rows(b, a, ensemble.windows)))
     viewers = review_errors(out, ensemble, cfg.model, features=cfg.features, scans=cfg.scans,
                             lesions=cfg.lesions) if cfg.error_viewers else []
     summary = {"scans_used": len(items), "models": len(ensemble.models), "model_kind": ensemble.kind,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,20 @@ def recorded_scan(f: ScanFeatures) -> tuple[str, str | None]:
     and the series selector that reads the same series again (None: not a DICOM series, or an older file)."""
     series = f.attrs.get("series")
     return str(f.attrs.get("source", "")), (str(series) if series else None)
+
+
+def read_feature_matrix(path: str | Path, out: Callable[[tuple[int, ...], np.dtype], np.ndarray] | None = None,
+                        ) -> np.ndarray:
+    """Only the ``feats`` dataset of a feature file (a file :func:`read_features` has already validated), read into
+    ``out(shape, dtype)`` when given (an array the caller allocates)."""
+    try:
+        with h5py.File(path, "r") as h5:
+            data = h5["feats"]
+            if out is None:
+                return data[()]
+            array = out(data.shape, data.dtype)
+            if array.size:
+                data.read_direct(array)
+            return array
+    except (OSError, KeyError) as exc:
+        raise ClearctError(f"unreadable feature file ({exc})", Path(path)) from exc

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from clearct.common.device import resolve_device
+from clearct.common.device import map_large_blocks, resolve_device
 from clearct.common.failures import Issues
 from clearct.common.runs import start_run
 from clearct.config import CrossvalConfig, MilTraining
 from clearct.evaluate.splits import Job
-from clearct.mil.data import Bag, Cohort, feature_files, load_cohort
+from clearct.mil.data import Bag, Cohort, feature_files, gigabytes, load_cohort
 from clearct.mil.models import MIL_MODELS
 from clearct.mil.store import load_model, model_meta
 from clearct.mil.train import infer, mil_flops, train_model
@@ -90,7 +90,9 @@ def run_crossval(cfg: CrossvalConfig) -> int:
     cfg = cfg.model_copy(update={"task": spec.kind})  # config.yaml records the task, inferred or given
     out = start_run(cfg.out, "crossval", cfg)
     issues = Issues()
-    cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, windows=cfg.use_windows)
+    map_large_blocks()  # inference would otherwise grow the heap with every bag (common/device.py)
+    cohort = load_cohort(cfg.features, labels, spec, labels_path=cfg.labels, issues=issues, windows=cfg.use_windows,
+                         cache_bytes=gigabytes(cfg.feature_memory_gb))
     by_patient = group_by_patient(cohort.bags)
     splits = choose_splits(cfg, out, labels, spec, by_patient, issues)
     settings = training_of(cfg)

@@ -73,18 +73,31 @@ def _length_batches(bags: Sequence[Bag], max_instances: int) -> list[list[int]]:
 @torch.inference_mode()
 def infer(model: torch.nn.Module, bags: Sequence[Bag], device: torch.device,
           max_instances: int = 32768) -> tuple[torch.Tensor, list[np.ndarray]]:
-    """Whole-bag forward pass: raw outputs (n, n_out) on the CPU and the attention over each bag's instances."""
+    """Whole-bag forward pass: raw outputs (n, n_out) on the CPU and the attention over each bag's instances.
+
+    The results are copied into arrays allocated before the first batch (views of one buffer per bag), never kept
+    as views of a batch's tensors: small results allocated between a batch's large temporaries pinned the heap, and
+    a 5,000-bag pass grew the process by ≈ 1.3 MB per bag (benchmarks/RESULTS.md ``## scale``)."""
     model.eval()
-    outs: dict[int, torch.Tensor] = {}  # by bag index: the batches group bags by length
-    attn: dict[int, np.ndarray] = {}
+    lengths = [len(b) for b in bags]
+    starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    flat = np.empty(int(starts[-1]), np.float32)
+    outs: torch.Tensor | None = None
     for batch in _length_batches(bags, max_instances):
         x, mask, window, _ = collate([bags[i] for i in batch], device=device)
         with autocast_for(device):
             out, a = model(x, mask, window)
+        if outs is None:
+            outs = torch.empty((len(bags), out.shape[1]), dtype=torch.float32)
+        rows = torch.as_tensor(batch)
+        outs[rows] = out.float().cpu()
+        a = a.float().cpu().numpy()
         for j, i in enumerate(batch):
-            outs[i] = out[j].float().cpu()
-            attn[i] = a[j, : len(bags[i])].float().cpu().numpy()
-    return torch.stack([outs[i] for i in range(len(bags))]), [attn[i] for i in range(len(bags))]
+            flat[starts[i] : starts[i + 1]] = a[j, : lengths[i]]
+    assert outs is not None or not bags, "every bag is in a batch"
+    if outs is None:
+        outs = torch.empty((0, 0))
+    return outs, [flat[starts[i] : starts[i + 1]] for i in range(len(bags))]
 
 
 def new_model(spec: TaskSpec, in_dim: int, n_windows: int, s: MilTraining) -> torch.nn.Module:
@@ -105,7 +118,7 @@ def train_model(spec: TaskSpec, loss_fn: LossFn, train: Sequence[Bag], val: Sequ
     if s.standardize:
         scaler = model.scaler
         assert isinstance(scaler, FeatureScaler), "standardize gives the model a FeatureScaler"
-        scaler.fit(b.feats for b in train)
+        scaler.fit(np.asarray(b.feats) for b in train)
     model = model.to(device)
     opt = adamw(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     batch = effective_batch_size(len(train), s)

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from clearct.pretrain.cache import SliceCache, SliceIndex
-from clearct.pretrain.views import ViewSpec, make_views
+from clearct.pretrain.views import ViewSpec, draw_views, make_views
 
 Mode = Literal["moco", "lecl", "supervised"]
 Item = tuple[int, int, int]  # epoch, position in the epoch's global order, slice row
@@ -32,12 +32,16 @@ class PretrainSlices(Dataset):
 
     ``moco``: two random resized crops. ``lecl``: a key slice gets the full-slice / lesion-crop pair, any other
     slice two random crops. ``supervised``: two full-slice views (crops could cut the lesion out of a positive).
+    With ``device_views`` the item is ``(hu, params, extra)`` instead: the int16 slice and the pair's packed
+    decisions (2, 9), rendered by the training loop (:func:`~clearct.pretrain.views.render_batch`).
     """
 
-    def __init__(self, cache: SliceCache, index: SliceIndex, spec: ViewSpec, *, mode: Mode, seed: int = 0):
+    def __init__(self, cache: SliceCache, index: SliceIndex, spec: ViewSpec, *, mode: Mode, seed: int = 0,
+                 device_views: bool = False):
         if mode == "supervised" and (index.targets is None or not index.label_names):
             raise ValueError("the supervised mode needs lesion targets in the slice index")
         self.cache, self.index, self.spec, self.mode, self.seed = cache, index, spec, mode, seed
+        self.device_views = device_views
 
     def __len__(self) -> int:
         return len(self.index)
@@ -46,15 +50,22 @@ class PretrainSlices(Dataset):
         epoch, position, row = item
         rng = np.random.default_rng([self.seed, epoch, position, row])
         hu = self.cache.slice(int(self.index.scan[row]), int(self.index.z[row]))
+        extra: bool | torch.Tensor
+        box = None
         if self.mode == "supervised":
             targets = self.index.targets
             assert targets is not None  # checked in __init__
-            x1, x2 = make_views(hu, self.spec, rng, full_slice=True)
-            return x1, x2, torch.from_numpy(targets[row])
-        boxes = self.index.boxes.get(row) if self.mode == "lecl" else None
-        box = boxes[int(rng.integers(len(boxes)))] if boxes else None
-        x1, x2 = make_views(hu, self.spec, rng, box)
-        return x1, x2, box is not None
+            extra = torch.from_numpy(targets[row])
+        else:
+            boxes = self.index.boxes.get(row) if self.mode == "lecl" else None
+            box = boxes[int(rng.integers(len(boxes)))] if boxes else None
+            extra = box is not None
+        full = self.mode == "supervised"
+        if self.device_views:
+            p1, p2 = draw_views(hu.shape[0], hu.shape[1], self.spec, rng, box, full_slice=full)
+            return torch.from_numpy(hu), torch.stack([p1.packed(), p2.packed()]), extra
+        x1, x2 = make_views(hu, self.spec, rng, box, full_slice=full)
+        return x1, x2, extra
 
 
 def epoch_order(rows: np.ndarray, emphasis: np.ndarray | None, share: float | None, *, seed: int,
@@ -111,4 +122,17 @@ def make_loader(
     rows = np.arange(len(dataset)) if rows is None else rows
     sampler = EpochSampler(rows, rank=rank, world_size=world_size, seed=seed, emphasis=emphasis, share=share)
     return DataLoader(dataset, batch_size=local_batch, sampler=sampler, num_workers=workers, drop_last=True,
-                      pin_memory=pin_memory, persistent_workers=False)
+                      pin_memory=pin_memory, persistent_workers=False,
+                      collate_fn=pad_slices if dataset.device_views else None)
+
+
+def pad_slices(items: list[tuple[torch.Tensor, torch.Tensor, bool | torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    """Collate ``device_views`` items: slices of different sizes padded to the largest (the crops stay inside each
+    slice, so the padding is never read)."""
+    height, width = max(i[0].shape[0] for i in items), max(i[0].shape[1] for i in items)
+    hu = torch.full((len(items), height, width), -1024, dtype=torch.int16)
+    for k, (plane, _, _) in enumerate(items):
+        hu[k, : plane.shape[0], : plane.shape[1]] = plane
+    extra = [i[2] for i in items]
+    extras = torch.stack(extra) if isinstance(extra[0], torch.Tensor) else torch.tensor(extra)  # type: ignore[arg-type]
+    return hu, torch.stack([i[1] for i in items]), extras

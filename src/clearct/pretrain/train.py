@@ -238,11 +238,13 @@ def _build_data(cfg: PretrainConfig, out: Path, info: DistInfo, encoder: nn.Modu
     windows = parse_windows(cfg.windows)
     cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else out / "slice-cache"
     if info.is_main:
-        cache = build_cache(records, cache_dir, reader=partial(read_scan, png_values=cfg.png_values))
+        cache = build_cache(records, cache_dir, reader=partial(read_scan, png_values=cfg.png_values),
+                            fmt=cfg.cache_format)
     if is_distributed():
         dist.barrier()
     if not info.is_main:
-        cache = build_cache(records, cache_dir, reader=partial(read_scan, png_values=cfg.png_values), progress=False)
+        cache = build_cache(records, cache_dir, reader=partial(read_scan, png_values=cfg.png_values), progress=False,
+                            fmt=cfg.cache_format)
     index = build_index(cache, lesions, source=cfg.lesions or "")
     if cfg.method == "supervised":
         assert index.annotated is not None, "build_index sets it"
@@ -264,7 +266,7 @@ def _build_data(cfg: PretrainConfig, out: Path, info: DistInfo, encoder: nn.Modu
                     lesion_scale=None if not cfg.lesion_crop_scale else (cfg.lesion_crop_scale[0],
                                                                              cfg.lesion_crop_scale[1]),
                     mean=own.mean, std=own.std)
-    dataset = PretrainSlices(cache, index, spec, mode=cfg.method, seed=cfg.seed)
+    dataset = PretrainSlices(cache, index, spec, mode=cfg.method, seed=cfg.seed, device_views=cfg.views == "device")
     loader = make_loader(dataset, local_batch=cfg.batch_size // info.world_size, rank=info.rank,
                          world_size=info.world_size, workers=cfg.workers, seed=cfg.seed,
                          pin_memory=torch.cuda.is_available(), rows=rows,
@@ -375,6 +377,7 @@ def run_pretrain(cfg: PretrainConfig) -> int:
 def _train(cfg: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
            info: DistInfo, device: torch.device, out: Path, start: int, stop: int, step: int) -> float | None:
     from clearct.pretrain.data import EpochSampler
+    from clearct.pretrain.views import render_batch
 
     assert cfg.batch_size is not None and cfg.warmup_epochs is not None, "resolved by _build_data"
     sampler = loader.sampler
@@ -386,6 +389,7 @@ def _train(cfg: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimiz
                          include_own_positive=cfg.lesion_own_positive)
     metrics = MetricsLog(out, resume_step=step) if info.is_main else None
     uses_extra = cfg.method in ("lecl", "supervised")  # the lesion mask / the slice targets
+    spec = loader.dataset.spec  # type: ignore[attr-defined]
     last_loss = None
     for epoch in range(start, stop):
         sampler.set_epoch(epoch)
@@ -396,6 +400,9 @@ def _train(cfg: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimiz
             lr = learning_rate(e, base_lr=cfg.lr, batch_size=cfg.batch_size, epochs=cfg.epochs,
                                warmup_epochs=cfg.warmup_epochs)
             m = momentum(e, m0=cfg.momentum, epochs=cfg.epochs)
+            if cfg.views == "device":  # x1: the int16 slices, x2: the pairs' decisions (pretrain/views.py)
+                hu, params = x1.to(device, non_blocking=True), x2
+                x1, x2 = (render_batch(hu, params[:, v], spec) for v in (0, 1))
             x1, x2 = x1.to(device, non_blocking=True), x2.to(device, non_blocking=True)
             extra = extra.to(device) if uses_extra else None
             loss = train_step(net, optimizer, x1, x2, extra, lr=lr, m=m, loss_spec=loss_spec, device=device,

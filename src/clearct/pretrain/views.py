@@ -20,6 +20,12 @@ Augmentations (MoCo v3 / BYOL, asymmetric, adapted to grey CT; no colour jitter 
   σ of 2 px on a 128 px slice wipes out a 6 px lesion); solarize (x ≥ 0.5 → 1 − x) with p = 0 (view 1) / 0.2
   (view 2);
 - grey → 3 channels, then the encoder's mean/std normalisation.
+
+Drawing and rendering are separate: :func:`draw_views` makes every random decision of a pair (with the generator
+calls of the original single function, in its order) and :func:`render_view` applies them to a slice. The loader
+either renders in its worker processes (:func:`make_views`) or hands the int16 slice and the decisions to the
+training loop, which renders the batch where the model runs (:func:`render_batch`, ``--views device``): the same
+operations in the same order, so the same views.
 """
 
 from __future__ import annotations
@@ -86,27 +92,69 @@ def lesion_crop(rng: np.random.Generator, height: int, width: int, box: Box, cro
     return top, left, side, side
 
 
-def _render(
-    hu: torch.Tensor, crop: Crop, window: tuple[float, float], spec: ViewSpec, rng: np.random.Generator, view: int,
-    solarize: bool = True,
-) -> torch.Tensor:
+@dataclass(frozen=True)
+class ViewParams:
+    """Every random decision of one view: crop, jittered window, flip, blur σ (0: none), solarize."""
+
+    crop: Crop
+    lo: float
+    hi: float
+    flip: bool
+    sigma: float
+    solarize: bool
+
+    def packed(self) -> torch.Tensor:
+        """The decisions as 9 float64 numbers (a DataLoader collates tensors)."""
+        return torch.tensor([*self.crop, self.lo, self.hi, float(self.flip), self.sigma, float(self.solarize)],
+                            dtype=torch.float64)
+
+    @classmethod
+    def unpack(cls, t: torch.Tensor) -> ViewParams:
+        v = t.tolist()
+        return cls((int(v[0]), int(v[1]), int(v[2]), int(v[3])), v[4], v[5], bool(v[6]), v[7], bool(v[8]))
+
+
+def draw_view(crop: Crop, window: tuple[float, float], spec: ViewSpec, rng: np.random.Generator, view: int,
+              solarize: bool = True) -> ViewParams:
     lo, hi = window
     if rng.random() < spec.jitter_p:
         width = hi - lo
         centre = (lo + hi) / 2 + rng.uniform(-0.1, 0.1) * width
         width *= rng.uniform(0.8, 1.25)
         lo, hi = centre - width / 2, centre + width / 2
-    x = window_hu(hu, lo, hi)[None]  # (1, H, W) in [0, 1]
-    x = TF.resized_crop(x, *crop, [spec.size, spec.size], antialias=True)
-    if rng.random() < 0.5:
+    flip = bool(rng.random() < 0.5)
+    sigma = float(rng.uniform(*spec.blur_sigma)) * spec.size / 224 if rng.random() < spec.blur_p[view] else 0.0
+    solar = bool(rng.random() < spec.solarize_p[view] and solarize)
+    return ViewParams(crop, float(lo), float(hi), flip, sigma, solar)
+
+
+def render_view(hu: torch.Tensor, p: ViewParams, spec: ViewSpec) -> torch.Tensor:
+    """One (3, size, size) view of the HU slice ``hu`` (Y, X), on ``hu``'s device."""
+    x = window_hu(hu, p.lo, p.hi)[None]  # (1, H, W) in [0, 1]
+    x = TF.resized_crop(x, *p.crop, [spec.size, spec.size], antialias=True)
+    if p.flip:
         x = TF.horizontal_flip(x)
-    if rng.random() < spec.blur_p[view]:
-        sigma = float(rng.uniform(*spec.blur_sigma)) * spec.size / 224
-        x = TF.gaussian_blur(x, kernel_size=2 * math.ceil(3 * sigma) + 1, sigma=sigma)
-    if rng.random() < spec.solarize_p[view] and solarize:
+    if p.sigma:
+        x = TF.gaussian_blur(x, kernel_size=2 * math.ceil(3 * p.sigma) + 1, sigma=p.sigma)
+    if p.solarize:
         x = torch.where(x >= 0.5, 1.0 - x, x)
     x = x.clamp(0.0, 1.0).expand(3, -1, -1)
     return TF.normalize(x, list(spec.mean), list(spec.std))
+
+
+def draw_views(height: int, width: int, spec: ViewSpec, rng: np.random.Generator, box: Box | None = None,
+               *, full_slice: bool = False) -> tuple[ViewParams, ViewParams]:
+    """The decisions of a pair (see :func:`make_views`); ``full_slice`` gives one decision twice."""
+    window = spec.windows[int(rng.integers(len(spec.windows)))]
+    if full_slice:
+        view = draw_view((0, 0, height, width), window, spec, rng, 1, solarize=False)
+        return view, view
+    if box is None:
+        crops = [random_resized_crop(rng, height, width, spec.crop_min) for _ in range(2)]
+    else:
+        crops = [(0, 0, height, width), lesion_crop(rng, height, width, box, spec.crop_min, spec.lesion_scale)]
+    v1 = draw_view(crops[0], window, spec, rng, 0)
+    return v1, draw_view(crops[1], window, spec, rng, 1)
 
 
 def make_views(
@@ -116,14 +164,12 @@ def make_views(
     """Two (3, size, size) float32 views of one HU slice (Y, X); ``box`` given → the LECL full-slice / lesion-crop
     pair; ``full_slice`` → two augmentations of the whole slice."""
     hu = torch.as_tensor(np.asarray(hu))
-    height, width = hu.shape
-    window = spec.windows[int(rng.integers(len(spec.windows)))]
-    if full_slice:
-        view = _render(hu, (0, 0, height, width), window, spec, rng, 1, solarize=False)
-        return view, view
-    if box is None:
-        crops = [random_resized_crop(rng, height, width, spec.crop_min) for _ in range(2)]
-    else:
-        crops = [(0, 0, height, width), lesion_crop(rng, height, width, box, spec.crop_min, spec.lesion_scale)]
-    v1, v2 = (_render(hu, crop, window, spec, rng, view) for view, crop in enumerate(crops))
-    return v1, v2
+    p1, p2 = draw_views(hu.shape[0], hu.shape[1], spec, rng, box, full_slice=full_slice)
+    v1 = render_view(hu, p1, spec)
+    return v1, (v1 if p2 is p1 else render_view(hu, p2, spec))
+
+
+def render_batch(hu: torch.Tensor, params: torch.Tensor, spec: ViewSpec) -> torch.Tensor:
+    """Views of a batch where ``hu`` lies (e.g. the GPU): ``hu`` (B, Y, X) int16 slices (padded: the crops lie in
+    each slice), ``params`` (B, 9) packed :class:`ViewParams`; returns (B, 3, size, size)."""
+    return torch.stack([render_view(hu[i], ViewParams.unpack(params[i]), spec) for i in range(len(hu))])

@@ -3,10 +3,17 @@
 Every structure is a vectorised shape on a :class:`~clearct.synth.canvas.Canvas`; the per-patient variation lives
 in :class:`Anatomy` (body size, fat, organ positions, bone density, diaphragm height), drawn from one generator.
 HU values are portal-venous-phase CT: fat −100, muscle +55, liver +105, blood +150, lung −860, cortex +700…1000.
+
+The torso is painted in z-slabs (:meth:`Canvas.slabs`) in two passes — everything up to the bowel, then the bowel,
+bones and texture — because whether the bowel is drawn (and so draws its two random fields) depends on the whole
+scan. Every step is voxel-wise or box-wise, the random vessel trees are drawn first, and the volume-wide random
+fields come slab by slab from :class:`~clearct.synth.fields.SlabField`, so the result does not depend on the slab
+size (tests/test_synth_slabs.py).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +22,7 @@ from scipy.ndimage import gaussian_filter
 
 from clearct.synth import canvas as C
 from clearct.synth.canvas import Canvas
+from clearct.synth.fields import SlabField
 
 # Lean body half-widths (lateral a, anterior b) along z, before subcutaneous fat; the torso narrows at the apex.
 _Z_KNOTS = np.array([-150.0, 40.0, 180.0, 300.0, 450.0, 600.0, 720.0, 820.0])
@@ -99,6 +107,16 @@ class Torso:
         self.spine_depth = 55.0 * s
         self.r_vb = np.interp(cv.z, [0, 380 * anat.height, 520 * anat.height, 800], [24, 22, 16, 14])[:, None, None] * s
         self.x0 = anat.shift_x
+        self.full = self
+
+    def slab(self, cv: Canvas) -> Torso:
+        """The same torso on a slab of its canvas: the (Z,1,1) profiles cut to the slab's slices."""
+        sub = copy.copy(self)
+        sub.cv = cv
+        rows = slice(cv.k0 - self.cv.k0, cv.k0 - self.cv.k0 + cv.z.size)
+        for name in ("a", "b", "fat", "back", "r_vb"):
+            setattr(sub, name, getattr(self, name)[rows])
+        return sub
 
     def radius(self, grow: float = 0.0, inner: bool = False) -> np.ndarray:
         """Normalised superellipse radius of the body outline (grow mm outward) or of the inner cavity."""
@@ -123,18 +141,45 @@ class Torso:
         """y of the vertebral body centre (Z,1,1): the body bulges into the cavity from behind."""
         return self.b * 0.92 - self.spine_depth - 0.35 * self.r_vb
 
-    def at(self, arr: np.ndarray, z_mm: float) -> float:
-        """Value of a (Z,1,1) profile at the slice nearest to ``z_mm`` (landmarks for point-placed organs)."""
-        return float(arr[int(np.argmin(np.abs(self.cv.z - z_mm))), 0, 0])
+    def at(self, profile: str, z_mm: float) -> float:
+        """Value of the (Z,1,1) profile named ``profile`` at the slice of the whole scan nearest to ``z_mm``
+        (landmarks for point-placed organs)."""
+        full = self.full
+        return float(getattr(full, profile)[int(np.argmin(np.abs(full.cv.z - z_mm))), 0, 0])
 
 
 def draw_anatomy(cv: Canvas, anat: Anatomy, rng: np.random.Generator) -> Torso:
-    """Paint the whole torso onto ``cv``; returns the geometry helper the findings reuse."""
+    """Paint the whole torso onto ``cv`` slab by slab; returns the geometry helper the findings reuse."""
     t = Torso(anat, cv)
-    z, y, x = cv.coords()
-    spacing = (abs(cv.z[1] - cv.z[0]) if cv.z.size > 1 else 5.0, cv.y[1] - cv.y[0], cv.x[1] - cv.x[0])
+    spacing = (cv.dz if cv.z.size > 1 else 5.0, cv.y[1] - cv.y[0], cv.x[1] - cv.x[0])
+    trees = _tree_plan(t, anat, rng)
+    bowel = False
+    for s in cv.slabs():
+        ts = t.slab(s)
+        _body(s, ts, anat, trees)
+        bowel |= bool(_bowel_region(s, ts, anat).any())
+    depth = cv.slab_depth()
+    sigmas = lambda mm: tuple(mm / d for d in spacing)  # noqa: E731 — smooth_field's σ in voxels
+    loops = SlabField(rng, cv.hu.shape, sigmas(7.0), mode="nearest", slab=depth) if bowel else None
+    gas = SlabField(rng, cv.hu.shape, sigmas(12.0), mode="nearest", slab=depth) if bowel else None
+    texture = SlabField(rng, cv.hu.shape, sigmas(2.0), mode="nearest", slab=depth)
+    for s in cv.slabs():
+        ts = t.slab(s)
+        k0, k1 = s.k0, s.k0 + s.z.size
+        if loops is not None and gas is not None:
+            _bowel(s, ts, anat, loops.normalised(k0, k1), gas.normalised(k0, k1))
+        _spine(s, ts, anat)
+        _ribs(s, ts, anat, ts.radius(inner=True))
+        _pelvis(s, ts, anat)
+        gain = np.where(s.organ == C.LUNG, 18.0, np.where(s.organ == C.AIR, 0.0, 5.0)).astype(np.float32)
+        s.hu += gain * texture.normalised(k0, k1)
+    return t
+
+
+def _body(cv: Canvas, t: Torso, anat: Anatomy, trees: dict[int, list[Segment]]) -> None:
+    """Everything painted before the bowel: body layers, chest, lungs, heart, airways, abdominal organs."""
     _table(cv, t)
-    r_out, r_fat, r_mus, r_cav = (t.radius(), t.radius(-2.0), None, t.radius(inner=True))
+    r_out, r_fat, r_cav = (t.radius(), t.radius(-2.0), t.radius(inner=True))
     r_mus = t.radius(-t.fat - 2.0)
     cv.paint(cv.full, r_out <= 1, 30.0, C.SKIN)
     cv.paint(cv.full, r_fat <= 1, -100.0, C.FAT)
@@ -144,21 +189,13 @@ def draw_anatomy(cv: Canvas, anat: Anatomy, rng: np.random.Generator) -> Torso:
     cv.paint(cv.full, (r_cav <= 1) & chest, -90.0, C.MEDIASTINUM)
     _lungs(cv, t, anat, chest, r_cav)
     _heart_and_vessels(cv, t, anat)
-    _airways_and_lung_vessels(cv, t, anat, rng)
-    _abdomen(cv, t, anat, rng, spacing)
-    _spine(cv, t, anat)
-    _ribs(cv, t, anat, r_cav)
-    _pelvis(cv, t, anat)
-    texture = smooth_field(rng, cv.hu.shape, 2.0, spacing)
-    gain = np.where(cv.organ == C.LUNG, 18.0, np.where(cv.organ == C.AIR, 0.0, 5.0)).astype(np.float32)
-    cv.hu += gain * texture
-    del z, y, x
-    return t
+    _airways_and_lung_vessels(cv, t, anat, trees)
+    _abdomen(cv, t, anat)
 
 
 def _table(cv: Canvas, t: Torso) -> None:
     z, y, x = cv.coords()
-    top = t.b.max() * 0.92 + t.fat.max() * 0.6 + 12.0
+    top = t.full.b.max() * 0.92 + t.full.fat.max() * 0.6 + 12.0
     curve = top + 0.0006 * (x - t.x0) ** 2
     shell = (y >= curve) & (y <= curve + 6.0) & (np.abs(x - t.x0) < 210) & np.ones_like(z, dtype=bool)
     cv.paint(cv.full, shell, 80.0, C.TABLE)
@@ -192,20 +229,20 @@ def _lungs(cv: Canvas, t: Torso, anat: Anatomy, chest: np.ndarray, r_cav: np.nda
 def _heart_and_vessels(cv: Canvas, t: Torso, anat: Anatomy) -> None:
     hs = anat.heart_scale * anat.scale
     zc = anat.dome_left + 50.0
-    b = t.at(t.b, zc)
+    b = t.at("b", zc)
     center = (t.x0 + 22.0 * hs, -0.3 * b, zc)
     around = (C.MEDIASTINUM, C.LUNG)
     box, w = cv.ellipsoid(center, (62 * hs, 50 * hs, 62 * hs), edge=1.5)
     cv.paint(box, w, 95.0, C.HEART, inside=around)
     box, w = cv.ellipsoid(center, (48 * hs, 38 * hs, 50 * hs), edge=1.5)
     cv.paint(box, w, 150.0, C.HEART, inside=(C.HEART,))
-    y_front = lambda zz: t.at(t.y_vb, zz) - t.at(t.r_vb, zz)  # noqa: E731 — front of the spine at height zz
+    y_front = lambda zz: t.at("y_vb", zz) - t.at("r_vb", zz)  # noqa: E731 — front of the spine at height zz
     vessels = around + (C.HEART, C.VISCERAL_FAT, C.LIVER)
     arch = anat.carina + 35.0
     desc = [(t.x0 + 14.0, y_front(zz) - 12.0, zz) for zz in np.linspace(anat.iliac_crest + 5.0, arch, 6)]
     for p0, p1 in zip(desc[:-1], desc[1:]):
         cv.paint(*cv.tube(p0, p1, 11.0 * anat.scale, edge=1.0), 155.0, C.GREAT_VESSEL, inside=vessels)
-    asc = (t.x0 + 4.0, -0.32 * t.at(t.b, arch), arch)
+    asc = (t.x0 + 4.0, -0.32 * t.at("b", arch), arch)
     cv.paint(*cv.tube(desc[-1], asc, 12.5 * anat.scale, edge=1.0), 155.0, C.GREAT_VESSEL, inside=vessels)
     cv.paint(*cv.tube(asc, (t.x0 + 8.0, -0.3 * b, zc + 30.0), 14.0 * anat.scale, edge=1.0), 155.0,
              C.GREAT_VESSEL, inside=vessels)
@@ -219,32 +256,55 @@ def _heart_and_vessels(cv: Canvas, t: Torso, anat: Anatomy) -> None:
 
 def hilum(t: Torso, anat: Anatomy, side: int) -> np.ndarray:
     z = anat.carina - 25.0
-    return np.array([t.x0 + side * 45.0 * anat.scale, t.at(t.y_vb, z) - t.at(t.r_vb, z) - 25.0, z])
+    return np.array([t.x0 + side * 45.0 * anat.scale, t.at("y_vb", z) - t.at("r_vb", z) - 25.0, z])
 
 
-def _airways_and_lung_vessels(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator) -> None:
+Segment = tuple[np.ndarray, np.ndarray, float, np.ndarray]  # start, end (x, y, z mm), radius at the start, direction
+
+
+def _tree_plan(t: Torso, anat: Anatomy, rng: np.random.Generator) -> dict[int, list[Segment]]:
+    """The branching lung vessel trees of both sides, drawn once (depth first, as they are painted)."""
+    plan: dict[int, list[Segment]] = {}
+    for side in (-1, 1):
+        h, segments = hilum(t, anat, side), list[Segment]()
+        for direction in ((0.2 * side, 0.1, 1.0), (side, 0.2, 0.2), (0.4 * side, 0.6, -0.8), (0.5 * side, -0.6, -0.7)):
+            _tree(segments, h, np.asarray(direction) / np.linalg.norm(direction), 45.0, 6.0, 4, rng)
+        plan[side] = segments
+    return plan
+
+
+def _tree(segments: list[Segment], start: np.ndarray, direction: np.ndarray, length: float, radius: float,
+          depth: int, rng: np.random.Generator) -> None:
+    end = start + direction * length
+    segments.append((start, end, radius, direction))
+    if depth == 0:
+        return
+    for _ in range(2):
+        d = direction + rng.normal(0.0, 0.55, 3)
+        _tree(segments, end, d / np.linalg.norm(d), length * rng.uniform(0.65, 0.85), radius * 0.62, depth - 1, rng)
+
+
+def _airways_and_lung_vessels(cv: Canvas, t: Torso, anat: Anatomy, trees: dict[int, list[Segment]]) -> None:
     zc = anat.carina
-    y_tr = t.at(t.y_vb, zc) - t.at(t.r_vb, zc) - 18.0
+    y_tr = t.at("y_vb", zc) - t.at("r_vb", zc) - 18.0
     top = (t.x0, y_tr, anat.lung_apex + 60.0)
     carina = (t.x0, y_tr, zc)
     med = (C.MEDIASTINUM, C.LUNG, C.GREAT_VESSEL)
     cv.paint(*cv.tube(top, carina, 10.5, edge=1.0), 40.0, C.MEDIASTINUM, inside=med)
     cv.paint(*cv.tube(top, carina, 8.5, edge=1.0), -1000.0, C.AIRWAY, inside=med + (C.AIRWAY,))
-    heart_top = (t.x0 + 5.0, -0.25 * t.at(t.b, zc), anat.dome_left + 95.0)
+    heart_top = (t.x0 + 5.0, -0.25 * t.at("b", zc), anat.dome_left + 95.0)
     for side in (-1, 1):
         h = hilum(t, anat, side)
         cv.paint(*cv.tube(carina, h, 8.0, 6.5, edge=1.0), 40.0, C.MEDIASTINUM, inside=med)
         cv.paint(*cv.tube(carina, h, 6.0, 4.5, edge=1.0), -1000.0, C.AIRWAY, inside=med + (C.AIRWAY,))
         cv.paint(*cv.tube(heart_top, h + (0, -8.0, 5.0), 11.0, 8.0, edge=1.0), 150.0, C.GREAT_VESSEL,
                  inside=med + (C.HEART,))
-        for direction in ((0.2 * side, 0.1, 1.0), (side, 0.2, 0.2), (0.4 * side, 0.6, -0.8), (0.5 * side, -0.6, -0.7)):
-            _tree(cv, h, np.asarray(direction) / np.linalg.norm(direction), 45.0, 6.0, 4, rng)
+        for segment in trees[side]:
+            _vessel(cv, *segment)
 
 
-def _tree(cv: Canvas, start: np.ndarray, direction: np.ndarray, length: float, radius: float, depth: int,
-          rng: np.random.Generator) -> None:
-    """A branching vessel tree in the lung, with a bronchus beside the first generations."""
-    end = start + direction * length
+def _vessel(cv: Canvas, start: np.ndarray, end: np.ndarray, radius: float, direction: np.ndarray) -> None:
+    """One segment of a lung vessel tree, with a bronchus beside the first generations."""
     cv.paint(*cv.tube(start, end, radius, radius * 0.8, edge=0.8), 70.0, C.LUNG_VESSEL, inside=(C.LUNG,))
     if radius > 3.0:
         offset = np.cross(direction, (0.0, 0.0, 1.0))
@@ -252,18 +312,14 @@ def _tree(cv: Canvas, start: np.ndarray, direction: np.ndarray, length: float, r
         cv.paint(*cv.tube(start + offset, end + offset, radius * 0.9, edge=0.6), -60.0, C.LUNG, inside=(C.LUNG,))
         cv.paint(*cv.tube(start + offset, end + offset, radius * 0.55, edge=0.6), -1000.0, C.AIRWAY,
                  inside=(C.LUNG,))
-    if depth == 0:
-        return
-    for _ in range(2):
-        d = direction + rng.normal(0.0, 0.55, 3)
-        _tree(cv, end, d / np.linalg.norm(d), length * rng.uniform(0.65, 0.85), radius * 0.62, depth - 1, rng)
 
 
-def _abdomen(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing) -> None:
+def _abdomen(cv: Canvas, t: Torso, anat: Anatomy) -> None:
+    """Liver, spleen, stomach, kidneys, psoas, iliac vessels, bladder, rectum (the bowel loops come later)."""
     s = anat.scale
     visc = (C.VISCERAL_FAT,)
     zl = anat.dome_right - 85.0
-    a_l, b_l = t.at(t.a, zl) - t.wall, t.at(t.b, zl)
+    a_l, b_l = t.at("a", zl) - t.wall, t.at("b", zl)
     box, w = cv.ellipsoid((t.x0 - 0.38 * a_l, -0.05 * b_l, zl), (0.62 * a_l, 0.85 * b_l, 100.0 * anat.height), 1.5)
     if w is not None:  # None together with box: the liver misses the grid
         w = w * (cv.coords(box)[2] < t.x0 + 0.3 * a_l)
@@ -285,36 +341,37 @@ def _abdomen(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spac
         cv.paint(box, w, np.where(air, -950.0, 15.0), C.STOMACH, inside=(C.STOMACH,))
     zk = anat.dome_right - 170.0 * anat.height
     for side, dz in ((-1, -15.0), (1, 5.0)):
-        yk = t.at(t.y_vb, zk) - 2.0
-        ck = np.array([t.x0 + side * (t.at(t.r_vb, zk) + 45 * s), yk, zk + dz])
+        yk = t.at("y_vb", zk) - 2.0
+        ck = np.array([t.x0 + side * (t.at("r_vb", zk) + 45 * s), yk, zk + dz])
         cv.paint(*cv.ellipsoid(ck, (25 * s, 22 * s, 55 * s), 1.5), 165.0, C.KIDNEY, inside=visc + (C.MUSCLE,))
         cv.paint(*cv.ellipsoid(ck, (16 * s, 14 * s, 40 * s), 1.0), 125.0, C.KIDNEY, inside=(C.KIDNEY,))
         cv.paint(*cv.ellipsoid(ck + (-side * 14 * s, -6, 0), (9, 9, 28), 1.0), -60.0, C.VISCERAL_FAT,
                  inside=(C.KIDNEY,))
-        p_top = (t.x0 + side * (t.at(t.r_vb, zk) + 10), t.at(t.y_vb, zk), zk + 40)
-        p_bot = (t.x0 + side * 0.42 * t.at(t.a, 60.0), t.at(t.y_vb, 60.0) - 35.0, anat.femoral_heads + 35.0)
+        p_top = (t.x0 + side * (t.at("r_vb", zk) + 10), t.at("y_vb", zk), zk + 40)
+        p_bot = (t.x0 + side * 0.42 * t.at("a", 60.0), t.at("y_vb", 60.0) - 35.0, anat.femoral_heads + 35.0)
         cv.paint(*cv.tube(p_top, p_bot, 7.0 * s, 24.0 * s, edge=1.0), 55.0, C.MUSCLE, inside=visc)
-        iliac = (t.x0 + side * 0.45 * t.at(t.a, 60.0), -0.1 * t.at(t.b, 60.0), anat.femoral_heads + 25.0)
-        bif = (t.x0 + 14.0, t.at(t.y_vb, anat.iliac_crest) - 32.0, anat.iliac_crest + 8.0)
+        iliac = (t.x0 + side * 0.45 * t.at("a", 60.0), -0.1 * t.at("b", 60.0), anat.femoral_heads + 25.0)
+        bif = (t.x0 + 14.0, t.at("y_vb", anat.iliac_crest) - 32.0, anat.iliac_crest + 8.0)
         cv.paint(*cv.tube(bif, iliac, 6.5, edge=1.0), 155.0, C.GREAT_VESSEL, inside=visc + (C.MUSCLE,))
     zb = anat.femoral_heads + 30.0
-    cv.paint(*cv.ellipsoid((t.x0, -0.45 * t.at(t.b, zb), zb), (42 * s, 34 * s, 35 * s), 1.5), 8.0, C.BLADDER,
+    cv.paint(*cv.ellipsoid((t.x0, -0.45 * t.at("b", zb), zb), (42 * s, 34 * s, 35 * s), 1.5), 8.0, C.BLADDER,
              inside=visc)
-    rect = [(t.x0, t.at(t.y_vb, zz) - 10.0, zz) for zz in (anat.femoral_heads - 20.0, anat.iliac_crest - 80.0)]
+    rect = [(t.x0, t.at("y_vb", zz) - 10.0, zz) for zz in (anat.femoral_heads - 20.0, anat.iliac_crest - 80.0)]
     cv.paint(*cv.tube(rect[0], rect[1], 15.0, edge=1.0), 40.0, C.BOWEL, inside=visc)
     cv.paint(*cv.tube(rect[0], rect[1], 9.0, edge=1.0), -700.0, C.BOWEL, inside=(C.BOWEL,))
-    _bowel(cv, t, anat, rng, spacing)
 
 
-def _bowel(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing) -> None:
-    """Bowel loops: iso-bands of a smooth random field in the peritoneal fat (walls, fluid and gas)."""
+def _bowel_region(cv: Canvas, t: Torso, anat: Anatomy) -> np.ndarray:
+    """Where bowel loops may lie: peritoneal fat between the liver and the pelvis, off the spine."""
     z, y, x = cv.coords()
     region = (cv.organ == C.VISCERAL_FAT) & (z < anat.dome_left - 70.0) & (z > anat.femoral_heads + 20.0)
     region &= (y < t.y_vb - t.r_vb - 8.0) | (np.abs(x - t.x0) > t.r_vb + 55.0)
-    if not region.any():
-        return
-    loops = smooth_field(rng, cv.hu.shape, 7.0, spacing)
-    gas = smooth_field(rng, cv.hu.shape, 12.0, spacing)
+    return region
+
+
+def _bowel(cv: Canvas, t: Torso, anat: Anatomy, loops: np.ndarray, gas: np.ndarray) -> None:
+    """Bowel loops: iso-bands of a smooth random field (``loops``) in the peritoneal fat (walls, fluid and gas)."""
+    region = _bowel_region(cv, t, anat)
     cv.paint(cv.full, region & (loops > 0.1), 75.0, C.BOWEL)
     lumen = region & (loops > 0.55)
     cv.paint(cv.full, lumen, np.where(gas > 1.0, -950.0, 20.0), C.BOWEL)
@@ -380,7 +437,7 @@ def _bone_tube(cv: Canvas, anat: Anatomy, p0: npt.ArrayLike, p1: npt.ArrayLike, 
 
 
 def _pelvis(cv: Canvas, t: Torso, anat: Anatomy) -> None:
-    if cv.z.min() > anat.iliac_crest + 10.0:
+    if cv.z_all.min() > anat.iliac_crest + 10.0:
         return  # chest-only range: no pelvic bones to draw
     z, y, x = cv.coords()
     crest, fh = anat.iliac_crest, anat.femoral_heads
@@ -393,7 +450,7 @@ def _pelvis(cv: Canvas, t: Torso, anat: Anatomy) -> None:
     cv.paint(cv.full, wing & (rr > 0.88) & (rr < 0.91), anat.marrow_hu, C.MARROW)
     iliacus = (rr > 0.72) & (rr <= 0.86) & (xx > 0.35 * a_c) & (y > front) & (z < crest) & (z > fh + 30.0)
     cv.paint(cv.full, iliacus, 55.0, C.MUSCLE, inside=(C.VISCERAL_FAT, C.BOWEL))
-    a_h, b_h = t.at(t.a, fh) - t.wall, t.at(t.b, fh)
+    a_h, b_h = t.at("a", fh) - t.wall, t.at("b", fh)
     for side in (-1, 1):
         head = np.array([t.x0 + side * 0.6 * a_h, 0.05 * b_h, fh])
         cv.paint(*cv.ellipsoid(head, (24, 24, 24), 0.8), anat.cortex_hu, C.CORTEX)

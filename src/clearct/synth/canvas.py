@@ -2,12 +2,16 @@
 
 Axes follow the CTVolume contract: index (z, y, x); x grows towards patient left, y towards posterior, z towards
 superior. Shapes are rasterised only inside their bounding box, so many small shapes stay cheap.
+
+A canvas can be worked on in z-slabs (:meth:`Canvas.slabs`): a slab is a canvas over a run of slices whose arrays are
+views of the whole canvas's, and whose boxes are the whole grid's boxes cut to the slab, so a voxel-wise drawing
+done slab by slab gives the same voxels as one done on the whole grid while its temporaries stay slab-sized.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
@@ -21,21 +25,71 @@ ORGAN_NAMES = ["air", "skin", "fat", "muscle", "lung", "airway", "lung_vessel", 
 Box = tuple[slice, slice, slice]
 # A rasterised shape: its index box and weights, or (None, None) when it misses the grid.
 Shape = tuple[Box | None, np.ndarray | None]
+SLAB_VOXELS = 1 << 21  # voxels per slab of whole-grid work: 8 slices of 512² (temporaries ≈ 20–40 B per voxel)
 
 
 @dataclass
 class Canvas:
-    """HU (float32) and organ codes (uint8) on the grid ``z, y, x`` (mm coordinates of voxel centres)."""
+    """HU (float32) and organ codes (uint8) on the grid ``z, y, x`` (mm coordinates of voxel centres).
+
+    ``slab_voxels`` sizes the slabs of whole-grid work (:meth:`slabs`); a slab canvas (made by :meth:`slab`) shares
+    the arrays of its parent, knows the parent's z grid (``z_all``) and its first slice (``k0``).
+    """
 
     z: np.ndarray
     y: np.ndarray
     x: np.ndarray
+    slab_voxels: int = SLAB_VOXELS
+    hu: np.ndarray = field(init=False, repr=False)
+    organ: np.ndarray = field(init=False, repr=False)
+    z_all: np.ndarray = field(init=False, repr=False)
+    k0: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         shape = (self.z.size, self.y.size, self.x.size)
         self.hu = np.full(shape, -1000.0, dtype=np.float32)
         self.organ = np.zeros(shape, dtype=np.uint8)
+        self.z_all = self.z
         self.full: Box = (slice(None), slice(None), slice(None))
+
+    @property
+    def dz(self) -> float:
+        """Slice spacing of the whole grid (1 mm for a single slice)."""
+        return float(self.z_all[1] - self.z_all[0]) if self.z_all.size > 1 else 1.0
+
+    # --- slabs -----------------------------------------------------------------------------------------------
+    def slab(self, k0: int, k1: int) -> Canvas:
+        """Slices ``k0:k1`` (of the whole grid) as a canvas whose arrays are views of this one's."""
+        sub = object.__new__(Canvas)
+        base = self.k0
+        sub.z, sub.y, sub.x, sub.slab_voxels = self.z_all[k0:k1], self.y, self.x, self.slab_voxels
+        sub.hu, sub.organ = self.hu[k0 - base:k1 - base], self.organ[k0 - base:k1 - base]
+        sub.z_all, sub.k0, sub.full = self.z_all, k0, self.full
+        return sub
+
+    def slab_depth(self) -> int:
+        return max(1, self.slab_voxels // max(self.y.size * self.x.size, 1))
+
+    def slabs(self) -> Iterator[Canvas]:
+        """This canvas in consecutive slabs of :meth:`slab_depth` slices."""
+        depth, end = self.slab_depth(), self.k0 + self.z.size
+        for k0 in range(self.k0, end, depth):
+            yield self.slab(k0, min(k0 + depth, end))
+
+    def counts(self, mask: Callable[[Canvas], np.ndarray]) -> np.ndarray:
+        """Per slice, how many voxels ``mask(slab)`` marks (the mask evaluated slab by slab)."""
+        return np.concatenate([np.broadcast_to(mask(s), s.hu.shape).sum(axis=(1, 2)) for s in self.slabs()])
+
+    def pick(self, mask: Callable[[Canvas], np.ndarray], counts: np.ndarray,
+             rng: np.random.Generator) -> tuple[int, int, int]:
+        """A uniformly drawn voxel ``(k, i, j)`` of ``mask``: the voxel ``np.flatnonzero`` of the whole mask would
+        give at ``rng.integers(total)``, found through the per-slice ``counts`` without the whole mask."""
+        draw = int(rng.integers(int(counts.sum())))
+        ends = np.cumsum(counts)
+        k = int(np.searchsorted(ends, draw, side="right"))
+        plane = np.broadcast_to(mask(self.slab(k, k + 1)), (1, self.y.size, self.x.size))[0]
+        i, j = np.unravel_index(np.flatnonzero(plane)[draw - (int(ends[k - 1]) if k else 0)], plane.shape)
+        return k, int(i), int(j)
 
     # --- coordinates -----------------------------------------------------------------------------------------
     def coords(self, box: Box | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -44,15 +98,20 @@ class Canvas:
         return self.z[bz][:, None, None], self.y[by][None, :, None], self.x[bx][None, None, :]
 
     def box(self, lo: np.ndarray, hi: np.ndarray) -> Box | None:
-        """Index box covering the mm range [lo, hi] given as (x, y, z); None when it misses the grid."""
+        """Index box covering the mm range [lo, hi] given as (x, y, z); None when it misses the grid (a slab: the
+        whole grid's box cut to the slab)."""
         out = []
-        for axis, a, b in ((self.z, lo[2], hi[2]), (self.y, lo[1], hi[1]), (self.x, lo[0], hi[0])):
+        for axis, a, b in ((self.z_all, lo[2], hi[2]), (self.y, lo[1], hi[1]), (self.x, lo[0], hi[0])):
             step = axis[1] - axis[0] if axis.size > 1 else 1.0
             i0 = max(int(np.floor((a - axis[0]) / step)), 0)
             i1 = min(int(np.ceil((b - axis[0]) / step)) + 1, axis.size)
             if i1 <= i0:
                 return None
             out.append(slice(i0, i1))
+        z0, z1 = max(out[0].start, self.k0) - self.k0, min(out[0].stop, self.k0 + self.z.size) - self.k0
+        if z1 <= z0:
+            return None
+        out[0] = slice(z0, z1)
         return tuple(out)  # type: ignore[return-value]
 
     # --- shapes: each returns (box, weight in [0, 1]) with a soft edge of ``edge`` mm -------------------------

@@ -53,7 +53,11 @@ def render_patient(seed: int, index: int, settings: SynthSettings, *, with_findi
     findings = SynthFindings(**s.model_dump(include=set(SynthFindings.model_fields)))
     return make_phantom(np.random.SeedSequence(seed, spawn_key=(index,)), patient_id=pid, scan_id=sid, size=s.size,
                         slices=s.slices, chest_share=SCAN_RANGES[s.scan_range], knobs=findings, acq=acq,
-                        with_findings=with_findings)
+                        with_findings=with_findings, pixel_mm=_pair(s.pixel_mm), slice_mm=_pair(s.slice_mm))
+
+
+def _pair(value: list[float] | None) -> tuple[float, float] | None:
+    return None if value is None else (value[0], value[1])
 
 
 def _one_patient(job: dict[str, Any]) -> dict[str, Any]:

@@ -2,10 +2,16 @@
 
 Each finding is painted onto the canvas after the anatomy; what was drawn is returned as data, so the label
 tables are written from what is in the image, never from what was merely intended.
+
+Findings work on the whole canvas, but nothing here makes a volume-sized temporary: candidate voxels are counted
+and drawn slice by slice (:meth:`Canvas.pick`, the voxel ``np.flatnonzero`` of the whole mask would give), masks and
+volume-wide random fields are made slab by slab, and the distance to the lung surface (fibrosis) is computed on
+slabs with a halo of the 14 mm it is needed to.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,6 +21,7 @@ from clearct.config import SynthFindings
 from clearct.synth import canvas as C
 from clearct.synth.anatomy import Anatomy, Spacing, Torso, hilum, smooth_field
 from clearct.synth.canvas import Canvas
+from clearct.synth.fields import SlabField
 from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
 
 _LUNG = (C.LUNG, C.LUNG_VESSEL)
@@ -84,14 +91,15 @@ _LESION_HU = {"lung": 35.0, "liver": 45.0, "kidney": 25.0, "mediastinum": 45.0, 
 def place_lesion(cv: Canvas, loc: str, diameter: float, rng: np.random.Generator, anat: Anatomy,
                  knobs: SynthFindings, lesion_hu: float | None = None) -> Lesion | None:
     """Put one ellipsoidal lesion in the location's organ; None when the organ is not in the scan range."""
-    codes, cand = _hosts(cv, anat, loc)
-    idx = np.flatnonzero(cand)
-    if idx.size == 0:
+    codes = _hosts(cv.slab(0, 1), anat, loc)[0]
+    host_mask = lambda s: _hosts(s, anat, loc)[1]  # noqa: E731
+    counts = cv.counts(host_mask)
+    if counts.sum() == 0:
         return None
     dz = abs(cv.z[1] - cv.z[0]) if cv.z.size > 1 else 1.0
     px = cv.x[1] - cv.x[0]
     for attempt in range(12):
-        k, i, j = np.unravel_index(idx[rng.integers(idx.size)], cv.hu.shape)
+        k, i, j = cv.pick(host_mask, counts, rng)
         center = np.array([cv.x[j] + rng.uniform(-0.5, 0.5) * px, cv.y[i] + rng.uniform(-0.5, 0.5) * px,
                            cv.z[k] + rng.uniform(-0.25, 0.25) * dz])
         d = diameter * (0.85 ** attempt)
@@ -131,7 +139,7 @@ def draw_findings(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator,
     """Sample and paint every finding for one patient (lung abnormalities first, then the located lesions)."""
     out = Findings()
     spacing = (abs(cv.z[1] - cv.z[0]) if cv.z.size > 1 else 5.0, cv.y[1] - cv.y[0], cv.x[1] - cv.x[0])
-    has_lung = bool((cv.organ == C.LUNG).any())
+    has_lung = any(bool((s.organ == C.LUNG).any()) for s in cv.slabs())
     wanted = {name: has_lung and rng.random() < knobs.lung_prevalence for name in LUNG_FINDINGS}
     out.primary_tumour = int(has_lung and rng.random() < knobs.primary_tumour)
     out.stage_high = int(out.primary_tumour and rng.random() < knobs.stage_high_share)
@@ -172,17 +180,29 @@ def _lung_mask(cv: Canvas) -> np.ndarray:
     return np.isin(cv.organ, _LUNG)
 
 
+def _field(cv: Canvas, rng: np.random.Generator, sigma_mm: float, spacing: Spacing) -> SlabField:
+    """``smooth_field(rng, cv.hu.shape, sigma_mm, spacing)`` delivered slab by slab."""
+    sigmas = (sigma_mm / spacing[0], sigma_mm / spacing[1], sigma_mm / spacing[2])
+    return SlabField(rng, cv.hu.shape, sigmas, mode="nearest", slab=cv.slab_depth())
+
+
 def _emphysema(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
                side: int) -> bool:
-    z = cv.coords()[0]
-    upper = _lung_mask(cv) & (z > anat.dome_right + 0.4 * (anat.lung_apex - anat.dome_right))
-    holes = upper & (smooth_field(rng, cv.hu.shape, 4.0, spacing) > 0.6)
-    cv.paint(cv.full, holes, -975.0)
-    idx = np.flatnonzero(upper)
-    for _ in range(3 if idx.size else 0):  # a few bullae
-        k, i, j = np.unravel_index(idx[rng.integers(idx.size)], cv.hu.shape)
+    def upper(s: Canvas) -> np.ndarray:
+        return _lung_mask(s) & (s.coords()[0] > anat.dome_right + 0.4 * (anat.lung_apex - anat.dome_right))
+
+    smooth = _field(cv, rng, 4.0, spacing)
+    counts, drawn = np.zeros(cv.z.size, np.int64), False
+    for s in cv.slabs():
+        up = upper(s)
+        holes = up & (smooth.normalised(s.k0, s.k0 + s.z.size) > 0.6)
+        s.paint(s.full, holes, -975.0)
+        drawn |= bool(holes.any())
+        counts[s.k0 : s.k0 + s.z.size] = up.sum(axis=(1, 2))
+    for _ in range(3 if counts.sum() else 0):  # a few bullae
+        k, i, j = cv.pick(upper, counts, rng)
         cv.paint(*cv.ellipsoid((cv.x[j], cv.y[i], cv.z[k]), rng.uniform(8, 16, 3), 1.0), -995.0, inside=_LUNG)
-    return bool(holes.any())
+    return drawn
 
 
 def _posterior_edge(lung: np.ndarray, cv: Canvas) -> np.ndarray:
@@ -191,54 +211,91 @@ def _posterior_edge(lung: np.ndarray, cv: Canvas) -> np.ndarray:
     return np.where(lung.any(axis=1), cv.y[last], -np.inf)[:, None, :]
 
 
+def _side_lung_base(cv: Canvas, t: Torso, side: int) -> tuple[float | None, Callable[[Canvas], np.ndarray]]:
+    """The lung of one side (a slab mask) and the z of its lowest slice (None: no lung on that side)."""
+    def lung(s: Canvas) -> np.ndarray:
+        return _lung_mask(s) & ((s.coords()[2] - t.x0) * side > 0)
+
+    present = cv.counts(lung) > 0
+    return (float(cv.z[present].min()) if present.any() else None), lung
+
+
 def _effusion(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
               side: int) -> bool:
-    z, y, x = cv.coords()
-    lung = _lung_mask(cv) & ((x - t.x0) * side > 0)
-    if not lung.any():
+    base, lung_of = _side_lung_base(cv, t, side)
+    if base is None:
         return False
-    base = z[lung.any(axis=(1, 2))].min()
-    depth = rng.uniform(25.0, 55.0) * np.clip(1 - (z - base) / 180.0, 0, 1)
-    fluid = lung & (y >= _posterior_edge(lung, cv) - depth)
-    cv.paint(cv.full, fluid, rng.uniform(5.0, 20.0), C.EFFUSION)
-    return bool(fluid.any())
+    deepest, value, drawn = rng.uniform(25.0, 55.0), rng.uniform(5.0, 20.0), False
+    for s in cv.slabs():
+        z, y, _ = s.coords()
+        lung = lung_of(s)
+        depth = deepest * np.clip(1 - (z - base) / 180.0, 0, 1)
+        fluid = lung & (y >= _posterior_edge(lung, s) - depth)
+        s.paint(s.full, fluid, value, C.EFFUSION)
+        drawn |= bool(fluid.any())
+    return drawn
 
 
 def _atelectasis(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
                  side: int) -> bool:
     """Dependent / compressive atelectasis: a dense band along the posterior lower lung."""
-    z, y, x = cv.coords()
-    lung = _lung_mask(cv) & ((x - t.x0) * side > 0)
-    if not lung.any():
+    base, lung_of = _side_lung_base(cv, t, side)
+    if base is None:
         return False
-    base = z[lung.any(axis=(1, 2))].min()
-    band = lung & (z < base + rng.uniform(80.0, 130.0))
-    band &= y >= _posterior_edge(lung, cv) - rng.uniform(12.0, 22.0)
-    cv.paint(cv.full, band, 45.0, C.LUNG)
-    return bool(band.any())
+    top, thickness, drawn = base + rng.uniform(80.0, 130.0), rng.uniform(12.0, 22.0), False
+    for s in cv.slabs():
+        z, y, _ = s.coords()
+        lung = lung_of(s)
+        band = lung & (z < top)
+        band &= y >= _posterior_edge(lung, s) - thickness
+        s.paint(s.full, band, 45.0, C.LUNG)
+        drawn |= bool(band.any())
+    return drawn
+
+
+SUBPLEURAL_MM = 14.0  # fibrosis lies within this distance of the lung surface
+
+
+def _surface_depth(cv: Canvas, k0: int, k1: int, spacing: Spacing) -> np.ndarray:
+    """Distance (mm) of slices ``k0:k1`` to the nearest non-lung voxel, exact where it is below
+    :data:`SUBPLEURAL_MM`: the transform runs on the slices within that distance, cut in-plane to the lung's
+    bounding box plus one voxel (the nearest non-lung voxel of a lung voxel is never outside that ring)."""
+    halo = int(np.ceil(SUBPLEURAL_MM / spacing[0])) + 1
+    a, b = max(0, k0 - halo), min(cv.z.size, k1 + halo)
+    lung = _lung_mask(cv.slab(a, b))
+    depth = np.zeros((k1 - k0, cv.y.size, cv.x.size))
+    rows, cols = np.flatnonzero(lung.any(axis=(0, 2))), np.flatnonzero(lung.any(axis=(0, 1)))
+    if rows.size == 0:
+        return depth
+    r0, r1 = max(rows[0] - 1, 0), min(rows[-1] + 2, cv.y.size)
+    c0, c1 = max(cols[0] - 1, 0), min(cols[-1] + 2, cv.x.size)
+    depth[:, r0:r1, c0:c1] = distance_transform_edt(lung[:, r0:r1, c0:c1], sampling=spacing)[k0 - a : k1 - a]
+    return depth
 
 
 def _fibrosis(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
               side: int) -> bool:
     """Subpleural basal reticulation: a net of thin dense lines near the lung surface."""
-    z = cv.coords()[0]
-    lung = _lung_mask(cv)
-    depth = distance_transform_edt(lung, sampling=spacing)
-    region = lung & (depth < 14.0) & (z < anat.dome_right + 0.55 * (anat.lung_apex - anat.dome_right))
-    net = region & (np.abs(smooth_field(rng, cv.hu.shape, 2.5, spacing)) < 0.25)
-    cv.paint(cv.full, net, -200.0)
-    return bool(net.any())
+    smooth = _field(cv, rng, 2.5, spacing)
+    drawn = False
+    for s in cv.slabs():
+        k0, k1 = s.k0, s.k0 + s.z.size
+        z = s.coords()[0]
+        region = _lung_mask(s) & (_surface_depth(cv, k0, k1, spacing) < SUBPLEURAL_MM)
+        region &= z < anat.dome_right + 0.55 * (anat.lung_apex - anat.dome_right)
+        net = region & (np.abs(smooth.normalised(k0, k1)) < 0.25)
+        s.paint(s.full, net, -200.0)
+        drawn |= bool(net.any())
+    return drawn
 
 
 def _opacity(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
              side: int) -> bool:
     """Ground-glass opacity: patchy haze that raises lung attenuation but keeps vessels visible."""
-    lung = _lung_mask(cv)
-    idx = np.flatnonzero(lung)
-    k, i, j = np.unravel_index(idx[rng.integers(idx.size)], cv.hu.shape)
+    k, i, j = cv.pick(_lung_mask, cv.counts(_lung_mask), rng)
     box, w = cv.ellipsoid((cv.x[j], cv.y[i], cv.z[k]), rng.uniform(35.0, 70.0, 3), 5.0)
     assert box is not None and w is not None  # centred on a voxel of the grid
-    patch = w * lung[box] * (smooth_field(rng, w.shape, 6.0, spacing) > -0.3)
+    patch = w * np.isin(cv.organ[box], _LUNG) * (smooth_field(rng, w.shape, 6.0, spacing) > -0.3)
     cv.hu[box] += patch * 300.0
     return bool((patch > 0.5).any())
 
@@ -246,10 +303,13 @@ def _opacity(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spac
 def _calcification(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
                    side: int) -> bool:
     """Calcified granulomas in the lung and a calcified hilar node."""
-    lung_idx = np.flatnonzero(cv.organ == C.LUNG)
+    def lung(s: Canvas) -> np.ndarray:
+        return s.organ == C.LUNG
+
+    counts = cv.counts(lung)
     drawn = False
     for _ in range(int(rng.integers(2, 5))):
-        k, i, j = np.unravel_index(lung_idx[rng.integers(lung_idx.size)], cv.hu.shape)
+        k, i, j = cv.pick(lung, counts, rng)
         box, w = cv.ellipsoid((cv.x[j], cv.y[i], cv.z[k]), np.full(3, rng.uniform(2.5, 5.0)), 0.8)
         assert w is not None  # centred on a voxel of the grid
         cv.paint(box, w, rng.uniform(500.0, 900.0), inside=_LUNG)
@@ -262,11 +322,12 @@ def _calcification(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator
 def _nodule(cv: Canvas, t: Torso, anat: Anatomy, rng: np.random.Generator, spacing: Spacing,
             side: int) -> bool:
     """One to three small solid nodules (6–12 mm), centred on a slice so they are seen."""
-    codes, cand = _hosts(cv, anat, "lung")
-    idx = np.flatnonzero(cand)
+    codes = _hosts(cv.slab(0, 1), anat, "lung")[0]
+    host_mask = lambda s: _hosts(s, anat, "lung")[1]  # noqa: E731
+    counts = cv.counts(host_mask)
     drawn = False
     for _ in range(int(rng.integers(1, 4))):
-        k, i, j = np.unravel_index(idx[rng.integers(idx.size)], cv.hu.shape)
+        k, i, j = cv.pick(host_mask, counts, rng)
         box, w = cv.ellipsoid((cv.x[j], cv.y[i], cv.z[k]), np.full(3, rng.uniform(3.0, 6.0)), 0.8)
         assert w is not None  # centred on a voxel of the grid
         cv.paint(box, w, 35.0, inside=codes)

@@ -104,7 +104,7 @@ def nifti_affine(vol: CTVolume) -> np.ndarray:
 
 
 def write_nifti(vol: CTVolume, path: Path) -> None:
-    img = nib.Nifti1Image(np.ascontiguousarray(vol.hu.transpose(2, 1, 0)), nifti_affine(vol))
+    img = nib.Nifti1Image(vol.hu.transpose(2, 1, 0), nifti_affine(vol))  # a view: nibabel writes F order
     img.header.set_xyzt_units("mm")
     img.header.set_slope_inter(1.0, 0.0)
     img.set_qform(img.affine, code=1)

@@ -1,0 +1,55 @@
+"""Bags read lazily through a small feature cache give the results of bags held in memory (crossval, deploy,
+attention)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clearct.cli import main
+from clearct.mil.data import FeatureCache, LazyFeats, load_cohort
+from clearct.mil.planted import planted_bags, write_planted_cohort
+
+FAST = ["--folds", "2", "--epochs", "2", "--min-steps", "20", "--bootstrap", "20", "--device", "cpu",
+        "--targets", "t0", "--use-windows", "abdomen", "--no-error-viewers"]
+
+
+@pytest.mark.slow  # four crossval/deploy runs: ≈ 10 s CPU
+def test_lazy_bags_give_the_in_memory_results(tmp_path):
+    bags = planted_bags(16, dim=8, instances=(6, 12), windows=2, seed=1)
+    labels = write_planted_cohort(tmp_path / "train", bags)
+    external = write_planted_cohort(tmp_path / "ext", planted_bags(8, dim=8, instances=(6, 12), windows=2, seed=2,
+                                                                     prefix="e"))
+    outs = {}
+    for name, extra in (("memory", []), ("lazy", ["--feature-memory-gb", "2e-6"])):  # 2 kB: ≈ 2 bags at a time
+        cv, dep = tmp_path / f"cv-{name}", tmp_path / f"deploy-{name}"
+        assert main(["crossval", "--features", str(tmp_path / "train" / "features"), "--labels", str(labels),
+                     "--out", str(cv), *FAST, *extra]) == 0
+        assert main(["deploy", "--model", str(cv), "--features", str(tmp_path / "ext" / "features"), "--labels",
+                     str(external), "--out", str(dep), "--bootstrap", "20", "--device", "cpu", "--no-error-viewers",
+                     *extra]) == 0
+        attn = tmp_path / f"attention-{name}"
+        assert main(["attention", "--model", str(cv), "--features", str(tmp_path / "ext" / "features"), "--out",
+                     str(attn), "--figures", "0", "--device", "cpu", *extra]) == 0
+        outs[name] = cv, dep, attn
+    for a, b in zip(outs["memory"][:2], outs["lazy"][:2]):
+        assert (a / "predictions.csv").read_text() == (b / "predictions.csv").read_text()
+    for folder in (1, 2):
+        assert (outs["memory"][folder] / "attention.csv").read_text() == (outs["lazy"][folder] / "attention.csv").read_text()
+    for fold in ("fold-1", "fold-2"):
+        assert (outs["memory"][0] / fold / "model.safetensors").read_bytes() == \
+            (outs["lazy"][0] / fold / "model.safetensors").read_bytes()
+
+
+def test_the_cache_stays_within_its_bytes_and_rereads_evicted_bags(tmp_path):
+    write_planted_cohort(tmp_path, planted_bags(6, dim=8, instances=(10, 10), seed=0, dtype=np.float16))
+    cohort = load_cohort(tmp_path / "features", None, None, cache_bytes=2 * 10 * 8 * 2)  # two bags of float16
+    memory = load_cohort(tmp_path / "features", None, None)
+    cache = None
+    for _ in range(2):
+        for lazy, held in zip(cohort.bags, memory.bags):
+            assert isinstance(lazy.feats, LazyFeats)
+            assert np.array_equal(np.asarray(lazy.feats), held.feats)
+            cache = lazy.feats.cache
+            assert isinstance(cache, FeatureCache) and cache.bytes <= 2 * 10 * 8 * 2
+    assert cache is not None and cache.reads == 12  # every bag twice: the cache holds two of six
