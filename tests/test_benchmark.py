@@ -248,3 +248,40 @@ def test_bootstrap_sd_matches_resampling_patients_with_sklearn(tmp_path):
         assert got[t] == pytest.approx(np.nanstd(per[t]), abs=1e-12)
     assert got["macro"] == pytest.approx(np.nanstd((per["a"] + per["b"]) / 2), abs=1e-12)
     assert 0.02 < got["a"] < 0.2
+
+
+def test_paired_difference_matches_a_loop_over_patient_resamples_with_sklearn():
+    """The paired macro-AUROC difference: both models scored on the same resampled patients (a patient with two
+    scans is drawn with both), against a plain loop with sklearn; a target without positives in a resample is left
+    out of that resample's macro, as metrics.csv does."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from clearct.evaluate.metrics import bootstrap_weights, paired_difference
+
+    rng = np.random.default_rng(3)
+    n = 40
+    patients = np.array([f"p{i // 2:02d}" for i in range(n)])  # two scans per patient
+    y = np.stack([rng.random(n) < 0.4, rng.random(n) < 0.08], axis=1).astype(float)  # the second target: rare
+    a = y * 0.9 + rng.random((n, 2))  # informative
+    b = y * 0.3 + rng.random((n, 2))  # weaker, on the same scans
+    value, lo, hi = paired_difference(y, a, b, patients, n_boot=400, seed=5)
+
+    def macro(idx: np.ndarray, s: np.ndarray) -> float:
+        vals = [roc_auc_score(y[idx, j], s[idx, j]) for j in range(2) if 0 < y[idx, j].sum() < len(idx)]
+        return float(np.mean(vals)) if vals else np.nan
+
+    everyone = np.arange(n)
+    assert value == pytest.approx(macro(everyone, a) - macro(everyone, b), abs=1e-12)
+    diffs = []
+    for row in bootstrap_weights(patients, 400, 5):
+        idx = np.repeat(everyone, row.astype(int))
+        diffs.append(macro(idx, a) - macro(idx, b))
+    d = np.array(diffs)
+    d = d[np.isfinite(d)]
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(d, [0.025, 0.975])), abs=1e-12)
+    assert 0 < lo < value < hi  # a clearly better model: the CI excludes 0
+    # the same scores on both sides: exactly 0 in every resample
+    assert paired_difference(y[:, 0], a[:, 0], a[:, 0], patients, n_boot=50) == (0.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="differ in shape"):
+        paired_difference(y, a[:, :1], b, patients)
