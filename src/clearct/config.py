@@ -276,8 +276,19 @@ class PretrainConfig(PretrainSettings):
     stop_after: int | None = Field(
         None, ge=1, description="end this invocation after N more epochs (checkpointed; --resume continues)"
     )
+    snapshot_steps: list[int] = Field(
+        [], description="also export the encoder after these optimizer steps, as run folders "
+        "RUN/snapshots/step-<n>/ (MoCo, LECL, supervised; the lr and momentum schedules still span all --epochs)"
+    )
     device: str = _device()
     seed: int = Field(0, description="random seed")
+
+    @field_validator("snapshot_steps")
+    @classmethod
+    def _positive_steps(cls, value: list[int]) -> list[int]:
+        if any(v < 1 for v in value):
+            raise ValueError(f"snapshot_steps are optimizer steps ≥ 1, got {value}")
+        return sorted(set(value))
 
 
 class ExtractSettings(CommandConfig):
