@@ -159,6 +159,21 @@ def test_tiny_benchmark_end_to_end_and_resume(tmp_path, capsys):
     hold = data["auroc"]["location/holdout"]["lecl-3"]["macro"]
     assert 0 <= hold["mean"] <= 1 and hold["sd"] >= 0  # bootstrap sd of a held-out set
     assert (results / "lambda.png").stat().st_size > 5000 and (results / "report.html").is_file()
+    # paired differences: of the comparisons only "best LECL − MoCo" has both encoders here; its value is the
+    # difference of the two pooled macro AUROCs (the same patients), its CI from the paired bootstrap
+    for key, rows in data["paired"].items():
+        assert [(r["pair"], r["a"], r["b"]) for r in rows] == [("best LECL − moco", "lecl-3", "moco")]
+        cells = data["auroc"][key]
+        assert rows[0]["value"] == pytest.approx(cells["lecl-3"]["macro"]["value"] - cells["moco"]["macro"]["value"],
+                                                 abs=2e-5)
+        assert rows[0]["ci_low"] <= rows[0]["ci_high"]
+    assert set(data["paired"]) == {"location/holdout", "location/cv", "lung/cv", "lung/external", "stage/cv"}
+    # the steps axis: MoCo's snapshot after step 2 and the finished run (7 steps); no random init row to pair with
+    axis = {(r["steps"], r["set"]): r for r in data["steps_axis"]}
+    assert set(axis) == {(n, s) for n in (2, 7) for s in ("cv", "holdout")}
+    assert axis[7, "cv"]["value"] == pytest.approx(data["auroc"]["location/cv"]["moco"]["macro"]["value"])
+    assert all(r["vs_random"] is None for r in axis.values())
+    assert "## Pretraining steps" in (results / "report.md").read_text() and (results / "steps-axis.png").is_file()
     assert "λ ablation" in (results / "report.md").read_text()
     steps = json.loads((results / "steps.json").read_text())["steps"]
     assert all(s["status"] == "ran" for s in steps.values())

@@ -84,8 +84,9 @@ PRESET: dict[str, dict] = {
     # ABMIL: lr 1e-3 (the paper's 1e-4 needs ≈ 2,000 steps per model; docs/mil.md), the step floor at 200;
     # test_frac: the lesion-location task's held-out test set (and the curves')
     "crossval": {"epochs": 32, "lr": 1e-3, "min_steps": 200, "bootstrap": 1000, "test_frac": 0.2},
-    # the curves' 3D family: half of finetune3d's 12 epochs (one 3D fit ≈ 19× a MIL task's wall, RESULTS.md)
-    "finetune3d": {"arch": "resnet10", "width": 0.5, "grid": [32, 64, 64], "epochs": 6, "batch_size": 4,
+    # the curves' 3D family at finetune3d's CPU sizes; its cost grows with the labelled scans of every share and
+    # fold, so at ≥ 1,000 scans it gets 2 epochs (the most a 2-hour run holds; RESULTS.md "benchmark")
+    "finetune3d": {"arch": "resnet10", "width": 0.5, "grid": [32, 64, 64], "epochs": 2, "batch_size": 4,
                    "workers": 1},
 }
 
