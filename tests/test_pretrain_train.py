@@ -141,3 +141,29 @@ def test_supervised_ceiling_trains_exports_and_reloads(cohort, tmp_path):
     with pytest.raises(ClearctError, match="trained at 96 px, not 64 px"):
         create_encoder(run, image_size=64)
     assert create_encoder(run, image_size=64, allow_resize=True).input_size == 64
+
+
+@pytest.mark.slow
+def test_snapshots_are_run_folders_of_the_weights_after_their_step(cohort, tmp_path, monkeypatch):
+    """--snapshot-steps: step 6 of 6 is the final encoder itself, step 3 (the end of epoch 1) the trunk of the
+    epoch-1 checkpoint; each loads through create_encoder; steps the run cannot export are refused up front."""
+    from clearct.pretrain.train import snapshot_dir
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same summation order in both runs
+    run, part = tmp_path / "run", tmp_path / "part"
+    run_pretrain(_cfg(cohort, run, method="moco", lesions=None, snapshot_steps=[6, 3]))
+    final = load_file(run / "encoder.safetensors")
+    snaps = {n: load_file(snapshot_dir(run, n) / "encoder.safetensors") for n in (3, 6)}
+    assert all(torch.equal(final[k], snaps[6][k]) for k in final)
+    assert any(not torch.equal(snaps[3][k], snaps[6][k]) for k in final)
+    run_pretrain(_cfg(cohort, part, method="moco", lesions=None, stop_after=1))
+    epoch1 = torch.load(part / CHECKPOINT, weights_only=True)["model"]
+    assert all(torch.equal(v, epoch1[f"trunk.{k}"]) for k, v in snaps[3].items())
+    manifest = json.loads((snapshot_dir(run, 3) / "encoder.json").read_text())
+    assert manifest["info"]["snapshot_step"] == 3 and manifest["info"]["steps"] == 6
+    encoder = create_encoder(snapshot_dir(run, 3))
+    assert all(torch.equal(v, snaps[3][k]) for k, v in encoder.state_dict().items())
+    with pytest.raises(ClearctError, match=r"--snapshot-steps 7 lie beyond the run's 6 steps"):
+        run_pretrain(_cfg(cohort, tmp_path / "far", method="moco", lesions=None, snapshot_steps=[2, 7]))
+    with pytest.raises(ClearctError, match="--snapshot-steps 2 were passed before this resume"):
+        run_pretrain(_cfg(cohort, part, method="moco", lesions=None, snapshot_steps=[2, 5], resume=True))

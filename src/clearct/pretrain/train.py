@@ -5,7 +5,8 @@ Run folder: ``config.yaml`` + ``pretrain.log`` (start_run), ``slice-cache/`` (un
 ``checkpoint.pt`` (after every epoch, atomic: model incl. momentum branch and heads, optimizer, epoch, step, RNG
 states), ``pretrain-log.csv`` (epoch, step, loss, lr, momentum, images/s), TensorBoard events when tensorboard is
 installed, and at the end ``encoder.safetensors`` + ``encoder.json`` (the query trunk) through
-:func:`clearct.encoders.save_encoder_run`. ``--method drasclr`` is handed to :mod:`clearct.pretrain.drasclr`.
+:func:`clearct.encoders.save_encoder_run`; with ``--snapshot-steps`` also ``snapshots/step-<n>/`` (the same two
+files after step n). ``--method drasclr`` is handed to :mod:`clearct.pretrain.drasclr`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import csv
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -42,6 +44,7 @@ from clearct.pretrain.schedules import learning_rate, momentum
 LOG = logging.getLogger("clearct")
 CHECKPOINT = "checkpoint.pt"
 LOG_CSV = "pretrain-log.csv"
+SNAPSHOTS = "snapshots"
 LOG_FIELDS = ["epoch", "step", "loss", "lr", "momentum", "images_per_s"]
 # settings a resumed run must share with the checkpoint (the others — epochs, workers, device … — may change)
 RESUME_KEYS = ("arch", "method", "lam", "variant", "batch_size", "image_size", "windows", "tau", "proj_dim",
@@ -305,15 +308,34 @@ def resolve_defaults(cfg: PretrainConfig, *, slices: int, embed_dim: int) -> Pre
     return cfg.model_copy(update=update)
 
 
+def snapshot_dir(run: Path, step: int) -> Path:
+    """The run folder of the encoder exported after optimizer step ``step`` (``--snapshot-steps``)."""
+    return Path(run) / SNAPSHOTS / f"step-{step}"
+
+
+def check_snapshots(steps: list[int], run: Path, *, total: int, done: int) -> None:
+    """Refuse snapshot steps the run cannot export: beyond its ``total`` steps, or passed before this resumed
+    invocation (``done`` steps) without an exported folder."""
+    beyond = [n for n in steps if n > total]
+    if beyond:
+        raise ClearctError(f"--snapshot-steps {','.join(map(str, beyond))} lie beyond the run's {total} steps", run)
+    missing = [n for n in steps if n <= done and not (snapshot_dir(run, n) / "encoder.json").is_file()]
+    if missing:
+        raise ClearctError(f"--snapshot-steps {','.join(map(str, missing))} were passed before this resume without "
+                           f"a snapshot; train the run afresh (without its {CHECKPOINT}) to export them", run)
+
+
 def run_pretrain(cfg: PretrainConfig) -> int:
     """``clearct pretrain``: MoCo v3, LECL or the supervised ceiling on the slices of ``--scans``; exports the
     (query) trunk to ``--out``."""
+    if cfg.method == "drasclr" and cfg.snapshot_steps:
+        raise ClearctError("--snapshot-steps: MoCo, LECL and the supervised ceiling only, not drasclr", cfg.out)
     if cfg.method == "drasclr":
         from clearct.pretrain.drasclr import run_drasclr
 
         return run_drasclr(cfg)
     from clearct.common.runs import start_run
-    from clearct.encoders import create_encoder, save_encoder_run
+    from clearct.encoders import create_encoder
 
     device = resolve_device(cfg.device)
     info = init_distributed(device.type)
@@ -344,8 +366,17 @@ def run_pretrain(cfg: PretrainConfig) -> int:
         elif cfg.resume:
             LOG.info("pretrain: --resume but no %s yet, starting from scratch", CHECKPOINT)
         last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, start_epoch + cfg.stop_after)
+        total = cfg.epochs * len(loader)
+        check_snapshots(cfg.snapshot_steps, out, total=total, done=step)
+        about = {"method": cfg.method, "training": cfg.model_dump(mode="json"), "data": data_summary,
+                 "steps": total, "world_size": info.world_size, "clearct_version": __version__}
+
+        def snapshot(n: int) -> None:  # the weights after step n; the schedules are those of the whole run
+            _export(snapshot_dir(out, n), model, cfg, windows, {**about, "snapshot_step": n})
+
         with training_threads(device.type == "cpu" and not is_distributed(), LOG.info, "pretrain"):
-            loss = _train(cfg, model, optimizer, loader, info, device, out, start_epoch, last, step)
+            loss = _train(cfg, model, optimizer, loader, info, device, out, start_epoch, last, step,
+                          snapshot if info.is_main else None)
         assert cfg.batch_size is not None and cfg.image_size is not None, "resolved by _build_data"
         local = cfg.batch_size // info.world_size
         views = torch.zeros(local, 3, cfg.image_size, cfg.image_size, device=device)
@@ -359,12 +390,7 @@ def run_pretrain(cfg: PretrainConfig) -> int:
         if finished_before:
             LOG.info("pretrain: all %d epochs were trained before; %s/encoder.json kept", cfg.epochs, out)
         elif info.is_main and last == cfg.epochs:
-            trunk = model.trunk.eval().cpu()
-            about = {"method": cfg.method, "training": cfg.model_dump(mode="json"), "data": data_summary,
-                     "epochs_trained": cfg.epochs, "final_loss": loss, "world_size": info.world_size,
-                     "clearct_version": __version__}
-            save_encoder_run(out, trunk, arch=cfg.arch, windows=[(w.name, w.lo, w.hi) for w in windows],
-                             info=about)
+            _export(out, model, cfg, windows, {**about, "epochs_trained": cfg.epochs, "final_loss": loss})
             LOG.info("pretrain: exported the query encoder to %s", out)
         if is_distributed():
             dist.barrier()
@@ -374,8 +400,19 @@ def run_pretrain(cfg: PretrainConfig) -> int:
     return 1 if data_summary["skipped_scans"] else 0  # scans left out (listed above): the batch rule's exit code
 
 
+def _export(folder: Path, model: nn.Module, cfg: PretrainConfig, windows: list, about: dict) -> None:
+    """The query trunk of ``model`` as an encoder run folder (weights copied to the CPU; the model is left as it
+    is, so training can go on after a snapshot)."""
+    from clearct.encoders import save_encoder_run
+
+    trunk = model.trunk
+    assert isinstance(trunk, nn.Module), "MoCo and the supervised classifier hold the trunk"
+    save_encoder_run(folder, trunk, arch=cfg.arch, windows=[(w.name, w.lo, w.hi) for w in windows], info=about)
+
+
 def _train(cfg: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimizer, loader: DataLoader,
-           info: DistInfo, device: torch.device, out: Path, start: int, stop: int, step: int) -> float | None:
+           info: DistInfo, device: torch.device, out: Path, start: int, stop: int, step: int,
+           snapshot: Callable[[int], None] | None = None) -> float | None:
     from clearct.pretrain.data import EpochSampler
     from clearct.pretrain.views import render_batch
 
@@ -408,6 +445,9 @@ def _train(cfg: PretrainConfig, model: nn.Module, optimizer: torch.optim.Optimiz
             loss = train_step(net, optimizer, x1, x2, extra, lr=lr, m=m, loss_spec=loss_spec, device=device,
                               amp=cfg.amp)
             step += 1
+            if snapshot is not None and step in cfg.snapshot_steps:
+                snapshot(step)
+                LOG.info("pretrain: snapshot after step %d exported to %s", step, snapshot_dir(out, step))
             if step % cfg.log_every == 0 or i == steps_per_epoch - 1:
                 last_loss = _mean_over_ranks(loss.float())
                 now = time.perf_counter()

@@ -27,13 +27,10 @@ import os
 import platform
 import re
 import time
-import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from clearct.common.atomic import atomic_write_text
 from clearct.common.errors import ClearctError
@@ -55,38 +52,41 @@ from clearct.config import (
 )
 from clearct.evaluate.curves import headline
 from clearct.evaluate.efficiency import one_more_task
-from clearct.evaluate.metrics import bootstrap_weights, weighted_auroc
 from clearct.extract.run import run_extract
 from clearct.inference.deploy import run_deploy
 from clearct.mil.crossval import run_crossval
-from clearct.pretrain.train import run_pretrain
-from clearct.report.benchmark import RESULT_SETS, write_results
+from clearct.pretrain.train import LOG_CSV, run_pretrain, snapshot_dir
+from clearct.report.benchmark import write_results
 from clearct.synth.cohort import run_synth
 from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
+from clearct.workflows.benchmark_results import collect, collect_paired, collect_steps
 from clearct.workflows.curves import CurveStep, run_curve_step
 from clearct.workflows.runner import Step, run_steps
 
 # the lung-abnormality task is the only one DrasCLR (a 3D lung-patch method) is applied to
 TASK_ENCODERS = {"location": "2d", "lung": "all", "stage": "2d"}
 
-# The benchmark's settings for the section fields the user leaves empty (the 2-CPU-core size: benchmarks/RESULTS.md
-# "benchmark"); everything else is the commands' own default.
+# The benchmark's settings for the section fields the user leaves empty (the 2-CPU-core size of ≥ 1,000 labelled
+# scans: benchmarks/RESULTS.md "benchmark"); everything else is the commands' own default.
 PRESET: dict[str, dict] = {
     # the recipe's cohort (RESULTS.md "recipe"); at lesion contrast 1.0 / 10–50 mm every encoder was at chance
-    "synth": {"format": "nifti", "size": 96, "slices": 32, "lesion_contrast": 4.0, "lesion_size_mm": [30.0, 80.0],
+    "synth": {"format": "nifti", "size": 128, "slices": 32, "lesion_contrast": 4.0, "lesion_size_mm": [30.0, 80.0],
               "workers": 2},
-    # every 2D encoder: the same architecture and budget (6 epochs ≈ 360 steps at 120 patients); DrasCLR at the
-    # sizes of a few CPU minutes
-    "pretrain": {"arch": "resnet_tiny", "epochs": 6, "batch_size": 64, "lr": 4e-3, "warmup_epochs": 1.0,
-                 "lesion_share": 0.5, "lesion_crop_scale": [2.0, 4.0], "mlp_dim": 512, "proj_dim": 128, "workers": 1,
+    # every 2D encoder: the same architecture, input size and budget — one epoch over the training cohort's slices
+    # (the supervised ceiling: supervised_epochs over its lesion-target slices); the warm-up spans the epoch.
+    # DrasCLR at the sizes of a few CPU minutes
+    "pretrain": {"arch": "resnet_tiny", "image_size": 96, "epochs": 1, "batch_size": 64, "lr": 4e-3,
+                 "warmup_epochs": 1.0, "lesion_share": 0.5, "lesion_crop_scale": [2.0, 4.0], "mlp_dim": 512,
+                 "proj_dim": 128, "workers": 1,
                  "drasclr": {"patch_size": 16, "voxel_mm": 4.0, "grid_mm": 60.0, "channels": [8, 16, 32],
                              "experts": 4, "queue": 256}},
     "extract": {"workers": 1},
     # ABMIL: lr 1e-3 (the paper's 1e-4 needs ≈ 2,000 steps per model; docs/mil.md), the step floor at 200;
     # test_frac: the lesion-location task's held-out test set (and the curves')
-    "crossval": {"epochs": 24, "lr": 1e-3, "min_steps": 200, "bootstrap": 200, "test_frac": 0.2},
-    # the curves' 3D family: half of finetune3d's 12 epochs (one 3D fit ≈ 19× a MIL task's wall, RESULTS.md)
-    "finetune3d": {"arch": "resnet10", "width": 0.5, "grid": [32, 64, 64], "epochs": 6, "batch_size": 4,
+    "crossval": {"epochs": 32, "lr": 1e-3, "min_steps": 200, "bootstrap": 1000, "test_frac": 0.2},
+    # the curves' 3D family at finetune3d's CPU sizes; its cost grows with the labelled scans of every share and
+    # fold, so at ≥ 1,000 scans it gets 2 epochs (the most a 2-hour run holds; RESULTS.md "benchmark")
+    "finetune3d": {"arch": "resnet10", "width": 0.5, "grid": [32, 64, 64], "epochs": 2, "batch_size": 4,
                    "workers": 1},
 }
 
@@ -154,7 +154,8 @@ def _synth_steps(plan: BenchmarkPlan, root: Path) -> list[Step]:
 
 def _pretrain_step(plan: BenchmarkPlan, enc: Encoder, root: Path) -> Step:
     cfg, train, out = plan.cfg, root / "cohorts" / "train", root / "encoders" / enc.name
-    io = {"scans": train / "scans.csv", "out": out, "resume": True, "device": cfg.device, "seed": cfg.seed}
+    io = {"scans": train / "scans.csv", "out": out, "resume": True, "device": cfg.device, "seed": cfg.seed,
+          "snapshot_steps": cfg.step_snapshots if enc in step_encoders(cfg) else []}
     settings = plan.pretrain.model_dump()
     if enc.is_3d:  # batch size: DrasCLR's own preset
         config = PretrainConfig(**{**settings, "method": "drasclr", "epochs": cfg.drasclr_epochs, "batch_size": None},
@@ -183,18 +184,23 @@ def feature_sets(enc: Encoder, tasks: list[str]) -> dict[str, tuple[str, list[st
     return wanted
 
 
+def _extract_config(plan: BenchmarkPlan, source: str, cohort: Path, windows: list[str], out: Path, *,
+                    random_init: bool) -> ExtractConfig:
+    """Extraction of ``cohort`` with encoder ``source`` (random init at the 2D encoders' size; a run folder at its
+    own training size)."""
+    # overwrite: the runner re-runs extraction only when the encoder changed (its features must follow)
+    return ExtractConfig(**{**plan.extract.model_dump(), "windows": windows, "overwrite": True,
+                            "image_size": plan.image_size if random_init else plan.extract.image_size},
+                         scans=cohort / "scans.csv", encoder=source, out=out, device=plan.cfg.device)
+
+
 def _extract_steps(plan: BenchmarkPlan, enc: Encoder, root: Path) -> list[Step]:
-    cfg = plan.cfg
     source = f"random:{plan.pretrain.arch}" if enc.method is None else str(root / "encoders" / enc.name)
     steps = []
-    for folder, (cohort, windows) in feature_sets(enc, cfg.tasks).items():
-        out = root / "features" / enc.name / folder
-        # overwrite: the runner re-runs extraction only when the encoder changed (its features must follow)
-        config = ExtractConfig(**{**plan.extract.model_dump(), "windows": windows, "overwrite": True,
-                                  "image_size": plan.image_size if enc.method is None else plan.extract.image_size},
-                               scans=root / "cohorts" / cohort / "scans.csv", encoder=source, out=out,
-                               device=cfg.device)
-        steps.append(Step(f"extract {enc.name} {folder}", run_extract, config, out))
+    for folder, (cohort, windows) in feature_sets(enc, plan.cfg.tasks).items():
+        config = _extract_config(plan, source, root / "cohorts" / cohort, windows, root / "features" / enc.name / folder,
+                                 random_init=enc.method is None)
+        steps.append(Step(f"extract {enc.name} {folder}", run_extract, config, config.out))
     return steps
 
 
@@ -281,18 +287,53 @@ def _curve_steps(plan: BenchmarkPlan, root: Path) -> list[Step]:
     return steps
 
 
+def step_encoders(cfg: BenchmarkConfig) -> list[Encoder]:
+    """The encoders with a pretraining-steps axis: ``step_encoders`` ∩ ``encoders`` that a 2D pretraining run
+    makes (random init has no steps, DrasCLR no snapshots), in ``step_encoders`` order; none without
+    ``step_snapshots`` or without the location task."""
+    wanted = [parse_encoder(e) for e in cfg.step_encoders]
+    if not cfg.step_snapshots or "location" not in cfg.tasks:
+        return []
+    return [e for e in wanted if e.name in cfg.encoders and e.method is not None and not e.is_3d]
+
+
+def step_folder(root: Path, encoder: str, step: int) -> Path:
+    """``OUT/steps/<encoder>/step-<n>/``: the snapshot's features (``features/``) and its location task
+    (``location/``)."""
+    return root / "steps" / encoder / f"step-{step}"
+
+
+def _steps_axis(plan: BenchmarkPlan, root: Path) -> list[Step]:
+    """Per step encoder and snapshot: extract the training cohort in Task 1's windows with the snapshot, then
+    Task 1's own crossval on those features (same folds, held-out patients and settings as the encoder's row)."""
+    steps = []
+    for enc in step_encoders(plan.cfg):
+        base = _task_crossval(plan, enc, root, "location")
+        assert base is not None, "step_encoders keeps 2D encoders with the location task"
+        cohort, windows = feature_sets(enc, plan.cfg.tasks)["train-both"]
+        for n in plan.cfg.step_snapshots:
+            folder = step_folder(root, enc.name, n)
+            ex = _extract_config(plan, str(snapshot_dir(root / "encoders" / enc.name, n)), root / "cohorts" / cohort,
+                                 windows, folder / "features", random_init=False)
+            cv = base.model_copy(update={"features": ex.out, "out": folder / "location"})
+            steps += [Step(f"extract {enc.name} step-{n}", run_extract, ex, ex.out),
+                      Step(f"crossval {enc.name} step-{n} location", run_crossval, cv, cv.out)]
+    return steps
+
+
 def plan_steps(plan: BenchmarkPlan, root: Path) -> list[Step]:
     """Every step of the benchmark in run order (pure: nothing is run or written).
 
     The cohorts come first, then one encoder after the other (pretrain, extract, tasks) in ``encoders`` order, so
-    a run that is stopped early has complete rows for the encoders it reached; the data-efficiency curves come
-    last (they read the features of the curve encoders)."""
+    a run that is stopped early has complete rows for the encoders it reached; then the pretraining-steps axis
+    (it reads the snapshots the step encoders' pretraining wrote) and last the data-efficiency curves (they read
+    the features of the curve encoders; the 3D family is the most expensive part)."""
     steps = _synth_steps(plan, root)
     for e in map(parse_encoder, plan.cfg.encoders):
         if e.method is not None:
             steps.append(_pretrain_step(plan, e, root))
         steps += _extract_steps(plan, e, root) + _task_steps(plan, e, root)
-    return steps + _curve_steps(plan, root)
+    return steps + _steps_axis(plan, root) + _curve_steps(plan, root)
 
 
 def encoder_order(name: str) -> tuple[int, float]:
@@ -316,15 +357,48 @@ def run_benchmark(cfg: BenchmarkConfig) -> int:
     machine = machine_info(load_start, time.perf_counter() - total)
     (root / "results").mkdir(exist_ok=True)
     atomic_write_text(root / "results" / "steps.json", json.dumps({"steps": times, "machine": machine}, indent=1))
-    aurocs = collect(root, sorted(cfg.encoders, key=encoder_order), n_boot=max(plan.crossval.bootstrap, 100),
-                     seed=cfg.seed)
-    paths = write_results(plan, root, aurocs, machine, sum(t["seconds"] for t in times.values()),
-                          collect_curves(plan, root, steps))
+    n_boot = max(plan.crossval.bootstrap, 100)
+    aurocs = collect(root, sorted(cfg.encoders, key=encoder_order), n_boot=n_boot, seed=cfg.seed)
+    paths = write_results(
+        plan, root, aurocs, machine, times, paired=collect_paired(root, aurocs, n_boot=n_boot, seed=cfg.seed),
+        steps=collect_steps(step_points(plan, root), random_reference(plan, root), n_boot=n_boot, seed=cfg.seed),
+        curves=collect_curves(plan, root, steps))
     ran = sum(t["status"] == "ran" for t in times.values())
     LOG.info("benchmark: %d step(s) ran, %d reused", ran, len(steps) - ran)
     print(f"\nbenchmark: {ran} step(s) ran, {len(steps) - ran} reused, {machine['wall_s']:.0f} s; "
           f"tables in {paths['tables']}, λ plot in {paths['lambda']}")
     return 0
+
+
+def random_reference(plan: BenchmarkPlan, root: Path) -> Path | None:
+    """The random-init lesion-location task folder: step 0 of every steps axis, and what each point is paired
+    with (pretraining starts from the same initialisation as ``random:<arch>`` at seed 0)."""
+    return root / "tasks" / "random" / "location" if "random" in plan.cfg.encoders else None
+
+
+def final_steps(run: Path) -> int | None:
+    """The optimizer steps a finished pretraining run took (the last row of its pretrain-log.csv)."""
+    path = run / LOG_CSV
+    if not path.is_file():
+        return None
+    with open(path, newline="") as fh:
+        steps = [int(r["step"]) for r in csv.DictReader(fh)]
+    return max(steps) if steps else None
+
+
+def step_points(plan: BenchmarkPlan, root: Path) -> dict[str, list[tuple[int, Path]]]:
+    """Per step encoder: (pretraining steps, lesion-location task folder) from random init (0) over the snapshots
+    to the finished encoder's own row."""
+    points = {}
+    reference = random_reference(plan, root)
+    for enc in step_encoders(plan.cfg):
+        at = [(0, reference)] if reference is not None else []
+        at += [(n, step_folder(root, enc.name, n) / "location") for n in plan.cfg.step_snapshots]
+        last = final_steps(root / "encoders" / enc.name)
+        if last is not None:
+            at.append((last, root / "tasks" / enc.name / "location"))
+        points[enc.name] = at
+    return points
 
 
 def machine_info(load_start: tuple[float, float, float], wall_s: float) -> dict:
@@ -346,31 +420,6 @@ def machine_info(load_start: tuple[float, float, float], wall_s: float) -> dict:
 
 
 # --- reading the task results --------------------------------------------------------------------------------
-
-def collect(root: Path, encoders: list[str], *, n_boot: int, seed: int) -> dict[str, dict[str, dict]]:
-    """{result set key: {encoder: {target|"macro": {"mean", "sd", "value", "ci_low", "ci_high"}}}}."""
-    out: dict[str, dict[str, dict]] = {}
-    for rs in RESULT_SETS:
-        per_encoder = {}
-        for enc in encoders:
-            folder = root / "tasks" / enc / rs.task
-            table = auroc_table(folder / "metrics.csv", rs.set_name)
-            if not table:
-                continue
-            sds = {} if rs.folds else bootstrap_sd(folder / "predictions.csv", rs.set_name, n_boot=n_boot, seed=seed)
-            cells = {}
-            for target, m in table.items():
-                mean, sd = (m["fold_mean"], m["fold_sd"]) if rs.folds else (m["value"], sds.get(target, math.nan))
-                cells[target] = {"mean": mean, "sd": sd, "value": m["value"], "ci_low": m["ci_low"],
-                                 "ci_high": m["ci_high"]}
-            if len(rs.targets) == 1:  # one target: its row is also the average
-                cells["macro"] = cells[rs.targets[0]]
-            per_encoder[enc] = cells
-        if per_encoder:
-            out[rs.key] = per_encoder
-    return out
-
-
 
 _CURVE_NUMBERS = ("share", "train_patients", "test_patients", "value", "ci_low", "ci_high", "wall_s", "flops")
 
@@ -417,48 +466,3 @@ def collect_curves(plan: BenchmarkPlan, root: Path, steps: list[Step]) -> dict:
     """{"rows": headline rows of every curve step, "compute": {task: cost of one more task}}."""
     rows = [r for s in steps if isinstance(s.config, CurveStep) for r in read_curve(s)]
     return {"rows": rows, "compute": curve_costs(plan, root) if rows else {}}
-
-
-def read_metric_rows(path: Path) -> list[dict]:
-    """``metrics.csv`` rows with float values (NaN for empty cells); [] when the file does not exist."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for r in rows:
-        for k in ("value", "ci_low", "ci_high", "fold_mean", "fold_sd"):
-            r[k] = float(r[k]) if r.get(k) not in (None, "") else math.nan
-    return rows
-
-
-def auroc_table(path: Path, set_name: str) -> dict[str, dict[str, float]]:
-    """{target: {value, ci_low, ci_high, fold_mean, fold_sd}} of the AUROC rows of one set of a metrics.csv."""
-    return {r["target"]: {k: r[k] for k in ("value", "ci_low", "ci_high", "fold_mean", "fold_sd")}
-            for r in read_metric_rows(path) if r["set"] == set_name and r["metric"] == "auroc"}
-
-
-def bootstrap_sd(predictions: Path, set_name: str, *, n_boot: int, seed: int) -> dict[str, float]:
-    """Patient-bootstrap sd of the AUROC per target (and of the macro mean) from a ``predictions.csv``.
-
-    A held-out or external set is predicted by the fold ensemble once, so it has no fold spread; its ± is the
-    bootstrap sd instead."""
-    with open(predictions, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["set"] == set_name]
-    if not rows:
-        return {}
-    scans = sorted({r["scan_id"] for r in rows})
-    targets = list(dict.fromkeys(r["target"] for r in rows))
-    index = {s: i for i, s in enumerate(scans)}
-    y, s = np.full((len(scans), len(targets)), np.nan), np.full((len(scans), len(targets)), np.nan)
-    patients = np.empty(len(scans), dtype=object)
-    for r in rows:
-        i, j = index[r["scan_id"]], targets.index(r["target"])
-        y[i, j], s[i, j], patients[i] = float(r["label"]), float(r["probability"]), r["patient_id"]
-    w = bootstrap_weights(patients.astype(str), n_boot, seed)
-    per = {t: weighted_auroc(y[:, j], s[:, j], w) for j, t in enumerate(targets)}
-    with warnings.catch_warnings():  # a class with one label value in the set has no AUROC: NaN, not a warning
-        warnings.simplefilter("ignore", RuntimeWarning)
-        out = {t: float(np.nanstd(v)) for t, v in per.items()}
-        if len(targets) > 1:
-            out["macro"] = float(np.nanstd(np.nanmean(np.stack(list(per.values())), axis=0)))
-    return out

@@ -58,9 +58,12 @@ def fingerprint(config: BaseModel) -> object:
 
 
 def _paths(value: object) -> list[Path]:
-    """The paths in a (nested) config dump."""
+    """The paths in a (nested) config dump; a string counts too (extract's ``encoder`` names a run folder or a
+    registry name: only a folder of an earlier step can match)."""
     if isinstance(value, Path):
         return [value]
+    if isinstance(value, str):
+        return [Path(value)]
     if isinstance(value, dict):
         return [p for v in value.values() for p in _paths(v)]
     if isinstance(value, list | tuple):
