@@ -347,6 +347,10 @@ class MilTraining(CommandConfig):
     batch_size: int = Field(128, ge=1, description="bags per optimizer step (lowered by --min-steps on small cohorts)")
     min_steps: int = Field(2000, ge=0, description="floor on optimizer steps per model: the batch shrinks to reach it")
     bag_size: int = Field(512, ge=1, description="instances drawn at random per training bag (evaluation: whole bags)")
+    instance_dropout: float = Field(
+        0.0, ge=0, lt=1, description="share of a training bag's instances masked out at random each step (at least "
+        "one stays; the bag keeps its length, masked instances get zero attention; evaluation: whole bags)"
+    )
     patience: int = Field(8, ge=1, description="early stopping: epochs without a better validation loss")
     hidden: int = Field(256, ge=1, description="width of the instance encoder, the attention and the head")
     dropout: float = Field(0.25, ge=0, lt=1, description="dropout of the instance encoder and the head")
