@@ -14,7 +14,10 @@ Geometry
 Augmentations (MoCo v3 / BYOL, asymmetric, adapted to grey CT; no colour jitter or grayscale)
 - one HU window per sample, drawn from the configured windows (both views share it);
 - window jitter with p = 0.8 per view: level shifted by U(−0.1, 0.1)·width and width scaled by U(0.8, 1.25) before
-  clipping — brightness/contrast jitter done in HU, so nothing saturates twice;
+  clipping — brightness/contrast jitter done in HU, so nothing saturates twice; ``window_jitter`` s scales both (shift
+  U(−0.1, 0.1)·s·width, width factor 1 + s·(U(0.8, 1.25) − 1)) with the same random draws: s = 0 keeps the window
+  as configured, s = 1 is the recipe above bit for bit. Density findings (effusion, emphysema) are HU levels,
+  which this jitter teaches the encoder to ignore (docs/pretraining.md);
 - horizontal flip p = 0.5; Gaussian blur σ ~ U(0.1, 2.0) px × size / 224 with p = 1.0 (view 1) / 0.1 (view 2) —
   MoCo v3's σ range is for 224 px views, so a 128 px view gets the same blur relative to the image (an unscaled
   σ of 2 px on a 128 px slice wipes out a 6 px lesion); solarize (x ≥ 0.5 → 1 − x) with p = 0 (view 1) / 0.2
@@ -47,6 +50,7 @@ class ViewSpec:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     jitter_p: float = 0.8
+    window_jitter: float = 1.0  # strength of the window jitter: 0 none, 1 MoCo-v3-like (the module docstring)
     blur_p: tuple[float, float] = (1.0, 0.1)
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # at 224 px; scaled by size / 224
     solarize_p: tuple[float, float] = (0.0, 0.2)
@@ -86,16 +90,21 @@ def lesion_crop(rng: np.random.Generator, height: int, width: int, box: Box, cro
     return top, left, side, side
 
 
+def jitter_window(window: tuple[float, float], strength: float, rng: np.random.Generator) -> tuple[float, float]:
+    """The window (lo, hi) with its level shifted by U(−0.1, 0.1)·strength·width and its width scaled by
+    1 + strength·(U(0.8, 1.25) − 1); two draws whatever the strength, so the other augmentations stay the same."""
+    lo, hi = window
+    width = hi - lo
+    centre = (lo + hi) / 2 + rng.uniform(-0.1, 0.1) * strength * width
+    width *= 1 + strength * (rng.uniform(0.8, 1.25) - 1)  # u − 1 is exact, so strength 1 gives u itself
+    return centre - width / 2, centre + width / 2
+
+
 def _render(
     hu: torch.Tensor, crop: Crop, window: tuple[float, float], spec: ViewSpec, rng: np.random.Generator, view: int,
     solarize: bool = True,
 ) -> torch.Tensor:
-    lo, hi = window
-    if rng.random() < spec.jitter_p:
-        width = hi - lo
-        centre = (lo + hi) / 2 + rng.uniform(-0.1, 0.1) * width
-        width *= rng.uniform(0.8, 1.25)
-        lo, hi = centre - width / 2, centre + width / 2
+    lo, hi = jitter_window(window, spec.window_jitter, rng) if rng.random() < spec.jitter_p else window
     x = window_hu(hu, lo, hi)[None]  # (1, H, W) in [0, 1]
     x = TF.resized_crop(x, *crop, [spec.size, spec.size], antialias=True)
     if rng.random() < 0.5:
