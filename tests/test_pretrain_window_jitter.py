@@ -1,4 +1,5 @@
-"""PretrainSettings.window_jitter → ViewSpec.window_jitter: 0 gives unjittered views, 1 today's views bit for bit."""
+"""PretrainSettings.window_jitter → ViewSpec.window_jitter: 0 (the default) gives unjittered views, 1 the views from
+before the option bit for bit."""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ def _window_of_every_view(strength: float, seeds: int = 40) -> list[float]:
 
 
 def test_no_jitter_gives_the_configured_window_and_half_jitter_less_spread():
-    assert PretrainSettings().window_jitter == 1.0 and ViewSpec(size=8, windows=(LUNG,)).window_jitter == 1.0
+    assert PretrainSettings().window_jitter == 0.0 and ViewSpec(size=8, windows=(LUNG,)).window_jitter == 0.0
     unjittered = np.asarray(_window_of_every_view(0.0))
     np.testing.assert_allclose(unjittered, 0.75, atol=1e-6)
     spread = {s: np.ptp(_window_of_every_view(s)) for s in (0.5, 1.0)}
@@ -51,7 +52,7 @@ def _jitter_before_the_option(window, strength, rng):
 
 
 def test_full_jitter_reproduces_the_views_before_the_option_bitwise(monkeypatch):
-    spec = ViewSpec(size=24, windows=(LUNG, (-175.0, 275.0)))
+    spec = ViewSpec(size=24, windows=(LUNG, (-175.0, 275.0)), window_jitter=1.0)
     hu = (np.random.default_rng(9).normal(0, 400, (48, 48))).astype(np.int16)
 
     def all_views() -> list[torch.Tensor]:

@@ -244,8 +244,9 @@ class PretrainSettings(CommandConfig):
     momentum: float = Field(0.99, ge=0, le=1, description="key-encoder momentum m0 at the start (half-cosine to 1)")
     crop_min: float = Field(0.08, gt=0, le=1, description="smallest crop area fraction (lesion crop side ≥ √crop_min·W)")
     window_jitter: float = Field(
-        1.0, ge=0, description="strength of the HU window jitter of the views: scales the level shift (±0.1 × "
-        "width) and the width range (×0.8–1.25); 0 = no jitter, 1 = MoCo v3's brightness/contrast jitter"
+        0.0, ge=0, description="strength of the HU window jitter of the views: scales the level shift (±0.1 × "
+        "width) and the width range (×0.8–1.25); 0 = no jitter (default: the jitter hid emphysema in short runs), "
+        "1 = MoCo v3's brightness/contrast jitter"
     )
     lesion_crop_scale: list[float] | None = Field(
         None, description="lecl: lesion crop side as lo,hi × the box's longer side (e.g. 2,4); default: a share "
