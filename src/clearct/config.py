@@ -330,6 +330,11 @@ class PretrainSettings(CommandConfig):
     tau: float = Field(0.2, gt=0, description="temperature τ of the contrastive loss")
     momentum: float = Field(0.99, ge=0, le=1, description="key-encoder momentum m0 at the start (half-cosine to 1)")
     crop_min: float = Field(0.08, gt=0, le=1, description="smallest crop area fraction (lesion crop side ≥ √crop_min·W)")
+    window_jitter: float = Field(
+        1.0, ge=0, description="strength of the HU window jitter of the views: scales the level shift (±0.1 × "
+        "width) and the width range (×0.8–1.25); 1 = MoCo v3's brightness/contrast jitter (the paper's recipe), "
+        "0 = no jitter (kept emphysema more visible in 1-epoch CPU runs: docs/pretraining.md)"
+    )
     lesion_crop_scale: list[float] | None = Field(
         None, description="lecl: lesion crop side as lo,hi × the box's longer side (e.g. 2,4); default: a share "
         "of the image as --crop-min"
@@ -451,6 +456,10 @@ class MilTraining(CommandConfig):
     batch_size: int = Field(128, ge=1, description="bags per optimizer step (lowered by --min-steps on small cohorts)")
     min_steps: int = Field(2000, ge=0, description="floor on optimizer steps per model: the batch shrinks to reach it")
     bag_size: int = Field(512, ge=1, description="instances drawn at random per training bag (evaluation: whole bags)")
+    instance_dropout: float = Field(
+        0.0, ge=0, lt=1, description="share of a training bag's instances masked out at random each step (at least "
+        "one stays; the bag keeps its length, masked instances get zero attention; evaluation: whole bags)"
+    )
     patience: int = Field(8, ge=1, description="early stopping: epochs without a better validation loss")
     hidden: int = Field(256, ge=1, description="width of the instance encoder, the attention and the head")
     dropout: float = Field(0.25, ge=0, lt=1, description="dropout of the instance encoder and the head")

@@ -6,7 +6,9 @@ validation split) with one guard for small cohorts: **a floor on optimizer steps
 updates in total (128 training bags × 32 epochs at batch 128 is 32 steps, too few for lr 1e-4 to learn anything;
 with the default ``min_steps=2000`` the same cohort trains with batch 2, i.e. 2048 steps). The compute per epoch
 is unchanged — only the number of updates grows. Training bags are random subsets of at most ``bag_size``
-instances drawn uniformly (never steered by lesion annotations); evaluation always uses whole bags.
+instances drawn uniformly (never steered by lesion annotations), optionally with ``instance_dropout``: a share of
+each training bag's instances masked out at random per step (the bag keeps its padded length, the masked instances
+get zero attention); evaluation always uses whole bags.
 A second addition: features are z-scored per dimension with the training bags' statistics (``standardize``, on by
 default; :class:`~clearct.mil.models.FeatureScaler`). Without it, on frozen ViT class-token features whose
 per-dimension means exceed the spread between slices, ABMIL fails even on a planted per-slice signal of 9 sd
@@ -55,6 +57,27 @@ def collate(bags: Sequence[Bag], rows: Sequence[np.ndarray | None] | None = None
     y = np.stack([b.y for b in bags]).astype(np.float32)
     return (torch.from_numpy(x).to(device), torch.from_numpy(mask).to(device), torch.from_numpy(window).to(device),
             torch.from_numpy(y).to(device))
+
+
+def drop_instances(mask: torch.Tensor, share: float, rng: np.random.Generator) -> torch.Tensor:
+    """Instance dropout: each real instance of ``mask`` (B, N) is masked out with probability ``share``; a bag that
+    would lose every instance keeps one of them, drawn at random. Padding stays masked; the shape is unchanged."""
+    real = mask.cpu().numpy()
+    keep = real & (rng.random(real.shape) >= share)
+    for i in np.flatnonzero(real.any(axis=1) & ~keep.any(axis=1)):
+        keep[i, rng.choice(np.flatnonzero(real[i]))] = True
+    return torch.from_numpy(keep).to(mask.device)
+
+
+def training_batch(bags: Sequence[Bag], s: MilTraining, rng: np.random.Generator,
+                   device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training batch: at most ``bag_size`` instances per bag drawn uniformly, then instance dropout (no random
+    draw at all when ``instance_dropout`` is 0, so such runs repeat those without the option bitwise)."""
+    rows = [np.sort(rng.choice(len(b), s.bag_size, replace=False)) if len(b) > s.bag_size else None for b in bags]
+    x, mask, window, y = collate(bags, rows, device)
+    if s.instance_dropout > 0:
+        mask = drop_instances(mask, s.instance_dropout, rng)
+    return x, mask, window, y
 
 
 def _length_batches(bags: Sequence[Bag], max_instances: int) -> list[list[int]]:
@@ -131,9 +154,7 @@ def train_model(spec: TaskSpec, loss_fn: LossFn, train: Sequence[Bag], val: Sequ
 
     def step_loss(chosen: np.ndarray) -> tuple[torch.Tensor, int]:
         bags = [train[i] for i in chosen]
-        rows = [np.sort(rng.choice(len(b), s.bag_size, replace=False)) if len(b) > s.bag_size else None
-                for b in bags]
-        x, mask, window, y = collate(bags, rows, device)
+        x, mask, window, y = training_batch(bags, s, rng, device)
         with autocast_for(device):
             out, _ = model(x, mask, window)
         return loss_fn(out.float(), y), len(bags)

@@ -268,7 +268,7 @@ def _build_data(cfg: PretrainConfig, out: Path, info: DistInfo, encoder: nn.Modu
     spec = ViewSpec(size=cfg.image_size, windows=tuple((w.lo, w.hi) for w in windows), crop_min=cfg.crop_min,
                     lesion_scale=None if not cfg.lesion_crop_scale else (cfg.lesion_crop_scale[0],
                                                                              cfg.lesion_crop_scale[1]),
-                    mean=own.mean, std=own.std)
+                    mean=own.mean, std=own.std, window_jitter=cfg.window_jitter)
     dataset = PretrainSlices(cache, index, spec, mode=cfg.method, seed=cfg.seed, device_views=cfg.views == "device")
     loader = make_loader(dataset, local_batch=cfg.batch_size // info.world_size, rank=info.rank,
                          world_size=info.world_size, workers=cfg.workers, seed=cfg.seed,

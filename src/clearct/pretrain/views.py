@@ -14,7 +14,11 @@ Geometry
 Augmentations (MoCo v3 / BYOL, asymmetric, adapted to grey CT; no colour jitter or grayscale)
 - one HU window per sample, drawn from the configured windows (both views share it);
 - window jitter with p = 0.8 per view: level shifted by U(−0.1, 0.1)·width and width scaled by U(0.8, 1.25) before
-  clipping — brightness/contrast jitter done in HU, so nothing saturates twice;
+  clipping — brightness/contrast jitter done in HU, so nothing saturates twice; ``window_jitter`` s scales both (shift
+  U(−0.1, 0.1)·s·width, width factor 1 + s·(U(0.8, 1.25) − 1)) with the same random draws: s = 0 keeps the
+  window as configured, s = 1 (the default) is the recipe above bit for bit. Density findings (emphysema) are HU
+  levels, which this jitter teaches the encoder to ignore: in 1-epoch CPU runs it cost emphysema on two seeds and
+  lesion location did not need it, so 0 is the documented lever for density findings (docs/pretraining.md);
 - horizontal flip p = 0.5; Gaussian blur σ ~ U(0.1, 2.0) px × size / 224 with p = 1.0 (view 1) / 0.1 (view 2) —
   MoCo v3's σ range is for 224 px views, so a 128 px view gets the same blur relative to the image (an unscaled
   σ of 2 px on a 128 px slice wipes out a 6 px lesion); solarize (x ≥ 0.5 → 1 − x) with p = 0 (view 1) / 0.2
@@ -53,6 +57,7 @@ class ViewSpec:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     jitter_p: float = 0.8
+    window_jitter: float = 1.0  # strength of the window jitter: 0 none, 1 MoCo-v3-like (the module docstring)
     blur_p: tuple[float, float] = (1.0, 0.1)
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # at 224 px; scaled by size / 224
     solarize_p: tuple[float, float] = (0.0, 0.2)
@@ -92,6 +97,16 @@ def lesion_crop(rng: np.random.Generator, height: int, width: int, box: Box, cro
     return top, left, side, side
 
 
+def jitter_window(window: tuple[float, float], strength: float, rng: np.random.Generator) -> tuple[float, float]:
+    """The window (lo, hi) with its level shifted by U(−0.1, 0.1)·strength·width and its width scaled by
+    1 + strength·(U(0.8, 1.25) − 1); two draws whatever the strength, so the other augmentations stay the same."""
+    lo, hi = window
+    width = hi - lo
+    centre = (lo + hi) / 2 + rng.uniform(-0.1, 0.1) * strength * width
+    width *= 1 + strength * (rng.uniform(0.8, 1.25) - 1)  # u − 1 is exact, so strength 1 gives u itself
+    return centre - width / 2, centre + width / 2
+
+
 @dataclass(frozen=True)
 class ViewParams:
     """Every random decision of one view: crop, jittered window, flip, blur σ (0: none), solarize."""
@@ -116,12 +131,7 @@ class ViewParams:
 
 def draw_view(crop: Crop, window: tuple[float, float], spec: ViewSpec, rng: np.random.Generator, view: int,
               solarize: bool = True) -> ViewParams:
-    lo, hi = window
-    if rng.random() < spec.jitter_p:
-        width = hi - lo
-        centre = (lo + hi) / 2 + rng.uniform(-0.1, 0.1) * width
-        width *= rng.uniform(0.8, 1.25)
-        lo, hi = centre - width / 2, centre + width / 2
+    lo, hi = jitter_window(window, spec.window_jitter, rng) if rng.random() < spec.jitter_p else window
     flip = bool(rng.random() < 0.5)
     sigma = float(rng.uniform(*spec.blur_sigma)) * spec.size / 224 if rng.random() < spec.blur_p[view] else 0.0
     solar = bool(rng.random() < spec.solarize_p[view] and solarize)
