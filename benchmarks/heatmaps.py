@@ -39,7 +39,7 @@ import torch
 from clearct.config import SynthSettings
 from clearct.encoders import create_encoder
 from clearct.encoders.embed import embed_volume, prepare_encoder
-from clearct.evaluate.localization import lesion_on_slice, pointing_game
+from clearct.evaluate.localization import lesion_pairs, pointing_game
 from clearct.inference.ensembles import load_mil_models
 from clearct.inference.heatmaps import heatmap_encoder, scan_heatmaps, write_scan_heatmaps
 from clearct.io import read_ct, read_lesions_table, read_scans_table
@@ -162,21 +162,16 @@ def arm_pointing(at: DemoLayout, arm: str, top_k: int, max_scans: int | None) ->
     for box in read_lesions_table(at.external / "lesions.csv"):
         boxes.setdefault(box.scan_id, []).append(box)
     bags = [b for b in cohort.bags if b.scan_id in boxes and b.scan_id in paths][:max_scans]
-    scores, attention = ensemble.predict(bags)
-    targets = ensemble.spec.output_names
-    pairs, top_on_lesion, top_total = [], 0, 0
+    _, attention = ensemble.predict(bags)
+    pairs, top_total = [], 0
     t0 = time.perf_counter()
-    for bag, s, a in zip(bags, scores, attention):
+    for bag, a in zip(bags, attention):
         hu = read_ct(paths[bag.scan_id]).hu
         maps = scan_heatmaps(hu, bag, a, ensemble, encoder, top_k=top_k)
-        for k, slice_index in enumerate(maps.slice_index):
-            top_total += 1
-            lesion = lesion_on_slice(boxes[bag.scan_id], int(slice_index))
-            if lesion is None:
-                continue
-            top_on_lesion += 1
-            t = targets.index(lesion.label) if lesion.label in targets else int(np.argmax(s))
-            pairs.append((maps.maps[k, t], (lesion.x1, lesion.y1, lesion.x2, lesion.y2)))
+        top_total += len(maps)
+        pairs += [(m, box) for _, m, box in lesion_pairs(maps.maps, maps.slice_index, maps.targets,
+                                                          boxes[bag.scan_id])]
+    top_on_lesion = len(pairs)
     score = pointing_game(pairs)
     return {"arm": arm, "scans": len(bags), "top": top_total, "on_lesion": top_on_lesion, "hits": score.hits,
             "share": score.share, "seconds": time.perf_counter() - t0, "encoder": encoder.encoder_name,

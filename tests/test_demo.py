@@ -19,16 +19,26 @@ def test_sizes_and_overrides_give_valid_stage_configs(tmp_path):
     arms = ["lecl", "random", "supervised"]
     for name in SIZES:
         cfg = DemoConfig(out=tmp_path, size=name)
-        stages = demo_steps(cfg, resolve_size(cfg), tmp_path, predict_scan=tmp_path / "scan")
+        stages = demo_steps(cfg, resolve_size(cfg), tmp_path, predict_scan=tmp_path / "scan", learned="supervised")
         assert [s.name for s in stages] == [
             "synth", "synth-external", "pretrain", "pretrain-supervised",
             *[f"extract-{a}{e}" for a in arms for e in ("", "-external")], "control-marks", "control-marks-external",
             *[f"location-{a}{d}" for a in [*arms, "control"] for d in ("", "-deploy")],
-            *[f"lung-{a}{d}" for a in arms for d in ("", "-deploy")], "attention-lecl", "attention-control", "predict"]
+            *[f"lung-{a}{d}" for a in arms for d in ("", "-deploy")],
+            *[f"attention-{a}" for a in [*arms, "control"]], "predict"]
     cfg = DemoConfig(out=tmp_path, size="test", patients=9, external_patients=3, pretrain={"epochs": 2},
                      crossval={"epochs": 5}, seed=4)
-    stages = {s.name: s.config for s in demo_steps(cfg, resolve_size(cfg), tmp_path)}
-    assert "predict" not in stages  # needs a synthesised scan
+    plan = resolve_size(cfg)
+    stages = {s.name: s.config for s in demo_steps(cfg, plan, tmp_path)}
+    # attention and predict need the arm that learned (after crossval), predict also a synthesised scan
+    assert not any(name.startswith(("attention", "predict")) for name in stages)
+    looked = {s.name: s.config for s in demo_steps(cfg, plan, tmp_path, predict_scan=tmp_path / "s", learned="random")}
+    assert looked["predict"].model == looked["location-random"].out
+    assert looked["predict"].encoder == looked["extract-random"].encoder  # the learned arm's encoder
+    assert looked["predict"].lesions == looked["attention-random"].lesions == tmp_path / "external" / "lesions.csv"
+    # heatmaps for every encoder arm (the pointing game; random init its floor), figures for the learned arm
+    assert [looked[f"attention-{a}"].heatmaps for a in [*arms, "control"]] == [True, True, True, False]
+    assert [looked[f"attention-{a}"].figures > 0 for a in [*arms, "control"]] == [False, True, False, True]
     assert (stages["synth"].patients, stages["synth"].seed) == (9, 4)
     ext = stages["synth-external"]
     assert (ext.patients, ext.seed, ext.acquisition, ext.unannotated) == (3, 5, "external", 0.0)
@@ -50,7 +60,11 @@ def test_sizes_and_overrides_give_valid_stage_configs(tmp_path):
     assert stages["location-lecl"].epochs == 5 and stages["location-lecl"].targets == list(LOCATIONS)
     assert stages["lung-lecl"].use_windows == ["lung"]
     assert stages["lung-lecl"].features == stages["location-lecl"].features
-    assert stages["location-lecl-deploy"].model == stages["attention-lecl"].model == stages["location-lecl"].out
+    assert stages["location-lecl-deploy"].model == looked["attention-lecl"].model == stages["location-lecl"].out
+    # viewers of the most confident errors where the report links them: the location models
+    assert stages["location-supervised"].error_viewers and stages["location-supervised-deploy"].error_viewers
+    assert not stages["lung-supervised"].error_viewers and not stages["lung-supervised-deploy"].error_viewers
+    assert stages["location-lecl-deploy"].lesions == tmp_path / "external" / "lesions.csv"
     # the positive control: the same crossval on the marked copies of the LECL features
     assert stages["control-marks"].features == stages["location-lecl"].features
     assert stages["location-control"].features == stages["control-marks"].out

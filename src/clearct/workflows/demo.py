@@ -8,7 +8,10 @@ folder skips the stages that finished with the same settings and resumes the oth
 Arms (rows of the report): the LECL encoder, the same architecture at random init, the supervised ceiling (the same
 architecture trained on per-slice lesion labels), and the positive control (the LECL features with the key slices
 marked). Tasks: lesion location (both windows) and lung abnormalities (lung window), each cross-validated on the
-training cohort and deployed on the external one.
+training cohort and deployed on the external one. Then the encoder arm whose location models learned most (the
+highest macro CV AUROC, :func:`~clearct.report.demo_report.learned_arm`) is looked at: attention with Grad-CAM
+heatmaps on the external cohort (every encoder arm gets heatmaps for the pointing game, random init its floor), and
+``predict`` of one external DICOM series with its viewer and DICOM objects.
 """
 
 from __future__ import annotations
@@ -42,10 +45,11 @@ from clearct.extract.run import run_extract
 from clearct.inference.attention import run_attention
 from clearct.inference.deploy import run_deploy
 from clearct.inference.predict import run_predict
-from clearct.mil.crossval import run_crossval
+from clearct.inference.review import run_crossval
 from clearct.mil.planted import LesionMarks, mark_lesion_slices
 from clearct.pretrain.train import run_pretrain
-from clearct.report.demo_report import build_demo_report, choose_scans, read_metrics
+from clearct.report.demo_numbers import learned_arm, read_metrics
+from clearct.report.demo_report import build_demo_report, choose_scans
 from clearct.report.document import write_report
 from clearct.report.layouts import ARM_TITLES, CONTROL, DEMO_ARMS, DEMO_TASKS, DemoLayout
 from clearct.synth.cohort import run_synth
@@ -169,39 +173,61 @@ def _task_steps(cfg: DemoConfig, plan: DemoPlan, at: DemoLayout) -> list[Step]:
              "lung": ({"targets": list(LUNG_FINDINGS), "use_windows": ["lung"]}, "lung abnormalities")}
     steps = []
     for task, (settings, what) in tasks.items():
+        # viewers of the most confident errors where the report links them: the location models
+        viewers = task == "location"
         for arm in DEMO_TASKS[task]:
             crossval = CrossvalConfig(**{**plan.crossval.model_dump(), **settings, "task": "multilabel"},
                                       features=at.features(arm, "cohort"), labels=at.cohort / "labels.csv",
-                                      out=at.crossval(task, arm), seed=cfg.seed, device=cfg.device)
+                                      out=at.crossval(task, arm), error_viewers=viewers, seed=cfg.seed,
+                                      device=cfg.device)
             deploy = DeployConfig(model=crossval.out, features=at.features(arm, "external"),
-                                  labels=at.external / "labels.csv", out=at.deploy(task, arm),
-                                  bootstrap=plan.crossval.bootstrap, seed=cfg.seed, device=cfg.device)
+                                  labels=at.external / "labels.csv", lesions=at.external / "lesions.csv",
+                                  out=at.deploy(task, arm), error_viewers=viewers, bootstrap=plan.crossval.bootstrap,
+                                  seed=cfg.seed, device=cfg.device)
             steps += [Step(f"{task}-{arm}", run_crossval, crossval, crossval.out,
                            f"ABMIL on {what}, {ARM_TITLES[arm]}, cross-validated"),
                       Step(f"{task}-{arm}-deploy", run_deploy, deploy, deploy.out,
                            "the fold ensemble on the external cohort")]
-    for arm in ("lecl", CONTROL):
-        attention = AttentionConfig(model=at.crossval("location", arm), features=at.features(arm, "external"),
-                                    out=at.attention(arm), scans=at.external / "scans.csv",
-                                    lesions=at.external / "lesions.csv", figures=ATTENTION_FIGURES, device=cfg.device)
-        steps.append(Step(f"attention-{arm}", run_attention, attention, attention.out,
-                          f"attention of {ARM_TITLES[arm]}, external cohort"))
     return steps
 
 
-def demo_steps(cfg: DemoConfig, plan: DemoPlan, root: Path, predict_scan: Path | None = None) -> list[Step]:
+def _look_steps(cfg: DemoConfig, plan: DemoPlan, at: DemoLayout, learned: str, predict_scan: Path | None
+                ) -> list[Step]:
+    """Attention of every arm's location models on the external cohort (with heatmaps for the encoder arms: the
+    pointing game of each, random init its floor; figures and viewers for the learned arm and the positive control)
+    and predict of one external scan with the learned arm's models and encoder."""
+    external = {"scans": at.external / "scans.csv", "lesions": at.external / "lesions.csv", "device": cfg.device}
+    steps = []
+    for arm in (*DEMO_ARMS, CONTROL):
+        # the control's features are marked copies: an encoder cannot reproduce them, so no heatmaps there
+        attention = AttentionConfig(model=at.crossval("location", arm), features=at.features(arm, "external"),
+                                    out=at.attention(arm), heatmaps=arm != CONTROL,
+                                    figures=ATTENTION_FIGURES if arm in (learned, CONTROL) else 0, **external)
+        steps.append(Step(f"attention-{arm}", run_attention, attention, attention.out,
+                          f"attention of {ARM_TITLES[arm]} over the external scans"
+                          + (", Grad-CAM heatmaps of its top slices" if attention.heatmaps else "")))
+    if predict_scan is not None:
+        predict = PredictConfig(scan_path=predict_scan, model=at.crossval("location", learned),
+                                encoder=encoder_spec(learned, plan, at), lesions=at.external / "lesions.csv",
+                                out=at.predict, device=cfg.device)
+        steps.append(Step("predict", run_predict, predict, predict.out,
+                          f"one external DICOM series with {ARM_TITLES[learned]}: prediction.json, heatmaps, "
+                          "viewer.html, DICOM objects"))
+    return steps
+
+
+def demo_steps(cfg: DemoConfig, plan: DemoPlan, root: Path, predict_scan: Path | None = None,
+               learned: str | None = None) -> list[Step]:
     """The steps of a demo run into ``root`` (pure: nothing is run or written).
 
-    ``predict_scan`` is the scan given to predict (chosen after synth); without it the predict step is left out.
+    ``learned`` is the arm looked at (chosen after the location crossvals), ``predict_scan`` the scan given to
+    predict (chosen after synth); without ``learned`` the attention and predict steps are left out, without
+    ``predict_scan`` the predict step.
     """
     at = DemoLayout(root)
     steps = (_cohort_steps(cfg, plan, at) + _pretrain_steps(cfg, plan, at) + _feature_steps(cfg, plan, at)
              + _task_steps(cfg, plan, at))
-    if predict_scan is not None:
-        predict = PredictConfig(scan_path=predict_scan, model=at.crossval("location", "lecl"),
-                                encoder=str(at.encoder("lecl")), out=at.predict, device=cfg.device)
-        steps.append(Step("predict", run_predict, predict, predict.out, "one scan → prediction.json"))
-    return steps
+    return steps + (_look_steps(cfg, plan, at, learned, predict_scan) if learned is not None else [])
 
 
 def run_demo(cfg: DemoConfig) -> int:
@@ -214,13 +240,17 @@ def run_demo(cfg: DemoConfig) -> int:
                                                            else v for k, v in plan.__dict__.items()}))
     at = DemoLayout(root)
     total = time.perf_counter()
-    # predict needs a scan of the external cohort, so its step is known once synth has run
+    # predict needs a scan of the external cohort (known once synth has run), the attention and predict steps the
+    # arm that learned (known once the location crossvals have run)
     steps = demo_steps(cfg, plan, root)
-    n = len(steps) + 2  # + predict + report
+    n = len(steps) + len(DEMO_ARMS) + 3  # + attention (encoder arms, control) + predict + report
     times = run_steps(steps[:2], root, total=n, stop_on_error=False)
     chosen = choose_scans(at.external, count=1)
-    steps = demo_steps(cfg, plan, root, predict_scan=chosen[0].path if chosen else None)
     times |= run_steps(steps[2:], root, done=steps[:2], total=n, stop_on_error=False)
+    learned = learned_arm(at)
+    LOG.info("demo: the arm looked at is %s (highest macro CV AUROC on lesion location)", learned)
+    looks = demo_steps(cfg, plan, root, predict_scan=chosen[0].path if chosen else None, learned=learned)
+    times |= run_steps(looks[len(steps):], root, done=steps, total=n, stop_on_error=False)
     print(f"\n[{n}/{n}] report: figures and {root / 'report.html'}", flush=True)
     (md, page), seconds, cpu = timed(lambda: write_report(build_demo_report(at, cfg, plan, times), root))
     times["report"] = StepResult("ran", seconds, cpu)
