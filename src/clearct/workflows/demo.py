@@ -41,6 +41,7 @@ from clearct.config import (
     SynthSettings,
     resolve,
 )
+from clearct.evaluate.localization import heatmap_pointing
 from clearct.extract.run import run_extract
 from clearct.inference.attention import run_attention
 from clearct.inference.deploy import run_deploy
@@ -260,7 +261,7 @@ def run_demo(cfg: DemoConfig) -> int:
     record["total"] = {"seconds": round(elapsed, 2), "cpu_seconds": round(sum(v.cpu_seconds for v in times.values()), 2),
                        "load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
     atomic_write_text(root / "demo-times.json", json.dumps(record, indent=1))
-    _print_summary(at, times, elapsed, page, md)
+    _print_summary(at, times, elapsed, page, md, learned)
     failed = [name for name, t in times.items() if t.status.startswith("exit")]
     if failed:  # the report was still written from what the other stages produced
         print(f"clearct demo: {len(failed)} stage(s) reported failed inputs: {', '.join(failed)} (see their "
@@ -268,7 +269,8 @@ def run_demo(cfg: DemoConfig) -> int:
     return 1 if failed else 0
 
 
-def _print_summary(at: DemoLayout, times: dict[str, StepResult], elapsed: float, page: Path, md: Path) -> None:
+def _print_summary(at: DemoLayout, times: dict[str, StepResult], elapsed: float, page: Path, md: Path,
+                   learned: str) -> None:
     print("\n=== clearct demo: summary ===")
     print(f"  {'stage':24s} {'wall':>9s} {'CPU':>9s}")
     for name, t in times.items():
@@ -283,5 +285,12 @@ def _print_summary(at: DemoLayout, times: dict[str, StepResult], elapsed: float,
                 if m is not None:
                     print(f"  {task} macro AUROC, {ARM_TITLES[arm]}, {label}: {m['value']:.3f} "
                           f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+    print(f"  looked at: {ARM_TITLES[learned]} (the highest macro CV AUROC on lesion location): predict, heatmaps "
+          f"and viewers use its models and encoder")
+    for arm in DEMO_ARMS:
+        if (at.attention(arm) / "heatmaps").is_dir():
+            p = heatmap_pointing(at.attention(arm) / "heatmaps", at.external / "lesions.csv").total
+            print(f"  pointing game, {ARM_TITLES[arm]}: "
+                  + (f"{p.share:.2f} ({p.hits}/{p.slices} top slices on a lesion)" if p.slices else "–"))
     print(f"  report: {page}\n          {md}")
     logging.getLogger("clearct").info("demo: done in %.1f s", elapsed)
