@@ -70,13 +70,14 @@ SIZES: dict[str, dict] = {
                           "workers": 0},
              "extract": {"workers": 0},
              "crossval": {"folds": 2, "epochs": 2, "lr": 1e-3, "min_steps": 20, "bootstrap": 50}},
-    # the default: the CPU recipe of docs/pretraining.md, measured in benchmarks/RESULTS.md ("demo"); encoders at
-    # 96 px on 128-px slices (1.9× the 128-px training rate, the pretraining half of the demo's time)
-    "small": {"patients": 200, "external_patients": 60, "supervised_epochs": 4,
+    # the default, for 2 CPU cores: ≥ 1,000 labelled scans, where LECL lies above random init and the supervised
+    # ceiling learns the locations (benchmarks/RESULTS.md, "demo"); encoders at 96 px on 128-px slices; one LECL
+    # epoch, warmed up over the whole of it; the ceiling until it learns (3 epochs)
+    "small": {"patients": 1200, "external_patients": 60, "supervised_epochs": 3,
               "synth": {"size": 128, "slices": 32, "lesion_contrast": 4.0, "lesion_size_mm": [30.0, 80.0]},
-              "pretrain": {"arch": "resnet_tiny", "image_size": 96, "epochs": 2, "batch_size": 64, "lr": 4e-3,
-                           "lesion_share": 0.5, "lesion_crop_scale": [2.0, 4.0], "mlp_dim": 512, "proj_dim": 128,
-                           "workers": 1},
+              "pretrain": {"arch": "resnet_tiny", "image_size": 96, "epochs": 1, "warmup_epochs": 1.0,
+                           "batch_size": 64, "lr": 4e-3, "lesion_share": 0.5, "lesion_crop_scale": [2.0, 4.0],
+                           "mlp_dim": 512, "proj_dim": 128, "workers": 1},
               "extract": {"workers": 1},
               "crossval": {"folds": 5, "epochs": 32, "lr": 1e-3, "min_steps": 200, "bootstrap": 500}},
     # a GPU run: the paper's encoder and image size, a DeepLesion-sized slice count per epoch is still far away
