@@ -20,8 +20,10 @@ from clearct.config import CrossvalSettings, DemoConfig, PretrainSettings, Synth
 from clearct.evaluate.localization import (
     HeatmapPointing,
     attention_hits,
+    grow_box,
     heatmap_pointing,
     lesion_on_slice,
+    peak,
     peak_in_box,
 )
 from clearct.io import read_ct
@@ -55,10 +57,12 @@ from clearct.report.figures import (
     read_loss_log,
     roc_overview_figure,
 )
+from clearct.report.heatmaps import PointingPanel, pointing_figure
 from clearct.report.layouts import ARM_TITLES, CONTROL, DEMO_ARMS, DemoLayout
 from clearct.synth.labels import LOCATIONS, LUNG_FINDINGS
 
 CHOSEN_EXAMPLES = 3  # scans shown with example slices
+POINTING_PANELS = 6  # lesion slices drawn per arm in the pointing-game figures
 DICOM_OBJECTS = {"sr": "Comprehensive SR (TID 1500 measurement report): probability, threshold and call per location",
                  "kos": "Key Object Selection of the most attended slices"}
 
@@ -204,6 +208,41 @@ def _overlay_figures(at: DemoLayout, heatmaps: Path, scan_ids: list[str], scores
                           f"of the scan ({h.attention[k]:.3f}); {what}. One panel per location: Grad-CAM of "
                           f"{h.encoder} at {h.layer}, the location's score in the panel title."))
     return out
+
+
+def _pointing_figure(at: DemoLayout, arm: str, count: int = POINTING_PANELS) -> Figure | None:
+    """The pointing game drawn for one arm: per external scan (in scan order, the first ``count`` whose top
+    attended slices include a lesion slice) its most attended lesion slice with the map of the lesion's location."""
+    boxes = _lesion_boxes(at)
+    paths = {r.scan_id: r.path for r in read_scans_table(at.external / "scans.csv")}
+    panels: list[PointingPanel] = []
+    for h5 in sorted((at.attention(arm) / "heatmaps").glob("*.h5")):
+        if len(panels) == count:
+            break
+        h = read_heatmaps(h5)
+        found = [(k, lesion) for k in range(len(h))
+                 if (lesion := lesion_on_slice(boxes.get(h.scan_id, []), int(h.slice_index[k]))) is not None
+                 and lesion.label in h.targets]
+        if not found or h.scan_id not in paths:
+            continue
+        k, lesion = found[0]
+        s, window = int(h.slice_index[k]), h.windows[int(h.window[k])]
+        hu = read_ct(paths[h.scan_id]).hu[s]
+        heatmap = h.maps[k, h.targets.index(lesion.label)]
+        box = (lesion.x1, lesion.y1, lesion.x2, lesion.y2)
+        hit = peak_in_box(heatmap, box)
+        panels.append(PointingPanel(f"{h.scan_id} · slice {s} · {window[0]}\n{lesion.label}: "
+                                    f"{'hit' if hit else 'miss'} (attention rank {k + 1})",
+                                    hu, window, heatmap, box, grow_box(box),
+                                    peak(heatmap), hit))
+    if not panels:
+        return None
+    path = pointing_figure(at.figures / f"pointing-{arm}.png", panels, f"{ARM_TITLES[arm]}: the pointing game")
+    hits = sum(p.hit for p in panels)
+    return Figure(_rel(at, path), f"{ARM_TITLES[arm]}, the pointing game drawn: for the first {len(panels)} "
+                  "external scans with a lesion slice among their top attended slices, the most attended one, with "
+                  "the map of the lesion's own location; red: the lesion box, dashed: grown by half; cross: the "
+                  f"map's peak (green in the grown box, orange outside) — {hits} of {len(panels)} hit here.")
 
 
 def _training_line(at: DemoLayout, arm: str) -> str:
@@ -558,6 +597,10 @@ def _look_section(report: Report, at: DemoLayout, learned: str, location: dict[s
                                                     pointing.get("random") if learned != "random" else None,
                                                     ARM_TITLES["random"]))
         section.tables.append(pointing_by_location(pointing[learned], location[learned], targets))
+    for arm in dict.fromkeys((learned, "random")):
+        figure = _pointing_figure(at, arm)
+        if figure is not None:
+            section.figures.append(figure)
     drawn = [p.stem for p in sorted((at.attention(learned) / "figures").glob("*.png"))]
     section.figures += _overlay_figures(at, at.attention(learned) / "heatmaps", drawn,
                                         _deploy_scores(at.deploy("location", learned) / "predictions.csv"),
