@@ -45,6 +45,10 @@ def test_sizes_and_overrides_give_valid_stage_configs(tmp_path):
     assert (stages["synth"].patients, stages["synth"].seed) == (9, 4)
     ext = stages["synth-external"]
     assert (ext.patients, ext.seed, ext.acquisition, ext.unannotated) == (3, 5, "external", 0.0)
+    # predict writes DICOM objects for a DICOM series: the external cohort is DICOM whatever the training one is
+    small = DemoConfig(out=tmp_path, size="small")
+    cohorts = {s.name: s.config for s in demo_steps(small, resolve_size(small), tmp_path)[:2]}
+    assert (cohorts["synth"].format, cohorts["synth-external"].format) == ("nifti", "dicom")
     lecl, sup = stages["pretrain"], stages["pretrain-supervised"]
     assert (lecl.epochs, lecl.method, lecl.lam) == (2, "lecl", 1.0) and sup.method == "supervised"
     assert lecl.arch == SIZES["test"]["pretrain"]["arch"] and lecl.lr == SIZES["test"]["pretrain"]["lr"]  # preset

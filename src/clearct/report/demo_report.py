@@ -388,7 +388,7 @@ def _times_section(report: Report, times: dict) -> None:
 def _artefacts(learned: str) -> Table:
     entries = [
         ("cohort/", "training cohort: scans/, scans.csv, labels.csv, lesions.csv, config.yaml, synth.log"),
-        ("external/", "external cohort (seed + 1, external acquisition preset, DICOM), same files"),
+        ("external/", "external cohort (seed + 1, external acquisition preset, always DICOM), same files"),
         ("encoders/lecl/, encoders/supervised/", "pretraining runs: encoder.safetensors + encoder.json (the frozen "
          "encoder), checkpoint.pt, pretrain-log.csv, compute.json; slice-cache/ is shared"),
         ("features/<arm>/{cohort,external}/", "one <scan_id>.h5 per scan (slice × window embeddings) for each arm: "
@@ -435,9 +435,10 @@ def build_demo_report(at: DemoLayout, cfg: DemoConfig, plan: DemoPlanLike, times
     best = macro(location[learned])
     summary = report.add(
         "Summary",
-        f"**What ran.** `clearct demo --size {cfg.size}` (seed {cfg.seed}) synthesised {n_train} training and {n_ext} "
-        f"external phantom CT scans ({synth.slices} slices of {synth.size} × {synth.size} pixels; the external ones "
-        f"from another scanner preset, as DICOM), pretrained the slice encoder `{pretrain.arch}` at "
+        f"**What ran.** `clearct demo --size {cfg.size}` (seed {cfg.seed}) synthesised {n_train} training "
+        f"({_synth_settings(at.cohort)['format']}) and {n_ext} external ({_synth_settings(at.external)['format']}; "
+        f"another scanner preset) phantom CT scans of {synth.slices} slices × {synth.size} × {synth.size} pixels, "
+        f"pretrained the slice encoder `{pretrain.arch}` at "
         f"{pretrain.image_size or '?'} px on the training scans in two ways — LECL (self-supervised, with the lesion "
         f"boxes; {_steps(at, 'lecl') or '?'} steps) and the supervised ceiling (per-slice lesion labels; "
         f"{_steps(at, 'supervised') or '?'} steps) — and compared four arms with the same attention-MIL: ABMIL "

@@ -72,9 +72,11 @@ SIZES: dict[str, dict] = {
              "crossval": {"folds": 2, "epochs": 2, "lr": 1e-3, "min_steps": 20, "bootstrap": 50}},
     # the default, for 2 CPU cores: ≥ 1,000 labelled scans, where LECL lies above random init and the supervised
     # ceiling learns the locations (benchmarks/RESULTS.md, "demo"); encoders at 96 px on 128-px slices; one LECL
-    # epoch, warmed up over the whole of it; the ceiling until it learns (3 epochs)
+    # epoch, warmed up over the whole of it; the ceiling until it learns (3 epochs); the training cohort as NIfTI
+    # (read three times over by extraction, DICOM would cost minutes more), the external one DICOM as always
     "small": {"patients": 1200, "external_patients": 60, "supervised_epochs": 3,
-              "synth": {"size": 128, "slices": 32, "lesion_contrast": 4.0, "lesion_size_mm": [30.0, 80.0]},
+              "synth": {"size": 128, "slices": 32, "lesion_contrast": 4.0, "lesion_size_mm": [30.0, 80.0],
+                        "format": "nifti"},
               "pretrain": {"arch": "resnet_tiny", "image_size": 96, "epochs": 1, "warmup_epochs": 1.0,
                            "batch_size": 64, "lr": 4e-3, "lesion_share": 0.5, "lesion_crop_scale": [2.0, 4.0],
                            "mlp_dim": 512, "proj_dim": 128, "workers": 1},
@@ -126,13 +128,14 @@ def _cohort_steps(cfg: DemoConfig, plan: DemoPlan, at: DemoLayout) -> list[Step]
     synth = plan.synth.model_dump()
     return [
         Step("synth", run_synth, SynthConfig(**synth, out=at.cohort, patients=plan.patients, seed=cfg.seed),
-             at.cohort, "training cohort (DICOM)"),
+             at.cohort, f"training cohort ({plan.synth.format})"),
         # another seed → other patients; the external preset → another scanner; every lesion annotated so the
-        # attention figures and the localisation share can use all lesions
+        # attention figures, the pointing game and the localisation share can use all lesions; DICOM whatever the
+        # training cohort's format, since predict writes its DICOM objects for a DICOM series only
         Step("synth-external", run_synth,
-             SynthConfig(**{**synth, "acquisition": "external", "unannotated": 0.0}, out=at.external,
-                         patients=plan.external_patients, seed=cfg.seed + 1),
-             at.external, "external cohort (other scanner)"),
+             SynthConfig(**{**synth, "acquisition": "external", "unannotated": 0.0, "format": "dicom"},
+                         out=at.external, patients=plan.external_patients, seed=cfg.seed + 1),
+             at.external, "external cohort (other scanner, DICOM)"),
     ]
 
 
