@@ -244,7 +244,7 @@ def run_demo(cfg: DemoConfig) -> int:
     LOG.info("demo: size %s → %s", cfg.size, json.dumps({k: v.model_dump(mode="json") if hasattr(v, "model_dump")
                                                            else v for k, v in plan.__dict__.items()}))
     at = DemoLayout(root)
-    total = time.perf_counter()
+    total, load_start = time.perf_counter(), os.getloadavg()
     # predict needs a scan of the external cohort (known once synth has run), the attention and predict steps the
     # arm that learned (known once the location crossvals have run)
     steps = demo_steps(cfg, plan, root)
@@ -263,6 +263,7 @@ def run_demo(cfg: DemoConfig) -> int:
     record: dict[str, dict] = {k: {"seconds": round(v.seconds, 2), "cpu_seconds": round(v.cpu_seconds, 2),
                                    "status": v.status} for k, v in times.items()}
     record["total"] = {"seconds": round(elapsed, 2), "cpu_seconds": round(sum(v.cpu_seconds for v in times.values()), 2),
+                       "load_average_start": [round(x, 2) for x in load_start],
                        "load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
     atomic_write_text(root / "demo-times.json", json.dumps(record, indent=1))
     _print_summary(at, times, elapsed, page, md, learned)
