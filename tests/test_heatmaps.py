@@ -19,7 +19,7 @@ from clearct.encoders.embed import embed_volume
 from clearct.encoders.spatial import spatial_tap
 from clearct.evaluate.localization import grow_box, lesion_on_slice, peak, peak_in_box, pointing_game
 from clearct.inference.gradcam import gradcam, normalise_per_target, target_logits, upsample
-from clearct.inference.heatmaps import scan_heatmaps, write_scan_heatmaps
+from clearct.inference.heatmaps import map_shift, scan_heatmaps, write_scan_heatmaps
 from clearct.io.heatmaps import ScanHeatmaps, read_heatmaps, write_heatmaps
 from clearct.io.tables import LesionBox
 from clearct.io.volume import CTVolume
@@ -145,7 +145,7 @@ def test_the_map_is_the_gradient_through_the_models_own_forward():
     for t in range(2):
         (g,) = torch.autograd.grad(logits[0, t], e, retain_graph=True)
         cam = torch.relu((g[0, :, None, None] / (a.shape[2] * a.shape[3]) * a[0]).sum(0))
-        want = torch.nn.functional.interpolate(cam[None, None], size=(64, 64), mode="bilinear", align_corners=False)[0, 0].numpy()
+        want = upsample(cam[None], (64, 64), map_shift(encoder.encoder_name, 64))[0].numpy()  # 64-px slice
         np.testing.assert_allclose(raw[0, t], want, atol=2e-3 * want.max() + 1e-9)
 
 
@@ -163,6 +163,23 @@ def test_gradcam_math():
     out = torch.tensor([[0.5, 2.0]])
     assert target_logits(TaskSpec("binary", ["y"], classes=["0", "1"]), out).tolist() == [[1.5]]
     assert target_logits(TaskSpec("multilabel", ["a", "b"]), out).tolist() == [[0.5, 2.0]]
+
+
+def test_upsample_places_each_cell_at_its_field_centre():
+    cell = torch.zeros(1, 4, 4)
+    cell[0, 1, 2] = 1.0  # on a 32-px grid its geometric centre is (11.5, 19.5)
+    plain, moved = upsample(cell, (32, 32)), upsample(cell, (32, 32), (-4.0, 2.0))
+    np.testing.assert_allclose(peak(plain.numpy()[0]), (11.5, 19.5))
+    np.testing.assert_allclose(peak(moved.numpy()[0]), (7.5, 21.5))
+    np.testing.assert_allclose(upsample(cell, (32, 32), (0.0, 0.0)), plain)
+
+
+def test_map_shift_is_the_receptive_field_geometry():
+    # resnet_tiny: a stride-2 stem, a stride-2 max pool and two stride-2 stages, all padded on both sides, each
+    # centre a cell's field half a step of its input up and left: 0.5 · (1 + 2 + 4 + 8) = 7.5 input pixels
+    for size in (64, 96):
+        np.testing.assert_allclose(map_shift("resnet_tiny", size), (-7.5, -7.5), atol=0.5)
+    assert map_shift("timm:test_vit", 64) == (0.0, 0.0)  # token maps: attention mixes globally, no local centre
 
 
 def test_pointing_game_parts():

@@ -6,7 +6,9 @@ rest of the encoder turns A into the instance's embedding, which replaces that i
 every other row keeps its stored feature. Each fold model runs its own ``forward`` on that bag (feature scaler
 included), the logits are averaged over the models, and the gradient of each target's logit
 (:func:`clearct.inference.gradcam.target_logits`) with respect to A gives the Grad-CAM map ReLU(Σ_c w_c A_c),
-w_c = the spatial mean of ∂logit/∂A_c, upsampled to the slice's own rows × columns.
+w_c = the spatial mean of ∂logit/∂A_c, upsampled to the slice's own rows × columns with each cell placed where its
+receptive field is centred (:func:`map_shift`: strided convolutions padded on both sides centre a cell's field
+up and left of the cell's geometric centre, by half a cell at the map for a ResNet).
 
 Cost: one encoder forward per chosen instance (the instances of one window in one batch), recorded by autograd only
 after A (the weights are frozen), and one backward per target through that tail and the MIL models.
@@ -14,6 +16,8 @@ after A (the weights are frozen), and one backward per target through that tail 
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,11 +29,11 @@ from torch import nn
 
 from clearct.common.device import autocast_for, channels_last
 from clearct.common.errors import ClearctError
-from clearct.encoders import RANDOM_INIT, create_encoder
+from clearct.encoders import RANDOM_INIT, RANDOM_PREFIX, create_encoder
 from clearct.encoders.embed import prepare_encoder
-from clearct.encoders.spatial import spatial_features, spatial_tap
+from clearct.encoders.spatial import connected_map, spatial_features, spatial_tap
 from clearct.inference.ensembles import check_encoder
-from clearct.inference.gradcam import gradcam, normalise_per_target, target_logits, upsample
+from clearct.inference.gradcam import field_offset, gradcam, normalise_per_target, target_logits, upsample
 from clearct.io.heatmaps import ScanHeatmaps, write_heatmaps
 from clearct.mil.data import Bag
 from clearct.mil.store import MilEnsemble
@@ -38,6 +42,39 @@ from clearct.report.attention import top_instances
 from clearct.report.heatmaps import heatmap_overlay
 
 METHOD = "gradcam"
+PROBE_CELLS = 3  # interior cells per axis whose receptive fields are measured (3 × 3)
+SHIFT_SPREAD = 0.125  # a field shift is applied when it is the same for every probed cell: sd ≤ this share of a cell
+LOG = logging.getLogger("clearct")
+
+
+@functools.lru_cache(maxsize=16)
+def map_shift(name: str, size: int) -> tuple[float, float]:
+    """Where the cells of the map of encoder ``name`` at ``size`` px look, relative to their geometric centres:
+    (rows, columns) in input pixels. Measured on a random-init copy of the architecture — the shift comes from its
+    strides and paddings, not its weights — as the mean displacement of the receptive-field centroids
+    (|∂A_cell/∂x| on a seeded noise input) of interior cells. (0, 0) for token maps (attention mixes every token
+    with every other, so a field has no local centre), where the cells disagree by more than ``SHIFT_SPREAD`` of a
+    cell, or where the copy cannot be built."""
+    try:
+        encoder = create_encoder(f"{RANDOM_PREFIX}{name}", image_size=size).eval()
+        if spatial_tap(encoder).layout == "tokens":
+            return 0.0, 0.0
+        x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+        a = connected_map(encoder, x)
+    except ClearctError as exc:
+        LOG.info("heatmaps: no receptive-field shift for %s (%s)", name, exc)
+        return 0.0, 0.0
+    h, w = a.shape[2:]
+    rows = sorted({int(round(v)) for v in np.linspace(1, h - 2, PROBE_CELLS)}) if h > 2 else [h // 2]
+    cols = sorted({int(round(v)) for v in np.linspace(1, w - 2, PROBE_CELLS)}) if w > 2 else [w // 2]
+    cells = [(i, j) for i in rows for j in cols]
+    grads = torch.stack([torch.autograd.grad(a[0, :, i, j].sum(), x, retain_graph=True)[0][0].abs().sum(dim=0)
+                         for i, j in cells])
+    (dr, dc), (sr, sc) = field_offset(grads, cells, (h, w), size)
+    if max(sr / (size / h), sc / (size / w)) > SHIFT_SPREAD:
+        LOG.info("heatmaps: %s cells disagree on their field shift (sd %.1f, %.1f px): none applied", name, sr, sc)
+        return 0.0, 0.0
+    return dr, dc
 
 
 @contextmanager
@@ -62,7 +99,7 @@ def chosen_instances(bag: Bag, attention: np.ndarray, top_k: int, n_slices: int)
 
 
 def _maps(encoder: nn.Module, ensemble: MilEnsemble, bag_x: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-          rows: torch.Tensor, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+          rows: torch.Tensor, x: torch.Tensor, size: tuple[int, int], shift: tuple[float, float]) -> torch.Tensor:
     """(k, T, H, W) maps of k instances of one bag (rows ``rows``, rendered slices ``x``)."""
     feats, mask, window = bag_x
     k, device = len(rows), feats.device
@@ -77,7 +114,7 @@ def _maps(encoder: nn.Module, ensemble: MilEnsemble, bag_x: tuple[torch.Tensor, 
     maps = []
     for t in range(logits.shape[1]):
         (grad,) = torch.autograd.grad(logits[:, t].sum(), a, retain_graph=t + 1 < logits.shape[1], allow_unused=True)
-        maps.append(upsample(gradcam(a.detach(), torch.zeros_like(a) if grad is None else grad), size))
+        maps.append(upsample(gradcam(a.detach(), torch.zeros_like(a) if grad is None else grad), size, shift))
     return torch.stack(maps, dim=1).cpu()
 
 
@@ -96,6 +133,8 @@ def scan_heatmaps(hu: np.ndarray, bag: Bag, attention: np.ndarray, ensemble: Mil
     n_out = len(ensemble.spec.output_names)
     maps = torch.zeros(len(chosen), n_out, hu.shape[1], hu.shape[2])
     size, mean, std = (getattr(encoder, key) for key in ("input_size", "mean", "std"))
+    dr, dc = map_shift(str(encoder.encoder_name), int(size))
+    shift = (dr * hu.shape[1] / size, dc * hu.shape[2] / size)  # input pixels → slice pixels
     bag_x = (torch.from_numpy(np.asarray(bag.feats, np.float32)).to(device),
              torch.ones(1, len(bag), dtype=torch.bool, device=device),
              torch.from_numpy(np.asarray(bag.window, np.int64)).unsqueeze(0).to(device))
@@ -108,7 +147,8 @@ def scan_heatmaps(hu: np.ndarray, bag: Bag, attention: np.ndarray, ensemble: Mil
                 x = render_slices(hu[bag.slice_index[rows]], [win], size, mean=mean, std=std)[:, 0].to(device)
                 if getattr(encoder, "channels_last", False):
                     x = channels_last(x)
-                maps[part] = _maps(encoder, ensemble, bag_x, torch.from_numpy(rows).to(device), x, hu.shape[1:])
+                maps[part] = _maps(encoder, ensemble, bag_x, torch.from_numpy(rows).to(device), x, hu.shape[1:],
+                                   shift)
     normalised, scale = normalise_per_target(maps)
     return ScanHeatmaps(
         maps=normalised.numpy().astype(np.float16), slice_index=bag.slice_index[chosen].astype(np.int32),
