@@ -27,7 +27,9 @@ import numpy as np
 from clearct.io.heatmaps import read_heatmaps
 from clearct.io.tables import LesionBox, read_lesions_table
 
-Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels (x along columns, y along rows)
+# x1, y1, x2, y2 (x along columns, y along rows) on pixel edges: pixel (r, c) covers [c, c + 1) × [r, r + 1), so
+# a box (x1, y1, x2, y2) of whole pixels covers columns x1 … x2 − 1 (as clearct synth writes them)
+Box = tuple[float, float, float, float]
 
 
 @dataclass(frozen=True)
@@ -99,12 +101,13 @@ def peak(heatmap: np.ndarray) -> tuple[float, float] | None:
 
 
 def peak_in_box(heatmap: np.ndarray, box: Box, grow: float = 0.5) -> bool:
-    """Whether the :func:`peak` of ``heatmap`` lies in ``box`` grown by ``grow``; a map without a peak is a miss."""
+    """Whether the :func:`peak` of ``heatmap`` lies in ``box`` grown by ``grow``; a map without a peak is a miss.
+    The peak is a pixel index, the box on pixel edges (:data:`Box`): the peak's pixel centre is index + 0.5."""
     at = peak(heatmap)
     if at is None:
         return False
     x1, y1, x2, y2 = grow_box(box, grow)
-    return bool(x1 <= at[1] <= x2 and y1 <= at[0] <= y2)
+    return bool(x1 <= at[1] + 0.5 <= x2 and y1 <= at[0] + 0.5 <= y2)
 
 
 def pointing_game(pairs: Iterable[tuple[np.ndarray, Box]], grow: float = 0.5) -> Pointing:

@@ -1,7 +1,10 @@
-"""The math of Grad-CAM heatmaps as pure functions: which logit explains a score, the channel weighting, the
-upsampling to the slice's grid and the per-target normalisation of what is stored."""
+"""The math of the heatmaps as pure functions: which logit explains a score, gradient × input and its smoothing,
+Grad-CAM's channel weighting, the upsampling to the slice's grid and the per-target normalisation of what is
+stored."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +22,27 @@ def target_logits(spec: TaskSpec, out: torch.Tensor) -> torch.Tensor:
     if spec.kind == "binary":
         return out[:, 1:2] - out[:, 0:1]
     return out
+
+
+def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, h, w) maps smoothed by a Gaussian of standard deviation ``sigma`` pixels (separable, edges reflected so
+    a border keeps its level); ``sigma`` ≤ 0 returns them unchanged."""
+    if sigma <= 0:
+        return maps
+    radius = min(math.ceil(3 * sigma), min(maps.shape[1:]) - 1)  # reflect padding needs radius < the side
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=maps.device)
+    kernel = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    x = F.pad(maps[:, None].float(), (radius, radius, radius, radius), mode="reflect")
+    x = F.conv2d(x, kernel.view(1, 1, 1, -1))
+    return F.conv2d(x, kernel.view(1, 1, -1, 1))[:, 0]
+
+
+def gradient_input(inputs: torch.Tensor, gradients: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(B, C, S, S) encoder inputs and ∂logit/∂input → (B, S, S): ReLU(Σ_c x_c · ∂logit/∂x_c), Gaussian-smoothed
+    with sd ``sigma`` input pixels. Σ_c x_c ∂logit/∂x_c is each pixel's first-order share of the logit against an
+    input of zeros (after normalisation: every channel at its mean grey); the ReLU keeps what raises the logit."""
+    return gaussian_blur(torch.relu((gradients.float() * inputs.float()).sum(dim=1)), sigma)
 
 
 def gradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:

@@ -205,7 +205,7 @@ def _overlay_figures(at: DemoLayout, heatmaps: Path, scan_ids: list[str], scores
         else:
             what = "no annotated lesion lies on this slice"
         out.append(Figure(_rel(at, png), f"{source}: {scan_id}, slice {s}, {window} window — attention rank {k + 1} "
-                          f"of the scan ({h.attention[k]:.3f}); {what}. One panel per location: Grad-CAM of "
+                          f"of the scan ({h.attention[k]:.3f}); {what}. One panel per location: {h.title} of "
                           f"{h.encoder} at {h.layer}, the location's score in the panel title."))
     return out
 
@@ -581,15 +581,28 @@ def _calibration_section(report: Report, at: DemoLayout, learned: str, metrics: 
                                           "bin."))
 
 
+def _method_words(at: DemoLayout, arm: str) -> str:
+    """How the arm's heatmaps were computed, as a clause for the report (from its first heatmap file)."""
+    first = next(iter(sorted((at.attention(arm) / "heatmaps").glob("*.h5"))), None)
+    if first is None:
+        return ""
+    h = read_heatmaps(first)
+    how = {"gradient-input": "the gradient of the location's logit with respect to the encoder's input pixels "
+                             "times those pixels, at the slice's own resolution",
+           "gradcam": f"Grad-CAM on the encoder's last spatial map ({h.layer}), on its coarse grid"}
+    return f" ({h.title}: {how.get(h.method, h.layer)})"
+
+
 def _look_section(report: Report, at: DemoLayout, learned: str, location: dict[str, Metrics],
                   hits: dict, pointing: dict[str, HeatmapPointing], targets: list[str]) -> None:
     title = ARM_TITLES[learned]
     section: Section = report.add(
         "Where the models look: attention and heatmaps",
         "`clearct attention` ran every arm's location models over the external scans: the attention weights say which "
-        "slices a scan's scores rest on; for the encoder arms, Grad-CAM heatmaps of every location over each scan's "
-        "top attended slices say where inside a slice (`docs/interpret.md`). The pointing game counts, over the top "
-        "attended slices that lie on a lesion, how often the map of the lesion's own location peaks in its box.")
+        "slices a scan's scores rest on; for the encoder arms, heatmaps of every location over each scan's top "
+        f"attended slices say where inside a slice{_method_words(at, learned)} (`docs/interpret.md`). The pointing "
+        "game counts, over the top attended slices that lie on a lesion, how often the map of the lesion's own "
+        "location peaks in its box.")
     section.tables.append(pointing_table(
         {arm: pointing.get(arm) for arm in (*DEMO_ARMS, CONTROL) if arm in pointing or arm in hits}, location,
         {arm: (h.hits, h.scans) for arm, h in hits.items()}))

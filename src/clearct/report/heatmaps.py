@@ -80,8 +80,9 @@ def pointing_figure(target: Path, panels: Sequence[PointingPanel], title: str, c
         ax.imshow(window_image(p.hu_slice, float(p.window[1]), float(p.window[2])), cmap="gray", vmin=0, vmax=1,
                   interpolation="nearest")
         ax.imshow(m, cmap="jet", vmin=0, vmax=1, alpha=MAX_ALPHA * m, interpolation="bilinear")
-        for (x1, y1, x2, y2), style in ((p.box, "-"), (p.grown, "--")):
-            ax.add_patch(Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor="red", linestyle=style, lw=1.2))
+        for (x1, y1, x2, y2), style in ((p.box, "-"), (p.grown, "--")):  # box edges on pixel edges (x − 0.5)
+            ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor="red",
+                                   linestyle=style, lw=1.2))
         if p.peak is not None:
             ax.plot(p.peak[1], p.peak[0], marker="x", ms=9, mew=2.2, color="lime" if p.hit else "orange")
         ax.set_title(p.title, fontsize=8)

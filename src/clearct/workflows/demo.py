@@ -9,7 +9,7 @@ Arms (rows of the report): the LECL encoder, the same architecture at random ini
 architecture trained on per-slice lesion labels), and the positive control (the LECL features with the key slices
 marked). Tasks: lesion location (both windows) and lung abnormalities (lung window), each cross-validated on the
 training cohort and deployed on the external one. Then the encoder arm whose location models learned most (the
-highest macro CV AUROC, :func:`~clearct.report.demo_report.learned_arm`) is looked at: attention with Grad-CAM
+highest macro CV AUROC, :func:`~clearct.report.demo_report.learned_arm`) is looked at: attention with
 heatmaps on the external cohort (every encoder arm gets heatmaps for the pointing game, random init its floor), and
 ``predict`` of one external DICOM series with its viewer and DICOM objects.
 """
@@ -210,7 +210,7 @@ def _look_steps(cfg: DemoConfig, plan: DemoPlan, at: DemoLayout, learned: str, p
                                     figures=ATTENTION_FIGURES if arm in (learned, CONTROL) else 0, **external)
         steps.append(Step(f"attention-{arm}", run_attention, attention, attention.out,
                           f"attention of {ARM_TITLES[arm]} over the external scans"
-                          + (", Grad-CAM heatmaps of its top slices" if attention.heatmaps else "")))
+                          + (", heatmaps of its top slices" if attention.heatmaps else "")))
     if predict_scan is not None:
         predict = PredictConfig(scan_path=predict_scan, model=at.crossval("location", learned),
                                 encoder=encoder_spec(learned, plan, at), lesions=at.external / "lesions.csv",
