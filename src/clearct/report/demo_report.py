@@ -587,10 +587,10 @@ def _method_words(at: DemoLayout, arm: str) -> str:
     if first is None:
         return ""
     h = read_heatmaps(first)
-    how = {"gradient-input": "the gradient of the location's logit with respect to the encoder's input pixels "
-                             "times those pixels, at the slice's own resolution",
-           "gradcam": f"Grad-CAM on the encoder's last spatial map ({h.layer}), on its coarse grid"}
-    return f" ({h.title}: {how.get(h.method, h.layer)})"
+    how = {"gradient-input": "gradient × input: the gradient of the location's logit with respect to the encoder's "
+                             "input pixels times those pixels, at the slice's own resolution",
+           "gradcam": f"Grad-CAM on the encoder's last spatial map, {h.layer}, on its coarse grid"}
+    return f" ({how.get(h.method, f'{h.title} at {h.layer}')})"
 
 
 def _look_section(report: Report, at: DemoLayout, learned: str, location: dict[str, Metrics],
