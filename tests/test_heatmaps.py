@@ -116,10 +116,16 @@ def _ensemble(models: list[torch.nn.Module], encoder: torch.nn.Module, spec: Tas
 # VMamba. vit_conv_test is not here: at random init its fixed sin-cos position table (norm 5.7 per token) is ten
 # times the conv stem's content (0.57), so its maps show token positions, not the square; the shape test covers it.
 FAMILIES = ["resnet_tiny", "timm:test_convnext", "timm:test_vit", "mambaout_test", "vmamba_test"]
+# At random init these two put gradient × input's peak on the image border (zero padding; a corner or the edge
+# next to the transposed square) although the square holds the interior maximum; a frame with air around the
+# tissue moves the peak to the tissue's edge instead. Known limit, docs/interpret.md; trained encoders: the demo.
+BORDER = pytest.mark.xfail(strict=True, reason="random init: gradient × input peaks on the image border")
 
 
-@pytest.mark.parametrize("method", ["gradient-input", "gradcam"])
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name, method", [
+    pytest.param(n, m, marks=BORDER) if (n, m) in {("timm:test_convnext", "gradient-input"),
+                                                    ("mambaout_test", "gradient-input")} else (n, m)
+    for n in FAMILIES for m in ("gradient-input", "gradcam")])
 def test_the_heatmap_peaks_on_a_planted_square(name, method):
     torch.manual_seed(0)
     encoder = create_encoder(name, image_size=256).eval()
