@@ -1,8 +1,10 @@
-"""Grad-CAM heatmaps: (a) the time for the top 10 slices of a 300-slice 512² scan with ``mambaout_tiny`` at 224 px
-on the CPU (target ≤ 30 s on 2 cores), (b) the pointing game of a trained demo folder's arms.
+"""Heatmaps: (a) the time for the top 10 slices of a 300-slice 512² scan with ``mambaout_tiny`` at 224 px on the
+CPU (target ≤ 30 s on 2 cores), (b) the pointing game of a trained demo folder's arms, per location.
 
-    .venv/bin/python benchmarks/heatmaps.py time [--threads 2] [--repeats 3] [--profile] [--record]
-    .venv/bin/python benchmarks/heatmaps.py pointing DEMO_DIR [--top-k 5] [--scans N] [--record]
+    .venv/bin/python benchmarks/heatmaps.py time [--method M] [--threads 2] [--repeats 3] [--profile] [--record]
+    .venv/bin/python benchmarks/heatmaps.py pointing DEMO_DIR [--method M] [--top-k 6] [--scans N] [--record]
+
+``--method``: ``gradient-input`` (the default of predict and attention) or ``gradcam`` (docs/interpret.md).
 
 (a) renders patient 0 of ``clearct synth --size 512 --slices 300 --scan-range cap`` in memory, embeds every slice
 in the lung and abdomen windows with random-init ``mambaout_tiny`` (what predict holds before its heatmaps), builds
@@ -32,14 +34,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import torch
 
-from clearct.config import SynthSettings
+from clearct.config import HeatmapMethod, SynthSettings
 from clearct.encoders import create_encoder
 from clearct.encoders.embed import embed_volume, prepare_encoder
-from clearct.evaluate.localization import lesion_on_slice, pointing_game
+from clearct.evaluate.localization import lesion_pairs, pointing_game
 from clearct.inference.ensembles import load_mil_models
 from clearct.inference.heatmaps import heatmap_encoder, scan_heatmaps, write_scan_heatmaps
 from clearct.io import read_ct, read_lesions_table, read_scans_table
@@ -53,6 +56,7 @@ from clearct.synth import LOCATIONS
 from clearct.synth.cohort import render_patient
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
+METHODS = get_args(HeatmapMethod)
 SECTION = "## heatmaps"
 
 
@@ -115,7 +119,8 @@ def run_time(args: argparse.Namespace) -> None:
         t0 = time.perf_counter()
         if profiler:
             profiler.enable()
-        maps = scan_heatmaps(volume.hu, bag, attention[0], ensemble, encoder, top_k=10, batch_size=args.batch)
+        maps = scan_heatmaps(volume.hu, bag, attention[0], ensemble, encoder, top_k=10, batch_size=args.batch,
+                             method=args.method)
         if profiler:
             profiler.disable()
         times.append(time.perf_counter() - t0)
@@ -130,7 +135,8 @@ def run_time(args: argparse.Namespace) -> None:
     median = statistics.median(times)
     verdict = "meets" if median <= 30 else "misses"
     lines = [
-        f"`benchmarks/heatmaps.py time --threads {args.threads} --repeats {args.repeats} --batch {args.batch}` "
+        f"`benchmarks/heatmaps.py time --method {args.method} --threads {args.threads} --repeats {args.repeats} "
+        f"--batch {args.batch}` "
         f"({started:%Y-%m-%d %H:%M} UTC; {machine()}; load average 1/5/15 min {load_before} before, "
         f"{load_text()} after): a {volume.hu.shape[0]}-slice 512² phantom (synth patient 0, cap range), "
         f"`mambaout_tiny` at 224 px (random init), lung + abdomen windows, a 5-model ABMIL ensemble over the 8 lesion "
@@ -139,7 +145,7 @@ def run_time(args: argparse.Namespace) -> None:
         "| step | seconds |",
         "|---|---|",
         f"| embed the scan ({len(bag)} instances; predict does this anyway) | {embed_s:.1f} |",
-        f"| **heatmaps of the top 10 instances, 8 targets** (median of {args.repeats}: "
+        f"| **{args.method} heatmaps of the top 10 instances, 8 targets** (median of {args.repeats}: "
         f"{', '.join(f'{t:.2f}' for t in times)}) | **{median:.2f}** |",
         f"| write `heatmaps/<scan_id>.h5` ({size_mb:.1f} MB) + 10 PNG overlays of 8 panels | {write_s:.1f} |",
         "",
@@ -150,37 +156,33 @@ def run_time(args: argparse.Namespace) -> None:
         record(lines)
 
 
-def arm_pointing(at: DemoLayout, arm: str, top_k: int, max_scans: int | None) -> dict:
-    """Pointing game of one arm's location ensemble on the external cohort."""
+def arm_pointing(at: DemoLayout, arm: str, top_k: int, max_scans: int | None, method: str) -> dict:
+    """Pointing game of one arm's location ensemble on the external cohort, in all and per lesion location."""
     model = at.crossval("location", arm)
     features = at.features(arm, "external")
     ensemble = load_mil_models(model, "pointing game")
-    encoder = heatmap_encoder(ensemble, encoder=None, weights=None, features=features, where=model)
+    encoder = heatmap_encoder(ensemble, encoder=None, weights=None, features=features, where=model, method=method)
     cohort = load_cohort(features, None, None, dtype=np.float32, windows=ensemble.window_names)
     paths = {r.scan_id: r.path for r in read_scans_table(at.external / "scans.csv")}
     boxes: dict[str, list] = {}
     for box in read_lesions_table(at.external / "lesions.csv"):
         boxes.setdefault(box.scan_id, []).append(box)
     bags = [b for b in cohort.bags if b.scan_id in boxes and b.scan_id in paths][:max_scans]
-    scores, attention = ensemble.predict(bags)
-    targets = ensemble.spec.output_names
-    pairs, top_on_lesion, top_total = [], 0, 0
+    _, attention = ensemble.predict(bags)
+    pairs, top_total = [], 0
     t0 = time.perf_counter()
-    for bag, s, a in zip(bags, scores, attention):
+    for bag, a in zip(bags, attention):
         hu = read_ct(paths[bag.scan_id]).hu
-        maps = scan_heatmaps(hu, bag, a, ensemble, encoder, top_k=top_k)
-        for k, slice_index in enumerate(maps.slice_index):
-            top_total += 1
-            lesion = lesion_on_slice(boxes[bag.scan_id], int(slice_index))
-            if lesion is None:
-                continue
-            top_on_lesion += 1
-            t = targets.index(lesion.label) if lesion.label in targets else int(np.argmax(s))
-            pairs.append((maps.maps[k, t], (lesion.x1, lesion.y1, lesion.x2, lesion.y2)))
-    score = pointing_game(pairs)
-    return {"arm": arm, "scans": len(bags), "top": top_total, "on_lesion": top_on_lesion, "hits": score.hits,
+        maps = scan_heatmaps(hu, bag, a, ensemble, encoder, top_k=top_k, method=method)
+        top_total += len(maps)
+        pairs += lesion_pairs(maps.maps, maps.slice_index, maps.targets, boxes[bag.scan_id])
+    score = pointing_game([(m, box) for _, m, box in pairs])
+    by_location = {loc: pointing_game([(m, box) for label, m, box in pairs if label == loc])
+                   for loc in sorted({label for label, _, _ in pairs})}
+    return {"arm": arm, "scans": len(bags), "top": top_total, "on_lesion": len(pairs), "hits": score.hits,
             "share": score.share, "seconds": time.perf_counter() - t0, "encoder": encoder.encoder_name,
-            "weights": encoder.weights_sha256[:12]}
+            "weights": encoder.weights_sha256[:12],
+            "by_location": ", ".join(f"{loc} {p.hits}/{p.slices}" for loc, p in by_location.items())}
 
 
 def run_pointing(args: argparse.Namespace) -> None:
@@ -189,16 +191,20 @@ def run_pointing(args: argparse.Namespace) -> None:
     if not arms:
         sys.exit(f"{at.root}: no lesion-location crossval folder of any arm ({', '.join(DEMO_ARMS)})")
     started = dt.datetime.now(dt.timezone.utc)
-    rows = [arm_pointing(at, arm, args.top_k, args.scans) for arm in arms]
+    load_before = load_text()
+    rows = [arm_pointing(at, arm, args.top_k, args.scans, args.method) for arm in arms]
     lines = [
-        f"`benchmarks/heatmaps.py pointing {at.root} --top-k {args.top_k}` ({started:%Y-%m-%d %H:%M} UTC; load "
-        f"average {load_text()}): the location ensembles on the external cohort; per annotated scan the top "
-        f"{args.top_k} attended instances, those on a lesion slice scored by the map of the lesion's location.",
+        f"`benchmarks/heatmaps.py pointing {at.root} --method {args.method} --top-k {args.top_k}` "
+        f"({started:%Y-%m-%d %H:%M} UTC; load average {load_before} before, {load_text()} after): the location "
+        f"ensembles on the external cohort; per annotated scan the top {args.top_k} attended instances, those on a "
+        "lesion slice scored by the map of the lesion's location.",
         "",
-        "| arm | encoder (weights) | scans | top instances on a lesion slice | pointing game (peak in box ×1.5) | s |",
-        "|---|---|---|---|---|---|",
+        "| arm | encoder (weights) | scans | top instances on a lesion slice | pointing game (peak in box ×1.5) "
+        "| per location (hits / slices) | s |",
+        "|---|---|---|---|---|---|---|",
         *[f"| {ARM_TITLES[r['arm']]} | {r['encoder']} ({r['weights']}) | {r['scans']} | {r['on_lesion']} / {r['top']} "
-          f"| {r['hits']} / {r['on_lesion']} = {r['share']:.3f} | {r['seconds']:.1f} |" for r in rows],
+          f"| {r['hits']} / {r['on_lesion']} = {r['share']:.3f} | {r['by_location']} | {r['seconds']:.1f} |"
+          for r in rows],
     ]
     print("\n".join(lines))
     if args.record:
@@ -214,10 +220,12 @@ def main() -> None:
     t.add_argument("--slices", type=int, default=300)
     t.add_argument("--batch", type=int, default=16, help="instances of one window per forward/backward")
     t.add_argument("--profile", action="store_true")
+    t.add_argument("--method", choices=METHODS, default="gradient-input")
     t.add_argument("--record", action="store_true")
     p = sub.add_parser("pointing", help="(b) the pointing game of a trained demo folder")
     p.add_argument("demo", type=Path)
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=int, default=6, help="the demo's attention --top-k")
+    p.add_argument("--method", choices=METHODS, default="gradient-input")
     p.add_argument("--scans", type=int, default=None, help="at most this many annotated external scans")
     p.add_argument("--record", action="store_true")
     args = parser.parse_args()

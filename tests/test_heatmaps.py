@@ -14,20 +14,38 @@ import torch
 
 from clearct.cli import main
 from clearct.common.errors import ClearctError
+from clearct.config import MilTraining
 from clearct.encoders import create_encoder, list_encoders
 from clearct.encoders.embed import embed_volume
 from clearct.encoders.spatial import spatial_tap
-from clearct.evaluate.localization import grow_box, lesion_on_slice, peak, peak_in_box, pointing_game
-from clearct.inference.gradcam import gradcam, normalise_per_target, target_logits, upsample
-from clearct.inference.heatmaps import scan_heatmaps, write_scan_heatmaps
+from clearct.evaluate.localization import (
+    grow_box,
+    heatmap_pointing,
+    lesion_on_slice,
+    peak,
+    peak_in_box,
+    pointing_game,
+)
+from clearct.evaluate.tables import write_csv
+from clearct.inference.gradcam import (
+    gaussian_blur,
+    gradcam,
+    gradient_input,
+    normalise_per_target,
+    target_logits,
+    upsample,
+)
+from clearct.inference.heatmaps import SIGMA_PX, heatmap_layer, map_shift, scan_heatmaps, write_scan_heatmaps
 from clearct.io.heatmaps import ScanHeatmaps, read_heatmaps, write_heatmaps
 from clearct.io.tables import LesionBox
 from clearct.io.volume import CTVolume
-from clearct.mil.data import Bag
+from clearct.mil.data import Bag, load_cohort
 from clearct.mil.models import build_model
-from clearct.mil.store import MilEnsemble
+from clearct.mil.store import MilEnsemble, model_meta
+from clearct.modeling.store import save_model
 from clearct.modeling.tasks import TaskSpec
 from clearct.preprocess import Window, render_slices
+from clearct.synth.writers import write_scan
 
 WINDOW = Window("soft", -200.0, 300.0)
 SQUARE_SLICE = 2
@@ -49,9 +67,10 @@ def _bag(volume: CTVolume, encoder: torch.nn.Module) -> Bag:
                np.zeros(0, np.float32))
 
 
-def square_probe(feats: np.ndarray, square: int, attention_gain: float = 3.0) -> torch.nn.Module:
+def square_probe(feats: np.ndarray, square: int | list[int], attention_gain: float = 3.0) -> torch.nn.Module:
     """A registry ABMIL (feature scaler fitted on the bag) whose score grows along the embedding direction the
-    square produces, d = e(square slice) − mean e(other slices), measured in the raw embedding.
+    square produces, d = mean e(square slices) − mean e(other slices), measured in the raw embedding (``feats``:
+    the rows of one bag or of several, ``square``: the rows of the square slices).
 
     h₀ = ReLU(u·x̃ + b) with x̃ the scaled features and u ∝ d·σ, so ∂h₀/∂e ∝ d; b puts every plain slice at h₀ ≤ 0.
     h₁ = 1 gives the head's LayerNorm a reference, attention follows h₀, and the head passes LN(z)₀ through SiLU:
@@ -60,9 +79,10 @@ def square_probe(feats: np.ndarray, square: int, attention_gain: float = 3.0) ->
     dim = feats.shape[1]
     model = build_model("abmil", dim, 1, hidden=3, dropout=0.0, standardize=True)
     model.scaler.fit([feats])
-    plain = np.delete(feats, square, axis=0)
+    squares = np.atleast_1d(square)
+    plain = np.delete(feats, squares, axis=0)
     with torch.no_grad():
-        d = torch.from_numpy(feats[square] - plain.mean(axis=0)).float()
+        d = torch.from_numpy(feats[squares].mean(axis=0) - plain.mean(axis=0)).float()
         u = d * model.scaler.std
         u = u / u.norm()
         scaled = model.scaler(torch.from_numpy(plain).float())
@@ -96,11 +116,17 @@ def _ensemble(models: list[torch.nn.Module], encoder: torch.nn.Module, spec: Tas
 # VMamba. vit_conv_test is not here: at random init its fixed sin-cos position table (norm 5.7 per token) is ten
 # times the conv stem's content (0.57), so its maps show token positions, not the square; the shape test covers it.
 FAMILIES = ["resnet_tiny", "timm:test_convnext", "timm:test_vit", "mambaout_test", "vmamba_test"]
+# Gradient × input at random init: mambaout_test puts its peak on the zero-padded image border although the square
+# holds the interior maximum, so the test looks inside a 16-px frame; timm:test_convnext gives a flat map (mean 0.515
+# on the square against 0.507 elsewhere) and is left out of that method here, as vit_conv_test is of both. Known
+# limits of untrained networks (docs/interpret.md); a trained encoder's maps: the demo's pointing game.
+BORDER_PX = {("mambaout_test", "gradient-input"): 16}
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("name, method", [(n, m) for n in FAMILIES for m in ("gradient-input", "gradcam")
+                                          if (n, m) != ("timm:test_convnext", "gradient-input")])
 @pytest.mark.slow
-def test_the_heatmap_peaks_on_a_planted_square(name):
+def test_the_heatmap_peaks_on_a_planted_square(name, method):
     torch.manual_seed(0)
     encoder = create_encoder(name, image_size=256).eval()
     for cy, cx in ((96, 160), (160, 96)):  # the square and its transpose: a swapped axis would miss one
@@ -110,9 +136,13 @@ def test_the_heatmap_peaks_on_a_planted_square(name):
         probes = [square_probe(bag.feats, SQUARE_SLICE, gain) for gain in (3.0, 4.0)]  # a two-model ensemble
         ensemble = _ensemble(probes, encoder)
         scores, attention = ensemble.predict([bag])
-        maps = scan_heatmaps(volume.hu, bag, attention[0], ensemble, encoder, top_k=2)
+        maps = scan_heatmaps(volume.hu, bag, attention[0], ensemble, encoder, top_k=2, method=method)
         assert maps.slice_index[0] == SQUARE_SLICE and maps.maps.shape == (2, 1, 256, 256)
-        assert peak_in_box(maps.maps[0, 0], box), (name, box, peak(maps.maps[0, 0]))
+        heat = maps.maps[0, 0].astype(np.float64)
+        frame = BORDER_PX.get((name, method), 0)
+        if frame:
+            heat[:frame], heat[-frame:], heat[:, :frame], heat[:, -frame:] = (heat.min(),) * 4
+        assert peak_in_box(heat, box), (name, box, peak(heat))
 
 
 def test_the_map_is_the_gradient_through_the_models_own_forward():
@@ -131,7 +161,7 @@ def test_the_map_is_the_gradient_through_the_models_own_forward():
         models.append(model.eval())
     ensemble = _ensemble(models, encoder, TaskSpec("multilabel", ["a", "b"]))
     _, attention = ensemble.predict([bag])
-    maps = scan_heatmaps(volume.hu, bag, attention[0], ensemble, encoder, top_k=1)
+    maps = scan_heatmaps(volume.hu, bag, attention[0], ensemble, encoder, top_k=1, method="gradcam")
     row = int(np.argmax(attention[0]))
     x = render_slices(volume.hu[[bag.slice_index[row]]], [WINDOW], 64, mean=encoder.mean, std=encoder.std)[:, 0]
     with torch.no_grad():
@@ -146,8 +176,58 @@ def test_the_map_is_the_gradient_through_the_models_own_forward():
     for t in range(2):
         (g,) = torch.autograd.grad(logits[0, t], e, retain_graph=True)
         cam = torch.relu((g[0, :, None, None] / (a.shape[2] * a.shape[3]) * a[0]).sum(0))
-        want = torch.nn.functional.interpolate(cam[None, None], size=(64, 64), mode="bilinear", align_corners=False)[0, 0].numpy()
+        want = upsample(cam[None], (64, 64), map_shift(encoder.encoder_name, 64))[0].numpy()  # 64-px slice
         np.testing.assert_allclose(raw[0, t], want, atol=2e-3 * want.max() + 1e-9)
+
+
+def test_gradient_input_is_the_input_gradient_through_the_models_own_forward():
+    """gradient × input rebuilt by hand: the slice rendered as for extraction, its embedding put into the bag,
+    the two fold models' mean logit differentiated with respect to the input pixels, ReLU(Σ_c x_c g_c) smoothed and
+    resized to the slice (48 × 40: rows ≠ columns)."""
+    torch.manual_seed(0)
+    encoder = create_encoder("resnet_tiny", image_size=32).eval()
+    volume = _volume(48, (20, 10, 32, 22))
+    volume.hu = np.ascontiguousarray(volume.hu[:, :, :40])
+    bag = _bag(volume, encoder)
+    models = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model("abmil", bag.feats.shape[1], 2, hidden=8, dropout=0.0, standardize=True)
+        model.scaler.fit([bag.feats])
+        models.append(model.eval())
+    ensemble = _ensemble(models, encoder, TaskSpec("multilabel", ["a", "b"]))
+    _, attention = ensemble.predict([bag])
+    maps = scan_heatmaps(volume.hu, bag, attention[0], ensemble, encoder, top_k=1)
+    assert (maps.method, maps.layer) == ("gradient-input", "input")
+    row = int(np.argmax(attention[0]))
+    x = render_slices(volume.hu[[bag.slice_index[row]]], [WINDOW], 32, mean=encoder.mean, std=encoder.std)[:, 0]
+    x.requires_grad_(True)
+    feats = torch.from_numpy(bag.feats).clone()
+    bags = torch.cat([feats[:row], encoder(x), feats[row + 1 :]])[None]
+    mask, window = torch.ones(1, len(bag), dtype=torch.bool), torch.zeros(1, len(bag), dtype=torch.long)
+    logits = torch.stack([m(bags, mask, window)[0] for m in models]).mean(0)
+    raw = maps.raw()
+    for t in range(2):
+        (g,) = torch.autograd.grad(logits[0, t], x, retain_graph=True)
+        contribution = torch.relu((g * x.detach()).sum(dim=1))
+        want = upsample(gaussian_blur(contribution, SIGMA_PX), (48, 40))[0].numpy()
+        np.testing.assert_allclose(raw[0, t], want, atol=2e-3 * want.max() + 1e-9)
+
+
+def test_gradient_input_math():
+    x = torch.tensor([[[[1.0, -2.0]], [[3.0, 1.0]]]])  # (1, 2 channels, 1, 2)
+    g = torch.tensor([[[[2.0, 1.0]], [[-1.0, 1.0]]]])
+    # pixel 0: 1·2 + 3·(−1) = −1 → 0; pixel 1: −2·1 + 1·1 = −1 → 0; flip the sign of g: 1 and 1
+    assert gradient_input(x, g, 0.0).tolist() == [[[0.0, 0.0]]]
+    assert gradient_input(x, -g, 0.0).tolist() == [[[1.0, 1.0]]]
+    flat = torch.full((1, 9, 11), 2.0)
+    np.testing.assert_allclose(gaussian_blur(flat, 1.5), flat)  # edges reflected: a constant stays constant
+    spike = torch.zeros(1, 21, 21)
+    spike[0, 10, 10] = 1.0
+    blurred = gaussian_blur(spike, 2.0)
+    assert blurred.sum() == pytest.approx(1.0, abs=1e-5) and blurred[0, 10, 10] == blurred.max()
+    assert blurred[0, 10, 12] / blurred[0, 10, 10] == pytest.approx(np.exp(-0.5), rel=1e-4)  # sd 2 px
+    assert torch.equal(gaussian_blur(spike, 0.0), spike)
 
 
 def test_gradcam_math():
@@ -164,6 +244,23 @@ def test_gradcam_math():
     out = torch.tensor([[0.5, 2.0]])
     assert target_logits(TaskSpec("binary", ["y"], classes=["0", "1"]), out).tolist() == [[1.5]]
     assert target_logits(TaskSpec("multilabel", ["a", "b"]), out).tolist() == [[0.5, 2.0]]
+
+
+def test_upsample_places_each_cell_at_its_field_centre():
+    cell = torch.zeros(1, 4, 4)
+    cell[0, 1, 2] = 1.0  # on a 32-px grid its geometric centre is (11.5, 19.5)
+    plain, moved = upsample(cell, (32, 32)), upsample(cell, (32, 32), (-4.0, 2.0))
+    np.testing.assert_allclose(peak(plain.numpy()[0]), (11.5, 19.5))
+    np.testing.assert_allclose(peak(moved.numpy()[0]), (7.5, 21.5))
+    np.testing.assert_allclose(upsample(cell, (32, 32), (0.0, 0.0)), plain)
+
+
+def test_map_shift_is_the_receptive_field_geometry():
+    # resnet_tiny: a stride-2 stem, a stride-2 max pool and two stride-2 stages, all padded on both sides, each
+    # centre a cell's field half a step of its input up and left: 0.5 · (1 + 2 + 4 + 8) = 7.5 input pixels
+    for size in (64, 96):
+        np.testing.assert_allclose(map_shift("resnet_tiny", size), (-7.5, -7.5), atol=0.5)
+    assert map_shift("timm:test_vit", 64) == (0.0, 0.0)  # token maps: attention mixes globally, no local centre
 
 
 def test_pointing_game_parts():
@@ -183,6 +280,55 @@ def test_pointing_game_parts():
     assert lesion_on_slice(boxes, 15) is None
 
 
+@pytest.mark.parametrize("method, side, vertebra", [("gradient-input", 12, True), ("gradcam", 32, False)])
+def test_the_pointing_game_finds_a_planted_square_from_the_files_the_demo_writes(tmp_path, method, side, vertebra):
+    """The demo's geometry end to end: 128-px DICOM slices embedded at 96 px (resnet_tiny, random init), a square
+    the size of a demo lesion (gradient × input) or of a 6 × 6 map cell (Grad-CAM) off-centre in one scan and
+    transposed in the other, fold models saved as crossval writes them, ``clearct attention --heatmaps`` and the
+    demo's pointing game on its heatmap files and lesions.csv (synth's convention: x2, y2 one past the last pixel).
+    A swapped axis, a wrong resize or a misplaced map misses one of the squares. Gradient × input also has to
+    ignore a brighter block in every slice (a vertebra) that cannot raise the score; Grad-CAM's peak lands on
+    that block in the transposed scan (its channel weights are spatial means: every bright structure of the
+    weighted channels shows, docs/interpret.md), so its case has none."""
+    scans, feats, cv, att = (tmp_path / name for name in ("scans", "feats", "cv", "att"))
+    rows, lesions = [], []
+    for n, (cy, cx) in enumerate(((40, 84), (84, 40))):
+        box = (cx - side // 2, cy - side // 2, cx + side // 2, cy + side // 2)
+        volume = _volume(128, box)
+        if vertebra:  # bright in every slice, so it cannot raise the score
+            volume.hu[:, 98:114, 56:72] = 400
+        volume.hu[:, -1, -1] = -1  # CT has values below 0 HU (reading refuses label maps without); windowed ≈ tissue
+        volume.scan_id, volume.patient_id = f"s{n}", f"p{n}"
+        write_scan(volume, scans / f"s{n}", "dicom", uid_key=f"pointing-{n}")
+        rows.append({"scan_id": f"s{n}", "patient_id": f"p{n}", "path": f"s{n}"})
+        lesions.append({"scan_id": f"s{n}", "slice_index": SQUARE_SLICE, "x1": box[0], "y1": box[1], "x2": box[2],
+                        "y2": box[3], "label": "liver", "slice_first": SQUARE_SLICE, "slice_last": SQUARE_SLICE})
+    write_csv(scans / "scans.csv", rows)
+    write_csv(tmp_path / "lesions.csv", lesions)
+    window = f"{WINDOW.name}:{WINDOW.lo:g}:{WINDOW.hi:g}"
+    assert main(["extract", "--scans", str(scans / "scans.csv"), "--encoder", "resnet_tiny", "--image-size", "96",
+                 "--windows", window, "--out", str(feats), "--device", "cpu", "--workers", "0"]) == 0
+    cohort = load_cohort(feats, None, None, dtype=np.float32)
+    stacked = np.concatenate([b.feats for b in cohort.bags])
+    squares = [sum(len(b) for b in cohort.bags[:i]) + int(np.flatnonzero(b.slice_index == SQUARE_SLICE)[0])
+               for i, b in enumerate(cohort.bags)]
+    spec = TaskSpec("multilabel", ["liver"])
+    for fold, gain in enumerate((3.0, 4.0)):
+        model = square_probe(stacked, squares, gain)
+        meta = model_meta(job=f"fold-{fold}", settings=MilTraining(hidden=3, dropout=0.0), spec=spec,
+                          in_dim=stacked.shape[1], windows=[[WINDOW.name, WINDOW.lo, WINDOW.hi]],
+                          encoder=cohort.encoder, thresholds=[0.5], train=[], val=[], seed=fold, fingerprint="",
+                          history=[])
+        save_model(cv / f"fold-{fold}", model, meta)
+    assert main(["attention", "--model", str(cv), "--features", str(feats), "--scans", str(scans / "scans.csv"),
+                 "--lesions", str(tmp_path / "lesions.csv"), "--out", str(att), "--heatmaps", "--heatmap-method",
+                 method, "--top-k", "1", "--figures", "0", "--device", "cpu"]) == 0
+    score = heatmap_pointing(att / "heatmaps", tmp_path / "lesions.csv")
+    assert (score.scans, score.instances) == (2, 2)
+    assert (score.total.hits, score.total.slices) == (2, 2), [
+        (h.scan_id, peak(h.maps[0, 0])) for h in map(read_heatmaps, sorted((att / "heatmaps").glob("*.h5")))]
+
+
 # ---- every registry encoder ------------------------------------------------------------------------------------
 
 TIMM_EXAMPLES = ["timm:test_resnet", "timm:test_vit", "timm:test_convnext", "timm:test_efficientnet"]
@@ -200,9 +346,10 @@ def _registry_2d() -> list:
     return names
 
 
+@pytest.mark.parametrize("method", ["gradient-input", "gradcam"])
 @pytest.mark.parametrize("name", _registry_2d())
 @pytest.mark.slow
-def test_every_2d_registry_encoder_gives_a_map_of_the_slice_shape(name):
+def test_every_2d_registry_encoder_gives_a_map_of_the_slice_shape(name, method):
     if name in ("biomedclip", "sam2_hiera_large"):
         pytest.importorskip("open_clip" if name == "biomedclip" else "transformers")
     torch.manual_seed(0)
@@ -219,10 +366,11 @@ def test_every_2d_registry_encoder_gives_a_map_of_the_slice_shape(name):
     model.scaler.fit([bag.feats])
     ensemble = _ensemble([model.eval()], encoder, TaskSpec("multiclass", ["kind"], classes=["a", "b", "c"]))
     _, attention = ensemble.predict([bag])
-    maps = scan_heatmaps(volume.hu, bag, attention[0], ensemble, encoder, top_k=2)
+    maps = scan_heatmaps(volume.hu, bag, attention[0], ensemble, encoder, top_k=2, method=method)
     assert maps.maps.shape == (2, 3, 48, 40) and np.isfinite(maps.maps.astype(np.float32)).all()
-    assert maps.layer.endswith((":input", ":output")) and maps.encoder == encoder.encoder_name
-    assert maps.maps.max() > 0  # not an all-zero map: gradients reached the tapped map
+    assert maps.encoder == encoder.encoder_name and maps.method == method
+    assert maps.layer == "input" if method == "gradient-input" else maps.layer.endswith((":input", ":output"))
+    assert maps.maps.max() > 0  # not an all-zero map: gradients reached the input or the tapped map
 
 
 @pytest.mark.parametrize("name", ["drasclr", "merlin"])
@@ -234,6 +382,9 @@ def test_3d_and_patch_encoders_have_no_map(name):
     with pytest.raises(ClearctError) as err:
         spatial_tap(encoder)
     assert str(err.value) == f"{name} has no spatial feature map; heatmaps need a 2D encoder with one"
+    with pytest.raises(ClearctError) as err:
+        heatmap_layer(encoder, "gradient-input")
+    assert str(err.value) == f"{name} does not embed single slices; heatmaps need a 2D slice encoder"
 
 
 # ---- the file ------------------------------------------------------------------------------------------------
@@ -300,7 +451,7 @@ def test_predict_and_attention_write_heatmaps(tmp_path, capsys):
     result = json.loads((out / "prediction.json").read_text())
     maps = read_heatmaps(out / result["heatmaps"])
     assert maps.maps.shape == (3, 2, 48, 48) and maps.targets == ["lung", "liver"]
-    assert maps.encoder == "mambaout_test" and maps.layer == "head:input" and maps.method == "gradcam"
+    assert maps.encoder == "mambaout_test" and maps.layer == "input" and maps.method == "gradient-input"
     assert len(list((out / "heatmaps").glob("*.png"))) == 3
     assert main(["predict", str(cohort / first["path"]), "--model", str(cv), "--encoder", "mambaout_test",
                  "--out", str(tmp_path / "plain"), "--device", "cpu", "--no-heatmaps"]) == 0
@@ -314,6 +465,11 @@ def test_predict_and_attention_write_heatmaps(tmp_path, capsys):
     assert main(["attention", "--model", str(cv), "--features", str(feats), "--scans", str(cohort / "scans.csv"),
                  "--out", str(att), "--heatmaps", "--figures", "1", "--top-k", "2", "--device", "cpu"]) == 0
     assert len(list((att / "heatmaps").glob("*.h5"))) == 8 and len(list((att / "heatmaps").glob("*.png"))) == 2
+    assert main(["attention", "--model", str(cv), "--features", str(feats), "--scans", str(cohort / "scans.csv"),
+                 "--out", str(tmp_path / "att-cam"), "--heatmaps", "--heatmap-method", "gradcam", "--figures", "0",
+                 "--top-k", "1", "--device", "cpu"]) == 0
+    cam = read_heatmaps(next((tmp_path / "att-cam" / "heatmaps").glob("*.h5")))
+    assert (cam.method, cam.layer) == ("gradcam", "head:input")
     # another encoder than the models' is refused with one line
     assert main(["attention", "--model", str(cv), "--features", str(feats), "--scans", str(cohort / "scans.csv"),
                  "--out", str(att), "--heatmaps", "--encoder", "resnet_tiny", "--device", "cpu"]) == 2

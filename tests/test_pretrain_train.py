@@ -122,6 +122,8 @@ def test_short_runs_get_scaled_defaults_and_a_warning(cohort, tmp_path, caplog):
     assert resolve_defaults(cfg, slices=1000, embed_dim=768).mlp_dim == 4096
     assert resolve_defaults(cfg.model_copy(update={"epochs": 200}), slices=64, embed_dim=64).warmup_epochs == 10
     # an explicit warm-up that outlasts the run is kept, with a warning that names the consequence
+    resolve_defaults(cfg.model_copy(update={"warmup_epochs": 3.0}), slices=6400, embed_dim=64)
+    assert "never reaches its base value" not in caplog.text  # as long as the run: the base lr at the last step
     resolve_defaults(cfg.model_copy(update={"warmup_epochs": 10.0}), slices=6400, embed_dim=64)
     assert "never reaches its base value" in caplog.text
 

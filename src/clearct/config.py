@@ -561,6 +561,16 @@ class DeployConfig(CommandConfig):
     feature_memory_gb: float | None = _feature_memory(4)
 
 
+# how a heatmap is computed (clearct.inference.heatmaps; docs/interpret.md "The method")
+HeatmapMethod = Literal["gradient-input", "gradcam"]
+
+
+def _heatmap_method() -> Any:
+    return Field("gradient-input", description="gradient-input: the gradient of each target's logit with respect to "
+                 "the encoder's input pixels times those pixels (the slice's own resolution); gradcam: Grad-CAM on "
+                 "the encoder's last spatial map (its coarse grid)")
+
+
 class AttentionConfig(CommandConfig):
     model: Path = Field(..., description="a crossval output folder")
     features: Path = Field(..., description="folder of <scan_id>.h5 feature files")
@@ -574,8 +584,9 @@ class AttentionConfig(CommandConfig):
                          "covers all)")
     viewers: bool = Field(True, description="write viewers/<scan_id>.html for the drawn scans (needs their CT: "
                           "--scans, or the source path their feature files record)")
-    heatmaps: bool = Field(False, description="Grad-CAM heatmaps of every target over the top-k attended slices: "
+    heatmaps: bool = Field(False, description="heatmaps of every target over the top-k attended slices: "
                            "heatmaps/<scan_id>.h5 and PNG overlays (needs --scans; docs/interpret.md)")
+    heatmap_method: HeatmapMethod = _heatmap_method()
     encoder: str | None = Field(None, description="heatmaps: the models' encoder (name or run folder; default: "
                                 "the one the features were extracted with)")
     weights: Path | None = Field(None, description="heatmaps: local weights file for --encoder")
@@ -603,8 +614,9 @@ class PredictConfig(CommandConfig):
                                 "object selection, parametric map of the heatmaps) into dicom/")
     top_k: int = Field(6, ge=1, description="slices in the attention montage, the DICOM key object selection and "
                        "the instances with heatmaps")
-    heatmaps: bool = Field(True, description="Grad-CAM heatmaps of every target over the top-k attended slices: "
+    heatmaps: bool = Field(True, description="heatmaps of every target over the top-k attended slices: "
                            "heatmaps/<scan_id>.h5 and PNG overlays (docs/interpret.md)")
+    heatmap_method: HeatmapMethod = _heatmap_method()
     batch_size: int = Field(64, ge=1, description="slices per encoder forward pass")
     device: str = _device()
 

@@ -136,3 +136,23 @@ def spatial_features(encoder: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor,
     if len(maps) != 1:
         raise no_map_error(encoder, f" ({tap.name} ran {len(maps)} times in one forward)")
     return maps[0], embedding
+
+
+def connected_map(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The map (B, C, h, w) of ``x`` through the encoder's forward, still connected to ``x`` (gradients of the map
+    with respect to the input: where each cell looks)."""
+    tap = spatial_tap(encoder)
+    module = encoder.get_submodule(tap.layer)
+    maps: list[torch.Tensor] = []
+    if tap.capture == "output":
+        handle = module.register_forward_hook(lambda _m, _args, out: maps.append(to_map(out, tap)))
+    else:
+        handle = module.register_forward_pre_hook(lambda _m, args: maps.append(to_map(args[0], tap)))
+    try:
+        with torch.enable_grad():
+            encoder(x)
+    finally:
+        handle.remove()
+    if len(maps) != 1:
+        raise no_map_error(encoder, f" ({tap.name} ran {len(maps)} times in one forward)")
+    return maps[0]

@@ -1,7 +1,7 @@
 """``clearct attention``: the fold ensemble's attention over every scan's instances → ``attention.csv``, one
 figure per scan (profile over z per window, lesion slices marked, top-k slice montage when the CT is given) and one
 ``viewers/<scan_id>.html`` per drawn scan (the CT from scans.csv, else the path its feature file records); with
-``--heatmaps`` also the Grad-CAM maps of every target over each scan's top-k instances (``heatmaps/<scan_id>.h5``
+``--heatmaps`` also the heatmaps of every target over each scan's top-k instances (``heatmaps/<scan_id>.h5``
 for every scan with a CT, PNG overlays for the scans that get figures; :mod:`clearct.inference.heatmaps`)."""
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def run_attention(cfg: AttentionConfig) -> int:
     encoder = None
     if cfg.heatmaps:
         encoder = heatmap_encoder(ensemble, encoder=cfg.encoder, weights=cfg.weights, features=cfg.features,
-                                  where=cfg.model)
+                                  where=cfg.model, method=cfg.heatmap_method)
     scores, attn = ensemble.predict(cohort.bags)
     identity = model_identity(ensemble, cfg.model)
     names = ensemble.spec.output_names
@@ -93,7 +93,7 @@ def run_attention(cfg: AttentionConfig) -> int:
         elif encoder is not None:
             issues.add("no_scan", f"{bag.scan_id}: not in {cfg.scans}; no heatmaps")
         if encoder is not None and volume is not None:
-            maps = scan_heatmaps(volume.hu, bag, a, ensemble, encoder, top_k=cfg.top_k)
+            maps = scan_heatmaps(volume.hu, bag, a, ensemble, encoder, top_k=cfg.top_k, method=cfg.heatmap_method)
             write_scan_heatmaps(out / "heatmaps", maps, volume.hu, dict(zip(names, map(float, scores[n]))),
                                 overlays=drawn)
         if not drawn:

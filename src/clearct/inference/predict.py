@@ -1,8 +1,8 @@
 """``clearct predict SCAN``: one scan → frozen encoder features (in memory) → fold ensemble →
 ``prediction.json`` (score per output, thresholded calls, encoder and model provenance), ``attention.csv`` and
-``attention.png`` (profile over z per window + the most attended slices), Grad-CAM heatmaps of every output over
+``attention.png`` (profile over z per window + the most attended slices), heatmaps of every output over
 the most attended slices (``heatmaps/<scan_id>.h5`` and one PNG overlay per slice and window;
-:mod:`clearct.inference.heatmaps`; ``--no-heatmaps`` leaves them out, an encoder without a spatial map gets a
+:mod:`clearct.inference.heatmaps`; ``--no-heatmaps`` leaves them out, an encoder that cannot give them gets a
 warning instead), ``viewer.html`` (the scan in the model's windows with attention, heatmaps, lesion boxes of
 ``--lesions``), for a DICOM series the results as DICOM objects under ``dicom/`` (inference/dicom_outputs.py), and a
 short table on stdout.
@@ -38,12 +38,11 @@ from clearct.config import PredictConfig
 from clearct.encoders.embed import embed_volume
 from clearct.encoders.random_init import random_init_warning
 from clearct.encoders.registry import encoder_info
-from clearct.encoders.spatial import spatial_tap
 from clearct.evaluate.tables import write_csv
 from clearct.inference.attention import attention_rows
 from clearct.inference.dicom_outputs import Provenance, write_dicom_outputs
 from clearct.inference.ensembles import load_mil_models, model_encoder, training_features
-from clearct.inference.heatmaps import scan_heatmaps, write_scan_heatmaps
+from clearct.inference.heatmaps import heatmap_layer, scan_heatmaps, write_scan_heatmaps
 from clearct.inference.viewers import (
     heatmap_path,
     lesions_by_scan,
@@ -114,7 +113,7 @@ class Predictor:
         }
         if self.heatmaps:  # before the viewer and the DICOM objects, which show the maps
             maps = scan_heatmaps(volume.hu, bag, attn[0], ensemble, self.encoder, top_k=cfg.top_k,
-                                 batch_size=cfg.batch_size)
+                                 batch_size=cfg.batch_size, method=cfg.heatmap_method)
             path = write_scan_heatmaps(out / "heatmaps", maps, volume.hu, by_name)
             result["heatmaps"] = str(path.relative_to(out))
         write_csv(out / "attention.csv", attention_rows(bag, attn[0], ensemble.windows))
@@ -164,7 +163,7 @@ def run_predict(cfg: PredictConfig) -> int:
     heatmaps = cfg.heatmaps
     if heatmaps:
         try:
-            spatial_tap(encoder)
+            heatmap_layer(encoder, cfg.heatmap_method)
         except ClearctError as exc:  # on by default: an encoder without a map still predicts
             heatmaps = False
             warnings.append(f"no heatmaps: {exc}")

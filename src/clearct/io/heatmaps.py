@@ -24,6 +24,7 @@ from clearct.common.errors import ClearctError
 
 DATASETS = ("maps", "slice_index", "window", "attention")
 ATTRS = ("targets", "windows", "method", "layer", "encoder", "weights_sha256", "scan_id")
+METHOD_TITLES = {"gradient-input": "gradient × input", "gradcam": "Grad-CAM"}  # ``method`` as figures name it
 
 
 @dataclass
@@ -45,6 +46,11 @@ class ScanHeatmaps:
 
     def __len__(self) -> int:
         return int(self.maps.shape[0])
+
+    @property
+    def title(self) -> str:
+        """The method as figure titles and captions name it."""
+        return METHOD_TITLES.get(self.method, self.method)
 
     def raw(self) -> np.ndarray:
         """The maps in the method's own units, float32 (K, T, H, W)."""

@@ -289,13 +289,13 @@ PAPER_BATCH = 256
 def resolve_defaults(cfg: PretrainConfig, *, slices: int, embed_dim: int) -> PretrainConfig:
     """Fill the size-dependent defaults left None: warm-up (the paper's 10 epochs, at most a tenth of the run),
     batch (256, halved until an epoch has ≥ 16 steps, at least 8) and the MoCo head width (16 × the encoder's
-    width, at most MoCo v3's 4096). An explicit warm-up that leaves no time at the base learning rate is kept
-    but warned about."""
+    width, at most MoCo v3's 4096). An explicit warm-up longer than the run is kept but warned about (one as long
+    as the run reaches the base learning rate at its last step)."""
     update = {}
     if cfg.warmup_epochs is None:
         update["warmup_epochs"] = min(PAPER_WARMUP_EPOCHS, WARMUP_SHARE * cfg.epochs)
-    elif cfg.warmup_epochs >= cfg.epochs:
-        LOG.warning("pretrain: --warmup-epochs %g ≥ --epochs %d: the learning rate never reaches its base value "
+    elif cfg.warmup_epochs > cfg.epochs:
+        LOG.warning("pretrain: --warmup-epochs %g > --epochs %d: the learning rate never reaches its base value "
                     "(lr × batch / 256) and ends at %.2g of it", cfg.warmup_epochs, cfg.epochs,
                     cfg.epochs / cfg.warmup_epochs)
     if cfg.batch_size is None:

@@ -1,8 +1,10 @@
-"""A tiny report model rendered to both Markdown and self-contained-folder HTML (images by relative path)."""
+"""A tiny report model rendered to both Markdown and self-contained-folder HTML (images and links by relative
+path). Inline markup, in paragraphs and table cells alike: `code` spans, **bold** and [text](path) links."""
 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,7 +87,7 @@ def to_html(report: Report) -> str:
             if t.caption:
                 out.append(f"<caption>{e(t.caption)}</caption>")
             out.append("<tr>" + "".join(f"<th>{e(h)}</th>" for h in t.header) + "</tr>")
-            out += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in r) + "</tr>" for r in t.rows]
+            out += ["<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in t.rows]
             out.append("</table>")
         for f in s.figures:
             out.append(f"<figure><img src='{e(f.path)}' alt='{e(f.caption)}'><figcaption>{e(f.caption)}</figcaption></figure>")
@@ -93,10 +95,23 @@ def to_html(report: Report) -> str:
     return "\n".join(out)
 
 
+_MARKUP = re.compile(r"`([^`]*)`|\*\*([^*]+)\*\*|\[([^\]]+)\]\(([^)\s]+)\)")
+
+
 def _inline(text: str) -> str:
-    """Escape, then render `code` spans (the only inline markup the reports use)."""
-    parts = html.escape(text).split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+    """Escape, rendering `code` spans, **bold** and [text](path) links (the only inline markup the reports use)."""
+    out, pos = [], 0
+    for m in _MARKUP.finditer(text):
+        out.append(html.escape(text[pos:m.start()]))
+        code, bold, label, href = m.groups()
+        if code is not None:
+            out.append(f"<code>{html.escape(code)}</code>")
+        elif bold is not None:
+            out.append(f"<strong>{_inline(bold)}</strong>")
+        else:
+            out.append(f"<a href='{html.escape(href)}'>{_inline(label)}</a>")
+        pos = m.end()
+    return "".join(out) + html.escape(text[pos:])
 
 
 def write_report(report: Report, folder: str | Path, stem: str = "report") -> tuple[Path, Path]:

@@ -31,7 +31,7 @@ from clearct.io.tables import LesionBox
 
 FORMATS = {"webp": "image/webp", "jpeg": "image/jpeg"}
 VIEW_PX = 512  # CSS pixels of the longer side of the shown slice
-OVERLAY_PX = 256  # Grad-CAM maps are smooth (upsampled from a coarse grid): 256 px shows them without loss
+OVERLAY_PX = 256  # heatmaps are smooth (Gaussian-smoothed, or upsampled from a coarse grid): 256 px shows them
 _CMAP = colormaps["inferno"]
 
 
@@ -129,7 +129,7 @@ def _heatmap_data(maps: ScanHeatmaps, shape: tuple[int, int], quality: int) -> d
     if tuple(maps.maps.shape[2:]) != shape:
         raise ClearctError(f"heatmaps of {maps.scan_id} are {maps.maps.shape[2]}×{maps.maps.shape[3]} but the "
                            f"slices are {shape[0]}×{shape[1]}")
-    values = np.maximum(maps.maps.astype(np.float32), 0.0)  # a Grad-CAM map is ReLU'd; negatives mean "not this"
+    values = np.maximum(maps.maps.astype(np.float32), 0.0)  # both methods' maps are ReLU'd; negatives mean "not this"
     peak = values.max(axis=(0, 2, 3)) if len(maps) else np.zeros(len(maps.targets), np.float32)
     rows, cols = shape
     scale = min(1.0, OVERLAY_PX / max(rows, cols))

@@ -8,7 +8,10 @@ folder skips the stages that finished with the same settings and resumes the oth
 Arms (rows of the report): the LECL encoder, the same architecture at random init, the supervised ceiling (the same
 architecture trained on per-slice lesion labels), and the positive control (the LECL features with the key slices
 marked). Tasks: lesion location (both windows) and lung abnormalities (lung window), each cross-validated on the
-training cohort and deployed on the external one.
+training cohort and deployed on the external one. Then the encoder arm whose location models learned most (the
+highest macro CV AUROC, :func:`~clearct.report.demo_report.learned_arm`) is looked at: attention with
+heatmaps on the external cohort (every encoder arm gets heatmaps for the pointing game, random init its floor), and
+``predict`` of one external DICOM series with its viewer and DICOM objects.
 """
 
 from __future__ import annotations
@@ -38,14 +41,16 @@ from clearct.config import (
     SynthSettings,
     resolve,
 )
+from clearct.evaluate.localization import heatmap_pointing
 from clearct.extract.run import run_extract
 from clearct.inference.attention import run_attention
 from clearct.inference.deploy import run_deploy
 from clearct.inference.predict import run_predict
-from clearct.mil.crossval import run_crossval
+from clearct.inference.review import run_crossval
 from clearct.mil.planted import LesionMarks, mark_lesion_slices
 from clearct.pretrain.train import run_pretrain
-from clearct.report.demo_report import build_demo_report, choose_scans, read_metrics
+from clearct.report.demo_numbers import learned_arm, read_metrics
+from clearct.report.demo_report import build_demo_report, choose_scans
 from clearct.report.document import write_report
 from clearct.report.layouts import ARM_TITLES, CONTROL, DEMO_ARMS, DEMO_TASKS, DemoLayout
 from clearct.synth.cohort import run_synth
@@ -65,13 +70,16 @@ SIZES: dict[str, dict] = {
                           "workers": 0},
              "extract": {"workers": 0},
              "crossval": {"folds": 2, "epochs": 2, "lr": 1e-3, "min_steps": 20, "bootstrap": 50}},
-    # the default: the CPU recipe of docs/pretraining.md, measured in benchmarks/RESULTS.md ("demo"); encoders at
-    # 96 px on 128-px slices (1.9× the 128-px training rate, the pretraining half of the demo's time)
-    "small": {"patients": 200, "external_patients": 60, "supervised_epochs": 4,
-              "synth": {"size": 128, "slices": 32, "lesion_contrast": 4.0, "lesion_size_mm": [30.0, 80.0]},
-              "pretrain": {"arch": "resnet_tiny", "image_size": 96, "epochs": 2, "batch_size": 64, "lr": 4e-3,
-                           "lesion_share": 0.5, "lesion_crop_scale": [2.0, 4.0], "mlp_dim": 512, "proj_dim": 128,
-                           "workers": 1},
+    # the default, for 2 CPU cores: ≥ 1,000 labelled scans, where LECL lies above random init and the supervised
+    # ceiling learns the locations (benchmarks/RESULTS.md, "demo"); encoders at 96 px on 128-px slices; one LECL
+    # epoch, warmed up over the whole of it; the ceiling until it learns (3 epochs); the training cohort as NIfTI
+    # (read three times over by extraction, DICOM would cost minutes more), the external one DICOM as always
+    "small": {"patients": 1200, "external_patients": 60, "supervised_epochs": 3,
+              "synth": {"size": 128, "slices": 32, "lesion_contrast": 4.0, "lesion_size_mm": [30.0, 80.0],
+                        "format": "nifti"},
+              "pretrain": {"arch": "resnet_tiny", "image_size": 96, "epochs": 1, "warmup_epochs": 1.0,
+                           "batch_size": 64, "lr": 4e-3, "lesion_share": 0.5, "lesion_crop_scale": [2.0, 4.0],
+                           "mlp_dim": 512, "proj_dim": 128, "workers": 1},
               "extract": {"workers": 1},
               "crossval": {"folds": 5, "epochs": 32, "lr": 1e-3, "min_steps": 200, "bootstrap": 500}},
     # a GPU run: the paper's encoder and image size, a DeepLesion-sized slice count per epoch is still far away
@@ -120,13 +128,14 @@ def _cohort_steps(cfg: DemoConfig, plan: DemoPlan, at: DemoLayout) -> list[Step]
     synth = plan.synth.model_dump()
     return [
         Step("synth", run_synth, SynthConfig(**synth, out=at.cohort, patients=plan.patients, seed=cfg.seed),
-             at.cohort, "training cohort (DICOM)"),
+             at.cohort, f"training cohort ({plan.synth.format})"),
         # another seed → other patients; the external preset → another scanner; every lesion annotated so the
-        # attention figures and the localisation share can use all lesions
+        # attention figures, the pointing game and the localisation share can use all lesions; DICOM whatever the
+        # training cohort's format, since predict writes its DICOM objects for a DICOM series only
         Step("synth-external", run_synth,
-             SynthConfig(**{**synth, "acquisition": "external", "unannotated": 0.0}, out=at.external,
-                         patients=plan.external_patients, seed=cfg.seed + 1),
-             at.external, "external cohort (other scanner)"),
+             SynthConfig(**{**synth, "acquisition": "external", "unannotated": 0.0, "format": "dicom"},
+                         out=at.external, patients=plan.external_patients, seed=cfg.seed + 1),
+             at.external, "external cohort (other scanner, DICOM)"),
     ]
 
 
@@ -169,39 +178,61 @@ def _task_steps(cfg: DemoConfig, plan: DemoPlan, at: DemoLayout) -> list[Step]:
              "lung": ({"targets": list(LUNG_FINDINGS), "use_windows": ["lung"]}, "lung abnormalities")}
     steps = []
     for task, (settings, what) in tasks.items():
+        # viewers of the most confident errors where the report links them: the location models
+        viewers = task == "location"
         for arm in DEMO_TASKS[task]:
             crossval = CrossvalConfig(**{**plan.crossval.model_dump(), **settings, "task": "multilabel"},
                                       features=at.features(arm, "cohort"), labels=at.cohort / "labels.csv",
-                                      out=at.crossval(task, arm), seed=cfg.seed, device=cfg.device)
+                                      out=at.crossval(task, arm), error_viewers=viewers, seed=cfg.seed,
+                                      device=cfg.device)
             deploy = DeployConfig(model=crossval.out, features=at.features(arm, "external"),
-                                  labels=at.external / "labels.csv", out=at.deploy(task, arm),
-                                  bootstrap=plan.crossval.bootstrap, seed=cfg.seed, device=cfg.device)
+                                  labels=at.external / "labels.csv", lesions=at.external / "lesions.csv",
+                                  out=at.deploy(task, arm), error_viewers=viewers, bootstrap=plan.crossval.bootstrap,
+                                  seed=cfg.seed, device=cfg.device)
             steps += [Step(f"{task}-{arm}", run_crossval, crossval, crossval.out,
                            f"ABMIL on {what}, {ARM_TITLES[arm]}, cross-validated"),
                       Step(f"{task}-{arm}-deploy", run_deploy, deploy, deploy.out,
                            "the fold ensemble on the external cohort")]
-    for arm in ("lecl", CONTROL):
-        attention = AttentionConfig(model=at.crossval("location", arm), features=at.features(arm, "external"),
-                                    out=at.attention(arm), scans=at.external / "scans.csv",
-                                    lesions=at.external / "lesions.csv", figures=ATTENTION_FIGURES, device=cfg.device)
-        steps.append(Step(f"attention-{arm}", run_attention, attention, attention.out,
-                          f"attention of {ARM_TITLES[arm]}, external cohort"))
     return steps
 
 
-def demo_steps(cfg: DemoConfig, plan: DemoPlan, root: Path, predict_scan: Path | None = None) -> list[Step]:
+def _look_steps(cfg: DemoConfig, plan: DemoPlan, at: DemoLayout, learned: str, predict_scan: Path | None
+                ) -> list[Step]:
+    """Attention of every arm's location models on the external cohort (with heatmaps for the encoder arms: the
+    pointing game of each, random init its floor; figures and viewers for the learned arm and the positive control)
+    and predict of one external scan with the learned arm's models and encoder."""
+    external = {"scans": at.external / "scans.csv", "lesions": at.external / "lesions.csv", "device": cfg.device}
+    steps = []
+    for arm in (*DEMO_ARMS, CONTROL):
+        # the control's features are marked copies: an encoder cannot reproduce them, so no heatmaps there
+        attention = AttentionConfig(model=at.crossval("location", arm), features=at.features(arm, "external"),
+                                    out=at.attention(arm), heatmaps=arm != CONTROL,
+                                    figures=ATTENTION_FIGURES if arm in (learned, CONTROL) else 0, **external)
+        steps.append(Step(f"attention-{arm}", run_attention, attention, attention.out,
+                          f"attention of {ARM_TITLES[arm]} over the external scans"
+                          + (", heatmaps of its top slices" if attention.heatmaps else "")))
+    if predict_scan is not None:
+        predict = PredictConfig(scan_path=predict_scan, model=at.crossval("location", learned),
+                                encoder=encoder_spec(learned, plan, at), lesions=at.external / "lesions.csv",
+                                out=at.predict, device=cfg.device)
+        steps.append(Step("predict", run_predict, predict, predict.out,
+                          f"one external DICOM series with {ARM_TITLES[learned]}: prediction.json, heatmaps, "
+                          "viewer.html, DICOM objects"))
+    return steps
+
+
+def demo_steps(cfg: DemoConfig, plan: DemoPlan, root: Path, predict_scan: Path | None = None,
+               learned: str | None = None) -> list[Step]:
     """The steps of a demo run into ``root`` (pure: nothing is run or written).
 
-    ``predict_scan`` is the scan given to predict (chosen after synth); without it the predict step is left out.
+    ``learned`` is the arm looked at (chosen after the location crossvals), ``predict_scan`` the scan given to
+    predict (chosen after synth); without ``learned`` the attention and predict steps are left out, without
+    ``predict_scan`` the predict step.
     """
     at = DemoLayout(root)
     steps = (_cohort_steps(cfg, plan, at) + _pretrain_steps(cfg, plan, at) + _feature_steps(cfg, plan, at)
              + _task_steps(cfg, plan, at))
-    if predict_scan is not None:
-        predict = PredictConfig(scan_path=predict_scan, model=at.crossval("location", "lecl"),
-                                encoder=str(at.encoder("lecl")), out=at.predict, device=cfg.device)
-        steps.append(Step("predict", run_predict, predict, predict.out, "one scan → prediction.json"))
-    return steps
+    return steps + (_look_steps(cfg, plan, at, learned, predict_scan) if learned is not None else [])
 
 
 def run_demo(cfg: DemoConfig) -> int:
@@ -213,14 +244,18 @@ def run_demo(cfg: DemoConfig) -> int:
     LOG.info("demo: size %s → %s", cfg.size, json.dumps({k: v.model_dump(mode="json") if hasattr(v, "model_dump")
                                                            else v for k, v in plan.__dict__.items()}))
     at = DemoLayout(root)
-    total = time.perf_counter()
-    # predict needs a scan of the external cohort, so its step is known once synth has run
+    total, load_start = time.perf_counter(), os.getloadavg()
+    # predict needs a scan of the external cohort (known once synth has run), the attention and predict steps the
+    # arm that learned (known once the location crossvals have run)
     steps = demo_steps(cfg, plan, root)
-    n = len(steps) + 2  # + predict + report
+    n = len(steps) + len(DEMO_ARMS) + 3  # + attention (encoder arms, control) + predict + report
     times = run_steps(steps[:2], root, total=n, stop_on_error=False)
     chosen = choose_scans(at.external, count=1)
-    steps = demo_steps(cfg, plan, root, predict_scan=chosen[0].path if chosen else None)
     times |= run_steps(steps[2:], root, done=steps[:2], total=n, stop_on_error=False)
+    learned = learned_arm(at)
+    LOG.info("demo: the arm looked at is %s (highest macro CV AUROC on lesion location)", learned)
+    looks = demo_steps(cfg, plan, root, predict_scan=chosen[0].path if chosen else None, learned=learned)
+    times |= run_steps(looks[len(steps):], root, done=steps, total=n, stop_on_error=False)
     print(f"\n[{n}/{n}] report: figures and {root / 'report.html'}", flush=True)
     (md, page), seconds, cpu = timed(lambda: write_report(build_demo_report(at, cfg, plan, times), root))
     times["report"] = StepResult("ran", seconds, cpu)
@@ -228,9 +263,10 @@ def run_demo(cfg: DemoConfig) -> int:
     record: dict[str, dict] = {k: {"seconds": round(v.seconds, 2), "cpu_seconds": round(v.cpu_seconds, 2),
                                    "status": v.status} for k, v in times.items()}
     record["total"] = {"seconds": round(elapsed, 2), "cpu_seconds": round(sum(v.cpu_seconds for v in times.values()), 2),
+                       "load_average_start": [round(x, 2) for x in load_start],
                        "load_average": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()}
     atomic_write_text(root / "demo-times.json", json.dumps(record, indent=1))
-    _print_summary(at, times, elapsed, page, md)
+    _print_summary(at, times, elapsed, page, md, learned)
     failed = [name for name, t in times.items() if t.status.startswith("exit")]
     if failed:  # the report was still written from what the other stages produced
         print(f"clearct demo: {len(failed)} stage(s) reported failed inputs: {', '.join(failed)} (see their "
@@ -238,7 +274,8 @@ def run_demo(cfg: DemoConfig) -> int:
     return 1 if failed else 0
 
 
-def _print_summary(at: DemoLayout, times: dict[str, StepResult], elapsed: float, page: Path, md: Path) -> None:
+def _print_summary(at: DemoLayout, times: dict[str, StepResult], elapsed: float, page: Path, md: Path,
+                   learned: str) -> None:
     print("\n=== clearct demo: summary ===")
     print(f"  {'stage':24s} {'wall':>9s} {'CPU':>9s}")
     for name, t in times.items():
@@ -253,5 +290,12 @@ def _print_summary(at: DemoLayout, times: dict[str, StepResult], elapsed: float,
                 if m is not None:
                     print(f"  {task} macro AUROC, {ARM_TITLES[arm]}, {label}: {m['value']:.3f} "
                           f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]")
+    print(f"  looked at: {ARM_TITLES[learned]} (the highest macro CV AUROC on lesion location): predict, heatmaps "
+          f"and viewers use its models and encoder")
+    for arm in DEMO_ARMS:
+        if (at.attention(arm) / "heatmaps").is_dir():
+            p = heatmap_pointing(at.attention(arm) / "heatmaps", at.external / "lesions.csv").total
+            print(f"  pointing game, {ARM_TITLES[arm]}: "
+                  + (f"{p.share:.2f} ({p.hits}/{p.slices} top slices on a lesion)" if p.slices else "–"))
     print(f"  report: {page}\n          {md}")
     logging.getLogger("clearct").info("demo: done in %.1f s", elapsed)
