@@ -40,7 +40,7 @@ AXES = {
 QUICK = {"scans": (8, 16, 32), "slices": (16, 48, 144), "inplane": (64, 128, 256)}
 QUICK_FIXED = {"scans": {"size": 64, "slices": 12}, "slices": {"size": 128}, "inplane": {"slices": 12}}
 FIELD = {"scans": "patients", "slices": "slices", "inplane": "size"}
-CV = ["--targets", "lung", "--folds", "2", "--epochs", "2", "--min-steps", "20", "--bootstrap", "50", "--device", "cpu"]
+CV = ["--folds", "2", "--epochs", "2", "--min-steps", "20", "--bootstrap", "50", "--device", "cpu"]
 ENC = ["--encoder", "resnet_tiny", "--random-init", "--image-size", "64"]
 
 
@@ -48,6 +48,20 @@ def _du(path: Path) -> int:
     if not path.exists():
         return 0
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _target(labels: Path) -> str:
+    """The lesion location closest to half positive in ``labels``: a cohort of 4 patients can have every patient
+    positive for one location (lung, say), which no cross-validation can score; the stage's cost does not depend
+    on which location it is."""
+    import csv
+
+    from clearct.synth import LOCATIONS
+
+    with open(labels, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    share = {loc: sum(int(r[loc]) for r in rows) / len(rows) for loc in LOCATIONS}
+    return min(LOCATIONS, key=lambda loc: abs(share[loc] - 0.5))
 
 
 def _cli(args: list[str]) -> None:
@@ -82,8 +96,8 @@ def run_stage(stage: str, work: Path, geometry: dict) -> Path:
         _cli(["extract", "--scans", str(scans), *ENC, "--windows", "abdomen", "--batch-size", "32", "--out", str(feats)])
         return feats
     if stage == "crossval":
-        _cli(["crossval", "--features", str(feats), "--labels", str(labels), "--out", str(cv), *CV,
-              "--no-error-viewers"])
+        _cli(["crossval", "--features", str(feats), "--labels", str(labels), "--targets", _target(labels),
+              "--out", str(cv), *CV, "--no-error-viewers"])
         return cv
     if stage == "deploy":
         _cli(["deploy", "--model", str(cv), "--features", str(feats), "--labels", str(labels), "--allow-overlap",
@@ -101,7 +115,7 @@ def run_stage(stage: str, work: Path, geometry: dict) -> Path:
               "--no-dicom-outputs", "--no-heatmaps", "--device", "cpu"])
         return work / "predict"
     if stage == "finetune3d":
-        _cli(["finetune3d", "--scans", str(scans), "--labels", str(labels), "--targets", "lung", "--folds", "2",
+        _cli(["finetune3d", "--scans", str(scans), "--labels", str(labels), "--targets", _target(labels), "--folds", "2",
               "--epochs", "1", "--arch", "resnet10", "--grid", "32,64,64", "--bootstrap", "50", "--device", "cpu",
               "--workers", "1", "--out", str(work / "finetune3d")])
         return work / "finetune3d"
