@@ -9,7 +9,7 @@ synth, read (``read_ct`` of every scan), pretrain (slice cache build + index + l
 ``resnet_tiny`` at 64 px, batch 16), extract (``resnet_tiny``, random init, 64 px, one window), crossval (ABMIL,
 2 folds, 2 epochs), deploy, attention, predict (one scan), finetune3d (resnet10 on a 32×64×64 grid, 1 epoch) and
 drasclr (``--drasclr-preset cpu``, 1 epoch). The growth exponent of a stage along an axis is the least-squares
-slope of log(cost) against log(size). Default sizes (≈ 15–20 min on 2 idle cores; 70 min at load 12): scans 8/16/32
+slope of log(cost) against log(size). Default sizes (8 min on 2 idle cores; 70 min at load 12): scans 8/16/32
 (64² × 12 slices), slices 16/48/144 (128², 4 scans), in-plane 64/128/256 (12 slices, 4 scans). ``--full``: the
 sizes of the question — scans 50/200/800 (96² × 16 slices), slices 64/256/700 (512², 4 scans), in-plane
 128/256/512 (32 slices, 4 scans) — hours on 2 cores (DrasCLR and finetune3d dominate).
