@@ -3,6 +3,8 @@ attention)."""
 
 from __future__ import annotations
 
+import csv
+
 import numpy as np
 import pytest
 
@@ -34,8 +36,12 @@ def test_lazy_bags_give_the_in_memory_results(tmp_path):
         outs[name] = cv, dep, attn
     for a, b in zip(outs["memory"][:2], outs["lazy"][:2]):
         assert (a / "predictions.csv").read_text() == (b / "predictions.csv").read_text()
-    for folder in (1, 2):
-        assert (outs["memory"][folder] / "attention.csv").read_text() == (outs["lazy"][folder] / "attention.csv").read_text()
+    for folder in (1, 2):  # the same rows; weights equal up to float32 rounding of differently batched bags
+        a, b = (list(csv.DictReader((outs[name][folder] / "attention.csv").read_text().splitlines()))
+                for name in ("memory", "lazy"))
+        assert [{k: v for k, v in r.items() if k != "attention"} for r in a] == \
+            [{k: v for k, v in r.items() if k != "attention"} for r in b] and len(a) > 0
+        np.testing.assert_allclose([float(r["attention"]) for r in a], [float(r["attention"]) for r in b], atol=1e-6)
     for fold in ("fold-1", "fold-2"):
         assert (outs["memory"][0] / fold / "model.safetensors").read_bytes() == \
             (outs["lazy"][0] / fold / "model.safetensors").read_bytes()
