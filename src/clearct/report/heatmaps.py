@@ -24,6 +24,24 @@ from clearct.report.attention import window_image  # noqa: E402
 MAX_ALPHA = 0.6  # the strongest part of a map covers the slice at this opacity; weak parts fade out
 
 
+def _draw_overlay(ax: plt.Axes, hu_slice: np.ndarray, window: Sequence, heatmap: np.ndarray) -> None:
+    """The slice in its window, and the map (values in [0, 1]) in colour, opacity growing with the value."""
+    m = np.clip(np.nan_to_num(heatmap.astype(np.float32)), 0.0, 1.0)
+    ax.imshow(window_image(hu_slice, float(window[1]), float(window[2])), cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
+    ax.imshow(m, cmap="jet", vmin=0, vmax=1, alpha=MAX_ALPHA * m, interpolation="bilinear")
+
+
+def _save(fig: plt.Figure, title: str, target: Path) -> Path:
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    target = Path(target)
+    with atomic_path(target, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", dpi=90)
+    plt.close(fig)
+    return target
+
+
 def heatmap_overlay(target: Path, *, hu_slice: np.ndarray, window: Sequence, maps: np.ndarray,
                     targets: Sequence[str], scores: Sequence[float] | None, title: str) -> Path:
     """Write a PNG with one panel per target: the slice (Y, X) in ``window`` ([name, lo, hi]) and ``maps[t]``
@@ -33,23 +51,14 @@ def heatmap_overlay(target: Path, *, hu_slice: np.ndarray, window: Sequence, map
     cols = min(n, 4)
     rows = math.ceil(n / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(max(3.2 * cols, 4.8), 3.4 * rows + 0.7), squeeze=False)
-    image = window_image(hu_slice, float(window[1]), float(window[2]))
     for t, ax in enumerate(axes.flat):
         ax.axis("off")
         if t >= n:
             continue
-        m = np.clip(np.nan_to_num(maps[t].astype(np.float32)), 0.0, 1.0)
-        ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.imshow(m, cmap="jet", vmin=0, vmax=1, alpha=MAX_ALPHA * m, interpolation="bilinear")
+        _draw_overlay(ax, hu_slice, window, maps[t])
         score = f": {scores[t]:.3f}" if scores is not None else ""
         ax.set_title(f"{targets[t]}{score}", fontsize=9)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    target = Path(target)
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return target
+    return _save(fig, title, target)
 
 
 @dataclass(frozen=True)
@@ -76,20 +85,11 @@ def pointing_figure(target: Path, panels: Sequence[PointingPanel], title: str, c
     for ax in axes.flat:
         ax.axis("off")
     for ax, p in zip(axes.flat, panels):
-        m = np.clip(np.nan_to_num(p.heatmap.astype(np.float32)), 0.0, 1.0)
-        ax.imshow(window_image(p.hu_slice, float(p.window[1]), float(p.window[2])), cmap="gray", vmin=0, vmax=1,
-                  interpolation="nearest")
-        ax.imshow(m, cmap="jet", vmin=0, vmax=1, alpha=MAX_ALPHA * m, interpolation="bilinear")
+        _draw_overlay(ax, p.hu_slice, p.window, p.heatmap)
         for (x1, y1, x2, y2), style in ((p.box, "-"), (p.grown, "--")):  # box edges on pixel edges (x − 0.5)
             ax.add_patch(Rectangle((x1 - 0.5, y1 - 0.5), x2 - x1, y2 - y1, fill=False, edgecolor="red",
                                    linestyle=style, lw=1.2))
         if p.peak is not None:
             ax.plot(p.peak[1], p.peak[0], marker="x", ms=9, mew=2.2, color="lime" if p.hit else "orange")
         ax.set_title(p.title, fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    target = Path(target)
-    with atomic_path(target, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=90)
-    plt.close(fig)
-    return target
+    return _save(fig, title, target)
