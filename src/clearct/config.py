@@ -289,6 +289,13 @@ class DrasclrSettings(CommandConfig):
         return value
 
 
+def optimizer_steps(value: list[int], info: ValidationInfo) -> list[int]:
+    """A list of optimizer steps (snapshot points): each ≥ 1, sorted, without repeats."""
+    if any(v < 1 for v in value):
+        raise ValueError(f"{info.field_name} are optimizer steps ≥ 1, got {value}")
+    return sorted(set(value))
+
+
 class PretrainSettings(CommandConfig):
     arch: str = Field("vit_conv_small", description="encoder architecture from the registry (clearct encoders)")
     method: Literal["moco", "lecl", "supervised", "drasclr"] = Field(
@@ -381,10 +388,8 @@ class PretrainConfig(PretrainSettings):
 
     @field_validator("snapshot_steps")
     @classmethod
-    def _positive_steps(cls, value: list[int]) -> list[int]:
-        if any(v < 1 for v in value):
-            raise ValueError(f"snapshot_steps are optimizer steps ≥ 1, got {value}")
-        return sorted(set(value))
+    def _positive_steps(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        return optimizer_steps(value, info)
 
 
 class ExtractSettings(CommandConfig):
@@ -728,10 +733,8 @@ class BenchmarkConfig(CommandConfig):
 
     @field_validator("step_snapshots")
     @classmethod
-    def _steps_positive(cls, value: list[int]) -> list[int]:
-        if any(v < 1 for v in value):
-            raise ValueError(f"step_snapshots are optimizer steps ≥ 1, got {value}")
-        return sorted(set(value))
+    def _steps_positive(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        return optimizer_steps(value, info)
 
     @field_validator("tasks", "curve_tasks")
     @classmethod
