@@ -47,8 +47,9 @@ def test_plan_shares_cohorts_encoders_and_features(tmp_path):
     assert names.index("crossval lecl-3 stage") < names.index("extract random train-both")
     lam = {s.name: s.config.lam for s in steps if s.name.startswith("pretrain lecl")}
     assert lam == {"pretrain lecl-0": 0.0, "pretrain lecl-3": 3.0}
-    # every 2D encoder: four feature sets; DrasCLR: only what the lung task needs
-    assert sum(n.startswith("extract lecl-3 ") for n in names) == 4
+    # every 2D encoder: three feature sets (Task 2 reads Task 1's lung rows); DrasCLR: only what the lung task needs
+    assert sorted(n for n in names if n.startswith("extract lecl-3 ")) == [
+        "extract lecl-3 external-lung", "extract lecl-3 stage-lung", "extract lecl-3 train-both"]
     assert sorted(n for n in names if n.startswith("extract drasclr")) == [
         "extract drasclr external-lung", "extract drasclr train-lung"]
     assert [n for n in names if "drasclr" in n and n.split()[0] in ("crossval", "deploy")] == [
@@ -71,6 +72,10 @@ def test_plan_shares_cohorts_encoders_and_features(tmp_path):
     assert by_name["crossval moco location"].config.features == by_name["extract moco train-both"].out
     assert by_name["extract moco train-both"].config.windows == ["lung", "abdomen"]
     assert by_name["extract moco stage-lung"].config.windows == ["lung"]
+    assert by_name["crossval moco lung"].config.features == by_name["extract moco train-both"].out
+    assert by_name["crossval moco lung"].config.use_windows == ["lung"]
+    assert by_name["crossval moco location"].config.use_windows is None
+    assert by_name["crossval drasclr lung"].config.features == by_name["extract drasclr train-lung"].out
     assert by_name["crossval moco stage"].config.nested and by_name["crossval moco stage"].config.task == "binary"
     assert by_name["crossval moco location"].config.test_frac == 0.25
     assert by_name["deploy moco lung-external"].config.labels == tmp_path / "cohorts/external/labels.csv"

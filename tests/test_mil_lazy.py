@@ -7,6 +7,8 @@ import csv
 
 import numpy as np
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from clearct.cli import main
 from clearct.mil.data import FeatureCache, LazyFeats, load_cohort
@@ -34,8 +36,14 @@ def test_lazy_bags_give_the_in_memory_results(tmp_path):
         assert main(["attention", "--model", str(cv), "--features", str(tmp_path / "ext" / "features"), "--out",
                      str(attn), "--figures", "0", "--device", "cpu", *extra]) == 0
         outs[name] = cv, dep, attn
+    # float32 kernels may round differently by memory layout (seen: 1e-7), and 40 optimiser steps carry that up to
+    # ≈ 1e-4; a wrong or stale bag moves weights and probabilities by far more than the 1e-3 allowed here
     for a, b in zip(outs["memory"][:2], outs["lazy"][:2]):
-        assert (a / "predictions.csv").read_text() == (b / "predictions.csv").read_text()
+        rows_a, rows_b = (list(csv.DictReader((d / "predictions.csv").read_text().splitlines())) for d in (a, b))
+        same = ("patient_id", "scan_id", "set", "fold", "target", "label")
+        assert [[r[k] for k in same] for r in rows_a] == [[r[k] for k in same] for r in rows_b] and len(rows_a) > 0
+        for k in ("probability", "threshold"):
+            np.testing.assert_allclose([float(r[k]) for r in rows_a], [float(r[k]) for r in rows_b], atol=1e-3)
     for folder in (1, 2):  # the same rows; weights equal up to float32 rounding of differently batched bags
         a, b = (list(csv.DictReader((outs[name][folder] / "attention.csv").read_text().splitlines()))
                 for name in ("memory", "lazy"))
@@ -43,8 +51,10 @@ def test_lazy_bags_give_the_in_memory_results(tmp_path):
             [{k: v for k, v in r.items() if k != "attention"} for r in b] and len(a) > 0
         np.testing.assert_allclose([float(r["attention"]) for r in a], [float(r["attention"]) for r in b], atol=1e-6)
     for fold in ("fold-1", "fold-2"):
-        assert (outs["memory"][0] / fold / "model.safetensors").read_bytes() == \
-            (outs["lazy"][0] / fold / "model.safetensors").read_bytes()
+        a, b = (load_file(outs[name][0] / fold / "model.safetensors") for name in ("memory", "lazy"))
+        assert a.keys() == b.keys() and len(a) > 0
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-3)
 
 
 def test_the_cache_stays_within_its_bytes_and_rereads_evicted_bags(tmp_path):

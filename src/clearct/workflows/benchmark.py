@@ -8,6 +8,7 @@ resumes):
 OUT/cohorts/{train,external,stage}/     clearct synth (train: pretraining + Tasks 1–2; external: Task 2 deploy)
 OUT/encoders/<encoder>/                  clearct pretrain (random init needs none); OUT/slice-cache is shared
 OUT/features/<encoder>/<cohort>-<win>/   clearct extract, once per encoder and cohort, reused by every task
+                                         (Task 2 reads the lung rows of Task 1's train-both)
 OUT/tasks/<encoder>/<task>/              clearct crossval / deploy
 OUT/curves/<task>/<encoder|finetune3d>/  data-efficiency curves (clearct.workflows.curves.run_curve): share-<s>/
                                          runs, curve.csv; OUT/volume-cache is the 3D family's shared volume cache
@@ -177,7 +178,8 @@ def feature_sets(enc: Encoder, tasks: list[str]) -> dict[str, tuple[str, list[st
     if "location" in tasks and not enc.is_3d:
         wanted["train-both"] = ("train", ["lung", "abdomen"])  # Task 1 uses both windows
     if "lung" in tasks:
-        wanted["train-lung"] = ("train", ["lung"])
+        if "train-both" not in wanted:  # else Task 2 reads the lung rows of Task 1's features: no second extraction
+            wanted["train-lung"] = ("train", ["lung"])
         wanted["external-lung"] = ("external", ["lung"])
     if "stage" in tasks and not enc.is_3d:
         wanted["stage-lung"] = ("stage", ["lung"])
@@ -214,8 +216,10 @@ def _task_steps(plan: BenchmarkPlan, enc: Encoder, root: Path) -> list[Step]:
                            labels=cohorts / "train" / "labels.csv", targets=list(LOCATIONS), out=tasks / "location")
         steps.append(Step(f"crossval {enc.name} location", run_crossval, c, c.out))
     if "lung" in cfg.tasks:  # validated on the external cohort instead of a held-out share
-        c = CrossvalConfig(**{**mil, "task": "multilabel", "test_frac": 0.0}, features=feats / "train-lung",
-                           labels=cohorts / "train" / "labels.csv", targets=list(LUNG_FINDINGS), out=tasks / "lung")
+        train = next(f for f in feature_sets(enc, cfg.tasks) if f.startswith("train-"))
+        c = CrossvalConfig(**{**mil, "task": "multilabel", "test_frac": 0.0, "use_windows": ["lung"]},
+                           features=feats / train, labels=cohorts / "train" / "labels.csv",
+                           targets=list(LUNG_FINDINGS), out=tasks / "lung")
         d = DeployConfig(model=c.out, features=feats / "external-lung", labels=cohorts / "external" / "labels.csv",
                          out=tasks / "lung-external", bootstrap=plan.crossval.bootstrap, seed=cfg.seed,
                          device=cfg.device)
@@ -280,7 +284,7 @@ def _curve_steps(plan: BenchmarkPlan, root: Path) -> list[Step]:
         ref = parse_encoder("random")
         base = _task_crossval(plan, ref, root, task)
         if cfg.curve_finetune3d and base is not None:
-            windows = feature_sets(ref, cfg.tasks)[base.features.name][1]
+            windows = base.use_windows or feature_sets(ref, cfg.tasks)[base.features.name][1]
             run3d = _finetune3d_curve(plan, base, windows, root, folder / "finetune3d")
             step = CurveStep(command="finetune3d", run=run3d, out=folder / "finetune3d", shares=cfg.curve_shares)
             steps.append(Step(f"curve finetune3d {task}", run_curve_step, step, step.out))
