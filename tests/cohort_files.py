@@ -8,12 +8,21 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from clearct.config import SynthConfig
+from clearct.synth import generate_cohort
 from drasclr_phantom import chest_phantom
 
 # a tiny DrasCLR network: seconds per epoch (the cpu preset fills the other sizes)
 DRASCLR = ["--method", "drasclr", "--batch-size", "8", "--device", "cpu", "--drasclr-grid-mm", "24",
            "--drasclr-channels", "4,8", "--drasclr-embed-dim", "16", "--drasclr-proj-dim", "16",
            "--drasclr-queue", "16", "--drasclr-location-bins", "1"]
+
+
+def pretrain_cohort(out: Path) -> Path:
+    """Three annotated synth patients of 8 slices at 64 px: the smallest cohort a pretraining step runs on."""
+    generate_cohort(SynthConfig(out=out, patients=3, size=64, slices=8, format="nifti", unannotated=0.0, workers=1),
+                    progress=False)
+    return out
 
 
 def scans_table(path: Path, rows: list[tuple[str, str, str | Path]]) -> Path:

@@ -59,12 +59,10 @@ def test_flop_counts_match_hand_counts_and_leave_the_model_alone():
 @pytest.mark.slow
 def test_pretrain_and_extract_write_compute_json(tmp_path):
     from clearct.cli import main
-    from clearct.config import SynthConfig
     from clearct.encoders import create_encoder
-    from clearct.synth import generate_cohort
+    from cohort_files import pretrain_cohort
 
-    generate_cohort(SynthConfig(out=tmp_path / "c", patients=3, size=64, slices=8, format="nifti", unannotated=0.0,
-                                workers=1), progress=False)
+    pretrain_cohort(tmp_path / "c")
     run, feats = tmp_path / "run", tmp_path / "feats"
     assert main(["pretrain", "--scans", str(tmp_path / "c" / "scans.csv"), "--lesions", str(tmp_path / "c" / "lesions.csv"),
                  "--arch", "vit_conv_test", "--method", "lecl", "--epochs", "1", "--batch-size", "8",

@@ -11,19 +11,16 @@ from safetensors.torch import load_file
 
 from clearct.cli import main
 from clearct.common.errors import ClearctError
-from clearct.config import PretrainConfig, SynthConfig
+from clearct.config import PretrainConfig
 from clearct.encoders import create_encoder
 from clearct.pretrain.schedules import learning_rate, momentum
 from clearct.pretrain.train import CHECKPOINT, LOG_CSV, run_pretrain
-from clearct.synth import generate_cohort
+from cohort_files import pretrain_cohort
 
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cohort")
-    generate_cohort(SynthConfig(out=out, patients=3, size=64, slices=8, format="nifti", unannotated=0.0, workers=1),
-                    progress=False)
-    return out
+    return pretrain_cohort(tmp_path_factory.mktemp("cohort"))
 
 
 def _cfg(cohort, out, **kw):

@@ -13,9 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clearct.config import SynthConfig
 from clearct.io.features import read_features
-from clearct.synth import generate_cohort
+from cohort_files import pretrain_cohort
 
 ENV = {k: v for k, v in os.environ.items()
        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
@@ -47,10 +46,7 @@ def _two_nodes(args: list[str]) -> None:
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cohort")
-    generate_cohort(SynthConfig(out=out, patients=3, size=64, slices=8, format="nifti", unannotated=0.0, workers=1),
-                    progress=False)
-    return out
+    return pretrain_cohort(tmp_path_factory.mktemp("cohort"))
 
 
 @pytest.mark.slow
